@@ -1,0 +1,1 @@
+"""Dagster wiring of halo: assets, checks, jobs, schedules, sensors, resources (no maths here)."""

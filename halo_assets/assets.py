@@ -1,0 +1,128 @@
+"""The asset graph (DESIGN §2): paired_stamps -> filtered_dataset -> trained_model -> calibrated_model
+-> evaluation_report -> promoted_model. Each body resolves the config, calls one halo_core function
+and turns its report into metadata."""
+
+
+import json
+
+import dagster as dg
+
+from halo_assets.metadata import dataset_metadata, report_metadata, table, training_metadata
+from halo_assets.resources import HaloSettings
+from halo_core import uris
+from halo_core.calibration import Calibration, calibrate_on_val
+from halo_core.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.filtering import build_filtered_dataset
+from halo_core.reader import SPLITS, split_files
+from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.simulate import simulate_dataset
+from halo_core.train import FINAL, fit
+
+CALIBRATION_FILE = "calibration.json"
+
+# The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
+# time on a shared box) plus the pod spec the k8s executor applies (DESIGN §2).
+GPU_POOL = "gpu"
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    },
+}
+
+
+def source_uri(halo: HaloSettings) -> str:
+    """The paired dataset: the configured train_path, or the synthesized one under the root."""
+    return halo.config().train_path or halo.uri("paired_stamps")
+
+
+@dg.asset(group_name="data", kinds={"parquet"})
+def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
+    """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
+    is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
+    cfg = halo.config()
+    if cfg.train_path:
+        files = split_files(cfg.train_path)
+        return dg.MaterializeResult(metadata={
+            "uri": dg.MetadataValue.path(cfg.train_path),
+            "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
+        })
+    sim = cfg.simulation
+    report = simulate_dataset(halo.uri("paired_stamps"), n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
+                              lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+    context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
+    return dg.MaterializeResult(metadata={
+        "uri": dg.MetadataValue.path(report.out_dir),
+        "rows": table([{"split": s, "rows": n, "files": report.files[s]} for s, n in report.rows.items()]),
+        "nan_rows": dg.MetadataValue.int(report.nan_rows),
+        "masked_arc_rows": dg.MetadataValue.int(report.masked_arc_rows),
+        "seconds": dg.MetadataValue.float(report.seconds),
+    })
+
+
+@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"})
+def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
+    """Excluded bricks removed, quality cuts applied, corrupt/NaN rows quarantined and counted, pairs
+    preprocessed once into memory-mapped float16 shards."""
+    cfg = halo.config()
+    report = build_filtered_dataset(cfg, source_uri(halo), halo.uri("filtered_dataset"))
+    return dg.MaterializeResult(metadata={**dataset_metadata(report), "config_hash": cfg.config_hash()})
+
+
+@dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
+def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
+    """ResNet18 trained by the halo_core trainer on the filtered shards; resumes from last.pt if a
+    previous attempt was interrupted."""
+    cfg = halo.config()
+    result = fit(cfg, halo.uri("filtered_dataset"), cfg.checkpoint_dir or halo.uri("trained_model"),
+                 on_epoch=lambda r: context.log.info(
+                     "epoch %d: train_loss %.4f val_loss %.4f val_auroc %.4f lr %.2e", r["epoch"] + 1,
+                     r["train_loss"], r["val_loss"], r["val_auroc"], r["lr"]))
+    return dg.MaterializeResult(metadata={**training_metadata(result), "config_hash": cfg.config_hash()})
+
+
+def model_path(halo: HaloSettings) -> str:
+    return uris.join(halo.config().checkpoint_dir or halo.uri("trained_model"), FINAL)
+
+
+@dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"})
+def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
+    """Platt scaling fitted on the validation split, stored beside the model as calibration.json."""
+    cfg = halo.config()
+    calibration, ece = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
+    uris.atomic_write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
+                           {**calibration.to_dict(), "model": model_path(halo), "val_ece": ece})
+    return dg.MaterializeResult(metadata={
+        "platt_a": calibration.a, "platt_b": calibration.b, "n_val": calibration.n_fit,
+        "val_ece_before": ece["before"], "val_ece_after": ece["after"],
+    })
+
+
+def load_calibration(halo: HaloSettings) -> Calibration:
+    return Calibration.from_dict(uris.read_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE)))
+
+
+@dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"})
+def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
+    """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html."""
+    cfg = halo.config()
+    out = halo.uri("evaluation_report")
+    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_calibration(halo), out)
+    return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML)))
+
+
+@dg.asset(deps=[evaluation_report], group_name="evaluation", kinds={"pytorch"})
+def promoted_model(halo: HaloSettings) -> dg.MaterializeResult:
+    """The deployable model: written only when every blocking go/no-go check on the report passed."""
+    out = halo.uri("promoted_model")
+    state, sidecar = load_checkpoint(model_path(halo))
+    report = uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
+    card = {**sidecar, "calibration": load_calibration(halo).to_dict(), "test_metrics": report["metrics"]}
+    save_checkpoint(uris.join(out, FINAL), state, card)
+    return dg.MaterializeResult(metadata={
+        "model_path": dg.MetadataValue.path(uris.join(out, FINAL)),
+        "model_card": dg.MetadataValue.md(f"```json\n{json.dumps(report['metrics'], indent=1)}\n```"),
+    })

@@ -1,0 +1,61 @@
+"""halo_core reports -> Dagster metadata; the only place that knows both vocabularies."""
+
+from __future__ import annotations
+
+import math
+
+import dagster as dg
+import pandas as pd
+
+
+def table(rows: list[dict]) -> dg.MarkdownMetadataValue:
+    return dg.MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "_none_")
+
+
+def number(value) -> dg.MetadataValue:
+    """A float, or the text 'n/a' for a value that could not be measured (never a fake 0)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return dg.MetadataValue.text("n/a")
+    return dg.MetadataValue.float(float(value)) if isinstance(value, float) else dg.MetadataValue.int(int(value))
+
+
+def dataset_metadata(report) -> dict:
+    splits = report.splits
+    return {
+        "uri": dg.MetadataValue.path(report.out_dir),
+        "rows_kept": table([{"split": s, "rows_in": r.rows_in, "rows_kept": r.rows_kept,
+                             **{f"dropped_{k}": v for k, v in sorted(r.counts.items())}} for s, r in splits.items()]),
+        "quarantined": table([{k: q[k] for k in ("task_id", "reason", "source")}
+                              for r in splits.values() for q in r.quarantined][:50]),
+        "split_integrity_ok": dg.MetadataValue.bool(report.integrity.ok),
+        "seconds": dg.MetadataValue.float(report.seconds),
+    }
+
+
+def training_metadata(result) -> dict:
+    last = result.history[-1]
+    return {
+        "model_path": dg.MetadataValue.path(result.model_path),
+        "best_epoch": dg.MetadataValue.int(result.best_epoch + 1),
+        "epochs_run": dg.MetadataValue.int(len(result.history)),
+        "stopped_early": dg.MetadataValue.bool(result.stopped_early),
+        "val_auroc": number(last["val_auroc"]),
+        "val_loss": number(last["val_loss"]),
+        "history": table([{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items()} for h in result.history]),
+        "samples": table([{"split": s, **c} for s, c in result.samples.items()]),
+        "seconds": dg.MetadataValue.float(result.seconds),
+    }
+
+
+def report_metadata(report: dict, html_path: str) -> dict:
+    m = report["metrics"]
+    return {
+        "report_html": dg.MetadataValue.path(html_path),
+        "n_test": dg.MetadataValue.int(m["n"]),
+        "auroc": number(m["auroc"]),
+        "auprc": number(m["auprc"]),
+        "precision_at_recall_0_90": number(m["precision_at_recall_0_90"]),
+        "tpr_at_fpr": table(m["tpr_at_fpr"]),
+        "ece_after_calibration": number(report["calibration"]["ece_after"]["ece"]),
+        "theta_e_completeness": table(report["theta_e_completeness"]),
+    }

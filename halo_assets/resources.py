@@ -1,0 +1,29 @@
+"""Resources: HaloSettings, the one configuration a run has (preset + overrides + where artifacts go)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from halo_core import uris
+from halo_core.config import HaloConfig, load_preset, parse_overrides
+
+DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
+
+
+class HaloSettings(dg.ConfigurableResource):
+    """Which preset a run uses, its overrides, and the root URI under which every artifact lives."""
+
+    preset: str = Field("recommended", description="halo_core preset: recommended, gen5_prime, demo, smoke")
+    overrides: list[str] = Field(
+        default_factory=list, description="KEY=VALUE overrides, as `halo --set`, e.g. epochs=5, scheduler.T_0=5")
+    root_uri: str = Field(DEFAULT_ROOT, description="local folder or s3://bucket/prefix for all artifacts")
+
+    def config(self) -> HaloConfig:
+        return load_preset(self.preset, parse_overrides(self.overrides))
+
+    def uri(self, asset: str) -> str:
+        """Artifacts of one preset live together; two presets never overwrite each other."""
+        return uris.join(self.root_uri, self.preset, asset)

@@ -1,0 +1,74 @@
+"""Calibration on the validation split (Platt scaling), equal-mass ECE, and prior shift to the
+deployment prevalence (DESIGN §2 `calibrated_model`, §5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """p = sigmoid(a * logit + b), fitted on val; ``train_prevalence`` is the val positive fraction."""
+
+    a: float
+    b: float
+    train_prevalence: float
+    n_fit: int
+
+    def probability(self, logits: np.ndarray) -> np.ndarray:
+        return sigmoid(self.a * np.asarray(logits, dtype=np.float64) + self.b)
+
+    def at_prevalence(self, logits: np.ndarray, prevalence: float) -> np.ndarray:
+        return prior_shift(self.probability(logits), self.train_prevalence, prevalence)
+
+    def to_dict(self) -> dict:
+        return {"method": "platt", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls(d["a"], d["b"], d["train_prevalence"], d["n_fit"])
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> Calibration:
+    lr = LogisticRegression(C=1e6, max_iter=1000)  # effectively unregularised: two parameters, many samples
+    lr.fit(np.asarray(logits, dtype=np.float64).reshape(-1, 1), labels.astype(int))
+    return Calibration(float(lr.coef_[0, 0]), float(lr.intercept_[0]), float(labels.mean()), int(len(labels)))
+
+
+def prior_shift(p: np.ndarray, from_prevalence: float, to_prevalence: float) -> np.ndarray:
+    """Bayes' rule with new class priors: the posterior a calibrated p becomes at another prevalence."""
+    pos = p * (to_prevalence / from_prevalence)
+    neg = (1 - p) * ((1 - to_prevalence) / (1 - from_prevalence))
+    return pos / (pos + neg)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict:
+    """ECE over equal-mass bins (equal-width bins are mostly empty for a confident classifier)."""
+    order = np.argsort(probs, kind="stable")
+    bins = [b for b in np.array_split(order, n_bins) if len(b)]
+    rows = [{"n": len(b), "mean_p": float(probs[b].mean()), "frac_pos": float(labels[b].mean())} for b in bins]
+    ece = sum(r["n"] * abs(r["mean_p"] - r["frac_pos"]) for r in rows) / max(len(probs), 1)
+    return {"ece": float(ece), "n": int(len(probs)), "bins": rows}
+
+
+def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> tuple[Calibration, dict]:
+    """Platt scaling fitted on the val split's logits; (calibration, val ECE before/after)."""
+    from halo_core.checkpoint import load_model
+    from halo_core.model import pick_device
+    from halo_core.train import load_split_samples, predict_logits
+
+    model, _ = load_model(model_path)
+    device = pick_device(cfg.device)
+    shards, samples = load_split_samples(cfg, dataset_dir, "val")
+    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
+    cal = fit_platt(logits, samples.labels)
+    ece = {"before": expected_calibration_error(sigmoid(logits), samples.labels)["ece"],
+           "after": expected_calibration_error(cal.probability(logits), samples.labels)["ece"]}
+    return cal, ece

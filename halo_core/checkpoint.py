@@ -1,0 +1,68 @@
+"""Checkpoints: a torch file of tensors and plain values plus a JSON sidecar with the provenance.
+
+Loaded with ``weights_only=True`` (no pickled code from a file), written atomically (a crash never
+leaves half a checkpoint). The sidecar carries what inference needs to rebuild the model and its
+input: architecture, ``input_channels`` and the PreprocessSpec (DESIGN §1 fact 6, §2).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+from pathlib import Path
+
+import torch
+
+from halo_core import __version__, uris
+from halo_core.errors import CheckpointError
+from halo_core.model import build_model
+from halo_core.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+
+def sidecar_path(path: str) -> str:
+    return str(Path(path).with_suffix(".json")) if not uris.is_remote(path) else path.rsplit(".", 1)[0] + ".json"
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def save_checkpoint(path: str, state: dict, sidecar: dict) -> None:
+    """Sidecar first, then the weights: a weights file on disk always has its provenance beside it."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    uris.atomic_write_json(sidecar_path(path), sidecar)
+    uris.atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str, map_location="cpu") -> tuple[dict, dict]:
+    """(state, sidecar); CheckpointError when either is missing, truncated or not a checkpoint."""
+    try:
+        state = torch.load(io.BytesIO(uris.read_bytes(path)), map_location=map_location, weights_only=True)
+        sidecar = uris.read_json(sidecar_path(path))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: not found ({err})") from err
+    except Exception as err:  # truncated zip, bad JSON, unpickling refused: all mean "unusable"
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from err
+    return state, sidecar
+
+
+def load_model(path: str, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """Model in eval mode, rebuilt from the sidecar's architecture, and the sidecar."""
+    state, sidecar = load_checkpoint(path, map_location)
+    model = build_model(sidecar["model_name"], sidecar["input_channels"])
+    model.load_state_dict(state["model"])
+    return model.eval(), sidecar
+
+
+def model_spec(sidecar: dict) -> PreprocessSpec:
+    return PreprocessSpec.from_dict(sidecar["preprocess"])

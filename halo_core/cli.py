@@ -1,0 +1,124 @@
+"""`halo`: the command line of halo_core; each subcommand calls one library function.
+
+    halo simulate --preset demo --out data/paired          synthetic paired dataset (DESIGN §4)
+    halo filter   --preset demo --data data/paired --out data/filtered
+    halo train    --preset demo --data data/filtered --out runs/demo
+    halo evaluate --preset demo --data data/filtered --model runs/demo/model.pt --out reports/demo
+    halo config   --preset gen5_prime                      print the resolved configuration
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+from halo_core import uris
+from halo_core.config import load_preset, parse_overrides, preset_names
+from halo_core.errors import HaloError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="recommended", help=f"one of: {', '.join(preset_names())} (default recommended)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. --set epochs=2 --set scheduler.T_0=5")
+
+
+def cmd_config(cfg, args) -> None:
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"# config_hash: {cfg.config_hash()}")
+
+
+def cmd_simulate(cfg, args) -> None:
+    from halo_core.simulate import simulate_dataset
+
+    sim = cfg.simulation
+    report = simulate_dataset(args.out, n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
+                              lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+    print(json.dumps(report.to_dict(), indent=1, default=str))
+
+
+def cmd_filter(cfg, args) -> None:
+    from halo_core.filtering import build_filtered_dataset
+
+    report = build_filtered_dataset(cfg, args.data, args.out)
+    for split, r in report.splits.items():
+        print(f"{split}: kept {r.rows_kept} of {r.rows_in} rows; dropped {dict(r.counts) or 'none'}")
+    print(f"split integrity: {'ok' if report.integrity.ok else report.integrity.to_dict()}")
+
+
+def cmd_train(cfg, args) -> None:
+    from halo_core.train import fit
+
+    result = fit(cfg, args.data, args.out, resume=args.resume)
+    best = result.history[result.best_epoch] if result.best_epoch >= 0 else result.history[-1]
+    print(f"model: {result.model_path}  best epoch {result.best_epoch + 1}: val_loss {best['val_loss']:.4f} "
+          f"val_auroc {best['val_auroc']:.4f}  ({result.seconds:.0f} s)")
+
+
+def cmd_evaluate(cfg, args) -> None:
+    from halo_core.calibration import calibrate_on_val
+    from halo_core.report import REPORT_HTML, evaluate
+
+    calibration, _ = calibrate_on_val(cfg, args.data, args.model)
+    report = evaluate(cfg, args.data, args.model, calibration, args.out)
+    m = report["metrics"]
+    print(f"test n={m['n']}: AUROC {m['auroc']:.4f}  AUPRC {m['auprc']:.4f}  "
+          f"precision@recall0.90 {m['precision_at_recall_0_90']:.4f}")
+    print(f"report: {uris.join(args.out, REPORT_HTML)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="halo", description="Train, evaluate and gate a strong-lens finder.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the resolved configuration of a preset")
+    _config_args(p)
+    p.set_defaults(run=cmd_config)
+
+    p = sub.add_parser("simulate", help="write the synthetic paired dataset (DESIGN §3 schema)")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="output directory or URI")
+    p.set_defaults(run=cmd_simulate)
+
+    p = sub.add_parser("filter", help="build the filtered, preprocessed training shards")
+    _config_args(p)
+    p.add_argument("--data", required=True, help="paired dataset root (split folders, Hive or split column)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_filter)
+
+    p = sub.add_parser("train", help="train on filtered shards (same trainer as the Dagster asset)")
+    _config_args(p)
+    p.add_argument("--data", required=True, help="filtered dataset directory")
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="calibrate on val, evaluate on test, write report.json/.html")
+    _config_args(p)
+    p.add_argument("--data", required=True, help="filtered dataset directory")
+    p.add_argument("--model", required=True, help="model.pt from `halo train`")
+    p.add_argument("--out", required=True, help="report directory")
+    p.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_preset(args.preset, parse_overrides(args.set))
+        args.run(cfg, args)
+    except HaloError as err:
+        print(f"halo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

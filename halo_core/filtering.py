@@ -1,0 +1,159 @@
+"""The filtered dataset: excluded bricks dropped, quality cuts, bad rows quarantined and counted,
+pairs preprocessed once and written as shards (DESIGN §2 `filtered_dataset`, §7)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from halo_core import uris
+from halo_core.errors import ContractError, StampDecodeError
+from halo_core.preprocess import PreprocessSpec, preprocess
+from halo_core.reader import SPLITS, read_split, split_files
+from halo_core.shards import MANIFEST_FILE, ShardWriter
+from halo_core.splits import SplitReport, split_report
+from halo_core.stamps import decode_stamp
+
+log = logging.getLogger(__name__)
+BLOB_COLUMNS = ("stamp_npz", "ctrl_stamp_npz")
+CHUNK_ROWS = 512
+
+
+@dataclass
+class FilterReport:
+    """What happened to the rows of one split; every dropped row is in ``counts`` under a reason."""
+
+    split: str
+    rows_in: int = 0
+    rows_kept: int = 0
+    counts: Counter = field(default_factory=Counter)  # reason -> rows dropped
+    quarantined: list[dict] = field(default_factory=list)  # {task_id, source, reason, detail}
+    arc_snr_zero_kept: int = 0  # masked arcs: kept for the "behave like negatives" diagnostic
+    identical_pairs_kept: int = 0  # stamp == control
+    identical_pairs_with_arc: int = 0  # stamp == control although arc_snr > 0: a failed injection
+    sources: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["counts"] = dict(self.counts)
+        return d
+
+
+@dataclass
+class DatasetReport:
+    out_dir: str
+    preprocess: PreprocessSpec
+    splits: dict[str, FilterReport]
+    integrity: SplitReport
+    excluded_bricks: tuple[str, ...]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": self.out_dir,
+            "preprocess": self.preprocess.to_dict(),
+            "splits": {s: r.to_dict() for s, r in self.splits.items()},
+            "integrity": self.integrity.to_dict(),
+            "excluded_bricks": list(self.excluded_bricks),
+            "seconds": self.seconds,
+        }
+
+
+def _cut_mask(table: pa.Table, column: str, limit: float) -> np.ndarray:
+    if column not in table.column_names:
+        return np.zeros(table.num_rows, bool)
+    values = table[column].to_numpy(zero_copy_only=False).astype(float)
+    return values > limit  # NULL (NaN) passes: the column is optional provenance
+
+
+def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_ids: set[str]):
+    """Decode and vet one file's rows; returns (stamps, controls, meta) of the rows kept."""
+    n = table.num_rows
+    report.rows_in += n
+    task_ids = table["task_id"].to_pylist()
+    drop = np.zeros(n, dtype=object)  # reason per row, 0 = keep
+    bricks = np.asarray(table["brickname"].to_pylist(), dtype=object)
+    drop[np.isin(bricks, list(cfg.exclude_bricks))] = "excluded_brick"
+    for column, limit in (("bad_pixel_frac", cfg.quality_cuts.max_bad_pixel_frac),
+                          ("wise_brightmask_frac", cfg.quality_cuts.max_wise_brightmask_frac)):
+        drop[(drop == 0) & _cut_mask(table, column, limit)] = column
+    stamps, controls, keep_rows = [], [], []
+    blobs = {c: table[c].to_pylist() for c in BLOB_COLUMNS}
+    for i, task_id in enumerate(task_ids):
+        if drop[i]:
+            report.counts[drop[i]] += 1
+            continue
+        try:
+            if task_id is None or task_id in seen_ids:
+                raise StampDecodeError(f"{source} row {i}: task_id {task_id!r} is missing or repeated", "duplicate_task_id")
+            pair = [decode_stamp(blobs[c][i], source=source, task_id=task_id, column=c, keys=cfg.input_keys)
+                    for c in BLOB_COLUMNS]
+            bad = [c for c, img in zip(BLOB_COLUMNS, pair) if not np.isfinite(img).all()]
+            if bad:
+                raise StampDecodeError(f"{source} task_id={task_id} {bad}: non-finite pixels", "nonfinite_pixels")
+        except StampDecodeError as err:
+            report.counts[err.reason] += 1
+            report.quarantined.append({"task_id": task_id, "source": source, "reason": err.reason, "detail": str(err)})
+            continue
+        seen_ids.add(task_id)
+        stamps.append(pair[0])
+        controls.append(pair[1])
+        keep_rows.append(i)
+    meta = table.drop_columns(list(BLOB_COLUMNS)).take(pa.array(keep_rows, pa.int64())).to_pandas()
+    meta["source_file"] = source
+    return stamps, controls, meta
+
+
+def build_filtered_dataset(cfg, source_uri: str, out_dir: str) -> DatasetReport:
+    """Read the paired dataset at ``source_uri`` and write the filtered, preprocessed shards to ``out_dir``."""
+    start = time.perf_counter()
+    spec = PreprocessSpec.from_config(cfg)
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)  # a rebuild replaces the whole dataset, never mixes two
+    files = split_files(source_uri)
+    reports: dict[str, FilterReport] = {}
+    metas: dict[str, pd.DataFrame] = {}
+    seen_ids: set[str] = set()
+    for split in SPLITS:
+        if not files[split]:
+            raise ContractError(f"{source_uri}: split {split!r} has no parquet files")
+        report = FilterReport(split)
+        writer = ShardWriter(out / split)
+        for source, table in read_split(source_uri, split, files[split]):
+            report.sources.append(source)
+            for offset in range(0, table.num_rows, CHUNK_ROWS):
+                stamps, controls, meta = _filter_file(table.slice(offset, CHUNK_ROWS), source, cfg, report, seen_ids)
+                if not stamps:
+                    continue
+                stamps, controls = np.stack(stamps), np.stack(controls)
+                identical = (stamps == controls).all(axis=(1, 2, 3))
+                report.identical_pairs_kept += int(identical.sum())
+                report.identical_pairs_with_arc += int((identical & (meta["arc_snr"].to_numpy(float) > 0)).sum())
+                writer.append(preprocess(stamps, spec), preprocess(controls, spec), meta)
+        writer.close()
+        report.rows_kept = writer.rows
+        if report.rows_kept == 0:
+            raise ContractError(
+                f"{source_uri}: split {split!r} is empty after filtering ({report.rows_in} rows in; "
+                f"dropped {dict(report.counts)})"
+            )
+        metas[split] = pd.read_parquet(out / split / "meta.parquet", columns=["arc_snr", "brickname", "ra", "dec"])
+        report.arc_snr_zero_kept = int((metas[split]["arc_snr"] == 0).sum())
+        reports[split] = report
+        log.info("filtered %s: %d of %d rows kept, dropped %s", split, report.rows_kept, report.rows_in, dict(report.counts))
+    result = DatasetReport(
+        out_dir=str(out), preprocess=spec, splits=reports, integrity=split_report(metas),
+        excluded_bricks=tuple(cfg.exclude_bricks), seconds=time.perf_counter() - start,
+    )
+    manifest = {**result.to_dict(), "config_hash": cfg.config_hash(), "source_uri": source_uri}
+    uris.atomic_write_json(str(out / MANIFEST_FILE), manifest)  # written last: its presence means complete
+    return result

@@ -1,0 +1,67 @@
+"""Batches from the memory-mapped shards, deterministic in (seed, epoch, batch) (DESIGN §1 fact 6).
+
+Each item of ``BatchStream`` is a whole batch: the sampler's permutation depends only on
+(seed, epoch), batches are dealt to ranks round-robin, and each batch's augmentation is seeded by
+(seed, epoch, batch index). So no two ranks or DataLoader workers read the same sample in an epoch,
+and a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from halo_core.augment import apply_d4, d4_elements
+from halo_core.samples import CONTROL, SampleSet
+from halo_core.shards import SplitShards
+
+
+def gather(shards: SplitShards, samples: SampleSet, index: np.ndarray) -> np.ndarray:
+    """Samples ``index`` as (B, C, 64, 64) float32; C is 6 when the control is appended."""
+    order = np.argsort(samples.rows[index], kind="stable")  # sorted reads are sequential in the memmap
+    rows, slots = samples.rows[index][order], samples.slots[index][order]
+    x = shards.pairs[rows, slots]
+    if samples.with_control:
+        x = np.concatenate([x, shards.pairs[rows, CONTROL]], axis=1)
+    out = np.empty_like(x, dtype=np.float32)
+    out[order] = x
+    return out
+
+
+class BatchStream(Dataset):
+    def __init__(self, shards: SplitShards, samples: SampleSet, batch_size: int, *, seed: int,
+                 train: bool, augmentation=None, rank: int = 0, world_size: int = 1):
+        self.shards, self.samples, self.batch_size = shards, samples, batch_size
+        self.seed, self.train, self.augmentation = seed, train, augmentation
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        n = len(self.samples)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.train else np.arange(n)
+        batches = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.train and len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            batches.pop()  # a ragged last batch would make epochs uneven across ranks
+        usable = len(batches) - len(batches) % self.world_size if self.train else len(batches)
+        return batches[self.rank:usable:self.world_size]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = self._batches()[i]
+        x = torch.from_numpy(gather(self.shards, self.samples, index))
+        if self.train and self.augmentation is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, i])
+            aug = self.augmentation
+            x = apply_d4(x, d4_elements(rng, len(index), rot90=aug.rot90, flip=aug.flip, transpose=aug.transpose))
+        return x, torch.from_numpy(self.samples.labels[index]), torch.from_numpy(index)
+
+
+def make_loader(stream: BatchStream, num_workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(stream, batch_size=None, shuffle=False, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=False)

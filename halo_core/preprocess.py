@@ -1,0 +1,82 @@
+"""Per-stamp normalisation, done once when the filtered dataset is built (DESIGN §1, §6).
+
+Whole-stamp (and annulus) robust statistics are unchanged by D4 transforms, so this never needs to
+run in the training loop. The exact constants travel in a PreprocessSpec, stored in the shards'
+manifest and in every checkpoint, and re-applied from there at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from halo_core.errors import CheckpointError
+from halo_core.stamps import STAMP_SIZE
+
+MAD_TO_SIGMA = 1.4826  # Gaussian sigma per unit median absolute deviation
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    normalization: Literal["per_sample_robust", "residual_radial"]
+    clip_range: tuple[float, float]
+    mad_factor: float = MAD_TO_SIGMA
+    annulus_min_radius_px: float = 20.0  # at 64 px; scaled with stamp size
+    stamp_size: int = STAMP_SIZE
+
+    @classmethod
+    def from_config(cls, cfg) -> "PreprocessSpec":
+        return cls(cfg.normalization, tuple(cfg.clip_range), MAD_TO_SIGMA, cfg.annulus_min_radius_px)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        return cls(**{**d, "clip_range": tuple(d["clip_range"])})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def require_same(self, other: "PreprocessSpec", what: str) -> None:
+        """Refuse to mix data and a model preprocessed differently (a silent source of bad runs)."""
+        if self != other:
+            diff = {k: (v, getattr(other, k)) for k, v in asdict(self).items() if getattr(other, k) != v}
+            raise CheckpointError(f"{what}: preprocessing differs (this, other): {diff}")
+
+
+@lru_cache(maxsize=4)
+def _rings(size: int) -> np.ndarray:
+    """Integer radius (1-px rings) of each pixel from the stamp centre, flattened."""
+    c = (size - 1) / 2
+    y, x = np.mgrid[:size, :size]
+    return np.floor(np.hypot(x - c, y - c)).astype(np.int64).ravel()
+
+
+def _robust_center_scale(pixels: np.ndarray, mad_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Median and mad_factor*MAD over the last axis; a flat image gets scale 1 rather than a division by 0."""
+    center = np.median(pixels, axis=-1, keepdims=True)
+    scale = mad_factor * np.median(np.abs(pixels - center), axis=-1, keepdims=True)
+    return center, np.where(scale > 0, scale, 1.0)
+
+
+def preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(N, 3, H, W) nanomaggies -> (N, 3, H, W) float32 in robust-sigma units, clipped."""
+    n, c, h, w = images.shape
+    flat = images.reshape(n, c, h * w).astype(np.float32, copy=False)
+    if spec.normalization == "per_sample_robust":
+        center, scale = _robust_center_scale(flat, spec.mad_factor)
+        out = (flat - center) / scale
+    else:
+        rings = _rings(h)
+        outer = rings >= spec.annulus_min_radius_px * h / spec.stamp_size
+        center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
+        out = (flat - center) / scale
+        # Subtract the azimuthal-median profile: a round LRG (and flux added to its PSF core) goes,
+        # an arc, which covers a small part of its ring, stays.
+        profile = np.empty_like(out)
+        for r in np.unique(rings):
+            ring = rings == r
+            profile[..., ring] = np.median(out[..., ring], axis=-1, keepdims=True)
+        out -= profile
+    return np.clip(out, *spec.clip_range).reshape(n, c, h, w)

@@ -1,0 +1,80 @@
+"""Paired parquet datasets in the three upstream split layouts (DESIGN §3).
+
+1. split directories:   <root>/{train,val,test}/*.parquet
+2. Hive partitions:     <root>/region_split={train,val,test}/*.parquet
+3. a split column:      <root>/**/*.parquet carrying ``split`` or ``region_split``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from halo_core import uris
+from halo_core.errors import ContractError
+
+SPLITS = ("train", "val", "test")
+SPLIT_COLUMNS = ("split", "region_split")
+REQUIRED_COLUMNS = {
+    "stamp_npz": pa.binary(),
+    "ctrl_stamp_npz": pa.binary(),
+    "task_id": pa.string(),
+    "brickname": pa.string(),
+    "ra": pa.float64(),
+    "dec": pa.float64(),
+    "theta_e_arcsec": pa.float64(),
+    "arc_snr": pa.float64(),
+}
+
+
+def split_files(root: str) -> dict[str, list[str]]:
+    """Parquet files of each split; a file found outside split folders is listed under every split
+    and filtered by its split column when read."""
+    files = uris.find(root, ".parquet")
+    if not files:
+        raise ContractError(f"{root}: no parquet files found; expected <root>/{{train,val,test}}/*.parquet")
+    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for path in files:
+        parts = path.replace("\\", "/").split("/")
+        folder = next((s for p in parts[:-1] for s in SPLITS if p in (s, f"region_split={s}")), None)
+        for s in [folder] if folder else SPLITS:
+            by_split[s].append(path)
+    return by_split
+
+
+def check_schema(schema: pa.Schema, source: str) -> None:
+    """Required columns present with compatible types; raises ContractError naming the file."""
+    missing = sorted(set(REQUIRED_COLUMNS) - set(schema.names))
+    if missing:
+        raise ContractError(f"{source}: missing required columns {missing}; has {sorted(schema.names)}")
+    wrong = []
+    for name, want in REQUIRED_COLUMNS.items():
+        got = schema.field(name).type
+        same_kind = (
+            (pa.types.is_binary(want) and (pa.types.is_binary(got) or pa.types.is_large_binary(got)))
+            or (pa.types.is_string(want) and (pa.types.is_string(got) or pa.types.is_large_string(got)))
+            or (pa.types.is_floating(want) and (pa.types.is_floating(got) or pa.types.is_integer(got)))
+        )
+        if not same_kind:
+            wrong.append(f"{name}: {got} (want {want})")
+    if wrong:
+        raise ContractError(f"{source}: wrong column types: {'; '.join(wrong)}")
+
+
+def read_split(root: str, split: str, files: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """Yield (file URI, table of that file's rows in ``split``) for every file of the split."""
+    for path in files if files is not None else split_files(root)[split]:
+        fs, inner = uris.filesystem(path)
+        with fs.open(inner, "rb") as f:
+            table = pq.read_table(f)
+        check_schema(table.schema, path)
+        column = next((c for c in SPLIT_COLUMNS if c in table.column_names), None)
+        in_folder = f"/{split}/" in path or f"/region_split={split}/" in path
+        if column and not in_folder:
+            table = table.filter(pc.equal(table[column].cast(pa.string()), split))
+        elif not in_folder:
+            raise ContractError(f"{path}: not in a split folder and has no {' or '.join(SPLIT_COLUMNS)} column")
+        yield path, table

@@ -1,0 +1,66 @@
+"""How labelled samples are built from (stamp, control) pairs: the seed plan's open question Q5.
+
+A sample is (row, slot): slot 0 is the row's stamp (arc injected), slot 1 its control. A 6-channel
+sample also carries the row's control as channels 3-5.
+
+- ``paired_6ch``   (stamp, ctrl) -> 1 and (ctrl, ctrl) -> 0: the plan's 6-channel input made learnable.
+- ``ctrl_negative`` stamp -> 1, its own control -> 0 (the plan's option B).
+- ``unpaired``     LRGs split in two halves by a hash of their position: stamps of one half -> 1,
+                   controls of the other half -> 0, so no galaxy appears in both classes.
+
+Rows with ``arc_snr == 0`` (the arc was masked) never become positives: their stamp equals the control.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from halo_core.errors import ContractError
+from halo_core.splits import lrg_ids
+
+STAMP, CONTROL = 0, 1
+
+
+@dataclass
+class SampleSet:
+    rows: np.ndarray  # (M,) int64 row in the split's shards
+    slots: np.ndarray  # (M,) int8, STAMP or CONTROL
+    labels: np.ndarray  # (M,) float32, 1 = lens
+    with_control: bool  # 6-channel samples: append the row's control
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        n_pos = int(self.labels.sum())
+        return {"positives": n_pos, "negatives": len(self) - n_pos}
+
+
+def lrg_half(meta: pd.DataFrame, seed: int) -> np.ndarray:
+    """0 or 1 per row, the same for every injection on one LRG, stable across runs and machines."""
+    keys = lrg_ids(meta).radd(f"{seed}:")
+    return (pd.util.hash_pandas_object(keys, index=False).to_numpy() & 1).astype(np.int8)
+
+
+def build_samples(meta: pd.DataFrame, construction: str, seed: int) -> SampleSet:
+    n = len(meta)
+    rows = np.arange(n)
+    arc = meta["arc_snr"].to_numpy(dtype=float) > 0  # NaN (no injection) and 0 (masked) are not arcs
+    if construction in ("paired_6ch", "ctrl_negative"):
+        pos = neg = rows[arc]
+    elif construction == "unpaired":
+        half = lrg_half(meta, seed)
+        pos, neg = rows[arc & (half == 0)], rows[half == 1]
+    else:
+        raise ContractError(f"sample_construction {construction!r}: want paired_6ch, ctrl_negative or unpaired")
+    samples = SampleSet(
+        rows=np.concatenate([pos, neg]).astype(np.int64),
+        slots=np.concatenate([np.full(len(pos), STAMP), np.full(len(neg), CONTROL)]).astype(np.int8),
+        labels=np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32),
+        with_control=construction == "paired_6ch",
+    )
+    return samples

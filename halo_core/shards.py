@@ -1,0 +1,83 @@
+"""Training-ready shards: decode once, memory-map every epoch (DESIGN §6).
+
+Per split, ``pairs.f16`` is a raw float16 array (N, 2, 3, 64, 64): [:, 0] the preprocessed stamp,
+[:, 1] its control. Raw float16 rather than npz/parquet blobs because a batch is then one fancy-index
+gather from the page cache (no decompression, no per-row Python); float16 keeps 3 significant digits
+of values clipped to [-5, 20], which is below the sky noise. ``meta.parquet`` holds the metadata
+columns in the same row order; ``manifest.json`` the shapes, the PreprocessSpec and the reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from halo_core import uris
+from halo_core.errors import ContractError
+from halo_core.preprocess import PreprocessSpec
+from halo_core.stamps import STAMP_SIZE
+
+PAIRS_FILE = "pairs.f16"
+META_FILE = "meta.parquet"
+MANIFEST_FILE = "manifest.json"
+PAIR_SHAPE = (2, 3, STAMP_SIZE, STAMP_SIZE)
+
+
+class ShardWriter:
+    """Appends preprocessed (stamp, control) pairs of one split to its shard files."""
+
+    def __init__(self, split_dir: Path):
+        split_dir.mkdir(parents=True, exist_ok=True)
+        self.split_dir = split_dir
+        self._pairs = open(split_dir / PAIRS_FILE, "wb")
+        self._meta: list[pd.DataFrame] = []
+        self.rows = 0
+
+    def append(self, stamps: np.ndarray, controls: np.ndarray, meta: pd.DataFrame) -> None:
+        pairs = np.stack([stamps, controls], axis=1).astype(np.float16)  # (n, 2, 3, 64, 64)
+        self._pairs.write(pairs.tobytes())
+        self._meta.append(meta)
+        self.rows += len(meta)
+
+    def close(self) -> None:
+        self._pairs.close()
+        meta = pd.concat(self._meta, ignore_index=True) if self._meta else pd.DataFrame()
+        meta.to_parquet(self.split_dir / META_FILE, index=False)
+
+
+@dataclass
+class SplitShards:
+    """One split of the filtered dataset: memory-mapped pairs and their metadata."""
+
+    split: str
+    pairs: np.ndarray  # (N, 2, 3, 64, 64) float16, memory-mapped
+    meta: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+
+def read_manifest(dataset_dir: str) -> dict:
+    path = uris.join(dataset_dir, MANIFEST_FILE)
+    if not uris.exists(path):
+        raise ContractError(f"{dataset_dir}: no {MANIFEST_FILE}; build the filtered dataset first")
+    return uris.read_json(path)
+
+
+def open_split(dataset_dir: str, split: str) -> SplitShards:
+    split_dir = Path(dataset_dir) / split
+    meta = pd.read_parquet(split_dir / META_FILE)
+    n = len(meta)
+    pairs_path = split_dir / PAIRS_FILE
+    want = n * int(np.prod(PAIR_SHAPE)) * 2
+    if pairs_path.stat().st_size != want:
+        raise ContractError(f"{pairs_path}: {pairs_path.stat().st_size} bytes, want {want} for {n} rows")
+    pairs = np.memmap(pairs_path, dtype=np.float16, mode="r", shape=(n, *PAIR_SHAPE)) if n else np.zeros((0, *PAIR_SHAPE), np.float16)
+    return SplitShards(split, pairs, meta)
+
+
+def dataset_spec(dataset_dir: str) -> PreprocessSpec:
+    return PreprocessSpec.from_dict(read_manifest(dataset_dir)["preprocess"])

@@ -1,0 +1,324 @@
+"""Synthetic paired dataset in the exact upstream schema (DESIGN §3, §4): LRG stamps with and without arcs.
+
+Each LRG gets one control (deflector + noise) shared by all its injections; each injection adds
+a PSF-convolved lensed arc (and its Poisson noise) on top of that control, so stamp and control
+share the LRG's noise realisation as in the real paired data.
+
+Distributions (per injection unless stated):
+- theta_E ~ U(0.5, 2.5) arcsec: spans the core-shortcut regime (< 0.75") and the resolved arcs.
+- SIE axis ratio = LRG light axis ratio + N(0, 0.05), clipped to [0.4, 0.98]; position angle =
+  light angle + N(0, 10 deg) (mass roughly follows light); external shear |gamma| ~ U(0, 0.08).
+- source position uniform in a disc of radius 0.35 theta_E around the lens (inside the radial
+  caustic for these ellipticities, so nearly every injection is multiply imaged and arc-like).
+- source: Sersic n ~ U(0.7, 2.0), r_eff ~ U(0.1, 0.4) arcsec, axis ratio ~ U(0.4, 1.0);
+  colours g-r ~ U(0.1, 0.6), r-z ~ U(0.0, 0.6) (blue star-forming galaxies at z ~ 1-2);
+  unlensed r mag ~ U(SOURCE_R_MAG_RANGE): tuned so the median arc_snr (max-pixel r-band SNR) is
+  ~10 with tails from ~2 to ~50 (measured on a 3000-pair run, see the module constants).
+- deflector: g, r, z magnitudes from the real LRG catalogue (catalog.py), Sersic n ~ U(3.5, 4.5),
+  r_eff ~ U(0.5, 1.5) arcsec, axis ratio ~ U(0.5, 1.0).
+- per brick: sky sigma per band ~ U(SKY_SIGMA_NMGY ranges), seeing FWHM per band = nominal x one
+  shared lognormal factor (sigma 0.1); each LRG jitters the brick PSF by 3 % (psf_fwhm_used_*).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
+from halo_core.simulate.lens import q_phi_to_e1e2
+from halo_core.simulate.psf import convolve, moffat_kernel
+from halo_core.simulate.source import DEFAULT_OVERSAMPLE, render_lensed_sersic, render_sersic
+from halo_core.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
+
+SPLITS = ("train", "val", "test")
+# Real bricks whose every row has the arc masked (arc_snr == 0); the seed plan excludes them.
+MASKED_ARC_BRICKS = {"0460m800": (46.0, -80.0), "3252p267": (325.2, 26.7)}
+BRICK_SIZE_DEG = 0.25
+BRICKS_PER_REGION = 4
+
+PSF_FWHM_ARCSEC = np.array([1.45, 1.30, 1.20])  # g, r, z nominal DR10 seeing
+SKY_SIGMA_NMGY = np.array([[0.0012, 0.0025], [0.0024, 0.0046], [0.0055, 0.0105]])  # outer-region 1.4826 x MAD
+GAIN_E_PER_NMGY = (2000.0, 6000.0)  # deep-coadd effective gain: object Poisson noise << sky
+THETA_E_ARCSEC = (0.5, 2.5)
+SOURCE_R_MAG_RANGE = (21.8, 24.6)
+SOURCE_OFFSET_MAX_THETA_E = 0.35
+
+MASKED_ROW_FRACTION = 0.01
+NAN_ROW_FRACTION = 0.002
+BAD_PIXEL_ROW_FRACTION = 0.02  # rows whose cutout fails the bad_pixel_frac <= 0.2 quality cut
+_LRG_CHUNK = 32  # LRGs rendered per vectorised batch: ~40 MB per (N, 192, 192) float64 array
+
+EXPERIMENT_ID = "halo-sim"
+CONFIG_ID = "sie_shear_sersic_moffat_v1"
+
+SCHEMA = pa.schema([
+    ("stamp_npz", pa.binary()), ("ctrl_stamp_npz", pa.binary()), ("task_id", pa.string()),
+    ("brickname", pa.string()), ("ra", pa.float64()), ("dec", pa.float64()),
+    ("theta_e_arcsec", pa.float64()), ("arc_snr", pa.float64()), ("arc_snr_sum", pa.float64()),
+    ("is_control", pa.int64()), ("psfsize_r", pa.float64()), ("psf_fwhm_used_g", pa.float64()),
+    ("psf_fwhm_used_r", pa.float64()), ("psf_fwhm_used_z", pa.float64()), ("psfdepth_r", pa.float64()),
+    ("bad_pixel_frac", pa.float64()), ("wise_brightmask_frac", pa.float64()), ("src_dmag", pa.float64()),
+    ("src_reff_arcsec", pa.float64()), ("src_e", pa.float64()), ("shear", pa.float64()),
+    ("lens_e", pa.float64()), ("lens_phi_rad", pa.float64()), ("magnification", pa.float64()),
+    ("cutout_ok", pa.int64()), ("ebv", pa.float64()), ("psf_bin", pa.int64()), ("depth_bin", pa.int64()),
+    ("region_id", pa.int64()), ("experiment_id", pa.string()), ("config_id", pa.string()),
+    ("bandset", pa.string()), ("stamp_size", pa.int64()), ("split", pa.string()),
+])
+PSF_BIN_EDGES_ARCSEC = np.array([1.2, 1.35, 1.5])
+DEPTH_BIN_EDGES_MAG = np.array([24.4, 24.7, 25.0])
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """What simulate_dataset wrote: per-split row and file counts and the injected faults."""
+
+    out_dir: str
+    rows: dict[str, int]
+    files: dict[str, int]
+    nan_rows: int
+    masked_arc_rows: int
+    bad_pixel_rows: int
+    seconds: float
+    seed: int
+    arc_snr_median: float  # over unmasked injections
+    masked_bricks: tuple[str, ...] = field(default=tuple(MASKED_ARC_BRICKS))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def brick_name(ra_deg: float, dec_deg: float) -> str:
+    """DR10 brick name of a brick centre, e.g. (46.0, -80.0) -> '0460m800'."""
+    return f"{round(ra_deg * 10):04d}{'p' if dec_deg >= 0 else 'm'}{round(abs(dec_deg) * 10):03d}"
+
+
+def _plan_bricks(rng: np.random.Generator, n_bricks: dict[str, int]) -> dict[str, list[tuple[str, float, float]]]:
+    """Unique (name, ra, dec) brick centres per split; the two masked-arc bricks lead the train split."""
+    used = set(MASKED_ARC_BRICKS)
+    plan = {split: [] for split in SPLITS}
+    plan["train"] = [(name, ra, dec) for name, (ra, dec) in MASKED_ARC_BRICKS.items()]
+    for split in SPLITS:
+        while len(plan[split]) < n_bricks[split]:
+            dec = round(rng.uniform(-60.0, 80.0) / BRICK_SIZE_DEG) * BRICK_SIZE_DEG
+            ra = round(rng.uniform(0.0, 360.0), 1) % 360.0
+            name = brick_name(ra, dec)
+            if name not in used:
+                used.add(name)
+                plan[split].append((name, ra, dec))
+    return plan
+
+
+def _draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int, injections_per_lrg: int,
+                first_region: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """All per-LRG and per-injection parameters of one split (cheap; rendering comes later)."""
+    n_bricks = len(bricks)
+    brick_of_lrg = np.minimum(np.arange(n_lrg) // lrgs_per_brick, n_bricks - 1)
+    # brick-level observing conditions
+    seeing = np.exp(rng.normal(0.0, 0.1, n_bricks))
+    brick_fwhm = PSF_FWHM_ARCSEC[None, :] * seeing[:, None]  # (n_bricks, 3) arcsec
+    brick_sky = rng.uniform(SKY_SIGMA_NMGY[:, 0], SKY_SIGMA_NMGY[:, 1], (n_bricks, 3))
+    # point-source 5-sigma depth with a Gaussian-PSF noise-equivalent area 4 pi sigma_psf^2
+    sigma_psf_px = brick_fwhm[:, 1] / PIXEL_SCALE_ARCSEC / 2.3548
+    psfdepth_r = 22.5 - 2.5 * np.log10(5.0 * brick_sky[:, 1] * np.sqrt(4.0 * np.pi) * sigma_psf_px)
+    brick_ebv = np.exp(rng.normal(np.log(0.03), 0.6, n_bricks))
+    region = first_region + np.arange(n_bricks) // BRICKS_PER_REGION
+
+    b = brick_of_lrg
+    brick_ra = np.array([ra for _, ra, _ in bricks])[b]
+    brick_dec = np.array([dec for _, _, dec in bricks])[b]
+    half = BRICK_SIZE_DEG / 2
+    dec = brick_dec + rng.uniform(-half, half, n_lrg)
+    ra = (brick_ra + rng.uniform(-half, half, n_lrg) / np.cos(np.radians(brick_dec))) % 360.0
+    bad = rng.random(n_lrg) < BAD_PIXEL_ROW_FRACTION
+    lrg = {
+        "brickname": np.array([bricks[i][0] for i in b]), "ra": ra, "dec": dec,
+        "mags": draw_lrg_mags(rng, n_lrg), "reff": rng.uniform(0.5, 1.5, n_lrg),
+        "n": rng.uniform(3.5, 4.5, n_lrg), "q": rng.uniform(0.5, 1.0, n_lrg), "phi": rng.uniform(0, np.pi, n_lrg),
+        "fwhm": brick_fwhm[b] * np.exp(rng.normal(0.0, 0.03, (n_lrg, 3))),
+        "sky": brick_sky[b], "gain": rng.uniform(*GAIN_E_PER_NMGY, n_lrg),
+        "psfsize_r": brick_fwhm[b, 1], "psfdepth_r": psfdepth_r[b], "ebv": brick_ebv[b], "region_id": region[b],
+        # clean cutouts have a few per cent masked pixels; the bad ones fail the <= 0.2 cut
+        "bad_pixel_frac": np.where(bad, rng.uniform(0.21, 0.6, n_lrg), rng.exponential(0.01, n_lrg).clip(0, 0.15)),
+        "wise_brightmask_frac": np.where(rng.random(n_lrg) < 0.1, rng.uniform(0.0, 0.3, n_lrg), 0.0),
+    }
+
+    n_inj = n_lrg * injections_per_lrg
+    owner = np.repeat(np.arange(n_lrg), injections_per_lrg)
+    theta_e = rng.uniform(*THETA_E_ARCSEC, n_inj)
+    lens_q = np.clip(lrg["q"][owner] + rng.normal(0.0, 0.05, n_inj), 0.4, 0.98)
+    lens_phi = np.mod(lrg["phi"][owner] + rng.normal(0.0, np.radians(10.0), n_inj), np.pi)
+    shear = rng.uniform(0.0, 0.08, n_inj)
+    shear_angle = rng.uniform(0.0, np.pi, n_inj)
+    offset = SOURCE_OFFSET_MAX_THETA_E * theta_e * np.sqrt(rng.random(n_inj))
+    offset_angle = rng.uniform(0.0, 2 * np.pi, n_inj)
+    src_q = rng.uniform(0.4, 1.0, n_inj)
+    src_r = rng.uniform(*SOURCE_R_MAG_RANGE, n_inj)
+    src_g = src_r + rng.uniform(0.1, 0.6, n_inj)
+    src_z = src_r - rng.uniform(0.0, 0.6, n_inj)
+    inj = {
+        "owner": owner, "theta_e": theta_e, "lens_q": lens_q, "lens_phi": lens_phi,
+        "gamma1": shear * np.cos(2 * shear_angle), "gamma2": shear * np.sin(2 * shear_angle), "shear": shear,
+        "src_x": offset * np.cos(offset_angle), "src_y": offset * np.sin(offset_angle),
+        "src_n": rng.uniform(0.7, 2.0, n_inj), "src_reff": rng.uniform(0.1, 0.4, n_inj),
+        "src_q": src_q, "src_phi": rng.uniform(0.0, np.pi, n_inj),
+        "src_flux": mag_to_flux_nmgy(np.stack([src_g, src_r, src_z], axis=1)),  # (n_inj, 3) unlensed
+        "src_dmag": src_r - lrg["mags"][owner, 1],  # source (unlensed) minus deflector r magnitude
+    }
+    # data-quality fixtures: masked arcs and NaN pixels, at least one of each per split
+    in_masked_brick = np.isin(lrg["brickname"][owner], list(MASKED_ARC_BRICKS))
+    candidates = np.flatnonzero(~in_masked_brick)
+    n_masked = max(1, round(MASKED_ROW_FRACTION * len(candidates)))
+    n_nan = max(1, round(NAN_ROW_FRACTION * n_inj))
+    picked = rng.choice(candidates, n_masked + n_nan, replace=False)
+    inj["masked"] = in_masked_brick.copy()
+    inj["masked"][picked[:n_masked]] = True
+    inj["nan"] = np.zeros(n_inj, dtype=bool)
+    inj["nan"][picked[n_masked:]] = True
+    return lrg, inj
+
+
+def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, oversample: int):
+    """Controls (n_lrg, 3, 64, 64), stamps (n_inj, 3, 64, 64), arc_snr, arc_snr_sum, magnification."""
+    size, pix = STAMP_SIZE, PIXEL_SCALE_ARCSEC
+    kernels = moffat_kernel(lrg["fwhm"][lrg_idx] / pix)  # (n, 3, K, K), shared by stamp and control
+    sky = lrg["sky"][lrg_idx][:, :, None, None]
+    gain = lrg["gain"][lrg_idx][:, None, None, None]
+
+    shape = render_sersic(np.ones(len(lrg_idx)), lrg["reff"][lrg_idx], lrg["n"][lrg_idx], lrg["q"][lrg_idx],
+                          lrg["phi"][lrg_idx], size_px=size, pixel_scale_arcsec=pix, oversample=oversample)
+    lrg_flux = mag_to_flux_nmgy(lrg["mags"][lrg_idx])[:, :, None, None]
+    lrg_image = convolve(shape[:, None] * lrg_flux, kernels)  # (n, 3, 64, 64) nmgy
+    noise_var = sky**2 + np.clip(lrg_image, 0, None) / gain
+    controls = lrg_image + rng.standard_normal(lrg_image.shape) * np.sqrt(noise_var)
+
+    rows = np.flatnonzero(np.isin(inj["owner"], lrg_idx))
+    local = np.searchsorted(lrg_idx, inj["owner"][rows])
+    unit_arc = render_lensed_sersic(
+        np.ones(len(rows)), inj["src_reff"][rows], inj["src_n"][rows], inj["src_q"][rows], inj["src_phi"][rows],
+        inj["src_x"][rows], inj["src_y"][rows], inj["theta_e"][rows], inj["lens_q"][rows], inj["lens_phi"][rows],
+        inj["gamma1"][rows], inj["gamma2"][rows], size_px=size, pixel_scale_arcsec=pix, oversample=oversample)
+    # unit unlensed flux in, so the image-plane sum is the magnification (of the flux inside the stamp)
+    magnification = unit_arc.sum(axis=(-2, -1))
+    arc = convolve(unit_arc[:, None] * inj["src_flux"][rows][:, :, None, None], kernels[local])
+    arc_noisy = arc + rng.standard_normal(arc.shape) * np.sqrt(np.clip(arc, 0, None) / gain[local])
+    stamps = controls[local] + arc_noisy
+    sigma_r = sky[local, 1]
+    arc_snr = (arc[:, 1] / sigma_r).max(axis=(-2, -1))
+    # matched-filter (optimal) integrated SNR of the noiseless arc against sky noise
+    arc_snr_sum = np.sqrt(((arc[:, 1] / sigma_r) ** 2).sum(axis=(-2, -1)))
+
+    masked = inj["masked"][rows]
+    stamps[masked] = controls[local[masked]]
+    arc_snr[masked] = 0.0
+    arc_snr_sum[masked] = 0.0
+    for i in np.flatnonzero(inj["nan"][rows]):
+        n_bad = rng.integers(1, 9)
+        stamps[i, rng.integers(0, 3, n_bad), rng.integers(0, size, n_bad), rng.integers(0, size, n_bad)] = np.nan
+    return controls.astype(np.float32), stamps.astype(np.float32), rows, local, arc_snr, arc_snr_sum, magnification
+
+
+def _write_part(table: pa.Table, split_dir: Path, index: int) -> None:
+    path = split_dir / f"part-{index:05d}.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # a crash never leaves a half-written part that readers would pick up
+
+
+def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections_per_lrg: int = 4,
+                     lrgs_per_brick: int = 10, seed: int = 0, rows_per_file: int = 1000,
+                     oversample: int = DEFAULT_OVERSAMPLE) -> SimulationReport:
+    """Write out_dir/{train,val,test}/part-NNNNN.parquet in the §3 schema; same seed -> same bytes."""
+    started = time.perf_counter()
+    n_lrg = dict(n_lrg or {"train": 300, "val": 80, "test": 120})
+    if sorted(n_lrg) != sorted(SPLITS):
+        raise ValueError(f"simulate_dataset: n_lrg keys {sorted(n_lrg)}; want {list(SPLITS)}")
+    n_bricks = {s: -(-n_lrg[s] // lrgs_per_brick) for s in SPLITS}
+    if n_bricks["train"] < len(MASKED_ARC_BRICKS) + 1 or min(n_bricks.values()) < 1:
+        raise ValueError(f"simulate_dataset: bricks per split {n_bricks}; train needs >= 3 "
+                         f"(the two masked-arc bricks plus a clean one), val and test >= 1")
+    if oversample < 3:
+        raise ValueError(f"simulate_dataset: oversample={oversample}; want >= 3 (DESIGN §4)")
+
+    root = Path(out_dir)
+    plan = _plan_bricks(np.random.default_rng([seed, 0]), n_bricks)
+    rows, files = {}, {}
+    nan_rows = masked_rows = bad_rows = 0
+    snr_all = []
+    first_region = 0
+    for split_index, split in enumerate(SPLITS):
+        lrg, inj = _draw_split(np.random.default_rng([seed, 1, split_index]), plan[split], n_lrg[split],
+                               lrgs_per_brick, injections_per_lrg, first_region)
+        first_region = int(lrg["region_id"].max()) + 1
+        split_dir = root / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        for stale in split_dir.glob("part-*.parquet"):
+            stale.unlink()
+        pending: list[pa.Table] = []
+        n_pending = n_files = 0
+        for chunk_index, start in enumerate(range(0, n_lrg[split], _LRG_CHUNK)):
+            lrg_idx = np.arange(start, min(start + _LRG_CHUNK, n_lrg[split]))
+            chunk_rng = np.random.default_rng([seed, 2, split_index, chunk_index])
+            controls, stamps, idx, local, arc_snr, arc_snr_sum, magnification = _render_chunk(
+                chunk_rng, lrg, inj, lrg_idx, oversample)
+            pending.append(_chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps,
+                                        arc_snr, arc_snr_sum, magnification, injections_per_lrg))
+            n_pending += len(idx)
+            snr_all.append(arc_snr[~inj["masked"][idx]])
+            while n_pending >= rows_per_file:
+                table = pa.concat_tables(pending)
+                _write_part(table.slice(0, rows_per_file), split_dir, n_files)
+                n_files += 1
+                pending, n_pending = [table.slice(rows_per_file)], len(table) - rows_per_file
+        if n_pending:
+            _write_part(pa.concat_tables(pending), split_dir, n_files)
+            n_files += 1
+        rows[split], files[split] = len(inj["owner"]), n_files
+        nan_rows += int(inj["nan"].sum())
+        masked_rows += int(inj["masked"].sum())
+        bad_rows += int((lrg["bad_pixel_frac"][inj["owner"]] > 0.2).sum())
+    return SimulationReport(
+        out_dir=str(root), rows=rows, files=files, nan_rows=nan_rows, masked_arc_rows=masked_rows,
+        bad_pixel_rows=bad_rows, seconds=round(time.perf_counter() - started, 3), seed=seed,
+        arc_snr_median=float(np.median(np.concatenate(snr_all))))
+
+
+def _chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps, arc_snr, arc_snr_sum,
+                 magnification, injections_per_lrg) -> pa.Table:
+    """One chunk's rows as an Arrow table in SCHEMA order."""
+    owner = inj["owner"][idx]
+    control_blobs = [encode_stamp(c) for c in controls]  # encoded once per LRG, reused by its injections
+    q_src = inj["src_q"][idx]
+    e_lens = np.hypot(*q_phi_to_e1e2(inj["lens_q"][idx], inj["lens_phi"][idx]))
+    n = len(idx)
+    columns = {
+        "stamp_npz": [encode_stamp(s) for s in stamps],
+        "ctrl_stamp_npz": [control_blobs[i] for i in local],
+        "task_id": [f"sim{seed}-{split}-{o:05d}-{k % injections_per_lrg:02d}" for o, k in zip(owner, idx)],
+        "brickname": lrg["brickname"][owner].tolist(),
+        "ra": lrg["ra"][owner], "dec": lrg["dec"][owner],
+        "theta_e_arcsec": inj["theta_e"][idx], "arc_snr": arc_snr, "arc_snr_sum": arc_snr_sum,
+        "is_control": np.zeros(n, dtype=np.int64),
+        "psfsize_r": lrg["psfsize_r"][owner],
+        **{f"psf_fwhm_used_{b}": lrg["fwhm"][owner, i] for i, b in enumerate(BANDS)},
+        "psfdepth_r": lrg["psfdepth_r"][owner],
+        "bad_pixel_frac": lrg["bad_pixel_frac"][owner], "wise_brightmask_frac": lrg["wise_brightmask_frac"][owner],
+        "src_dmag": inj["src_dmag"][idx], "src_reff_arcsec": inj["src_reff"][idx],
+        "src_e": (1.0 - q_src) / (1.0 + q_src),  # lenstronomy |e|, as lens_e
+        "shear": inj["shear"][idx], "lens_e": e_lens, "lens_phi_rad": inj["lens_phi"][idx],
+        "magnification": magnification,
+        "cutout_ok": np.ones(n, dtype=np.int64), "ebv": lrg["ebv"][owner],
+        "psf_bin": np.digitize(lrg["psfsize_r"][owner], PSF_BIN_EDGES_ARCSEC).astype(np.int64),
+        "depth_bin": np.digitize(lrg["psfdepth_r"][owner], DEPTH_BIN_EDGES_MAG).astype(np.int64),
+        "region_id": lrg["region_id"][owner].astype(np.int64),
+        "experiment_id": [EXPERIMENT_ID] * n, "config_id": [CONFIG_ID] * n, "bandset": ["grz"] * n,
+        "stamp_size": np.full(n, STAMP_SIZE, dtype=np.int64), "split": [split] * n,
+    }
+    return pa.table(columns, schema=SCHEMA)

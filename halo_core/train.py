@@ -1,0 +1,279 @@
+"""The trainer: fit() reads the filtered shards and writes checkpoints + a final model (DESIGN §2).
+
+One loop, top to bottom: per epoch, train on augmented batches, evaluate val loss/AUROC, step the
+LR schedule (once per epoch, so restarts fall at T_0, T_0 + T_0*T_mult, ... epochs as the plan
+intends), early-stop on the monitored metric, checkpoint. ``python -m halo_core.train`` runs the same
+function as ``halo train`` and the Dagster ``trained_model`` asset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from halo_core import uris
+from halo_core.checkpoint import code_version, load_checkpoint, save_checkpoint
+from halo_core.config import HaloConfig
+from halo_core.errors import CheckpointError, ContractError, TrainingError
+from halo_core.loader import BatchStream, make_loader
+from halo_core.metrics import auroc
+from halo_core.model import build_model, pick_device
+from halo_core.preprocess import PreprocessSpec
+from halo_core.samples import SampleSet, build_samples
+from halo_core.shards import MANIFEST_FILE, SplitShards, dataset_spec, open_split, read_manifest
+
+log = logging.getLogger(__name__)
+LAST, BEST, FINAL = "last.pt", "best.pt", "model.pt"
+
+
+class EarlyStopping:
+    """Lightning's EarlyStopping(monitor, mode, patience, min_delta), with a state_dict for resume."""
+
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best = math.inf if mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.wait = 0
+
+    def improved(self, value: float) -> bool:
+        return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record this epoch's value; True when it is a new best."""
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.wait >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    history: list[dict]
+    best_epoch: int
+    stopped_early: bool
+    resumed_from_epoch: int | None
+    seconds: float
+    samples: dict[str, dict[str, int]]
+
+
+def _loss_fn(cfg: HaloConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    pos_weight = None
+    if cfg.class_weights is not None:
+        neg_w, pos_w = cfg.class_weights
+        pos_weight = torch.tensor(pos_w / neg_w, device=device)
+    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    eps = cfg.label_smoothing
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return bce(logits, labels * (1 - eps) + 0.5 * eps)
+
+    return loss
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, batch_size: int,
+                   device: torch.device, channels_last: bool = True) -> np.ndarray:
+    """Logits of every sample, in sample order, without augmentation."""
+    model.eval()
+    stream = BatchStream(shards, samples, batch_size, seed=0, train=False)
+    out = np.empty(len(samples), np.float32)
+    for x, _, index in make_loader(stream, 0, False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(_to_device(x, device, channels_last)).squeeze(1)
+        out[index.numpy()] = logits.float().cpu().numpy()
+    return out
+
+
+def data_fingerprint(dataset_dir: str) -> str:
+    return hashlib.sha256(uris.read_bytes(uris.join(dataset_dir, MANIFEST_FILE))).hexdigest()[:16]
+
+
+def load_split_samples(cfg: HaloConfig, dataset_dir: str, split: str) -> tuple[SplitShards, SampleSet]:
+    shards = open_split(dataset_dir, split)
+    return shards, build_samples(shards.meta, cfg.sample_construction, cfg.seed)
+
+
+def check_dataset(cfg: HaloConfig, dataset_dir: str) -> None:
+    """Refuse a leaking dataset or one preprocessed differently from what ``cfg`` asks for."""
+    manifest = read_manifest(dataset_dir)
+    if not manifest["integrity"]["ok"]:
+        raise ContractError(f"{dataset_dir}: splits share bricks or LRGs: {manifest['integrity']}")
+    dataset_spec(dataset_dir).require_same(PreprocessSpec.from_config(cfg), f"{dataset_dir} vs config")
+
+
+def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
+        on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train ``cfg`` on the shards in ``dataset_dir``; checkpoints and the final model go to ``out_dir``."""
+    start = time.perf_counter()
+    check_dataset(cfg, dataset_dir)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train_shards, train_samples = load_split_samples(cfg, dataset_dir, "train")
+    val_shards, val_samples = load_split_samples(cfg, dataset_dir, "val")
+    for name, s in (("train", train_samples), ("val", val_samples)):
+        if min(s.counts.values()) == 0:
+            raise TrainingError(f"{name} split has one class only {s.counts} with {cfg.sample_construction!r}")
+
+    model = build_model(cfg.model_name, cfg.input_channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cfg.scheduler.T_0, T_mult=cfg.scheduler.T_mult, eta_min=cfg.scheduler.eta_min)
+    es = cfg.early_stopping
+    stopper = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta)
+    loss_fn = _loss_fn(cfg, device)
+    history: list[dict] = []
+    first_epoch, resumed_from = 0, None
+
+    spec = PreprocessSpec.from_config(cfg)
+    sidecar_base = {
+        "model_name": cfg.model_name, "input_channels": cfg.input_channels,
+        "needs_control": cfg.needs_control_at_inference, "preprocess": spec.to_dict(),
+        "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(),
+        "data_fingerprint": data_fingerprint(dataset_dir), "code_version": code_version(),
+    }
+    last_path = uris.join(out_dir, LAST)
+    if resume and uris.exists(last_path):
+        try:
+            state, sidecar = load_checkpoint(last_path)
+        except CheckpointError as err:
+            log.warning("ignoring unusable %s, starting fresh: %s", last_path, err)
+        else:
+            if sidecar["config_hash"] != sidecar_base["config_hash"]:
+                raise CheckpointError(
+                    f"{last_path}: written with config {sidecar['config_hash']}, this run is "
+                    f"{sidecar_base['config_hash']}; use a new out dir or --no-resume")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            stopper.load_state_dict(state["early_stopping"])
+            torch.set_rng_state(state["torch_rng"])
+            history = sidecar["history"]
+            first_epoch = resumed_from = state["epoch"] + 1
+            log.info("resumed from %s at epoch %d", last_path, first_epoch)
+
+    train_stream = BatchStream(train_shards, train_samples, cfg.batch_size, seed=cfg.seed, train=True,
+                               augmentation=cfg.augmentation)
+    loader = make_loader(train_stream, cfg.num_workers, pin_memory=device.type == "cuda")
+    stopped_early = stopper.should_stop and first_epoch > 0
+    for epoch in range(first_epoch, cfg.epochs):
+        if stopped_early:
+            break
+        model.train()
+        train_stream.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        losses, grad_norms, seen, data_s = [], [], 0, 0.0
+        t0 = time.perf_counter()
+        t_data = t0
+        for x, y, _ in loader:
+            data_s += time.perf_counter() - t_data
+            x, y = _to_device(x, device, cfg.channels_last), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x).squeeze(1)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), math.inf)))
+            optimizer.step()
+            losses.append(loss.detach())
+            seen += len(y)
+            t_data = time.perf_counter()
+        train_loss = float(torch.stack(losses).mean())  # one device sync per epoch, not per step
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"epoch {epoch}: train loss is {train_loss}; lr={lr:g}, last grad norm {grad_norms[-1]:g}")
+        train_s = time.perf_counter() - t0
+        val_logits = predict_logits(model, val_shards, val_samples, cfg.batch_size, device, cfg.channels_last)
+        val_loss = float(loss_fn(torch.from_numpy(val_logits), torch.from_numpy(val_samples.labels)))
+        record = {
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+            "val_auroc": auroc(val_samples.labels, val_logits), "lr": lr,
+            "grad_norm_max": float(np.max(grad_norms)), "grad_norm_p99": float(np.percentile(grad_norms, 99)),
+            "samples_per_s": seen / train_s, "data_wait_share": data_s / train_s,
+        }
+        history.append(record)
+        scheduler.step()
+        is_best = stopper.update(record[es.monitor], epoch)
+        log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_auroc %.4f lr %.2e %.0f samples/s data %.0f%%",
+                 epoch + 1, cfg.epochs, train_loss, val_loss, record["val_auroc"], lr,
+                 record["samples_per_s"], 100 * record["data_wait_share"])
+        sidecar = {**sidecar_base, "epoch": epoch, "history": history, "metrics": record}
+        weights = {"model": model.state_dict(), "epoch": epoch}
+        if is_best and cfg.save_best:
+            save_checkpoint(uris.join(out_dir, BEST), weights, sidecar)
+        if (epoch + 1) % cfg.save_every_n_epochs == 0:
+            save_checkpoint(uris.join(out_dir, f"epoch_{epoch + 1:04d}.pt"), weights, sidecar)
+        save_checkpoint(last_path, {
+            **weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
+        }, sidecar)
+        if on_epoch:
+            on_epoch(record)
+        stopped_early = stopper.should_stop
+        if stopped_early:
+            log.info("early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)",
+                     epoch + 1, es.monitor, es.patience, stopper.best, stopper.best_epoch + 1)
+
+    chosen = uris.join(out_dir, BEST if cfg.save_best and uris.exists(uris.join(out_dir, BEST)) else LAST)
+    state, sidecar = load_checkpoint(chosen)
+    final = uris.join(out_dir, FINAL)
+    save_checkpoint(final, {"model": state["model"], "epoch": state["epoch"]},
+                    {**sidecar, "history": history, "best_epoch": stopper.best_epoch, "stopped_early": stopped_early})
+    return TrainResult(
+        model_path=final, history=history, best_epoch=stopper.best_epoch, stopped_early=stopped_early,
+        resumed_from_epoch=resumed_from, seconds=time.perf_counter() - start,
+        samples={"train": train_samples.counts, "val": val_samples.counts},
+    )
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    from halo_core.config import preset_names
+
+    p = argparse.ArgumentParser(description="Train a lens finder on a filtered dataset.", add_help=add_help)
+    p.add_argument("--preset", default="recommended", help=f"one of {', '.join(preset_names())}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set epochs=2 --set scheduler.T_0=5")
+    p.add_argument("--data", required=True, help="filtered dataset directory (from `halo filter`)")
+    p.add_argument("--out", required=True, help="directory for checkpoints and the final model.pt")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from halo_core.config import load_preset, parse_overrides
+
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_preset(args.preset, parse_overrides(args.set))
+    result = fit(cfg, args.data, args.out, resume=args.resume)
+    log.info("model: %s (best epoch %d, %.0f s)", result.model_path, result.best_epoch + 1, result.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Local-or-S3 locations: the only module that knows about fsspec (DESIGN §2, "paths are URIs")."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def join(uri: str, *parts: str) -> str:
+    if is_remote(uri):
+        return posixpath.join(uri, *parts)
+    return str(Path(uri.removeprefix("file://"), *parts))
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI such as s3://bucket/prefix."""
+    return fsspec.core.url_to_fs(uri)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> None:
+    """Write all of ``data`` or nothing: temp file + rename locally; S3 object PUTs are atomic already."""
+    if is_remote(uri):
+        fs, path = filesystem(uri)
+        fs.pipe_file(path, data)
+        return
+    target = Path(uri.removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(uri: str, obj: Any) -> None:
+    atomic_write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def find(uri: str, suffix: str) -> list[str]:
+    """Every file under ``uri`` whose name ends in ``suffix``, as URIs of the same scheme, sorted."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    found = sorted(p for p in fs.find(path) if p.endswith(suffix))
+    if is_remote(uri):
+        scheme = uri.split("://", 1)[0]
+        return [f"{scheme}://{p}" for p in found]
+    return found
