@@ -23,7 +23,7 @@ import numpy as np
 
 from halo_core.simulate import simulate_dataset
 from halo_core.simulate.catalog import mag_to_flux_nmgy
-from halo_core.simulate.dataset import _draw_split, _plan_bricks
+from halo_core.simulate.dataset import draw_split, plan_bricks
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic, render_sersic, sersic_amplitude
@@ -35,8 +35,8 @@ OVERSAMPLE = 3
 
 def draw_systems(n: int, seed: int):
     """n systems with the generator's own distributions (one injection per LRG)."""
-    bricks = _plan_bricks(np.random.default_rng(seed), {"train": 3, "val": 1, "test": 1})["val"]
-    return _draw_split(np.random.default_rng(seed), bricks, n, lrgs_per_brick=n, injections_per_lrg=1, first_region=0)
+    bricks = plan_bricks(np.random.default_rng(seed), {"train": 3, "val": 1, "test": 1})["val"]
+    return draw_split(np.random.default_rng(seed), bricks, n, lrgs_per_brick=n, injections_per_lrg=1, first_region=0)
 
 
 def render_ours(lrg, inj) -> np.ndarray:
@@ -48,8 +48,9 @@ def render_ours(lrg, inj) -> np.ndarray:
         np.ones(len(inj["theta_e"])), inj["src_reff"], inj["src_n"], inj["src_q"], inj["src_phi"], inj["src_x"],
         inj["src_y"], inj["theta_e"], inj["lens_q"], inj["lens_phi"], inj["gamma1"], inj["gamma2"],
         size_px=STAMP_SIZE, pixel_scale_arcsec=PIX, oversample=OVERSAMPLE)
-    model = (lrg_shape[:, None] * mag_to_flux_nmgy(lrg["mags"])[:, :, None, None]
-             + arc_shape[:, None] * inj["src_flux"][:, :, None, None])
+    lrg_flux = mag_to_flux_nmgy(lrg["mags"]).astype(np.float32)  # float32 keeps the FFTs single precision
+    model = (lrg_shape[:, None] * lrg_flux[:, :, None, None]
+             + arc_shape[:, None] * inj["src_flux"].astype(np.float32)[:, :, None, None])
     return convolve(model, kernels)
 
 

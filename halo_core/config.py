@@ -70,7 +70,7 @@ class GoNoGoConfig(_Strict):
     min_test_auroc: float = 0.97
     min_precision_at_recall_0_90: float = 0.90
     max_train_val_gap: float = 0.1
-    max_quarantine_frac: float = 0.01
+    max_quarantine_frac: float = 0.02  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
 
 
 class HaloConfig(_Strict):

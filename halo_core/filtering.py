@@ -120,12 +120,13 @@ def build_filtered_dataset(cfg, source_uri: str, out_dir: str) -> DatasetReport:
     if out.exists():
         shutil.rmtree(out)  # a rebuild replaces the whole dataset, never mixes two
     files = split_files(source_uri)
+    empty = [s for s in SPLITS if not files[s]]
+    if empty:
+        raise ContractError(f"{source_uri}: split(s) {empty} have no parquet files")
     reports: dict[str, FilterReport] = {}
     metas: dict[str, pd.DataFrame] = {}
     seen_ids: set[str] = set()
     for split in SPLITS:
-        if not files[split]:
-            raise ContractError(f"{source_uri}: split {split!r} has no parquet files")
         report = FilterReport(split)
         writer = ShardWriter(out / split)
         for source, table in read_split(source_uri, split, files[split]):

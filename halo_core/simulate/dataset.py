@@ -100,7 +100,7 @@ def brick_name(ra_deg: float, dec_deg: float) -> str:
     return f"{round(ra_deg * 10):04d}{'p' if dec_deg >= 0 else 'm'}{round(abs(dec_deg) * 10):03d}"
 
 
-def _plan_bricks(rng: np.random.Generator, n_bricks: dict[str, int]) -> dict[str, list[tuple[str, float, float]]]:
+def plan_bricks(rng: np.random.Generator, n_bricks: dict[str, int]) -> dict[str, list[tuple[str, float, float]]]:
     """Unique (name, ra, dec) brick centres per split; the two masked-arc bricks lead the train split."""
     used = set(MASKED_ARC_BRICKS)
     plan = {split: [] for split in SPLITS}
@@ -116,7 +116,7 @@ def _plan_bricks(rng: np.random.Generator, n_bricks: dict[str, int]) -> dict[str
     return plan
 
 
-def _draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int, injections_per_lrg: int,
+def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int, injections_per_lrg: int,
                 first_region: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """All per-LRG and per-injection parameters of one split (cheap; rendering comes later)."""
     n_bricks = len(bricks)
@@ -248,13 +248,13 @@ def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections
         raise ValueError(f"simulate_dataset: oversample={oversample}; want >= 3 (DESIGN §4)")
 
     root = Path(out_dir)
-    plan = _plan_bricks(np.random.default_rng([seed, 0]), n_bricks)
+    plan = plan_bricks(np.random.default_rng([seed, 0]), n_bricks)
     rows, files = {}, {}
     nan_rows = masked_rows = bad_rows = 0
     snr_all = []
     first_region = 0
     for split_index, split in enumerate(SPLITS):
-        lrg, inj = _draw_split(np.random.default_rng([seed, 1, split_index]), plan[split], n_lrg[split],
+        lrg, inj = draw_split(np.random.default_rng([seed, 1, split_index]), plan[split], n_lrg[split],
                                lrgs_per_brick, injections_per_lrg, first_region)
         first_region = int(lrg["region_id"].max()) + 1
         split_dir = root / split

@@ -28,27 +28,40 @@ def e1e2_to_q_phi(e1: np.ndarray, e2: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (1.0 - e) / (1.0 + e), 0.5 * np.arctan2(e2, e1)
 
 
-def sie_deflection(x_arcsec, y_arcsec, theta_e_arcsec, q, phi_rad):
-    """Deflection (alpha_x, alpha_y) in arcsec of a singular isothermal ellipsoid at the origin.
+def sie_coefficients(theta_e_arcsec, q, dtype):
+    """(scale, root, q) of the major-axis-frame SIE deflection, formed in float64 then cast.
 
-    Computed in the dtype of the grid (float32 grids are ~3x faster); the q-dependent
-    coefficients are formed in float64 first, since 1 - q^2 cancels catastrophically in float32.
+    1 - q^2 cancels catastrophically in float32, so the q-dependent terms never see it.
     """
-    dtype = np.result_type(x_arcsec, np.float32)
     q = np.minimum(np.asarray(q, dtype=np.float64), _Q_MAX)
     root = np.sqrt(1.0 - q**2)
     # intermediate-axis normalisation: b = theta_E sqrt(q) on the major-axis formula
-    scale = (np.asarray(theta_e_arcsec, dtype=np.float64) * np.sqrt(q) / root).astype(dtype)
-    root, q_sq = root.astype(dtype), (q**2).astype(dtype)
+    scale = np.asarray(theta_e_arcsec, dtype=np.float64) * np.sqrt(q) / root
+    return scale.astype(dtype), root.astype(dtype), q.astype(dtype)
+
+
+def sie_deflection_major_frame(x_major, y_major, root, q):
+    """SIE deflection / scale in the frame where the major axis is x (see sie_coefficients)."""
+    # the floor only matters at the exact centre, where the deflection is bounded anyway
+    psi = np.maximum(np.sqrt((q * x_major) ** 2 + y_major**2), np.finfo(x_major.dtype).tiny)
+    return np.arctan(root * x_major / psi), np.arctanh(root * y_major / psi)
+
+
+def sie_deflection(x_arcsec, y_arcsec, theta_e_arcsec, q, phi_rad):
+    """Deflection (alpha_x, alpha_y) in arcsec of a singular isothermal ellipsoid at the origin.
+
+    Computed in the dtype of the grid (float32 grids are ~3x faster).
+    """
+    dtype = np.result_type(x_arcsec, np.float32)
+    x_arcsec, y_arcsec = np.asarray(x_arcsec, dtype=dtype), np.asarray(y_arcsec, dtype=dtype)
+    scale, root, q = sie_coefficients(theta_e_arcsec, q, dtype)
     cos_phi = np.cos(np.asarray(phi_rad, dtype=np.float64)).astype(dtype)
     sin_phi = np.sin(np.asarray(phi_rad, dtype=np.float64)).astype(dtype)
     # rotate into the frame where the major axis is x
     x_major = cos_phi * x_arcsec + sin_phi * y_arcsec
     y_major = -sin_phi * x_arcsec + cos_phi * y_arcsec
-    # the floor only matters at the exact centre, where the deflection is bounded anyway
-    psi = np.maximum(np.sqrt(q_sq * x_major**2 + y_major**2), np.finfo(dtype).tiny)
-    alpha_major = scale * np.arctan(root * x_major / psi)
-    alpha_minor = scale * np.arctanh(root * y_major / psi)
+    alpha_major, alpha_minor = sie_deflection_major_frame(x_major, y_major, root, q)
+    alpha_major, alpha_minor = scale * alpha_major, scale * alpha_minor
     return (cos_phi * alpha_major - sin_phi * alpha_minor,
             sin_phi * alpha_major + cos_phi * alpha_minor)
 
@@ -65,9 +78,3 @@ def sie_shear_deflection(x_arcsec, y_arcsec, theta_e_arcsec, q, phi_rad, gamma1,
     ax_sie, ay_sie = sie_deflection(x_arcsec, y_arcsec, theta_e_arcsec, q, phi_rad)
     ax_shear, ay_shear = shear_deflection(x_arcsec, y_arcsec, gamma1, gamma2)
     return ax_sie + ax_shear, ay_sie + ay_shear
-
-
-def ray_shoot(x_arcsec, y_arcsec, theta_e_arcsec, q, phi_rad, gamma1, gamma2):
-    """Image-plane positions -> source-plane positions (beta = theta - alpha), arcsec."""
-    ax, ay = sie_shear_deflection(x_arcsec, y_arcsec, theta_e_arcsec, q, phi_rad, gamma1, gamma2)
-    return x_arcsec - ax, y_arcsec - ay

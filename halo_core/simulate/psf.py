@@ -20,11 +20,19 @@ def moffat_kernel(fwhm_px, *, beta: float = MOFFAT_BETA, size_px: int = KERNEL_S
         raise ValueError(f"moffat_kernel: size_px={size_px}; want an odd size so the peak is on a pixel")
     fwhm = np.asarray(fwhm_px, dtype=np.float64)[..., None, None]
     alpha_px = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    s = _KERNEL_OVERSAMPLE
-    axis = (np.arange(size_px * s) + 0.5) / s - 0.5 - size_px // 2  # symmetric about 0
-    yy, xx = np.meshgrid(axis, axis, indexing="ij")
-    profile = (1.0 + (xx**2 + yy**2) / alpha_px**2) ** (-beta)
-    kernel = profile.reshape(*profile.shape[:-2], size_px, s, size_px, s).sum(axis=(-3, -1))
+    s, half = _KERNEL_OVERSAMPLE, size_px // 2
+    # The pixel kernel is mirror-symmetric in x and y (the sub-pixel offsets are symmetric about
+    # each pixel centre), so integrate one quadrant, pixels 0..half, and mirror it: 4x less work.
+    axis = (np.arange((half + 1) * s) + 0.5) / s - 0.5
+    radius_sq = (axis[:, None] ** 2 + axis[None, :] ** 2).astype(np.float32)
+    # float32 power is several times faster than float64 and ~1e-7 relative is ample for a PSF
+    profile = (1.0 + radius_sq / (alpha_px.astype(np.float32) ** 2)) ** np.float32(-beta)
+    # sum sub-pixel rows first, then the short runs within each pixel (contiguous reductions)
+    lead, n = profile.shape[:-2], half + 1
+    quadrant = profile.reshape(*lead, n, s, n * s).sum(axis=-2).reshape(*lead, n, n, s).sum(axis=-1)
+    quadrant = quadrant.astype(np.float64)
+    rows = np.concatenate([quadrant[..., :0:-1, :], quadrant], axis=-2)
+    kernel = np.concatenate([rows[..., :, :0:-1], rows], axis=-1)
     return kernel / kernel.sum(axis=(-2, -1), keepdims=True)
 
 
@@ -36,9 +44,11 @@ def convolve(images: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     """
     h, w = images.shape[-2:]
     k = kernels.shape[-1]
+    half = k // 2
     kernels = kernels.astype(np.result_type(images, np.float32), copy=False)  # float32 stays float32
-    shape = (fft.next_fast_len(h + k - 1, real=True), fft.next_fast_len(w + k - 1, real=True))
+    # The output window [half, half + h) of the full linear convolution only needs the FFT length
+    # to exceed h + half (not h + k - 1): circular wrap then only folds in samples beyond the window.
+    shape = (fft.next_fast_len(h + half, real=True), fft.next_fast_len(w + half, real=True))
     product = fft.rfft2(images, s=shape) * fft.rfft2(kernels, s=shape)
     full = fft.irfft2(product, s=shape)
-    half = k // 2
     return full[..., half:half + h, half:half + w]

@@ -1,0 +1,46 @@
+# halo: `make demo` and `make test` do everything from a fresh clone (venv, install, run).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+PRESET ?= demo
+
+.PHONY: help venv install demo test ui validate bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Re-install only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/python  ## create .venv
+
+install: $(VENV)/.installed  ## install halo and its dependencies into .venv
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the synthetic dataset; prints GO/NO-GO (PRESET=demo|recommended|gen5_prime)
+	$(BIN)/python -m halo_assets.demo --preset $(PRESET)
+
+test: install  ## run the test suite
+	$(BIN)/python -m pytest -q
+
+ui: install $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI on http://127.0.0.1:3000 over the same instance as the demo
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+validate: install  ## check that the Dagster definitions load
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+bench: install  ## throughput benchmarks, one JSON line each
+	$(BIN)/python benchmarks/simulator.py
+
+clean:  ## remove local artifacts (keeps .venv)
+	rm -rf halo_data .dagster_home .pytest_cache

@@ -1,0 +1,55 @@
+"""`python -m halo_assets.demo`: materialize the whole graph in the persistent local Dagster instance
+($DAGSTER_HOME) and print the GO / NO-GO verdict with every check that decided it."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from halo_assets.definitions import defs
+from halo_assets.resources import DEFAULT_ROOT
+from halo_core import uris
+from halo_core.config import preset_names
+from halo_core.report import REPORT_HTML
+
+
+def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance):
+    run_config = {"resources": {"halo": {"config": {"preset": preset, "overrides": overrides, "root_uri": root_uri}}}}
+    return defs.resolve_job_def("retrain_job").execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False)
+
+
+def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:
+    """GO only when every check passed and the promoted model was written."""
+    evaluations = result.get_asset_check_evaluations()
+    promoted = any(m.asset_key == dg.AssetKey("promoted_model") for m in result.get_asset_materialization_events())
+    return promoted and all(e.passed for e in evaluations), evaluations
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--preset", default="demo", help=f"one of: {', '.join(preset_names())}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="artifact root (local folder or s3:// URI)")
+    args = p.parse_args(argv)
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)  # persistent, so `make ui` shows this run afterwards
+    result = run_retrain(args.preset, args.set, args.root, dg.DagsterInstance.get())
+    go, evaluations = verdict(result)
+    print(f"\nrun {result.run_id} ({args.preset}): {'succeeded' if result.success else 'stopped by a failed step or check'}")
+    for e in sorted(evaluations, key=lambda e: (e.asset_key.to_user_string(), e.check_name)):
+        print(f"  {'pass' if e.passed else 'FAIL'}  {e.asset_key.to_user_string()}.{e.check_name}")
+    # A blocking check that fails is a verdict, not a crash; any other failed step is an error.
+    failed_steps = [ev.step_key for ev in result.all_events if ev.is_step_failure
+                    and ev.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"]
+    for step in failed_steps:
+        print(f"  ERROR in step {step}: see the log above or `make ui`, run {result.run_id}")
+    print(f"\nverdict: {'GO' if go else 'NO-GO'}")
+    print(f"report:  {uris.join(args.root, args.preset, 'evaluation_report', REPORT_HTML)}")
+    return 1 if failed_steps else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

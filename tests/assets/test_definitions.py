@@ -1,0 +1,43 @@
+import json
+
+import dagster as dg
+
+from halo_assets.assets import GPU_OP_TAGS
+from halo_assets.definitions import defs
+
+ASSETS = ["paired_stamps", "filtered_dataset", "trained_model", "calibrated_model", "evaluation_report", "promoted_model"]
+
+
+def _graph():
+    return defs.resolve_asset_graph()
+
+
+def test_the_graph_has_the_designed_assets_in_order():
+    graph = _graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(ASSETS)
+    for upstream, downstream in zip(ASSETS, ASSETS[1:]):
+        assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
+
+
+def test_training_is_the_only_gpu_step():
+    job = defs.resolve_job_def("retrain_job")
+    for name in ASSETS:
+        assert (job.graph.node_named(name).definition.pool == "gpu") == (name == "trained_model"), name
+    tags = job.graph.node_named("trained_model").definition.tags
+    assert json.loads(tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]  # stored as JSON
+    limits = GPU_OP_TAGS["dagster-k8s/config"]["container_config"]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+
+
+def test_data_and_go_no_go_checks_are_blocking():
+    specs = {(s.asset_key.to_user_string(), s.name): s for c in defs.asset_checks for s in c.check_specs}
+    blocking = {k for k, s in specs.items() if s.blocking}
+    for key in [("filtered_dataset", "split_integrity"), ("filtered_dataset", "excluded_bricks_absent"),
+                ("filtered_dataset", "finite_pixels"), ("evaluation_report", "test_auroc"),
+                ("evaluation_report", "deployable_without_control"), ("paired_stamps", "schema_contract")]:
+        assert key in blocking, key
+
+
+def test_weekly_schedule_runs_the_retrain_job():
+    schedule = defs.resolve_schedule_def("weekly_retrain")
+    assert schedule.job_name == "retrain_job" and schedule.cron_schedule == "0 6 * * 1"

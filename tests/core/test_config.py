@@ -1,0 +1,65 @@
+import pytest
+
+from halo_core.config import load_preset, parse_overrides, preset_names
+from halo_core.errors import ConfigError
+
+
+def test_gen5_prime_is_the_plan_verbatim():
+    cfg = load_preset("gen5_prime")
+    assert (cfg.model_name, cfg.input_channels, cfg.batch_size, cfg.epochs) == ("resnet18", 6, 256, 50)
+    assert (cfg.optimizer, cfg.learning_rate, cfg.weight_decay) == ("adamw", 1e-3, 1e-4)
+    assert (cfg.scheduler.T_0, cfg.scheduler.T_mult, cfg.scheduler.eta_min) == (10, 2, 1e-6)
+    es = cfg.early_stopping
+    assert (es.monitor, es.patience, es.min_delta) == ("val_loss", 10, 1e-4)
+    assert cfg.clip_range == (-5.0, 20.0) and cfg.normalization == "per_sample_robust"
+    assert set(cfg.exclude_bricks) == {"0460m800", "3252p267"}
+    assert (cfg.save_every_n_epochs, cfg.save_best) == (5, True)
+    assert (cfg.wandb_project, cfg.wandb_run_name) == ("dark_halo_scope", "gen5_prime_6ch_v1")
+    assert cfg.needs_control_at_inference
+
+
+def test_recommended_reads_the_stamp_alone():
+    cfg = load_preset("recommended")
+    assert cfg.input_channels == 3 and cfg.sample_construction == "unpaired"
+    assert not cfg.needs_control_at_inference
+    assert cfg.batch_size == 256  # inherited from gen5_prime through `base`
+
+
+def test_every_shipped_preset_loads():
+    assert {"gen5_prime", "recommended", "demo", "smoke"} <= set(preset_names())
+    for name in preset_names():
+        load_preset(name)
+
+
+def test_unknown_key_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match="bogus_key"):
+        load_preset("demo", {"bogus_key": 1})
+    with pytest.raises(ConfigError, match="scheduler.T_zero"):
+        load_preset("demo", {"scheduler": {"T_zero": 3}})
+
+
+def test_wrong_type_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match="epochs"):
+        load_preset("demo", {"epochs": "many"})
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known: .*gen5_prime"):
+        load_preset("gen6")
+
+
+def test_six_channels_need_the_paired_construction():
+    with pytest.raises(ConfigError, match="input_channels"):
+        load_preset("recommended", {"input_channels": 6})
+
+
+def test_overrides_merge_into_nested_keys():
+    cfg = load_preset("demo", parse_overrides(["epochs=3", "scheduler.T_0=4", "clip_range=[-3, 10]"]))
+    assert (cfg.epochs, cfg.scheduler.T_0, cfg.scheduler.T_mult, cfg.clip_range) == (3, 4, 1, (-3.0, 10.0))
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["epochs"])
+
+
+def test_config_hash_follows_content():
+    assert load_preset("demo").config_hash() == load_preset("demo").config_hash()
+    assert load_preset("demo").config_hash() != load_preset("demo", {"epochs": 13}).config_hash()

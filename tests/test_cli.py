@@ -1,0 +1,26 @@
+import subprocess
+import sys
+
+from halo_core.cli import main
+
+
+def test_halo_help_lists_the_subcommands():
+    out = subprocess.run([sys.executable, "-m", "halo_core.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("simulate", "filter", "train", "evaluate", "config"):
+        assert command in out.stdout
+
+
+def test_config_errors_exit_2_with_the_key(capsys):
+    assert main(["config", "--preset", "demo", "--set", "epochz=3"]) == 2
+    assert "epochz" in capsys.readouterr().err
+
+
+def test_simulate_filter_train_evaluate_from_the_command_line(tmp_path, capsys):
+    raw, filt, run, rep = (str(tmp_path / d) for d in ("raw", "filt", "run", "rep"))
+    common = ["--preset", "smoke", "--set", "epochs=1"]
+    assert main(["simulate", *common, "--out", raw]) == 0
+    assert main(["filter", *common, "--data", raw, "--out", filt]) == 0
+    assert main(["train", *common, "--data", filt, "--out", run]) == 0
+    assert main(["evaluate", *common, "--data", filt, "--model", f"{run}/model.pt", "--out", rep]) == 0
+    out = capsys.readouterr().out
+    assert "split integrity: ok" in out and "test n=" in out and (tmp_path / "rep" / "report.html").exists()

@@ -1,0 +1,45 @@
+"""The whole graph, materialized in a real (temporary) Dagster instance on the smoke-size dataset."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from halo_assets.demo import run_retrain, verdict
+
+SMOKE_DATA = "simulation={n_lrg: {train: 30, val: 12, test: 16}, injections_per_lrg: 3, lrgs_per_brick: 3, seed: 1}"
+GEN5_AT_SMOKE_SIZE = [SMOKE_DATA, "epochs=1", "batch_size=16", "log_to_wandb=false", "go_no_go.max_quarantine_frac=0.05"]
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _checks(evaluations):
+    return {(e.asset_key.to_user_string(), e.check_name): e.passed for e in evaluations}
+
+
+def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
+    lenient = ["go_no_go.min_test_auroc=0.0", "go_no_go.min_precision_at_recall_0_90=0.0"]
+    result = run_retrain("smoke", lenient, str(tmp_path), instance)
+    go, evaluations = verdict(result)
+    checks = _checks(evaluations)
+    assert result.success and go, checks
+    assert all(checks.values()) and len(checks) == 9
+    card = json.loads((tmp_path / "smoke" / "promoted_model" / "model.json").read_text())
+    assert card["input_channels"] == 3 and "test_metrics" in card and "calibration" in card
+    assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")
+
+
+def test_gen5_prime_ends_no_go_because_it_needs_a_control_stamp(tmp_path, instance):
+    result = run_retrain("gen5_prime", GEN5_AT_SMOKE_SIZE, str(tmp_path), instance)
+    go, evaluations = verdict(result)
+    checks = _checks(evaluations)
+    assert not go
+    assert checks[("evaluation_report", "deployable_without_control")] is False
+    assert all(passed for (asset, _), passed in checks.items() if asset != "evaluation_report")  # data is fine
+    assert not (tmp_path / "gen5_prime" / "promoted_model").exists()
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert "evaluation_report" in materialized and "promoted_model" not in materialized
