@@ -30,6 +30,7 @@ from halo_core.model import build_model, pick_device
 from halo_core.preprocess import PreprocessSpec
 from halo_core.samples import SampleSet, build_samples
 from halo_core.shards import MANIFEST_FILE, SplitShards, dataset_spec, open_split, read_manifest
+from halo_core.tracking import Tracker
 
 log = logging.getLogger(__name__)
 LAST, BEST, FINAL = "last.pt", "best.pt", "model.pt"
@@ -183,6 +184,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
                                augmentation=cfg.augmentation)
     loader = make_loader(train_stream, cfg.num_workers, pin_memory=device.type == "cuda")
     stopped_early = stopper.should_stop and first_epoch > 0
+    tracker = Tracker(cfg, out_dir)
     for epoch in range(first_epoch, cfg.epochs):
         if stopped_early:
             break
@@ -233,6 +235,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
             **weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
         }, sidecar)
+        tracker.log_epoch(record)
         if on_epoch:
             on_epoch(record)
         stopped_early = stopper.should_stop
@@ -240,6 +243,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
             log.info("early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)",
                      epoch + 1, es.monitor, es.patience, stopper.best, stopper.best_epoch + 1)
 
+    tracker.finish()
     chosen = uris.join(out_dir, BEST if cfg.save_best and uris.exists(uris.join(out_dir, BEST)) else LAST)
     state, sidecar = load_checkpoint(chosen)
     final = uris.join(out_dir, FINAL)

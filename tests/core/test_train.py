@@ -67,3 +67,13 @@ def test_training_refuses_data_preprocessed_differently(tmp_path, filtered_dir):
     other = load_preset("smoke", {"normalization": "per_sample_robust"})
     with pytest.raises(CheckpointError, match="preprocessing differs"):
         fit(other, filtered_dir, str(tmp_path))
+
+
+def test_wandb_logs_offline_without_an_api_key(tmp_path, filtered_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = load_preset("smoke", {"epochs": 1, "log_to_wandb": True, "wandb_run_name": "offline_test"})
+    fit(cfg, filtered_dir, str(tmp_path))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    history = list(runs[0].glob("run-*.wandb"))
+    assert history and b"val_auroc" in history[0].read_bytes()
