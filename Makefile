@@ -1,5 +1,5 @@
 # halo: `make demo` and `make test` do everything from a fresh clone (venv, install, run).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home

@@ -7,18 +7,20 @@ import json
 
 import dagster as dg
 
-from halo_assets.metadata import dataset_metadata, report_metadata, table, training_metadata
+from halo_assets.metadata import dataset_metadata, gates_metadata, report_metadata, table, training_metadata
 from halo_assets.resources import HaloSettings
 from halo_core import uris
 from halo_core.calibration import Calibration, calibrate_on_val
 from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.filtering import build_filtered_dataset
+from halo_core.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.reader import SPLITS, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.simulate import simulate_dataset
 from halo_core.train import FINAL, fit
 
 CALIBRATION_FILE = "calibration.json"
+GATES_FILE = "gates.json"
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
 # time on a shared box) plus the pod spec the k8s executor applies (DESIGN §2).
@@ -72,6 +74,16 @@ def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={**dataset_metadata(report), "config_hash": cfg.config_hash()})
 
 
+@dg.asset(deps=[filtered_dataset], group_name="data", kinds={"scikitlearn"})
+def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
+    """Cross-validated logistic-regression AUCs on the model's input: central 10x10 core, radial
+    profile, metadata. Its checks gate promotion, not training: a shortcut-prone model is still
+    trained and evaluated, so the report shows what the shortcut buys."""
+    gates = measure_shortcut_gates(halo.config(), halo.uri("filtered_dataset"))
+    uris.atomic_write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {g: r.to_dict() for g, r in gates.items()})
+    return dg.MaterializeResult(metadata=gates_metadata(gates))
+
+
 @dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """ResNet18 trained by the halo_core trainer on the filtered shards; resumes from last.pt if a
@@ -114,9 +126,10 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML)))
 
 
-@dg.asset(deps=[evaluation_report], group_name="evaluation", kinds={"pytorch"})
+@dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"})
 def promoted_model(halo: HaloSettings) -> dg.MaterializeResult:
-    """The deployable model: written only when every blocking go/no-go check on the report passed."""
+    """The deployable model: written only when every blocking check on the report and the shortcut
+    gates passed."""
     out = halo.uri("promoted_model")
     state, sidecar = load_checkpoint(model_path(halo))
     report = uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 import numpy as np
 
-from halo_assets.assets import evaluation_report, filtered_dataset, paired_stamps, source_uri
+from halo_assets.assets import GATES_FILE, evaluation_report, filtered_dataset, paired_stamps, shortcut_gates, source_uri
 from halo_assets.metadata import table
 from halo_assets.resources import HaloSettings
 from halo_core import uris
@@ -119,6 +119,22 @@ def arc_snr_zero_accounted(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
+def _gate_check(gate: str):
+    @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc", blocking=True,
+                    description=f"The {gate} shortcut gate's cross-validated AUC is at most `gates.max_auc`.")
+    def check(halo: HaloSettings) -> dg.AssetCheckResult:
+        result = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))[gate]
+        return dg.AssetCheckResult(passed=result["passed"], metadata={
+            "auc": "n/a" if result["auc"] is None else result["auc"], "threshold": result["threshold"],
+            "n": result["n"], "strata": table(result["strata"]),
+        })
+
+    return check
+
+
+GATE_CHECKS = [_gate_check(g) for g in ("core", "radial", "metadata")]
+
+
 def _report(halo: HaloSettings) -> dict:
     return uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
 
@@ -157,4 +173,4 @@ def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
 
 DATA_CHECKS = [schema_contract, split_integrity, excluded_bricks_absent, finite_pixels, class_balance,
                arc_snr_zero_accounted]
-GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, deployable_without_control]
+GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, deployable_without_control, *GATE_CHECKS]

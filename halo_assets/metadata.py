@@ -59,3 +59,12 @@ def report_metadata(report: dict, html_path: str) -> dict:
         "ece_after_calibration": number(report["calibration"]["ece_after"]["ece"]),
         "theta_e_completeness": table(report["theta_e_completeness"]),
     }
+
+
+def gates_metadata(gates: dict) -> dict:
+    return {
+        "gates": table([{"gate": g.gate, "auc": round(g.auc, 4), "n": g.n, "n_features": g.n_features,
+                         "threshold": g.threshold, "passed": g.passed} for g in gates.values()]),
+        **{f"{name}_auc": number(g.auc) for name, g in gates.items()},
+        "strata": table([{"gate": g.gate, **s} for g in gates.values() for s in g.strata]),
+    }

@@ -3,6 +3,7 @@
     halo simulate --preset demo --out data/paired          synthetic paired dataset (DESIGN §4)
     halo filter   --preset demo --data data/paired --out data/filtered
     halo train    --preset demo --data data/filtered --out runs/demo
+    halo gates    --preset demo --data data/filtered       shortcut gates on the train split
     halo evaluate --preset demo --data data/filtered --model runs/demo/model.pt --out reports/demo
     halo config   --preset gen5_prime                      print the resolved configuration
 """
@@ -59,6 +60,19 @@ def cmd_train(cfg, args) -> None:
           f"val_auroc {best['val_auroc']:.4f}  ({result.seconds:.0f} s)")
 
 
+def cmd_gates(cfg, args) -> int:
+    from halo_core.gates import shortcut_gates
+
+    gates = shortcut_gates(cfg, args.data, args.split)
+    print(f"shortcut gates on {args.split} ({cfg.sample_construction}, {cfg.normalization}), "
+          f"fail above AUC {cfg.gates.max_auc}:")
+    for g in gates.values():
+        print(f"  {'pass' if g.passed else 'FAIL'}  {g.gate:<9} AUC {g.auc:.3f}  n={g.n}  features={g.n_features}")
+        for s in g.strata:
+            print(f"          {s['stratum']:<22} AUC {s['auc']:.3f}  ({s['n_pos']} lenses, {s['n_neg']} non-lenses)")
+    return 0 if all(g.passed for g in gates.values()) else 1
+
+
 def cmd_evaluate(cfg, args) -> None:
     from halo_core.calibration import calibrate_on_val
     from halo_core.report import REPORT_HTML, evaluate
@@ -98,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
     p.set_defaults(run=cmd_train)
 
+    p = sub.add_parser("gates", help="shortcut gates: can core, radial profile or metadata alone tell the classes?")
+    _config_args(p)
+    p.add_argument("--data", required=True, help="filtered dataset directory")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.set_defaults(run=cmd_gates)
+
     p = sub.add_parser("evaluate", help="calibrate on val, evaluate on test, write report.json/.html")
     _config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory")
@@ -113,11 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_preset(args.preset, parse_overrides(args.set))
-        args.run(cfg, args)
+        return args.run(cfg, args) or 0
     except HaloError as err:
         print(f"halo {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -64,6 +64,14 @@ class SimulationConfig(_Strict):
     seed: int = 0
 
 
+class GatesConfig(_Strict):
+    """Shortcut gates: cross-validated logistic regressions on the model's input (DESIGN §1 fact 3)."""
+
+    n_samples: int = Field(2000, ge=20)  # per gate, drawn class-balanced from the train split
+    folds: int = Field(5, ge=2)
+    max_auc: float = 0.65  # above this a linear model on the feature alone separates the classes
+
+
 class GoNoGoConfig(_Strict):
     """Thresholds of the go/no-go table (DESIGN §5)."""
 
@@ -118,6 +126,7 @@ class HaloConfig(_Strict):
     channels_last: bool = True  # ~2x faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path
     # evaluation and promotion
     deployment_prevalence: float = Field(1e-3, gt=0, lt=1)
+    gates: GatesConfig = GatesConfig()
     go_no_go: GoNoGoConfig = GoNoGoConfig()
 
     @model_validator(mode="after")

@@ -45,12 +45,28 @@ class PreprocessSpec:
             raise CheckpointError(f"{what}: preprocessing differs (this, other): {diff}")
 
 
-@lru_cache(maxsize=4)
-def _rings(size: int) -> np.ndarray:
-    """Integer radius (1-px rings) of each pixel from the stamp centre, flattened."""
+def pixel_radius(size: int) -> np.ndarray:
+    """Distance of each pixel centre from the stamp centre (px), flattened."""
     c = (size - 1) / 2
     y, x = np.mgrid[:size, :size]
-    return np.floor(np.hypot(x - c, y - c)).astype(np.int64).ravel()
+    return np.hypot(x - c, y - c).ravel()
+
+
+@lru_cache(maxsize=4)
+def ring_index(size: int) -> np.ndarray:
+    """Integer radius (1-px rings) of each pixel from the stamp centre, flattened."""
+    return np.floor(pixel_radius(size)).astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def _profile_interpolation(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each pixel: the ring below and above its radius and the linear weight of the upper one,
+    with rings placed at their pixels' mean radius."""
+    radius, rings = pixel_radius(size), ring_index(size)
+    centres = np.bincount(rings, weights=radius) / np.bincount(rings)
+    upper = np.clip(np.searchsorted(centres, radius), 1, len(centres) - 1)
+    weight = np.clip((radius - centres[upper - 1]) / (centres[upper] - centres[upper - 1]), 0, 1)
+    return upper - 1, upper, weight.astype(np.float32)
 
 
 def _robust_center_scale(pixels: np.ndarray, mad_factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -68,15 +84,15 @@ def preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         center, scale = _robust_center_scale(flat, spec.mad_factor)
         out = (flat - center) / scale
     else:
-        rings = _rings(h)
+        rings = ring_index(h)
         outer = rings >= spec.annulus_min_radius_px * h / spec.stamp_size
         center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
         out = (flat - center) / scale
         # Subtract the azimuthal-median profile: a round LRG (and flux added to its PSF core) goes,
-        # an arc, which covers a small part of its ring, stays.
-        profile = np.empty_like(out)
-        for r in np.unique(rings):
-            ring = rings == r
-            profile[..., ring] = np.median(out[..., ring], axis=-1, keepdims=True)
-        out -= profile
+        # an arc, which covers a small part of its ring, stays. The profile is interpolated to each
+        # pixel's radius: a steep core changes by several sigma across one 1-px ring, and a stepwise
+        # profile leaves that slope behind as a fixed pattern a classifier can read.
+        medians = np.stack([np.median(out[..., rings == r], axis=-1) for r in range(rings.max() + 1)], axis=-1)
+        lower, upper, weight = _profile_interpolation(h)
+        out -= medians[..., lower] * (1 - weight) + medians[..., upper] * weight
     return np.clip(out, *spec.clip_range).reshape(n, c, h, w)

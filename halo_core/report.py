@@ -6,7 +6,6 @@ import base64
 import html
 import io
 import json
-import math
 
 import matplotlib
 
@@ -27,17 +26,6 @@ from halo_core.shards import dataset_spec
 from halo_core.train import load_split_samples, predict_logits
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-
-
-def _finite(obj):
-    """NaN/inf -> None so the JSON is standard (and the UI shows 'n/a', not a fake number)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def roc_png(labels: np.ndarray, probs: np.ndarray, title: str) -> bytes:
@@ -94,14 +82,13 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
             meta["theta_e_arcsec"].to_numpy()[pos], probs[pos], THETA_E_BINS_ARCSEC),
         "training": {"best_epoch": sidecar.get("best_epoch"), "history": sidecar.get("history", [])},
     }
-    report = _finite(report)
     uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report)
     uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, roc_png(labels, probs, "test ROC")).encode())
     return report
 
 
 def _fmt(v, digits: int = 4, missing: str = "n/a") -> str:
-    return missing if v is None else f"{v:.{digits}f}"
+    return missing if v is None or v != v else f"{v:.{digits}f}"  # v != v: NaN
 
 
 def render_html(report: dict, roc: bytes) -> str:

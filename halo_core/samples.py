@@ -6,7 +6,9 @@ sample also carries the row's control as channels 3-5.
 - ``paired_6ch``   (stamp, ctrl) -> 1 and (ctrl, ctrl) -> 0: the plan's 6-channel input made learnable.
 - ``ctrl_negative`` stamp -> 1, its own control -> 0 (the plan's option B).
 - ``unpaired``     LRGs split in two halves by a hash of their position: stamps of one half -> 1,
-                   controls of the other half -> 0, so no galaxy appears in both classes.
+                   controls of the other half -> 0, so no galaxy appears in both classes; both
+                   classes are matched in (psf_bin, depth_bin) cells where those columns exist, so
+                   observing conditions cannot tell them apart.
 
 Rows with ``arc_snr == 0`` (the arc was masked) never become positives: their stamp equals the control.
 """
@@ -22,6 +24,7 @@ from halo_core.errors import ContractError
 from halo_core.splits import lrg_ids
 
 STAMP, CONTROL = 0, 1
+MATCH_COLUMNS = ("psf_bin", "depth_bin")
 
 
 @dataclass
@@ -46,6 +49,22 @@ def lrg_half(meta: pd.DataFrame, seed: int) -> np.ndarray:
     return (pd.util.hash_pandas_object(keys, index=False).to_numpy() & 1).astype(np.int8)
 
 
+def match_cells(meta: pd.DataFrame, pos: np.ndarray, neg: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal numbers of positives and negatives in every (psf_bin, depth_bin) cell (random, seeded)."""
+    if not all(c in meta.columns for c in MATCH_COLUMNS):
+        return pos, neg
+    rng = np.random.default_rng(seed)
+    cells = pd.MultiIndex.from_frame(meta[list(MATCH_COLUMNS)].fillna(-1)).codes
+    cell = np.ravel_multi_index(cells, [len(c) + 1 for c in cells])
+    keep_pos, keep_neg = [], []
+    for c in np.unique(cell[np.concatenate([pos, neg])]):
+        p, n = pos[cell[pos] == c], neg[cell[neg] == c]
+        k = min(len(p), len(n))
+        keep_pos.append(np.sort(rng.permutation(p)[:k]))
+        keep_neg.append(np.sort(rng.permutation(n)[:k]))
+    return np.concatenate(keep_pos), np.concatenate(keep_neg)
+
+
 def build_samples(meta: pd.DataFrame, construction: str, seed: int) -> SampleSet:
     n = len(meta)
     rows = np.arange(n)
@@ -54,13 +73,12 @@ def build_samples(meta: pd.DataFrame, construction: str, seed: int) -> SampleSet
         pos = neg = rows[arc]
     elif construction == "unpaired":
         half = lrg_half(meta, seed)
-        pos, neg = rows[arc & (half == 0)], rows[half == 1]
+        pos, neg = match_cells(meta, rows[arc & (half == 0)], rows[half == 1], seed)
     else:
         raise ContractError(f"sample_construction {construction!r}: want paired_6ch, ctrl_negative or unpaired")
-    samples = SampleSet(
+    return SampleSet(
         rows=np.concatenate([pos, neg]).astype(np.int64),
         slots=np.concatenate([np.full(len(pos), STAMP), np.full(len(neg), CONTROL)]).astype(np.int8),
         labels=np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32),
         with_control=construction == "paired_6ch",
     )
-    return samples

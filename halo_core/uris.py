@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import posixpath
 import tempfile
@@ -61,8 +62,20 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
         raise
 
 
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None: standard JSON, and a reader sees 'not measured' rather than a number."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(uri: str, obj: Any) -> None:
-    atomic_write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+    data = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    atomic_write_bytes(uri, data.encode())
 
 
 def find(uri: str, suffix: str) -> list[str]:

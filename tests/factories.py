@@ -12,24 +12,27 @@ import pyarrow.parquet as pq
 from halo_core.stamps import encode_stamp
 
 
-def _image(rng: np.random.Generator, arc: float) -> tuple[np.ndarray, np.ndarray]:
-    """(stamp, control): a round galaxy in sky noise, the stamp with a ring-segment 'arc' added."""
+def _image(rng: np.random.Generator, arc: float, core_boost: float) -> tuple[np.ndarray, np.ndarray]:
+    """(stamp, control): a round galaxy in sky noise, the stamp with a ring-segment "arc" at r = 12 px
+    (outside the central 10x10) and, optionally, extra flux in the core (a pure core-flux shortcut)."""
     y, x = np.mgrid[:64, :64] - 31.5
     r = np.hypot(x, y)
-    galaxy = 0.2 * np.exp(-r / 3.0)
+    galaxy = 0.2 * np.exp(-r / 3.0) * rng.uniform(0.5, 2.0)
     control = np.stack([galaxy * s + rng.normal(0, 0.003, (64, 64)) for s in (0.4, 1.0, 1.6)]).astype(np.float32)
-    ring = np.exp(-0.5 * ((r - 10) / 1.2) ** 2) * (x > 4)
-    return (control + arc * 0.05 * ring).astype(np.float32), control
+    ring = np.exp(-0.5 * ((r - 12) / 1.2) ** 2) * (x > 4) * (y > -4)  # ~3/8 of a ring
+    core = np.exp(-0.5 * (r / 2.1) ** 2)  # PSF-blurred: FWHM 1.3" = 5 px
+    return (control + arc * (0.05 * ring + core_boost * core)).astype(np.float32), control
 
 
 def make_paired_table(n: int, *, seed: int = 0, bricks=("1000p010", "1001p010"), lrgs_per_brick: int = 3,
                       nan_rows=(), corrupt_rows=(), wrong_shape_rows=(), missing_band_rows=(),
-                      masked_rows=(), id_prefix: str = "t", split: str | None = None) -> pa.Table:
+                      masked_rows=(), core_boost: float = 0.0, id_prefix: str = "t",
+                      split: str | None = None) -> pa.Table:
     rng = np.random.default_rng(seed)
     stamps, controls, rows = [], [], []
     for i in range(n):
         masked = i in masked_rows
-        stamp, control = _image(rng, 0.0 if masked else 1.0)
+        stamp, control = _image(rng, 0.0 if masked else 1.0, core_boost)
         if i in nan_rows:
             stamp[1, 5, 5] = np.nan
         s_blob, c_blob = encode_stamp(stamp), encode_stamp(control)
@@ -68,7 +71,7 @@ def write_split_dirs(root: Path, tables: dict[str, pa.Table]) -> Path:
 
 
 def three_splits(root: Path, n: int = 12, **train_kwargs) -> Path:
-    """A valid dataset with disjoint bricks and LRGs per split; kwargs apply to train only."""
+    """A valid dataset with disjoint bricks and LRGs per split; kwargs apply to the train split only."""
     return write_split_dirs(root, {
         "train": make_paired_table(n, seed=0, bricks=("1000p010", "1001p010"), id_prefix="a", **train_kwargs),
         "val": make_paired_table(n, seed=1, bricks=("2000p010",), id_prefix="b"),

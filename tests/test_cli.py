@@ -24,3 +24,12 @@ def test_simulate_filter_train_evaluate_from_the_command_line(tmp_path, capsys):
     assert main(["evaluate", *common, "--data", filt, "--model", f"{run}/model.pt", "--out", rep]) == 0
     out = capsys.readouterr().out
     assert "split integrity: ok" in out and "test n=" in out and (tmp_path / "rep" / "report.html").exists()
+
+
+def test_gates_command_prints_every_gate_and_exits_1_on_a_failure(capsys, filtered_dir):
+    code = main(["gates", "--preset", "smoke", "--set", "gates.n_samples=60", "--data", filtered_dir])
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines() if line.startswith("  ") and line.split()[0] in ("pass", "FAIL")]
+    assert [words[1] for words in lines] == ["core", "radial", "metadata"]
+    assert code == (1 if any(words[0] == "FAIL" for words in lines) else 0)
+    assert main(["gates", "--preset", "smoke", "--set", "gates.max_auc=0.0", "--data", filtered_dir]) == 1

@@ -27,7 +27,7 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     go, evaluations = verdict(result)
     checks = _checks(evaluations)
     assert result.success and go, checks
-    assert all(checks.values()) and len(checks) == 9
+    assert all(checks.values()) and len(checks) == 12
     card = json.loads((tmp_path / "smoke" / "promoted_model" / "model.json").read_text())
     assert card["input_channels"] == 3 and "test_metrics" in card and "calibration" in card
     assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")
@@ -39,7 +39,9 @@ def test_gen5_prime_ends_no_go_because_it_needs_a_control_stamp(tmp_path, instan
     checks = _checks(evaluations)
     assert not go
     assert checks[("evaluation_report", "deployable_without_control")] is False
-    assert all(passed for (asset, _), passed in checks.items() if asset != "evaluation_report")  # data is fine
+    assert checks[("shortcut_gates", "shortcut_core_auc")] is False  # (stamp, ctrl) vs (ctrl, ctrl): trivial
+    data_checks = {k: v for k, v in checks.items() if k[0] in ("paired_stamps", "filtered_dataset")}
+    assert len(data_checks) == 6 and all(data_checks.values())  # the data is fine; the model is not
     assert not (tmp_path / "gen5_prime" / "promoted_model").exists()
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert "evaluation_report" in materialized and "promoted_model" not in materialized

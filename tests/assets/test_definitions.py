@@ -14,14 +14,17 @@ def _graph():
 
 def test_the_graph_has_the_designed_assets_in_order():
     graph = _graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(ASSETS)
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {*ASSETS, "shortcut_gates"}
     for upstream, downstream in zip(ASSETS, ASSETS[1:]):
         assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
+    # the gates read the filtered data and hold back promotion, not training
+    assert graph.get(dg.AssetKey("shortcut_gates")).parent_keys == {dg.AssetKey("filtered_dataset")}
+    assert dg.AssetKey("shortcut_gates") in graph.get(dg.AssetKey("promoted_model")).parent_keys
 
 
 def test_training_is_the_only_gpu_step():
     job = defs.resolve_job_def("retrain_job")
-    for name in ASSETS:
+    for name in [*ASSETS, "shortcut_gates"]:
         assert (job.graph.node_named(name).definition.pool == "gpu") == (name == "trained_model"), name
     tags = job.graph.node_named("trained_model").definition.tags
     assert json.loads(tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]  # stored as JSON
@@ -34,7 +37,8 @@ def test_data_and_go_no_go_checks_are_blocking():
     blocking = {k for k, s in specs.items() if s.blocking}
     for key in [("filtered_dataset", "split_integrity"), ("filtered_dataset", "excluded_bricks_absent"),
                 ("filtered_dataset", "finite_pixels"), ("evaluation_report", "test_auroc"),
-                ("evaluation_report", "deployable_without_control"), ("paired_stamps", "schema_contract")]:
+                ("evaluation_report", "deployable_without_control"), ("paired_stamps", "schema_contract"),
+                ("shortcut_gates", "shortcut_core_auc"), ("shortcut_gates", "shortcut_radial_auc")]:
         assert key in blocking, key
 
 

@@ -48,3 +48,14 @@ def test_masked_arcs_never_become_positives():
 def test_unknown_construction_is_an_error():
     with pytest.raises(ContractError, match="sample_construction"):
         build_samples(_meta(), "positives_only", seed=0)
+
+
+def test_unpaired_classes_are_matched_in_psf_and_depth_cells():
+    meta = _meta(n_lrg=200, masked=())
+    rng = np.random.default_rng(0)
+    meta["psf_bin"] = rng.integers(0, 3, len(meta))
+    meta["depth_bin"] = rng.integers(0, 2, len(meta))
+    s = build_samples(meta, "unpaired", seed=0)
+    cells = meta[["psf_bin", "depth_bin"]].iloc[s.rows].assign(y=s.labels)
+    per_cell = cells.groupby(["psf_bin", "depth_bin"]).y.agg(["sum", "count"])
+    assert (per_cell["sum"] * 2 == per_cell["count"]).all()  # as many lenses as non-lenses in every cell
