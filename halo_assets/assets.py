@@ -4,6 +4,8 @@ and turns its report into metadata."""
 
 
 import json
+import subprocess
+import sys
 
 import dagster as dg
 
@@ -17,7 +19,7 @@ from halo_core.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.reader import SPLITS, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.simulate import simulate_dataset
-from halo_core.train import FINAL, fit
+from halo_core.train import FINAL, fit, training_result
 
 CALIBRATION_FILE = "calibration.json"
 GATES_FILE = "gates.json"
@@ -89,10 +91,17 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     """ResNet18 trained by the halo_core trainer on the filtered shards; resumes from last.pt if a
     previous attempt was interrupted."""
     cfg = halo.config()
-    result = fit(cfg, halo.uri("filtered_dataset"), cfg.checkpoint_dir or halo.uri("trained_model"),
-                 on_epoch=lambda r: context.log.info(
-                     "epoch %d: train_loss %.4f val_loss %.4f val_auroc %.4f lr %.2e", r["epoch"] + 1,
-                     r["train_loss"], r["val_loss"], r["val_auroc"], r["lr"]))
+    out = cfg.checkpoint_dir or halo.uri("trained_model")
+    if cfg.nproc_per_node > 1:
+        # DDP needs one process per device: run the same trainer under torchrun, same preset and overrides
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
+               "-m", "halo_core.train", "--preset", halo.preset, "--data", halo.uri("filtered_dataset"), "--out", out,
+               *[arg for item in halo.overrides for arg in ("--set", item)]]
+        context.log.info("launching %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        result = training_result(out)
+    else:
+        result = fit(cfg, halo.uri("filtered_dataset"), out)
     return dg.MaterializeResult(metadata={**training_metadata(result), "config_hash": cfg.config_hash()})
 
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 import dagster as dg
 import numpy as np
 
-from halo_assets.assets import GATES_FILE, evaluation_report, filtered_dataset, paired_stamps, shortcut_gates, source_uri
+from halo_assets.assets import (
+    GATES_FILE, evaluation_report, filtered_dataset, model_path, paired_stamps, shortcut_gates, source_uri, trained_model,
+)
 from halo_assets.metadata import table
 from halo_assets.resources import HaloSettings
 from halo_core import uris
+from halo_core.checkpoint import load_checkpoint
 from halo_core.errors import ContractError
+from halo_core.monitors import monitor_report
 from halo_core.reader import SPLITS, check_schema, split_files
 from halo_core.report import REPORT_JSON
 from halo_core.samples import build_samples
@@ -119,6 +123,25 @@ def arc_snr_zero_accounted(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
+def _training_monitor(name: str, description: str):
+    """An advisory (WARN) check on the trained model from its per-epoch history."""
+
+    @dg.asset_check(asset=trained_model, name=name, description=description)
+    def check(halo: HaloSettings) -> dg.AssetCheckResult:
+        _, sidecar = load_checkpoint(model_path(halo))
+        result = monitor_report(sidecar["history"], halo.config(), sidecar["best_epoch"])[name]
+        return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={k: v for k, v in result.items() if k != "passed"})
+
+    return check
+
+
+TRAINING_CHECKS = [
+    _training_monitor("lr_followed_schedule", "Each epoch's LR equals CosineAnnealingWarmRestarts' closed form."),
+    _training_monitor("grad_norm", "The largest gradient norm of the run stays below 10."),
+]
+
+
 def _gate_check(gate: str):
     @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc", blocking=True,
                     description=f"The {gate} shortcut gate's cross-validated AUC is at most `gates.max_auc`.")
@@ -162,6 +185,14 @@ def precision_at_recall_0_90(halo: HaloSettings) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
+def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
+    """At the promoted (best) epoch, val loss minus train loss is below `go_no_go.max_train_val_gap`."""
+    result = _report(halo)["monitors"]["train_val_gap"]
+    return dg.AssetCheckResult(passed=result["passed"], metadata={
+        "gap": result["value"], "threshold": result["limit"], "epoch": result["epoch"] + 1})
+
+
+@dg.asset_check(asset=evaluation_report, blocking=True)
 def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
     """The model scores a galaxy from its own stamp: a real survey galaxy has no arc-free control."""
     report = _report(halo)
@@ -173,4 +204,4 @@ def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
 
 DATA_CHECKS = [schema_contract, split_integrity, excluded_bricks_absent, finite_pixels, class_balance,
                arc_snr_zero_accounted]
-GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, deployable_without_control, *GATE_CHECKS]
+GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, train_val_gap, deployable_without_control, *GATE_CHECKS]

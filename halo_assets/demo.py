@@ -22,10 +22,10 @@ def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.D
 
 
 def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:
-    """GO only when every check passed and the promoted model was written."""
+    """GO only when the promoted model was written and no ERROR check failed (WARN ones advise)."""
     evaluations = result.get_asset_check_evaluations()
     promoted = any(m.asset_key == dg.AssetKey("promoted_model") for m in result.get_asset_materialization_events())
-    return promoted and all(e.passed for e in evaluations), evaluations
+    return promoted and all(e.passed or e.severity == dg.AssetCheckSeverity.WARN for e in evaluations), evaluations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     go, evaluations = verdict(result)
     print(f"\nrun {result.run_id} ({args.preset}): {'succeeded' if result.success else 'stopped by a failed step or check'}")
     for e in sorted(evaluations, key=lambda e: (e.asset_key.to_user_string(), e.check_name)):
-        print(f"  {'pass' if e.passed else 'FAIL'}  {e.asset_key.to_user_string()}.{e.check_name}")
+        mark = "pass" if e.passed else ("warn" if e.severity == dg.AssetCheckSeverity.WARN else "FAIL")
+        print(f"  {mark}  {e.asset_key.to_user_string()}.{e.check_name}")
     # A blocking check that fails is a verdict, not a crash; any other failed step is an error.
     failed_steps = [ev.step_key for ev in result.all_events if ev.is_step_failure
                     and ev.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"]

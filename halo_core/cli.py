@@ -5,6 +5,7 @@
     halo train    --preset demo --data data/filtered --out runs/demo
     halo gates    --preset demo --data data/filtered       shortcut gates on the train split
     halo evaluate --preset demo --data data/filtered --model runs/demo/model.pt --out reports/demo
+    halo score    --model halo_data/recommended/promoted_model/model.pt cutouts/*.npz --out scores.csv
     halo config   --preset gen5_prime                      print the resolved configuration
 """
 
@@ -85,6 +86,17 @@ def cmd_evaluate(cfg, args) -> None:
     print(f"report: {uris.join(args.out, REPORT_HTML)}")
 
 
+def cmd_score(args) -> None:
+    from halo_core.calibration import Calibration
+    from halo_core.scoring import score
+
+    calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
+    table = score(args.model, args.inputs, calibration=calibration, prevalence=args.prevalence)
+    table.to_csv(args.out, index=False)
+    print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {len(table)} rows to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halo", description="Train, evaluate and gate a strong-lens finder.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.set_defaults(run=cmd_gates)
 
+    p = sub.add_parser("score", help="score real cutouts (.npz) or paired parquet with a trained 3-channel model")
+    p.add_argument("--model", required=True, help="model.pt (a promoted model carries its calibration)")
+    p.add_argument("inputs", nargs="+", help=".npz cutouts (101x101x3 HWC) and/or paired .parquet files")
+    p.add_argument("--calibration", help="calibration.json from the calibrated_model asset")
+    p.add_argument("--prevalence", type=float, help="deployment lens prevalence (default: the model's config)")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.set_defaults(run=cmd_score, needs_config=False)
+
     p = sub.add_parser("evaluate", help="calibrate on val, evaluate on test, write report.json/.html")
     _config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory")
@@ -132,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if not getattr(args, "needs_config", True):
+            return args.run(args) or 0
         cfg = load_preset(args.preset, parse_overrides(args.set))
         return args.run(cfg, args) or 0
     except HaloError as err:

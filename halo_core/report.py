@@ -21,6 +21,7 @@ from halo_core.config import HaloConfig
 from halo_core.diagnostics import THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_completeness, per_brick_auroc
 from halo_core.metrics import classification_metrics
 from halo_core.model import pick_device
+from halo_core.monitors import monitor_report, progress_summaries
 from halo_core.samples import STAMP, SampleSet
 from halo_core.shards import dataset_spec
 from halo_core.train import load_split_samples, predict_logits
@@ -80,7 +81,9 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "per_brick": per_brick_auroc(meta, labels, probs),
         "theta_e_completeness": binned_completeness(
             meta["theta_e_arcsec"].to_numpy()[pos], probs[pos], THETA_E_BINS_ARCSEC),
-        "training": {"best_epoch": sidecar.get("best_epoch"), "history": sidecar.get("history", [])},
+        "training": {"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
+                     "progress": progress_summaries(sidecar["history"])},
+        "monitors": monitor_report(sidecar["history"], cfg, sidecar["best_epoch"]),
     }
     uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report)
     uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, roc_png(labels, probs, "test ROC")).encode())

@@ -41,3 +41,17 @@ def decode_stamp(blob: bytes, *, source: str, task_id: str, column: str, keys=BA
     if shapes != {(STAMP_SIZE, STAMP_SIZE)}:
         raise StampDecodeError(f"{where}: band shapes {sorted(shapes)}, want ({STAMP_SIZE}, {STAMP_SIZE})", "bad_shape")
     return np.stack(bands).astype(np.float32, copy=False)
+
+
+def decode_cutout(path: str, npz) -> tuple[np.ndarray, dict]:
+    """A real survey cutout (``cutout`` (101, 101, 3) HWC g,r,z) -> central (3, 64, 64) stamp and its
+    scalar ``meta_*`` entries; the crop keeps the galaxy at the stamp centre (rows/cols 18..81)."""
+    if CUTOUT_KEY not in npz.files:
+        raise StampDecodeError(f"{path}: no {CUTOUT_KEY!r} array; has {sorted(npz.files)[:8]}", "missing_band")
+    cutout = npz[CUTOUT_KEY]
+    if cutout.ndim != 3 or cutout.shape[2] != len(BANDS) or min(cutout.shape[:2]) < STAMP_SIZE:
+        raise StampDecodeError(f"{path}: cutout shape {cutout.shape}, want (H >= 64, W >= 64, 3)", "bad_shape")
+    top, left = (cutout.shape[0] - STAMP_SIZE) // 2, (cutout.shape[1] - STAMP_SIZE) // 2
+    stamp = cutout[top:top + STAMP_SIZE, left:left + STAMP_SIZE].transpose(2, 0, 1).astype(np.float32)
+    meta = {k.removeprefix("meta_"): npz[k].item() for k in npz.files if k.startswith("meta_") and npz[k].ndim == 0}
+    return stamp, meta

@@ -12,12 +12,14 @@ import argparse
 import hashlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from halo_core import uris
@@ -128,18 +130,89 @@ def check_dataset(cfg: HaloConfig, dataset_dir: str) -> None:
     dataset_spec(dataset_dir).require_same(PreprocessSpec.from_config(cfg), f"{dataset_dir} vs config")
 
 
-def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
-        on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train ``cfg`` on the shards in ``dataset_dir``; checkpoints and the final model go to ``out_dir``."""
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a torchrun job; world_size 1 for a plain process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_preference: str) -> Distributed:
+    """Join the process group torchrun describes in the environment: nccl on GPUs, gloo on CPUs."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_preference != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Distributed(rank, world_size, local_rank)
+
+
+def _all_sum(values: list[float], ctx: Distributed) -> list[float]:
+    if ctx.world_size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bool, ctx: Distributed,
+                    progress_every_s: float = 30.0) -> dict:
+    """One pass over this rank's batches; loss and throughput summed over all ranks."""
+    model.train()
+    losses, grad_norms, seen, data_s = [], [], 0, 0.0
+    t0 = t_data = t_log = time.perf_counter()
+    for step, (x, y, _) in enumerate(loader):
+        data_s += time.perf_counter() - t_data
+        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x).squeeze(1)
+        loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norms.append(nn.utils.clip_grad_norm_(model.parameters(), math.inf).detach())  # no sync here
+        optimizer.step()
+        losses.append(loss.detach())
+        seen += len(y)
+        now = time.perf_counter()
+        if ctx.is_main and now - t_log > progress_every_s:
+            rate = seen / (now - t0)
+            log.info("  batch %d/%d  %.0f samples/s  ETA %.0f s  loss %.4f", step + 1, len(loader),
+                     rate * ctx.world_size, (len(loader) - step - 1) * len(y) / rate, float(loss))
+            t_log = now
+        t_data = time.perf_counter()
+    seconds = time.perf_counter() - t0
+    norms = torch.stack(grad_norms).float().cpu().numpy()  # one device sync per epoch, not per step
+    loss_sum, n_steps, n_seen = _all_sum([float(torch.stack(losses).sum()), len(losses), seen], ctx)
+    return {"train_loss": loss_sum / n_steps, "grad_norm_max": float(norms.max()),
+            "grad_norm_p99": float(np.percentile(norms, 99)), "samples_per_s": n_seen / seconds,
+            "data_wait_share": data_s / seconds, "samples_seen": int(n_seen)}
+
+
+def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True) -> TrainResult:
+    """Train ``cfg`` on the shards in ``dataset_dir``; checkpoints and the final model go to ``out_dir``.
+    Under torchrun every rank calls this; rank 0 alone writes files and logs."""
     start = time.perf_counter()
     check_dataset(cfg, dataset_dir)
-    device = pick_device(cfg.device)
+    ctx = init_distributed(cfg.device)
+    device = torch.device("cuda", ctx.local_rank) if ctx.world_size > 1 and torch.cuda.is_available() \
+        and cfg.device != "cpu" else pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_shards, train_samples = load_split_samples(cfg, dataset_dir, "train")
     val_shards, val_samples = load_split_samples(cfg, dataset_dir, "val")
-    for name, s in (("train", train_samples), ("val", val_samples)):
-        if min(s.counts.values()) == 0:
-            raise TrainingError(f"{name} split has one class only {s.counts} with {cfg.sample_construction!r}")
+    samples = {"train": train_samples.counts, "val": val_samples.counts}
+    for name, counts in samples.items():
+        if min(counts.values()) == 0:
+            raise TrainingError(f"{name} split has one class only {counts} with {cfg.sample_construction!r}")
 
     model = build_model(cfg.model_name, cfg.input_channels).to(device)
     if cfg.channels_last:
@@ -180,80 +253,79 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
             first_epoch = resumed_from = state["epoch"] + 1
             log.info("resumed from %s at epoch %d", last_path, first_epoch)
 
+    bare_model = model  # what checkpoints hold: never the DDP wrapper, never a compiled graph
+    if ctx.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_stream = BatchStream(train_shards, train_samples, cfg.batch_size, seed=cfg.seed, train=True,
-                               augmentation=cfg.augmentation)
+                               augmentation=cfg.augmentation, rank=ctx.rank, world_size=ctx.world_size)
     loader = make_loader(train_stream, cfg.num_workers, pin_memory=device.type == "cuda")
     stopped_early = stopper.should_stop and first_epoch > 0
-    tracker = Tracker(cfg, out_dir)
+    tracker = Tracker(cfg, out_dir) if ctx.is_main else None
     for epoch in range(first_epoch, cfg.epochs):
         if stopped_early:
             break
-        model.train()
         train_stream.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        losses, grad_norms, seen, data_s = [], [], 0, 0.0
-        t0 = time.perf_counter()
-        t_data = t0
-        for x, y, _ in loader:
-            data_s += time.perf_counter() - t_data
-            x, y = _to_device(x, device, cfg.channels_last), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x).squeeze(1)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), math.inf)))
-            optimizer.step()
-            losses.append(loss.detach())
-            seen += len(y)
-            t_data = time.perf_counter()
-        train_loss = float(torch.stack(losses).mean())  # one device sync per epoch, not per step
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"epoch {epoch}: train loss is {train_loss}; lr={lr:g}, last grad norm {grad_norms[-1]:g}")
-        train_s = time.perf_counter() - t0
-        val_logits = predict_logits(model, val_shards, val_samples, cfg.batch_size, device, cfg.channels_last)
-        val_loss = float(loss_fn(torch.from_numpy(val_logits), torch.from_numpy(val_samples.labels)))
-        record = {
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "val_auroc": auroc(val_samples.labels, val_logits), "lr": lr,
-            "grad_norm_max": float(np.max(grad_norms)), "grad_norm_p99": float(np.percentile(grad_norms, 99)),
-            "samples_per_s": seen / train_s, "data_wait_share": data_s / train_s,
-        }
+        record = {"epoch": epoch, "lr": lr, **train_one_epoch(model, loader, optimizer, loss_fn, device,
+                                                              cfg.channels_last, ctx)}
+        if not math.isfinite(record["train_loss"]):
+            raise TrainingError(f"epoch {epoch}: train loss is {record['train_loss']}; lr={lr:g}, "
+                                f"max grad norm {record['grad_norm_max']:g}")
+        # Every rank scores the whole val split: identical metrics everywhere, so every rank takes the
+        # same early-stopping decision without a broadcast (val is a small share of an epoch).
+        val_logits = predict_logits(bare_model, val_shards, val_samples, cfg.batch_size, device, cfg.channels_last)
+        record["val_loss"] = float(loss_fn(torch.from_numpy(val_logits).to(device),
+                                           torch.from_numpy(val_samples.labels).to(device)))
+        record["val_auroc"] = auroc(val_samples.labels, val_logits)
         history.append(record)
         scheduler.step()
         is_best = stopper.update(record[es.monitor], epoch)
-        log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_auroc %.4f lr %.2e %.0f samples/s data %.0f%%",
-                 epoch + 1, cfg.epochs, train_loss, val_loss, record["val_auroc"], lr,
-                 record["samples_per_s"], 100 * record["data_wait_share"])
-        sidecar = {**sidecar_base, "epoch": epoch, "history": history, "metrics": record}
-        weights = {"model": model.state_dict(), "epoch": epoch}
-        if is_best and cfg.save_best:
-            save_checkpoint(uris.join(out_dir, BEST), weights, sidecar)
-        if (epoch + 1) % cfg.save_every_n_epochs == 0:
-            save_checkpoint(uris.join(out_dir, f"epoch_{epoch + 1:04d}.pt"), weights, sidecar)
-        save_checkpoint(last_path, {
-            **weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
-        }, sidecar)
-        tracker.log_epoch(record)
-        if on_epoch:
-            on_epoch(record)
         stopped_early = stopper.should_stop
-        if stopped_early:
-            log.info("early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)",
-                     epoch + 1, es.monitor, es.patience, stopper.best, stopper.best_epoch + 1)
+        if ctx.is_main:
+            log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_auroc %.4f lr %.2e %.0f samples/s data %.0f%%",
+                     epoch + 1, cfg.epochs, record["train_loss"], record["val_loss"], record["val_auroc"], lr,
+                     record["samples_per_s"], 100 * record["data_wait_share"])
+            sidecar = {**sidecar_base, "epoch": epoch, "history": history, "metrics": record}
+            weights = {"model": bare_model.state_dict(), "epoch": epoch}
+            if is_best and cfg.save_best:
+                save_checkpoint(uris.join(out_dir, BEST), weights, sidecar)
+            if (epoch + 1) % cfg.save_every_n_epochs == 0:
+                save_checkpoint(uris.join(out_dir, f"epoch_{epoch + 1:04d}.pt"), weights, sidecar)
+            save_checkpoint(last_path, {
+                **weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
+            }, sidecar)
+            tracker.log_epoch(record)
+            if stopped_early:
+                log.info("early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)",
+                         epoch + 1, es.monitor, es.patience, stopper.best, stopper.best_epoch + 1)
+    if ctx.world_size > 1:
+        dist.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
 
-    tracker.finish()
-    chosen = uris.join(out_dir, BEST if cfg.save_best and uris.exists(uris.join(out_dir, BEST)) else LAST)
-    state, sidecar = load_checkpoint(chosen)
     final = uris.join(out_dir, FINAL)
-    save_checkpoint(final, {"model": state["model"], "epoch": state["epoch"]},
-                    {**sidecar, "history": history, "best_epoch": stopper.best_epoch, "stopped_early": stopped_early})
+    if ctx.is_main:
+        tracker.finish()
+        chosen = uris.join(out_dir, BEST if cfg.save_best and uris.exists(uris.join(out_dir, BEST)) else LAST)
+        state, sidecar = load_checkpoint(chosen)
+        save_checkpoint(final, {"model": state["model"], "epoch": state["epoch"]},
+                        {**sidecar, "history": history, "best_epoch": stopper.best_epoch,
+                         "stopped_early": stopped_early, "samples": samples})
+    if ctx.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return TrainResult(
         model_path=final, history=history, best_epoch=stopper.best_epoch, stopped_early=stopped_early,
-        resumed_from_epoch=resumed_from, seconds=time.perf_counter() - start,
-        samples={"train": train_samples.counts, "val": val_samples.counts},
+        resumed_from_epoch=resumed_from, seconds=time.perf_counter() - start, samples=samples,
     )
+
+
+def training_result(out_dir: str) -> TrainResult:
+    """The TrainResult of a finished run, read back from its final model's sidecar (e.g. after torchrun)."""
+    final = uris.join(out_dir, FINAL)
+    _, sidecar = load_checkpoint(final)
+    return TrainResult(model_path=final, history=sidecar["history"], best_epoch=sidecar["best_epoch"],
+                       stopped_early=sidecar["stopped_early"], resumed_from_epoch=None, seconds=math.nan,
+                       samples=sidecar.get("samples", {}))
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -1,0 +1,42 @@
+"""Training monitors (the plan's §3.1 table), computed from a run's per-epoch history."""
+
+from __future__ import annotations
+
+import math
+
+GRAD_NORM_LIMIT = 10.0
+PROGRESS_EPOCHS = (10, 25, 50)  # the plan's progress reports
+
+
+def expected_lr(epoch: int, base_lr: float, T_0: int, T_mult: int, eta_min: float) -> float:
+    """CosineAnnealingWarmRestarts stepped once per epoch, in closed form."""
+    t_cur, t_i = epoch, T_0
+    while t_cur >= t_i:
+        t_cur -= t_i
+        t_i *= T_mult
+    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+def monitor_report(history: list[dict], cfg, best_epoch: int) -> dict[str, dict]:
+    """Each monitor: observed value, limit, passed."""
+    s = cfg.scheduler
+    lr_errors = [abs(h["lr"] - expected_lr(h["epoch"], cfg.learning_rate, s.T_0, s.T_mult, s.eta_min))
+                 / expected_lr(h["epoch"], cfg.learning_rate, s.T_0, s.T_mult, s.eta_min) for h in history]
+    best = next(h for h in history if h["epoch"] == best_epoch) if best_epoch >= 0 else history[-1]
+    gap = best["val_loss"] - best["train_loss"]
+    grad_max = max(h["grad_norm_max"] for h in history)
+    return {
+        "lr_followed_schedule": {"value": max(lr_errors), "limit": 1e-6, "passed": max(lr_errors) <= 1e-6,
+                                 "unit": "max relative LR error"},
+        "grad_norm": {"value": grad_max, "limit": GRAD_NORM_LIMIT, "passed": grad_max < GRAD_NORM_LIMIT,
+                      "p99_last_epoch": history[-1]["grad_norm_p99"]},
+        "train_val_gap": {"value": gap, "limit": cfg.go_no_go.max_train_val_gap,
+                          "passed": abs(gap) < cfg.go_no_go.max_train_val_gap, "epoch": best["epoch"]},
+    }
+
+
+def progress_summaries(history: list[dict]) -> list[dict]:
+    """The plan's progress reports at epochs 10, 25 and 50, for the epochs the run reached."""
+    by_epoch = {h["epoch"] + 1: h for h in history}
+    return [{"epoch": e, **{k: by_epoch[e][k] for k in ("train_loss", "val_loss", "val_auroc", "lr")}}
+            for e in PROGRESS_EPOCHS if e in by_epoch]
