@@ -20,11 +20,13 @@ def d4_elements(rng: np.random.Generator, n: int, *, rot90: bool, flip: bool, tr
     return k + 4 * mirror
 
 
-def apply_d4(batch: torch.Tensor, elements: np.ndarray) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H, W) with element ``elements[i]`` applied to sample i."""
+def apply_d4(batch: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W) with element ``elements[i]`` applied to sample i, on the batch's
+    device (eight gathers and scatters per batch, whatever its size)."""
+    elements = elements.to(batch.device)
     out = batch.clone()
-    for e in np.unique(elements):
-        idx = torch.from_numpy(np.flatnonzero(elements == e))
+    for e in elements.unique().tolist():
+        idx = (elements == e).nonzero().squeeze(1)
         x = batch[idx]
         if e >= 4:
             x = x.transpose(-1, -2)

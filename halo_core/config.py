@@ -124,7 +124,8 @@ class HaloConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
     nproc_per_node: int = Field(1, ge=1)  # >1: the trained_model asset runs the trainer under torchrun (DDP)
-    channels_last: bool = True  # ~2x faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path
+    channels_last: bool = True  # faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path
+    compile_model: bool = False  # torch.compile the training forward/backward (GPU runs; minutes to compile)
     # evaluation and promotion
     deployment_prevalence: float = Field(1e-3, gt=0, lt=1)
     gates: GatesConfig = GatesConfig()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from halo_core.augment import apply_d4, d4_elements
+from halo_core.augment import d4_elements
 from halo_core.samples import CONTROL, SampleSet
 from halo_core.shards import SplitShards
 
@@ -52,14 +52,17 @@ class BatchStream(Dataset):
     def __len__(self) -> int:
         return len(self._batches())
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x (B, C, 64, 64) float32, labels (B,), sample index (B,), D4 element per sample (B,)).
+        The D4 transform is applied by the consumer, on whatever device the batch ends up on."""
         index = self._batches()[i]
         x = torch.from_numpy(gather(self.shards, self.samples, index))
+        elements = np.zeros(len(index), np.int64)
         if self.train and self.augmentation is not None:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, i])
             aug = self.augmentation
-            x = apply_d4(x, d4_elements(rng, len(index), rot90=aug.rot90, flip=aug.flip, transpose=aug.transpose))
-        return x, torch.from_numpy(self.samples.labels[index]), torch.from_numpy(index)
+            elements = d4_elements(rng, len(index), rot90=aug.rot90, flip=aug.flip, transpose=aug.transpose)
+        return x, torch.from_numpy(self.samples.labels[index]), torch.from_numpy(index), torch.from_numpy(elements)
 
 
 def make_loader(stream: BatchStream, num_workers: int, pin_memory: bool) -> DataLoader:

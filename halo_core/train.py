@@ -26,6 +26,7 @@ from halo_core import uris
 from halo_core.checkpoint import code_version, load_checkpoint, save_checkpoint
 from halo_core.config import HaloConfig
 from halo_core.errors import CheckpointError, ContractError, TrainingError
+from halo_core.augment import apply_d4
 from halo_core.loader import BatchStream, make_loader
 from halo_core.metrics import auroc
 from halo_core.model import build_model, pick_device
@@ -106,7 +107,7 @@ def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, ba
     model.eval()
     stream = BatchStream(shards, samples, batch_size, seed=0, train=False)
     out = np.empty(len(samples), np.float32)
-    for x, _, index in make_loader(stream, 0, False):
+    for x, _, index, _ in make_loader(stream, 0, False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(_to_device(x, device, channels_last)).squeeze(1)
         out[index.numpy()] = logits.float().cpu().numpy()
@@ -171,9 +172,11 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bo
     model.train()
     losses, grad_norms, seen, data_s = [], [], 0, 0.0
     t0 = t_data = t_log = time.perf_counter()
-    for step, (x, y, _) in enumerate(loader):
+    for step, (x, y, _, elements) in enumerate(loader):
         data_s += time.perf_counter() - t_data
-        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        x = apply_d4(x.to(device, non_blocking=True), elements)  # augment on the device, in batch form
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x).squeeze(1)
         loss = loss_fn(logits.float(), y)
@@ -256,6 +259,10 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     bare_model = model  # what checkpoints hold: never the DDP wrapper, never a compiled graph
     if ctx.world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile_model:
+        model = torch.compile(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed 64x64 input: let cuDNN pick the fastest kernels once
     train_stream = BatchStream(train_shards, train_samples, cfg.batch_size, seed=cfg.seed, train=True,
                                augmentation=cfg.augmentation, rank=ctx.rank, world_size=ctx.world_size)
     loader = make_loader(train_stream, cfg.num_workers, pin_memory=device.type == "cuda")

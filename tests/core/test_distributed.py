@@ -19,7 +19,7 @@ def test_each_sample_once_per_epoch_across_ranks_and_workers(filtered_dir, smoke
     ids = []
     for rank in range(2):
         stream = BatchStream(shards, samples, 8, seed=0, train=True, rank=rank, world_size=2)
-        ids += [i for _, _, index in make_loader(stream, num_workers=2, pin_memory=False) for i in index.tolist()]
+        ids += [i for _, _, index, _ in make_loader(stream, num_workers=2, pin_memory=False) for i in index.tolist()]
     usable = (len(samples) // 8) // 2 * 2 * 8  # whole batches, dealt evenly to the two ranks
     assert len(ids) == len(set(ids)) == usable
 
