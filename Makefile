@@ -39,8 +39,11 @@ ui: install $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI on http://127.0.0.1:3000
 validate: install  ## check that the Dagster definitions load
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
-bench: install  ## throughput benchmarks, one JSON line each
-	$(BIN)/python benchmarks/simulator.py
+bench: install  ## throughput benchmarks, one JSON line each (a few minutes on 2 cores)
+	$(BIN)/python -m benchmarks.simulator
+	$(BIN)/python -m benchmarks.data_path
+	$(BIN)/python -m benchmarks.trainer_overhead
+	$(BIN)/python -m benchmarks.gpu_step
 
 clean:  ## remove local artifacts (keeps .venv)
 	rm -rf halo_data .dagster_home .pytest_cache

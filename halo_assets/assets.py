@@ -86,12 +86,19 @@ def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=gates_metadata(gates))
 
 
+def training_dir(halo: HaloSettings) -> str:
+    """Checkpoints of one configuration: a rerun of the same config resumes from its last.pt, a
+    changed config starts its own run instead of colliding with the old checkpoints."""
+    cfg = halo.config()
+    return cfg.checkpoint_dir or uris.join(halo.uri("trained_model"), cfg.training_hash())
+
+
 @dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """ResNet18 trained by the halo_core trainer on the filtered shards; resumes from last.pt if a
     previous attempt was interrupted."""
     cfg = halo.config()
-    out = cfg.checkpoint_dir or halo.uri("trained_model")
+    out = training_dir(halo)
     if cfg.nproc_per_node > 1:
         # DDP needs one process per device: run the same trainer under torchrun, same preset and overrides
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
@@ -106,7 +113,7 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
 
 
 def model_path(halo: HaloSettings) -> str:
-    return uris.join(halo.config().checkpoint_dir or halo.uri("trained_model"), FINAL)
+    return uris.join(training_dir(halo), FINAL)
 
 
 @dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"})
@@ -132,7 +139,8 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     cfg = halo.config()
     out = halo.uri("evaluation_report")
     report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_calibration(halo), out)
-    return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML)))
+    plots = {name: uris.read_bytes(uris.join(out, path)) for name, path in report["plots"].items()}
+    return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML), plots))
 
 
 @dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"})

@@ -1,6 +1,6 @@
 """`defs`: the only place that assembles the Dagster Definitions of halo."""
 
-from __future__ import annotations
+import os
 
 import dagster as dg
 
@@ -8,11 +8,19 @@ from halo_assets import assets
 from halo_assets.checks import DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
 from halo_assets.jobs import retrain_job, weekly_retrain
 from halo_assets.resources import HaloSettings
+from halo_assets.sensors import (
+    AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, run_failure_alert,
+)
+
+# The webhook URL is a secret: read from the environment when the resource is built, never stored in
+# config or metadata; without it alerts go to the log only.
+ALERT_URL = dg.EnvVar("HALO_ALERT_WEBHOOK") if os.environ.get("HALO_ALERT_WEBHOOK") else ""
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
     asset_checks=[*DATA_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS],
     jobs=[retrain_job],
     schedules=[weekly_retrain],
-    resources={"halo": HaloSettings()},
+    sensors=[new_data_sensor, check_failure_alert_on_success, check_failure_alert_on_failure, run_failure_alert],
+    resources={"halo": HaloSettings(), "alerts": AlertWebhook(url=ALERT_URL)},
 )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import math
 
 import dagster as dg
 import pandas as pd
+
+from halo_core.report import bin_label
 
 
 def table(rows: list[dict]) -> dg.MarkdownMetadataValue:
@@ -47,8 +50,24 @@ def training_metadata(result) -> dict:
     }
 
 
-def report_metadata(report: dict, html_path: str) -> dict:
+# the plots a reviewer needs in the Dagster UI without opening report.html
+KEY_PLOTS = ("roc", "reliability", "completeness", "training_curves")
+
+
+def image(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
+    """A PNG inline in markdown: the Dagster UI renders data-URI images."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
+    return table([{"bin": bin_label(b), "n": b["n"], "completeness": b["completeness"],
+                   "ci95_lo": b["ci95"][0], "ci95_hi": b["ci95"][1], "auroc": b["auroc"],
+                   "n_negatives": b["n_negatives"]} for b in rows])
+
+
+def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> dict:
     m = report["metrics"]
+    cal = report["calibration"]
     return {
         "report_html": dg.MetadataValue.path(html_path),
         "n_test": dg.MetadataValue.int(m["n"]),
@@ -56,8 +75,13 @@ def report_metadata(report: dict, html_path: str) -> dict:
         "auprc": number(m["auprc"]),
         "precision_at_recall_0_90": number(m["precision_at_recall_0_90"]),
         "tpr_at_fpr": table(m["tpr_at_fpr"]),
-        "ece_after_calibration": number(report["calibration"]["ece_after"]["ece"]),
-        "theta_e_completeness": table(report["theta_e_completeness"]),
+        "ece_before_calibration": number(cal["ece_before"]["ece"]),
+        "ece_after_calibration": number(cal["ece_after"]["ece"]),
+        "ece_after_temperature_scaling": number(cal["temperature_scaling"]["ece_after"]["ece"]),
+        "theta_e_bins": _bins(report["theta_e_bins"]),
+        "psf_fwhm_bins": _bins(report["psf_fwhm_bins"]),
+        "arc_snr_bins": _bins(report["arc_snr_bins"]),
+        **{f"plot_{name}": image(plots[name], name) for name in KEY_PLOTS},
     }
 
 

@@ -1,11 +1,12 @@
-"""Calibration on the validation split (Platt scaling), equal-mass ECE, and prior shift to the
-deployment prevalence (DESIGN §2 `calibrated_model`, §5)."""
+"""Calibration on the validation split (Platt or temperature scaling), equal-mass ECE, and prior
+shift to the deployment prevalence (DESIGN §2 `calibrated_model`, §5)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 
 
@@ -15,12 +16,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibration:
-    """p = sigmoid(a * logit + b), fitted on val; ``train_prevalence`` is the val positive fraction."""
+    """p = sigmoid(a * logit + b), fitted on val; ``train_prevalence`` is the val positive fraction.
+    Platt fits a and b; temperature scaling is the special case a = 1/T, b = 0."""
 
     a: float
     b: float
     train_prevalence: float
     n_fit: int
+    method: str = "platt"
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
         return sigmoid(self.a * np.asarray(logits, dtype=np.float64) + self.b)
@@ -29,17 +32,34 @@ class Calibration:
         return prior_shift(self.probability(logits), self.train_prevalence, prevalence)
 
     def to_dict(self) -> dict:
-        return {"method": "platt", **asdict(self)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        return cls(d["a"], d["b"], d["train_prevalence"], d["n_fit"])
+        return cls(d["a"], d["b"], d["train_prevalence"], d["n_fit"], d.get("method", "platt"))
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     lr = LogisticRegression(C=1e6, max_iter=1000)  # effectively unregularised: two parameters, many samples
     lr.fit(np.asarray(logits, dtype=np.float64).reshape(-1, 1), labels.astype(int))
     return Calibration(float(lr.coef_[0, 0]), float(lr.intercept_[0]), float(labels.mean()), int(len(labels)))
+
+
+def bce_with_logits(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy of sigmoid(logits), without overflow at large |logit|."""
+    z = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - labels * z))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> Calibration:
+    """Temperature scaling: the single T > 0 minimising the NLL of sigmoid(logit / T). Unlike Platt
+    it cannot shift the decision threshold, only sharpen or soften every score alike."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = labels.astype(np.float64)
+    # search log T: T spans 1e-3..1e3, far beyond any network's over- or under-confidence
+    fit = minimize_scalar(lambda log_t: bce_with_logits(z * np.exp(-log_t), y), bounds=(-7.0, 7.0),
+                          method="bounded", options={"xatol": 1e-6})
+    return Calibration(float(np.exp(-fit.x)), 0.0, float(y.mean()), int(len(y)), "temperature")
 
 
 def prior_shift(p: np.ndarray, from_prevalence: float, to_prevalence: float) -> np.ndarray:

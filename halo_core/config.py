@@ -79,6 +79,13 @@ class GoNoGoConfig(_Strict):
     min_precision_at_recall_0_90: float = 0.90
     max_train_val_gap: float = 0.1
     max_quarantine_frac: float = 0.02  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
+    max_brick_auroc_std: float = 0.05
+    # a brick's AUROC counts only with this many test samples of each class: at 5 per class the
+    # sampling scatter of one AUROC alone exceeds 0.05, so the std would measure noise
+    brick_min_per_class: int = Field(20, ge=2)
+    min_bricks: int = Field(5, ge=2)  # a std over fewer qualifying bricks is not reported as a verdict
+    max_arc_snr_zero_accuracy_as_lens: float = 0.60  # masked arcs must look like negatives
+    max_ece_after_calibration: float = 0.05
 
 
 class HaloConfig(_Strict):
@@ -149,8 +156,21 @@ class HaloConfig(_Strict):
         return self.input_channels == 6
 
     def config_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """Everything, for provenance."""
+        return _hash(self.model_dump(mode="json"))
+
+    def training_hash(self) -> str:
+        """What determines the trained weights: changing a go/no-go threshold or the deployment
+        prevalence re-evaluates a model, it does not retrain it."""
+        return _hash(self.model_dump(mode="json", exclude=EVALUATION_ONLY_KEYS))
+
+
+EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence"}
+
+
+def _hash(data: dict) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,9 @@
-"""The plan's diagnostics on held-out scores: masked arcs, per-brick AUROC, theta_E bins (DESIGN §5)."""
+"""The plan's diagnostics on held-out scores: masked arcs, per-brick AUROC, completeness and AUROC
+in bins of theta_E, PSF FWHM and arc SNR, and whether completeness rises with theta_E (DESIGN §5)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -8,6 +11,8 @@ import pandas as pd
 from halo_core.metrics import auroc, wilson_interval
 
 THETA_E_BINS_ARCSEC = (0.0, 0.75, 1.0, 1.5, 2.0, 3.0)
+PSF_FWHM_BINS_ARCSEC = (0.0, 1.2, 1.35, 1.5, math.inf)  # DR10 r-band seeing; the simulator's psf_bin edges
+ARC_SNR_BINS = (0.0, 3.0, 5.0, 10.0, 20.0, math.inf)  # max-pixel SNR: below ~5 an arc is barely visible
 
 
 def arc_snr_zero_behaviour(probs: np.ndarray, threshold: float = 0.5) -> dict:
@@ -34,12 +39,31 @@ def per_brick_auroc(meta: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, m
     }
 
 
-def binned_completeness(values: np.ndarray, probs: np.ndarray, edges, threshold: float = 0.5) -> list[dict]:
-    """Completeness (recall) of positives at ``threshold`` in bins of ``values``, with Wilson 95 % intervals."""
+def binned_detection(pos_values: np.ndarray, pos_probs: np.ndarray, neg_probs: np.ndarray, edges,
+                     neg_values: np.ndarray | None = None, threshold: float = 0.5) -> list[dict]:
+    """Per bin of ``pos_values``: completeness of the lenses at ``threshold`` (Wilson 95 %) and the
+    AUROC of that bin's lenses against the non-lenses. Negatives have no theta_E or arc SNR, so by
+    default every bin is scored against all of them; pass ``neg_values`` (e.g. PSF FWHM, which
+    controls do have) to compare like with like. The last bin is open when its edge is inf."""
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
-        in_bin = (values >= lo) & (values < hi)
-        n, k = int(in_bin.sum()), int((probs[in_bin] >= threshold).sum())
-        ci = wilson_interval(k, n)
-        out.append({"lo": lo, "hi": hi, "n": n, "completeness": k / n if n else None, "ci95": list(ci)})
+        in_bin = (pos_values >= lo) & (pos_values < hi)
+        neg = neg_probs if neg_values is None else neg_probs[(neg_values >= lo) & (neg_values < hi)]
+        n, k = int(in_bin.sum()), int((pos_probs[in_bin] >= threshold).sum())
+        labels = np.r_[np.ones(n), np.zeros(len(neg))]
+        out.append({"lo": lo, "hi": hi, "n": n, "completeness": k / n if n else None,
+                    "ci95": list(wilson_interval(k, n)), "n_negatives": int(len(neg)),
+                    "auroc": auroc(labels, np.r_[pos_probs[in_bin], neg])})
     return out
+
+
+def completeness_trend(bins: list[dict]) -> dict:
+    """Completeness should not fall as theta_E grows (bigger arcs are easier). A later bin lower than
+    an earlier one is a violation only when their Wilson intervals are disjoint, i.e. beyond noise."""
+    measured = [b for b in bins if b["n"]]
+    violations = [
+        {"earlier": f"{a['lo']:g}-{a['hi']:g}", "later": f"{b['lo']:g}-{b['hi']:g}",
+         "completeness": [a["completeness"], b["completeness"]], "ci95": [a["ci95"], b["ci95"]]}
+        for i, a in enumerate(measured) for b in measured[i + 1:] if b["ci95"][1] < a["ci95"][0]
+    ]
+    return {"n_bins_measured": len(measured), "measurable": len(measured) >= 2, "violations": violations}

@@ -28,14 +28,39 @@ def recall_at_precision(labels, scores, precision: float) -> float:
     return float(r[ok].max()) if ok.any() else 0.0
 
 
-def tpr_at_fpr(labels, scores, fpr: float) -> dict:
-    """TPR at a false-positive rate, or ``measurable: False`` when fewer than 1/fpr negatives exist:
-    with n negatives the smallest non-zero FPR is 1/n, so anything below that is extrapolation."""
+def tpr_at_fpr(labels, scores, fpr: float, n_distinct_negatives: int | None = None) -> dict:
+    """TPR at a false-positive rate and the score threshold that gives it, or ``measurable: False``
+    when fewer than 1/fpr distinct negatives exist: with n negatives the smallest non-zero FPR is 1/n,
+    so anything below that is extrapolation. Controls repeat when several injections share one LRG
+    and a repeated control moves as one, so pass the number of distinct negatives when it is lower."""
     n_neg = int((labels == 0).sum())
-    if n_neg < math.ceil(1 / fpr):
-        return {"fpr": fpr, "tpr": None, "n_negatives": n_neg, "measurable": False}
-    f, t, _ = roc_curve(labels, scores)
-    return {"fpr": fpr, "tpr": float(t[f <= fpr].max()), "n_negatives": n_neg, "measurable": True}
+    n_distinct = n_neg if n_distinct_negatives is None else n_distinct_negatives
+    point = {"fpr": fpr, "n_negatives": n_neg, "n_distinct_negatives": n_distinct}
+    if n_distinct < math.ceil(1 / fpr):
+        return {**point, "tpr": None, "threshold": None, "measurable": False}
+    f, t, thresholds = roc_curve(labels, scores)
+    best = np.flatnonzero(f <= fpr)[np.argmax(t[f <= fpr])]
+    return {**point, "tpr": float(t[best]), "threshold": float(thresholds[best]), "measurable": True}
+
+
+def precision_at_prevalence(tpr: float, fpr: float, prevalence: float) -> float:
+    """Expected purity of a candidate list when a fraction ``prevalence`` of the galaxies are lenses:
+    TPR*pi / (TPR*pi + FPR*(1 - pi)). At pi = 1e-3 this needs FPR <= 1e-4 for purity >= 50 %."""
+    found = tpr * prevalence
+    false = fpr * (1 - prevalence)
+    return found / (found + false) if found + false > 0 else math.nan
+
+
+def operating_points(labels, scores, prevalence: float, n_distinct_negatives: int | None = None) -> list[dict]:
+    """TPR at each of FPR_POINTS with the expected precision at ``prevalence``. The nominal FPR is
+    used, an upper bound on the FPR measured at that threshold, so a lucky zero-false-positive count
+    on a finite test set cannot inflate the precision; ``None`` where the TPR is not measurable."""
+    out = []
+    for fpr in FPR_POINTS:
+        point = tpr_at_fpr(labels, scores, fpr, n_distinct_negatives)
+        precision = precision_at_prevalence(point["tpr"], fpr, prevalence) if point["measurable"] else None
+        out.append({**point, "prevalence": prevalence, "precision_at_prevalence": precision})
+    return out
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -46,23 +71,31 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at p = 0 or 1 the exact bound equals p; rounding could put it on the wrong side
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
-def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
-    """The plan's metrics on probabilities ``scores`` (DESIGN §5), with counts."""
+def classification_metrics(labels: np.ndarray, scores: np.ndarray, *, prevalence: float,
+                           n_distinct_negatives: int | None = None, threshold: float = 0.5) -> dict:
+    """The plan's metrics on probabilities ``scores`` (DESIGN §5), with counts; the TPR-at-FPR rows
+    carry the expected precision at the deployment ``prevalence``."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     two_classes = len(np.unique(labels)) == 2
+    called = scores >= threshold  # "lens" at the threshold
     return {
         "n": int(len(labels)),
         "n_positives": int(labels.sum()),
         "n_negatives": int((labels == 0).sum()),
         "auroc": auroc(labels, scores),
         "auprc": float(average_precision_score(labels, scores)) if two_classes else math.nan,
-        "accuracy": float(((scores >= threshold) == labels).mean()),
+        "accuracy": float((called == labels).mean()),
         "precision_at_recall_0_95": precision_at_recall(labels, scores, 0.95) if two_classes else math.nan,
         "precision_at_recall_0_90": precision_at_recall(labels, scores, 0.90) if two_classes else math.nan,
         "recall_at_precision_0_95": recall_at_precision(labels, scores, 0.95) if two_classes else math.nan,
-        "tpr_at_fpr": [tpr_at_fpr(labels, scores, f) for f in FPR_POINTS] if two_classes else [],
+        "tpr_at_fpr": operating_points(labels, scores, prevalence, n_distinct_negatives) if two_classes else [],
+        "confusion_at_threshold": {
+            "threshold": threshold, "tp": int((called & (labels == 1)).sum()), "fn": int((~called & (labels == 1)).sum()),
+            "fp": int((called & (labels == 0)).sum()), "tn": int((~called & (labels == 0)).sum()),
+        },
     }

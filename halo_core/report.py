@@ -1,4 +1,5 @@
-"""The evaluation report: held-out test metrics, calibration, diagnostics; JSON + one self-contained HTML."""
+"""The evaluation report: held-out test metrics, calibration, diagnostics and plots; report.json and one
+self-contained report.html (plots embedded as base64 PNG), plus the PNGs under plots/ (DESIGN §2, §5)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import html
 import io
 import json
+import math
 
 import matplotlib
 
@@ -15,18 +17,38 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from halo_core import uris
-from halo_core.calibration import Calibration, expected_calibration_error
+from halo_core.calibration import Calibration, expected_calibration_error, fit_temperature, sigmoid
 from halo_core.checkpoint import load_model, model_spec
 from halo_core.config import HaloConfig
-from halo_core.diagnostics import THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_completeness, per_brick_auroc
+from halo_core.diagnostics import (
+    ARC_SNR_BINS, PSF_FWHM_BINS_ARCSEC, THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_detection,
+    completeness_trend, per_brick_auroc,
+)
 from halo_core.metrics import classification_metrics
 from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
 from halo_core.samples import STAMP, SampleSet
 from halo_core.shards import dataset_spec
+from halo_core.splits import lrg_ids
 from halo_core.train import load_split_samples, predict_logits
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+GALLERY_SIZE = 8  # stamps per row: highest-scoring negatives, lowest-scoring positives
+DPI = 90
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def bin_label(b: dict) -> str:
+    """'1-1.5' or '20+' (the open last bin: hi is inf in memory, null in report.json)."""
+    hi = b["hi"]
+    return f"{b['lo']:g}+" if hi is None or math.isinf(hi) else f"{b['lo']:g}-{hi:g}"
 
 
 def roc_png(labels: np.ndarray, probs: np.ndarray, title: str) -> bytes:
@@ -37,15 +59,110 @@ def roc_png(labels: np.ndarray, probs: np.ndarray, title: str) -> bytes:
     ax.set_xlim(1e-4, 1)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate (completeness)", title=title)
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
+
+
+def reliability_png(curves: dict[str, dict]) -> bytes:
+    """Observed lens fraction against mean predicted probability, per equal-mass bin, per scaling."""
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
+    for name, ece in curves.items():
+        ax.plot([b["mean_p"] for b in ece["bins"]], [b["frac_pos"] for b in ece["bins"]], "o-", ms=4,
+                label=f"{name} (ECE {ece['ece']:.3f})")
+    ax.set(xlabel="mean predicted probability", ylabel="fraction of lenses",
+           title="reliability (test, equal-mass bins)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def training_curves_png(history: list[dict]) -> bytes:
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", ms=3, label="train")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", ms=3, label="val")
+    axes[0].set(xlabel="epoch", ylabel="BCE loss")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(epochs, [h["val_auroc"] for h in history], "o-", ms=3)
+    axes[1].set(xlabel="epoch", ylabel="val AUROC")
+    axes[2].plot(epochs, [h["lr"] for h in history], "o-", ms=3)
+    axes[2].set(xlabel="epoch", ylabel="learning rate", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def confusion_png(confusion: dict) -> bytes:
+    counts = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, str(n), ha="center", va="center", color="black" if n < counts.max() / 2 else "white")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["non-lens", "lens"], yticklabels=["non-lens", "lens"],
+           xlabel="predicted", ylabel="true", title=f"confusion at p >= {confusion['threshold']:g}")
+    return _png(fig)
+
+
+def binned_completeness_png(tables: dict[str, list[dict]]) -> bytes:
+    """Completeness per bin with its Wilson 95 % interval as the error bar, one panel per quantity."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.7 * len(tables), 3.2), squeeze=False)
+    for ax, (quantity, rows) in zip(axes[0], tables.items()):
+        rows = [r for r in rows if r["n"]]
+        x = np.arange(len(rows))
+        c = np.array([r["completeness"] for r in rows], dtype=float)
+        lo, hi = np.array([r["ci95"] for r in rows], dtype=float).reshape(-1, 2).T
+        ax.errorbar(x, c, yerr=[c - lo, hi - c], fmt="o", capsize=3)
+        ax.set_xticks(x, [f"{bin_label(r)}\nn={r['n']}" for r in rows], fontsize=7)
+        ax.set(ylim=(0, 1.05), xlabel=quantity, ylabel="completeness at p >= 0.5")
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def asinh_rgb(stamp: np.ndarray) -> np.ndarray:
+    """(3, H, W) g,r,z -> (H, W, 3) RGB in [0, 1]: z red, g blue, one asinh stretch for all bands so
+    colours survive; the stamps are already in sky-noise units, so a softening of 3 sigma is fine."""
+    x = np.arcsinh(stamp[::-1].astype(np.float32) / 3.0).transpose(1, 2, 0)
+    lo, hi = np.percentile(x, [1.0, 99.5])
+    return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def gallery_png(rows: list[list[tuple[np.ndarray, str]]]) -> bytes:
+    """One row of (stamp, title) panels per list."""
+    cols = max([len(r) for r in rows] + [1])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.9 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax_row, row in zip(axes, rows):
+        for ax, (stamp, title) in zip(ax_row, row):
+            ax.imshow(asinh_rgb(stamp), origin="lower", interpolation="nearest")  # blocky pixels compress 3x
+            ax.set_title(title, fontsize=6)
+    return _png(fig)
+
+
+def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
+    """Top row: the highest-scoring non-lenses, one per LRG (its injections share one control);
+    bottom row: the lowest-scoring lenses."""
+    neg = np.flatnonzero(samples.labels == 0)
+    pos = np.flatnonzero(samples.labels == 1)
+    neg = neg[np.argsort(-probs[neg], kind="stable")]
+    _, first = np.unique(lrg_ids(meta).to_numpy()[neg], return_index=True)
+    picks = {"non-lens": neg[np.sort(first)][:GALLERY_SIZE],
+             "lens": pos[np.argsort(probs[pos], kind="stable")[:GALLERY_SIZE]]}
+    rows = []
+    for group, indices in picks.items():
+        row = []
+        for i in indices:
+            m = meta.iloc[i]
+            arc = (f"thetaE {m['theta_e_arcsec']:.2f}\" snr {m['arc_snr']:.1f}" if group == "lens"
+                   else "control (no arc)")
+            stamp = np.asarray(shards.pairs[samples.rows[i], samples.slots[i]])  # (3, 64, 64) preprocessed
+            row.append((stamp, f"{group} p={probs[i]:.3f}\n{m['task_id']}\n{arc}"))
+        rows.append(row)
+    return gallery_png(rows)
 
 
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
-    """Score the test split with the trained, calibrated model and write report.json + report.html."""
+    """Score the test split with the trained, calibrated model; write report.json, report.html and plots/."""
     model, sidecar = load_model(model_path)
     dataset_spec(dataset_dir).require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
     device = pick_device(cfg.device)
@@ -53,16 +170,29 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     shards, samples = load_split_samples(cfg, dataset_dir, "test")
     logits = predict_logits(model, shards, samples, cfg.batch_size, device)
     probs = calibration.probability(logits)
-    raw = 1 / (1 + np.exp(-logits.astype(np.float64)))
     labels = samples.labels.astype(int)
     meta = shards.meta.iloc[samples.rows].reset_index(drop=True)
     pos = labels == 1
+
+    # temperature scaling, the one-parameter alternative, fitted on the same val split as the Platt in use
+    val_shards, val_samples = load_split_samples(cfg, dataset_dir, "val")
+    temperature = fit_temperature(predict_logits(model, val_shards, val_samples, cfg.batch_size, device),
+                                  val_samples.labels)
+    ece = {"uncalibrated": expected_calibration_error(sigmoid(logits), labels),
+           calibration.method: expected_calibration_error(probs, labels),
+           "temperature": expected_calibration_error(temperature.probability(logits), labels)}
 
     masked_rows = np.flatnonzero(shards.meta["arc_snr"].to_numpy(dtype=float) == 0)
     masked = SampleSet(masked_rows, np.full(len(masked_rows), STAMP, np.int8),
                        np.zeros(len(masked_rows), np.float32), samples.with_control)
     masked_probs = calibration.probability(predict_logits(model, shards, masked, cfg.batch_size, device))
 
+    def bins(column: str, edges, negatives_binned: bool = False) -> list[dict]:
+        values = meta[column].to_numpy(dtype=float)
+        return binned_detection(values[pos], probs[pos], probs[~pos], edges,
+                                neg_values=values[~pos] if negatives_binned else None)
+
+    theta_e_bins = bins("theta_e_arcsec", THETA_E_BINS_ARCSEC)
     report = {
         "split": "test",
         "model": model_path,
@@ -70,23 +200,42 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "model_config_hash": sidecar["config_hash"],
         "needs_control": sidecar["needs_control"],
         "sample_construction": cfg.sample_construction,
-        "metrics": classification_metrics(labels, probs),
+        "metrics": classification_metrics(labels, probs, prevalence=cfg.deployment_prevalence,
+                                          n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique())),
         "calibration": {
             **calibration.to_dict(),
-            "ece_before": expected_calibration_error(raw, labels),
-            "ece_after": expected_calibration_error(probs, labels),
+            "ece_before": ece["uncalibrated"],
+            "ece_after": ece[calibration.method],
+            "temperature_scaling": {"T": 1 / temperature.a, "n_fit": temperature.n_fit,
+                                    "ece_after": ece["temperature"]},
         },
         "deployment_prevalence": cfg.deployment_prevalence,
         "arc_snr_zero": arc_snr_zero_behaviour(masked_probs),
-        "per_brick": per_brick_auroc(meta, labels, probs),
-        "theta_e_completeness": binned_completeness(
-            meta["theta_e_arcsec"].to_numpy()[pos], probs[pos], THETA_E_BINS_ARCSEC),
+        "per_brick": per_brick_auroc(meta, labels, probs, cfg.go_no_go.brick_min_per_class),
+        "theta_e_bins": theta_e_bins,
+        "theta_e_completeness_trend": completeness_trend(theta_e_bins),
+        # controls share their LRG's PSF, so PSF bins compare lenses with non-lenses seen alike
+        "psf_fwhm_bins": bins("psfsize_r", PSF_FWHM_BINS_ARCSEC, negatives_binned=True),
+        "arc_snr_bins": bins("arc_snr", ARC_SNR_BINS),
         "training": {"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
                      "progress": progress_summaries(sidecar["history"])},
         "monitors": monitor_report(sidecar["history"], cfg, sidecar["best_epoch"]),
     }
+    plots = {
+        "roc": roc_png(labels, probs, "test ROC"),
+        "reliability": reliability_png(ece),
+        "training_curves": training_curves_png(sidecar["history"]),
+        "confusion": confusion_png(report["metrics"]["confusion_at_threshold"]),
+        "completeness": binned_completeness_png({"theta_E (arcsec)": theta_e_bins,
+                                                 "PSF FWHM r (arcsec)": report["psf_fwhm_bins"],
+                                                 "arc SNR (max pixel)": report["arc_snr_bins"]}),
+        "gallery": gallery(shards, samples, probs, meta),
+    }
+    report["plots"] = {name: f"plots/{name}.png" for name in plots}
+    for name, png in plots.items():
+        uris.atomic_write_bytes(uris.join(out_dir, report["plots"][name]), png)
     uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report)
-    uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, roc_png(labels, probs, "test ROC")).encode())
+    uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, plots).encode())
     return report
 
 
@@ -94,34 +243,75 @@ def _fmt(v, digits: int = 4, missing: str = "n/a") -> str:
     return missing if v is None or v != v else f"{v:.{digits}f}"  # v != v: NaN
 
 
-def render_html(report: dict, roc: bytes) -> str:
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _bins_table(rows: list[dict], quantity: str) -> str:
+    body = "".join(
+        f"<tr><td>{bin_label(b)}</td><td>{b['n']}</td><td>{_fmt(b['completeness'], 3)} "
+        f"[{_fmt(b['ci95'][0], 3)}, {_fmt(b['ci95'][1], 3)}]</td><td>{_fmt(b['auroc'])}</td>"
+        f"<td>{b['n_negatives']}</td></tr>" for b in rows
+    )
+    return (f"<table><tr><th>{quantity}</th><th>n lenses</th><th>completeness [Wilson 95 %]</th>"
+            f"<th>AUROC</th><th>n non-lenses</th></tr>{body}</table>")
+
+
+def render_html(report: dict, plots: dict[str, bytes]) -> str:
     m = report["metrics"]
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
         for k, v in m.items() if isinstance(v, float) or v is None
     )
-    tpr = "".join(
-        f"<tr><td>TPR at FPR {t['fpr']:g}</td><td>{_fmt(t['tpr'], missing='not measurable')}"
-        f" (n_neg={t['n_negatives']})</td></tr>" for t in m["tpr_at_fpr"]
+    pi = report["deployment_prevalence"]
+    operating = "".join(
+        f"<tr><td>{t['fpr']:g}</td><td>{_fmt(t['tpr'], missing='not measurable')}</td>"
+        f"<td>{_fmt(t['threshold'])}</td><td>{_fmt(t['precision_at_prevalence'], 3, 'not measurable')}</td>"
+        f"<td>{t['n_negatives']} ({t['n_distinct_negatives']} distinct)</td></tr>" for t in m["tpr_at_fpr"]
     )
     cal = report["calibration"]
-    theta = "".join(
-        f"<tr><td>{b['lo']:g}-{b['hi']:g}\"</td><td>{b['n']}</td><td>{_fmt(b['completeness'], 3)} "
-        f"[{_fmt(b['ci95'][0], 3)}, {_fmt(b['ci95'][1], 3)}]</td></tr>"
-        for b in report["theta_e_completeness"]
-    )
-    img = base64.b64encode(roc).decode()
+    temp = cal["temperature_scaling"]
+    trend = report["theta_e_completeness_trend"]
+    brick = report["per_brick"]
+    masked = report["arc_snr_zero"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>halo evaluation report</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}</style>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
+img{{max-width:100%}}</style>
 </head><body><h1>halo evaluation report</h1>
 <p>Test split: n={m['n']} ({m['n_positives']} positives, {m['n_negatives']} negatives);
 sample construction <code>{html.escape(report['sample_construction'])}</code>;
 model needs a control stamp: <b>{report['needs_control']}</b>; config {report['config_hash']}.</p>
-<h2>Metrics (calibrated probabilities)</h2><table>{rows}{tpr}</table>
-<h2>Calibration (Platt on val, n={cal['n_fit']})</h2>
-<p>ECE (equal-mass, test): before {cal['ece_before']['ece']:.4f}, after {cal['ece_after']['ece']:.4f}</p>
-<h2>Completeness by theta_E (threshold 0.5, Wilson 95 %)</h2><table><tr><th>theta_E</th><th>n</th><th>completeness</th></tr>{theta}</table>
-<h2>Masked arcs (arc_snr == 0)</h2><p>n={report['arc_snr_zero']['n']}, scored as lens: {report['arc_snr_zero']['accuracy_as_lens']}</p>
-<h2>ROC</h2><img alt="ROC curve" src="data:image/png;base64,{img}">
+<h2>Metrics (calibrated probabilities)</h2><table>{rows}</table>
+<h2>Operating points</h2>
+<p>Expected precision when a fraction {pi:g} of galaxies are lenses:
+TPR&middot;&pi; / (TPR&middot;&pi; + FPR&middot;(1&minus;&pi;)), at the nominal FPR.
+Not measurable where the test split has fewer than 1/FPR distinct negatives (injections on one LRG share its control).</p>
+<table><tr><th>FPR</th><th>TPR</th><th>threshold</th><th>precision at &pi;={pi:g}</th><th>n negatives</th></tr>
+{operating}</table>
+{_img(plots['roc'], 'ROC curve')} {_img(plots['confusion'], 'confusion matrix')}
+<h2>Calibration (fitted on val, ECE on test, equal-mass bins)</h2>
+<table><tr><th>scaling</th><th>fitted on n (val)</th><th>ECE before</th><th>ECE after</th></tr>
+<tr><td>{html.escape(cal['method'])} (used downstream; a={cal['a']:.4f}, b={cal['b']:.4f})</td><td>{cal['n_fit']}</td>
+<td>{cal['ece_before']['ece']:.4f}</td><td>{cal['ece_after']['ece']:.4f}</td></tr>
+<tr><td>temperature (T={temp['T']:.4f})</td><td>{temp['n_fit']}</td><td>{cal['ece_before']['ece']:.4f}</td>
+<td>{temp['ece_after']['ece']:.4f}</td></tr></table>
+{_img(plots['reliability'], 'reliability diagram')}
+<h2>Completeness and AUROC by theta_E, PSF and arc SNR (threshold 0.5)</h2>
+<p>AUROC: the bin's lenses against all non-lenses (theta_E, arc SNR) or against the non-lenses of the same PSF bin.
+Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not trend['violations']}</b>
+({trend['n_bins_measured']} bins measured; violations: {html.escape(json.dumps(trend['violations']))}).</p>
+{_bins_table(report['theta_e_bins'], 'theta_E (arcsec)')}
+{_bins_table(report['psf_fwhm_bins'], 'PSF FWHM r (arcsec)')}
+{_bins_table(report['arc_snr_bins'], 'arc SNR (max pixel)')}
+{_img(plots['completeness'], 'completeness by bin')}
+<h2>Per-brick AUROC</h2><p>{brick['n_bricks']} of {brick['n_bricks_total']} bricks have at least
+{brick['min_per_class']} test samples of each class; std of their AUROC: {_fmt(brick['std'])}.</p>
+<h2>Masked arcs (arc_snr == 0)</h2><p>n={masked['n']}, scored as lens: {_fmt(masked['accuracy_as_lens'], 3)}
+[{_fmt(masked['ci95'][0], 3)}, {_fmt(masked['ci95'][1], 3)}]</p>
+<h2>Training</h2><p>best epoch {report['training']['best_epoch'] + 1} of {len(report['training']['history'])}.</p>
+{_img(plots['training_curves'], 'training curves')}
+<h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
+(preprocessed stamps, asinh g,r,z).</p>
+{_img(plots['gallery'], 'gallery of hardest cases')}
 <h2>Raw JSON</h2><pre>{html.escape(json.dumps(report['metrics'], indent=1))}</pre>
 </body></html>"""

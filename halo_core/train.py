@@ -190,7 +190,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bo
         if ctx.is_main and now - t_log > progress_every_s:
             rate = seen / (now - t0)
             log.info("  batch %d/%d  %.0f samples/s  ETA %.0f s  loss %.4f", step + 1, len(loader),
-                     rate * ctx.world_size, (len(loader) - step - 1) * len(y) / rate, float(loss))
+                     rate * ctx.world_size, (len(loader) - step - 1) * len(y) / rate, loss.item())
             t_log = now
         t_data = time.perf_counter()
     seconds = time.perf_counter() - t0
@@ -233,7 +233,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     sidecar_base = {
         "model_name": cfg.model_name, "input_channels": cfg.input_channels,
         "needs_control": cfg.needs_control_at_inference, "preprocess": spec.to_dict(),
-        "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(),
+        "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(), "training_hash": cfg.training_hash(),
         "data_fingerprint": data_fingerprint(dataset_dir), "code_version": code_version(),
     }
     last_path = uris.join(out_dir, LAST)
@@ -243,10 +243,10 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
         except CheckpointError as err:
             log.warning("ignoring unusable %s, starting fresh: %s", last_path, err)
         else:
-            if sidecar["config_hash"] != sidecar_base["config_hash"]:
+            if sidecar.get("training_hash") != sidecar_base["training_hash"]:
                 raise CheckpointError(
-                    f"{last_path}: written with config {sidecar['config_hash']}, this run is "
-                    f"{sidecar_base['config_hash']}; use a new out dir or --no-resume")
+                    f"{last_path}: written with training config {sidecar.get('training_hash')}, this run is "
+                    f"{sidecar_base['training_hash']}; use a new out dir or --no-resume")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

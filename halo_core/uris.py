@@ -88,3 +88,10 @@ def find(uri: str, suffix: str) -> list[str]:
         scheme = uri.split("://", 1)[0]
         return [f"{scheme}://{p}" for p in found]
     return found
+
+
+def file_state(uri: str) -> tuple[str, int, str]:
+    """(uri, size, modification time): enough to tell that a file was added, replaced or changed."""
+    fs, path = filesystem(uri)
+    info = fs.info(path)
+    return uri, int(info.get("size", 0)), str(info.get("mtime", info.get("LastModified", "")))

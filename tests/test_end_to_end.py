@@ -23,13 +23,15 @@ def _checks(evaluations):
 
 def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     lenient = ["go_no_go.min_test_auroc=0.0", "go_no_go.min_precision_at_recall_0_90=0.0",
-               "go_no_go.max_train_val_gap=100"]
+               "go_no_go.max_train_val_gap=100", "go_no_go.max_ece_after_calibration=1.0",
+               "go_no_go.max_arc_snr_zero_accuracy_as_lens=1.01", "go_no_go.max_brick_auroc_std=1.0",
+               "go_no_go.brick_min_per_class=2", "go_no_go.min_bricks=2"]
     result = run_retrain("smoke", lenient, str(tmp_path), instance)
     go, evaluations = verdict(result)
     checks = _checks(evaluations)
     assert result.success and go, checks
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model"}  # trained_model's are WARN advisories
-    assert all(blocking.values()) and len(checks) == 15
+    assert all(blocking.values()) and len(checks) == 19
     card = json.loads((tmp_path / "smoke" / "promoted_model" / "model.json").read_text())
     assert card["input_channels"] == 3 and "test_metrics" in card and "calibration" in card
     assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")

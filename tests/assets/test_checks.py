@@ -1,13 +1,18 @@
 """Each check called directly on a good and a bad input: every check here can fail."""
 
+import dagster as dg
+import numpy as np
 import pytest
 
 from halo_assets.checks import (
-    arc_snr_zero_accounted, class_balance, excluded_bricks_absent, finite_pixels, schema_contract, split_integrity,
+    arc_snr_zero_accounted, arc_snr_zero_scored_as_negative, brick_auroc_std, calibration_ece, class_balance,
+    excluded_bricks_absent, finite_pixels, schema_contract, split_integrity, theta_e_completeness_non_decreasing,
 )
 from halo_assets.resources import HaloSettings
-from halo_core.config import load_preset
+from halo_core import uris
+from halo_core.diagnostics import binned_detection, completeness_trend
 from halo_core.filtering import build_filtered_dataset
+from halo_core.report import REPORT_JSON
 from tests.factories import make_paired_table, three_splits, write_split_dirs
 
 
@@ -70,3 +75,74 @@ def test_schema_contract_fails_on_a_missing_column(tmp_path):
     pq.write_table(pq.read_table(path).drop_columns(["brickname"]), path)
     result = schema_contract(halo=halo)
     assert not result.passed and "brickname" in result.metadata["problems"].value
+
+
+def _with_report(tmp_path, report: dict) -> HaloSettings:
+    """Settings whose evaluation_report holds ``report``: the go/no-go checks read nothing else."""
+    halo = HaloSettings(preset="smoke", root_uri=str(tmp_path / "root"))
+    uris.atomic_write_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON), report)
+    return halo
+
+
+def _is_unmeasured(result) -> bool:
+    return not result.passed and result.severity == dg.AssetCheckSeverity.WARN and not result.metadata["measurable"].value
+
+
+def _bricks(n_bricks: int, std: float) -> dict:
+    return {"per_brick": {"min_per_class": 20, "n_bricks": n_bricks, "n_bricks_total": 9, "std": std,
+                          "worst": [{"brick": "1000p010", "n_pos": 20, "n_neg": 20, "auroc": 0.9}]}}
+
+
+def test_brick_auroc_std_passes_below_and_fails_above_the_threshold(tmp_path):
+    assert brick_auroc_std(halo=_with_report(tmp_path / "a", _bricks(6, 0.02))).passed
+    failed = brick_auroc_std(halo=_with_report(tmp_path / "b", _bricks(6, 0.08)))
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    assert failed.metadata["std"].value == 0.08 and failed.metadata["threshold"].value == 0.05
+
+
+def test_brick_auroc_std_with_too_few_bricks_is_an_unverified_warning(tmp_path):
+    result = brick_auroc_std(halo=_with_report(tmp_path, _bricks(2, 0.0)))
+    assert _is_unmeasured(result) and "needs 5" in result.metadata["reason"].value
+
+
+def _theta_e(completeness_per_bin: list[tuple[int, int]]) -> dict:
+    """(lenses found, lenses) per unit-width theta_E bin -> the report's theta_E fields."""
+    values = np.concatenate([np.full(n, i + 0.5) for i, (_, n) in enumerate(completeness_per_bin)])
+    found = np.concatenate([np.r_[np.ones(k), np.zeros(n - k)] for k, n in completeness_per_bin])
+    bins = binned_detection(values, found, np.zeros(3), tuple(range(len(completeness_per_bin) + 1)))
+    return {"theta_e_bins": bins, "theta_e_completeness_trend": completeness_trend(bins)}
+
+
+def test_theta_e_completeness_check_fails_on_a_real_drop_and_passes_on_noise(tmp_path):
+    drop = theta_e_completeness_non_decreasing(halo=_with_report(tmp_path / "a", _theta_e([(95, 100), (50, 100)])))
+    assert not drop.passed and len(drop.metadata["violations"].value) == 1
+    noise = theta_e_completeness_non_decreasing(halo=_with_report(tmp_path / "b", _theta_e([(9, 10), (7, 10)])))
+    assert noise.passed and noise.metadata["n"].value == 20
+
+
+def test_theta_e_completeness_with_one_filled_bin_is_an_unverified_warning(tmp_path):
+    result = theta_e_completeness_non_decreasing(halo=_with_report(tmp_path, _theta_e([(9, 10), (0, 0)])))
+    assert _is_unmeasured(result)
+
+
+def _masked(k: int, n: int) -> dict:
+    return {"arc_snr_zero": {"n": n, "accuracy_as_lens": k / n if n else None, "ci95": [0.0, 1.0]}}
+
+
+def test_masked_arcs_must_be_scored_as_negatives(tmp_path):
+    assert arc_snr_zero_scored_as_negative(halo=_with_report(tmp_path / "a", _masked(2, 20))).passed
+    failed = arc_snr_zero_scored_as_negative(halo=_with_report(tmp_path / "b", _masked(12, 20)))  # 0.60: not below
+    assert not failed.passed and failed.metadata["n"].value == 20
+    assert _is_unmeasured(arc_snr_zero_scored_as_negative(halo=_with_report(tmp_path / "c", _masked(0, 0))))
+
+
+def _calibration(ece_after: float) -> dict:
+    ece = {"ece": ece_after, "n": 400, "bins": []}
+    return {"calibration": {"method": "platt", "ece_before": {**ece, "ece": 0.2}, "ece_after": ece,
+                            "temperature_scaling": {"T": 2.0, "n_fit": 100, "ece_after": ece}}}
+
+
+def test_calibration_ece_check(tmp_path):
+    assert calibration_ece(halo=_with_report(tmp_path / "a", _calibration(0.03))).passed
+    failed = calibration_ece(halo=_with_report(tmp_path / "b", _calibration(0.08)))
+    assert not failed.passed and failed.metadata["n_test"].value == 400

@@ -45,3 +45,10 @@ def test_data_and_go_no_go_checks_are_blocking():
 def test_weekly_schedule_runs_the_retrain_job():
     schedule = defs.resolve_schedule_def("weekly_retrain")
     assert schedule.job_name == "retrain_job" and schedule.cron_schedule == "0 6 * * 1"
+
+
+def test_sensors_are_registered():
+    names = {s.name for s in defs.sensors}
+    assert {"new_data_sensor", "check_failure_alert_on_success", "check_failure_alert_on_failure",
+            "run_failure_alert"} <= names
+    assert defs.resolve_sensor_def("new_data_sensor").job_name == "retrain_job"

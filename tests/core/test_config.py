@@ -63,3 +63,10 @@ def test_overrides_merge_into_nested_keys():
 def test_config_hash_follows_content():
     assert load_preset("demo").config_hash() == load_preset("demo").config_hash()
     assert load_preset("demo").config_hash() != load_preset("demo", {"epochs": 13}).config_hash()
+
+
+def test_thresholds_do_not_change_the_training_hash():
+    base = load_preset("demo")
+    stricter = load_preset("demo", {"go_no_go": {"min_test_auroc": 0.99}, "deployment_prevalence": 1e-4})
+    assert stricter.training_hash() == base.training_hash() and stricter.config_hash() != base.config_hash()
+    assert load_preset("demo", {"learning_rate": 1e-4}).training_hash() != base.training_hash()

@@ -38,7 +38,7 @@ def test_finished_run_resumes_instead_of_retraining(trained, smoke_cfg, filtered
 def test_longer_run_continues_from_last_checkpoint(tmp_path, smoke_cfg, filtered_dir):
     one = load_preset("smoke", {"epochs": 1})
     fit(one, filtered_dir, str(tmp_path))
-    with pytest.raises(CheckpointError, match="written with config"):
+    with pytest.raises(CheckpointError, match="written with training config"):
         fit(smoke_cfg, filtered_dir, str(tmp_path))  # a different config never silently continues
 
 

@@ -1,0 +1,79 @@
+"""Trainer overhead: halo's training epoch vs a bare forward/backward/step loop, same model, batch,
+memory format, device and threads, in one process. One JSON line.
+
+- ``train_epoch``: samples/s inside train_one_epoch (memmap gather, D4 on the device, loss, grad
+  norm, progress); the DESIGN §6 target is <= 10 % overhead against the bare loop.
+- ``whole_fit``: training samples/s over the whole fit() call, validation passes and checkpoint
+  writes included (what a user waits for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import machine, synthetic_dataset
+from halo_core.config import load_preset
+from halo_core.model import build_model, pick_device
+from halo_core.train import fit, load_split_samples
+
+
+def bare_loop(cfg, steps: int, device: torch.device) -> float:
+    torch.manual_seed(0)
+    model = build_model(cfg.model_name, cfg.input_channels).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    x = torch.randn(cfg.batch_size, cfg.input_channels, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(cfg.batch_size, device=device) > 0.5).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for step in range(steps + 2):
+        if step == 2:  # two warm-up steps (allocator, oneDNN/cuDNN kernel choice)
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x).squeeze(1)
+        loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * cfg.batch_size / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n-lrg", type=int, default=400, help="train LRGs (x4 injections = pairs)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=2)
+    args = p.parse_args()
+    overrides = {"batch_size": args.batch_size, "epochs": args.epochs, "save_every_n_epochs": 1,
+                 "scheduler": {"T_0": args.epochs}, "simulation": {"n_lrg": {"train": args.n_lrg, "val": 20, "test": 20}}}
+    cfg = load_preset("demo", overrides)
+    device = pick_device(cfg.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, filtered, _ = synthetic_dataset(Path(tmp), args.n_lrg)
+        _, samples = load_split_samples(cfg, filtered, "train")
+        steps = len(samples) // cfg.batch_size
+        bare = bare_loop(cfg, steps, device)
+        t0 = time.perf_counter()
+        result = fit(cfg, filtered, str(Path(tmp) / "run"), resume=False)
+        fit_s = time.perf_counter() - t0
+    epoch_rates = [h["samples_per_s"] for h in result.history]
+    ours = max(epoch_rates[1:] or epoch_rates)  # the first epoch pays one-off warm-up, as the bare loop's skip
+    whole = sum(h["samples_seen"] for h in result.history) / fit_s
+    print(json.dumps({
+        "benchmark": "trainer_overhead", "batch_size": cfg.batch_size, "steps_per_epoch": steps,
+        "epochs": args.epochs, "channels_last": cfg.channels_last,
+        "bare_samples_per_s": round(bare, 1), "train_epoch_samples_per_s": round(ours, 1),
+        "train_epoch_overhead": round(1 - ours / bare, 3),
+        "whole_fit_samples_per_s": round(whole, 1), "whole_fit_overhead": round(1 - whole / bare, 3),
+        "val_samples": result.samples["val"], "target_overhead": 0.10, **machine(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

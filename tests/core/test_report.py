@@ -1,0 +1,50 @@
+import json
+import re
+
+import numpy as np
+import pytest
+
+from halo_core.calibration import calibrate_on_val
+from halo_core.report import REPORT_HTML, REPORT_JSON, asinh_rgb, bin_label, evaluate
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, smoke_cfg, filtered_dir, trained):
+    out = tmp_path_factory.mktemp("report")
+    calibration, _ = calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path)
+    return out, evaluate(smoke_cfg, filtered_dir, trained.model_path, calibration, str(out))
+
+
+def test_report_html_is_one_file_with_every_plot_embedded(evaluated):
+    out, report = evaluated
+    page = (out / REPORT_HTML).read_text()
+    assert page.count("data:image/png;base64,") == len(report["plots"]) == 6
+    # self-contained: every src/href is a data URI, nothing to fetch beside the file
+    assert all(ref.startswith("data:") for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
+    assert all((out / path).read_bytes().startswith(b"\x89PNG") for path in report["plots"].values())
+
+
+def test_report_json_carries_the_diagnostics_with_counts(evaluated):
+    out, report = evaluated
+    on_disk = json.loads((out / REPORT_JSON).read_text())
+    n_pos = on_disk["metrics"]["n_positives"]
+    for key in ("theta_e_bins", "psf_fwhm_bins", "arc_snr_bins"):
+        assert sum(b["n"] for b in on_disk[key]) == n_pos, key  # every test lens lands in one bin
+    assert on_disk["arc_snr_bins"][-1]["hi"] is None  # the open bin: inf is not JSON
+    assert all("precision_at_prevalence" in p for p in on_disk["metrics"]["tpr_at_fpr"])
+    temperature = on_disk["calibration"]["temperature_scaling"]
+    assert temperature["T"] > 0 and temperature["ece_after"]["n"] == on_disk["metrics"]["n"]
+    assert on_disk["calibration"]["method"] == "platt"
+
+
+def test_asinh_rgb_maps_a_stamp_to_a_colour_image():
+    stamp = np.zeros((3, 8, 8), np.float16)
+    stamp[2, 4, 4] = 20.0  # a bright z-band pixel shows up red
+    rgb = asinh_rgb(stamp)
+    assert rgb.shape == (8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert rgb[4, 4, 0] == 1.0 and rgb[4, 4, 2] == 0.0
+
+
+def test_bin_labels_name_the_open_bin():
+    assert bin_label({"lo": 20.0, "hi": None}) == "20+"
+    assert bin_label({"lo": 0.75, "hi": 1.0}) == "0.75-1"
