@@ -5,6 +5,7 @@ memory format, device and threads, in one process. One JSON line.
   norm, progress); the DESIGN §6 target is <= 10 % overhead against the bare loop.
 - ``whole_fit``: training samples/s over the whole fit() call, validation passes and checkpoint
   writes included (what a user waits for).
+- ``bare_contiguous``: the bare loop in the default memory format, i.e. what channels_last buys.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from halo_core.model import build_model, pick_device
 from halo_core.train import fit, load_split_samples
 
 
-def bare_loop(cfg, steps: int, device: torch.device) -> float:
+def bare_loop(cfg, steps: int, device: torch.device, channels_last: bool = True) -> float:
     torch.manual_seed(0)
-    model = build_model(cfg.model_name, cfg.input_channels).to(device, memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(cfg.model_name, cfg.input_channels).to(device, memory_format=fmt)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    x = torch.randn(cfg.batch_size, cfg.input_channels, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(cfg.batch_size, cfg.input_channels, 64, 64, device=device).contiguous(memory_format=fmt)
     y = (torch.rand(cfg.batch_size, device=device) > 0.5).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for step in range(steps + 2):
@@ -59,6 +61,7 @@ def main() -> None:
         _, samples = load_split_samples(cfg, filtered, "train")
         steps = len(samples) // cfg.batch_size
         bare = bare_loop(cfg, steps, device)
+        bare_contiguous = bare_loop(cfg, steps, device, channels_last=False)
         t0 = time.perf_counter()
         result = fit(cfg, filtered, str(Path(tmp) / "run"), resume=False)
         fit_s = time.perf_counter() - t0
@@ -68,7 +71,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "trainer_overhead", "batch_size": cfg.batch_size, "steps_per_epoch": steps,
         "epochs": args.epochs, "channels_last": cfg.channels_last,
-        "bare_samples_per_s": round(bare, 1), "train_epoch_samples_per_s": round(ours, 1),
+        "bare_samples_per_s": round(bare, 1), "bare_contiguous_samples_per_s": round(bare_contiguous, 1),
+        "channels_last_speedup": round(bare / bare_contiguous, 2), "train_epoch_samples_per_s": round(ours, 1),
         "train_epoch_overhead": round(1 - ours / bare, 3),
         "whole_fit_samples_per_s": round(whole, 1), "whole_fit_overhead": round(1 - whole / bare, 3),
         "val_samples": result.samples["val"], "target_overhead": 0.10, **machine(),

@@ -33,3 +33,9 @@ def test_gates_command_prints_every_gate_and_exits_1_on_a_failure(capsys, filter
     assert [words[1] for words in lines] == ["core", "radial", "metadata"]
     assert code == (1 if any(words[0] == "FAIL" for words in lines) else 0)
     assert main(["gates", "--preset", "smoke", "--set", "gates.max_auc=0.0", "--data", filtered_dir]) == 1
+
+
+def test_halo_core_imports_without_dagster():
+    code = ("import sys, pkgutil, importlib, halo_core; sys.modules['dagster'] = None\n"
+            "for m in pkgutil.walk_packages(halo_core.__path__, 'halo_core.'): importlib.import_module(m.name)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
