@@ -22,6 +22,7 @@ from halo_core.simulate import simulate_dataset
 from halo_core.train import FINAL, fit, training_result
 
 CALIBRATION_FILE = "calibration.json"
+SIMULATION_FILE = "simulation.json"
 GATES_FILE = "gates.json"
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
@@ -55,11 +56,13 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
             "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
         })
     sim = cfg.simulation
-    report = simulate_dataset(halo.uri("paired_stamps"), n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
-                              lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+    with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
+        report = simulate_dataset(out, n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
+                                  lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+        uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
     return dg.MaterializeResult(metadata={
-        "uri": dg.MetadataValue.path(report.out_dir),
+        "uri": dg.MetadataValue.path(halo.uri("paired_stamps")),
         "rows": table([{"split": s, "rows": n, "files": report.files[s]} for s, n in report.rows.items()]),
         "nan_rows": dg.MetadataValue.int(report.nan_rows),
         "masked_arc_rows": dg.MetadataValue.int(report.masked_arc_rows),

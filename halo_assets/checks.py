@@ -13,13 +13,17 @@ from halo_assets.assets import (
 from halo_assets.metadata import number, table
 from halo_assets.resources import HaloSettings
 from halo_core import uris
-from halo_core.checkpoint import load_checkpoint
+from halo_core.checkpoint import load_checkpoint, load_model
 from halo_core.errors import ContractError
 from halo_core.monitors import monitor_report
 from halo_core.reader import SPLITS, check_schema, split_files
+from halo_core.model import pick_device
 from halo_core.report import REPORT_JSON
+from halo_core.review import INFO, RULES, Finding, measure_step_seconds, training_budget
+from halo_core.saliency import per_class_accuracy
 from halo_core.samples import build_samples
 from halo_core.shards import open_split, read_manifest
+from halo_core.train import load_split_samples, predict_logits
 
 FINITE_CHECK_ROWS = 4096  # per split: a deterministic sample, so the check costs seconds on 1.4 M rows
 
@@ -136,10 +140,81 @@ def _training_monitor(name: str, description: str):
     return check
 
 
+@dg.asset_check(asset=trained_model)
+def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
+    """Neither class is classified 100 % right on val: a perfect class means the model found something
+    easier than arcs (the plan's reviewer question Q8)."""
+    cfg = halo.config()
+    model, _ = load_model(model_path(halo))
+    device = pick_device(cfg.device)
+    shards, samples = load_split_samples(cfg, halo.uri("filtered_dataset"), "val")
+    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
+    result = per_class_accuracy(samples.labels, logits)
+    return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
+        "per_class": table([{"class": c, **result[c]} for c in ("non_lens", "lens")]),
+        "threshold": "each class's val accuracy below 1.0 (logit 0 = p 0.5)",
+    })
+
+
 TRAINING_CHECKS = [
     _training_monitor("lr_followed_schedule", "Each epoch's LR equals CosineAnnealingWarmRestarts' closed form."),
     _training_monitor("grad_norm", "The largest gradient norm of the run stays below 10."),
+    per_class_accuracy_below_one,
 ]
+
+
+def _finding_result(finding: Finding | None, keys: dict, extra: dict | None = None) -> dg.AssetCheckResult:
+    """WARN, never blocking: a config finding must not stop gen5_prime from training, so the report can
+    show what its choices cost. The 6-channel finding's ERROR (no promotion) is enforced where the
+    model is, by evaluation_report.deployable_without_control on the trained model's sidecar; here it
+    only warns before the GPU hours are spent, so it is not a second promotion gate."""
+    metadata = {"config_keys": dg.MetadataValue.json(keys), **(extra or {})}
+    if finding is None:
+        return dg.AssetCheckResult(passed=True, metadata=metadata)
+    return dg.AssetCheckResult(
+        passed=finding.severity == INFO, severity=dg.AssetCheckSeverity.WARN, metadata={
+            **metadata, "finding_severity": finding.severity, "message": finding.message,
+            "consequence": finding.consequence, "fix": finding.fix})
+
+
+def _config_values(cfg, keys) -> dict:
+    values = cfg.model_dump(mode="json")
+    out = {}
+    for key in keys:
+        node = values
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def _config_review_check(rule: str):
+    """One configuration-review rule as a check beside the dataset it will train on: it runs before
+    trained_model, and nothing waits for it."""
+
+    @dg.asset_check(asset=filtered_dataset, name=f"config_{rule}", description=RULES[rule].__doc__)
+    def check(halo: HaloSettings) -> dg.AssetCheckResult:
+        cfg = halo.config()
+        finding = RULES[rule](cfg)
+        return _finding_result(finding, _config_values(cfg, finding.keys) if finding else {})
+
+    return check
+
+
+@dg.asset_check(asset=filtered_dataset)
+def config_training_budget(halo: HaloSettings) -> dg.AssetCheckResult:
+    """epochs x train samples as sample iterations and the wall time they take at the rate measured
+    by a few forward/backward steps of the configured model on this device; warns above a day."""
+    cfg = halo.config()
+    _, samples = load_split_samples(cfg, halo.uri("filtered_dataset"), "train")
+    timing = measure_step_seconds(cfg)
+    finding = training_budget(cfg, len(samples), timing)
+    return _finding_result(finding, _config_values(cfg, finding.keys), {
+        "train_samples": len(samples), "samples_per_s": 1 / timing["seconds_per_sample"], "device": timing["device"],
+    })
+
+
+CONFIG_REVIEW_CHECKS = [*(_config_review_check(rule) for rule in RULES), config_training_budget]
 
 
 def _gate_check(gate: str):
@@ -270,7 +345,29 @@ def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
+BIN_COLUMNS = ("lo", "hi", "n", "saliency_annulus_fraction", "saliency_core_fraction", "arc_occlusion_drop",
+               "core_occlusion_drop")
+
+
+@dg.asset_check(asset=evaluation_report, blocking=True)
+def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
+    """Replacing the arc annulus of test lenses with their control's pixels drops the mean score by at
+    least 0.30, and replacing the r < 5 px core drops it by at most half that (the plan's 'arc-localised
+    focus', measured by occlusion)."""
+    d = _report(halo)["shortcut_diagnostics"]
+    focus = d["arc_localised_focus"]
+    return dg.AssetCheckResult(passed=focus["passed"], metadata={
+        "arc_occlusion_drop": number(d["arc_occlusion_drop"]), "core_occlusion_drop": number(d["core_occlusion_drop"]),
+        "min_arc_occlusion_drop": focus["min_arc_occlusion_drop"],
+        "max_core_to_arc_drop": focus["max_core_to_arc_drop"],
+        "saliency_annulus_fraction": number(d["saliency_annulus_fraction"]),
+        "saliency_core_fraction": number(d["saliency_core_fraction"]), "n_test_lenses": d["n"],
+        "theta_e_bins": table([{k: b[k] for k in BIN_COLUMNS} for b in d["theta_e_bins"]]),
+    })
+
+
 DATA_CHECKS = [schema_contract, split_integrity, excluded_bricks_absent, finite_pixels, class_balance,
                arc_snr_zero_accounted]
 GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, train_val_gap, deployable_without_control, brick_auroc_std,
-                   theta_e_completeness_non_decreasing, arc_snr_zero_scored_as_negative, calibration_ece, *GATE_CHECKS]
+                   theta_e_completeness_non_decreasing, arc_snr_zero_scored_as_negative, calibration_ece,
+                   arc_localised_focus, *GATE_CHECKS]

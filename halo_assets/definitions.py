@@ -5,9 +5,9 @@ import os
 import dagster as dg
 
 from halo_assets import assets
-from halo_assets.checks import DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
+from halo_assets.checks import CONFIG_REVIEW_CHECKS, DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
 from halo_assets.jobs import retrain_job, weekly_retrain
-from halo_assets.resources import HaloSettings
+from halo_assets.resources import halo_settings_for
 from halo_assets.sensors import (
     AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, run_failure_alert,
 )
@@ -18,9 +18,9 @@ ALERT_URL = dg.EnvVar("HALO_ALERT_WEBHOOK") if os.environ.get("HALO_ALERT_WEBHOO
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
-    asset_checks=[*DATA_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS],
+    asset_checks=[*DATA_CHECKS, *CONFIG_REVIEW_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS],
     jobs=[retrain_job],
     schedules=[weekly_retrain],
     sensors=[new_data_sensor, check_failure_alert_on_success, check_failure_alert_on_failure, run_failure_alert],
-    resources={"halo": HaloSettings(), "alerts": AlertWebhook(url=ALERT_URL)},
+    resources={"halo": halo_settings_for(os.environ.get("HALO_ENV", "local")), "alerts": AlertWebhook(url=ALERT_URL)},
 )

@@ -27,3 +27,14 @@ class HaloSettings(dg.ConfigurableResource):
     def uri(self, asset: str) -> str:
         """Artifacts of one preset live together; two presets never overwrite each other."""
         return uris.join(self.root_uri, self.preset, asset)
+
+
+def halo_settings_for(env: str) -> HaloSettings:
+    """HALO_ENV=local (default): artifacts under ./halo_data. HALO_ENV=prod: the `recommended` preset
+    with artifacts under $HALO_ROOT (e.g. s3://darkhaloscope/halo), read when the resource is built;
+    AWS credentials come from the environment or the instance role, never from config."""
+    if env == "prod":
+        return HaloSettings(preset="recommended", root_uri=dg.EnvVar("HALO_ROOT"))
+    if env == "local":
+        return HaloSettings()
+    raise ValueError(f"HALO_ENV={env!r}: want local or prod")

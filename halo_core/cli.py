@@ -7,6 +7,7 @@
     halo evaluate --preset demo --data data/filtered --model runs/demo/model.pt --out reports/demo
     halo score    --model halo_data/recommended/promoted_model/model.pt cutouts/*.npz --out scores.csv
     halo config   --preset gen5_prime                      print the resolved configuration
+    halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
 """
 
 from __future__ import annotations
@@ -86,6 +87,21 @@ def cmd_evaluate(cfg, args) -> None:
     print(f"report: {uris.join(args.out, REPORT_HTML)}")
 
 
+def cmd_review(cfg, args) -> int:
+    from halo_core.review import ERROR, measure_step_seconds, review_config
+    from halo_core.train import load_split_samples
+
+    n_train = len(load_split_samples(cfg, args.data, "train")[1]) if args.data else None
+    findings = review_config(cfg, n_train, measure_step_seconds(cfg))
+    print(f"configuration review of preset {args.preset!r} (config {cfg.config_hash()}):")
+    for f in findings:
+        print(f"  {f.severity.upper():<5} {f.rule}  [{', '.join(f.keys)}]")
+        print(f"        {f.message}")
+        print(f"        consequence: {f.consequence}")
+        print(f"        fix: {f.fix}")
+    return 1 if any(f.severity == ERROR for f in findings) else 0
+
+
 def cmd_score(args) -> None:
     from halo_core.calibration import Calibration
     from halo_core.scoring import score
@@ -105,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
     _config_args(p)
     p.set_defaults(run=cmd_config)
+
+    p = sub.add_parser("review", help="review the configuration: LR schedule, early stopping, metrics, "
+                                      "deployability, training budget (exit 1 on an ERROR finding)")
+    _config_args(p)
+    p.add_argument("--data", help="filtered dataset directory: count the train samples instead of estimating them")
+    p.set_defaults(run=cmd_review)
 
     p = sub.add_parser("simulate", help="write the synthetic paired dataset (DESIGN §3 schema)")
     _config_args(p)

@@ -4,7 +4,6 @@ pairs preprocessed once and written as shards (DESIGN §2 `filtered_dataset`, §
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -114,11 +113,13 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
 
 def build_filtered_dataset(cfg, source_uri: str, out_dir: str) -> DatasetReport:
     """Read the paired dataset at ``source_uri`` and write the filtered, preprocessed shards to ``out_dir``."""
+    with uris.staged_directory(out_dir, MANIFEST_FILE) as out:
+        return _build(cfg, source_uri, out, out_dir)
+
+
+def _build(cfg, source_uri: str, out: Path, out_dir: str) -> DatasetReport:
     start = time.perf_counter()
     spec = PreprocessSpec.from_config(cfg)
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)  # a rebuild replaces the whole dataset, never mixes two
     files = split_files(source_uri)
     empty = [s for s in SPLITS if not files[s]]
     if empty:
@@ -152,7 +153,7 @@ def build_filtered_dataset(cfg, source_uri: str, out_dir: str) -> DatasetReport:
         reports[split] = report
         log.info("filtered %s: %d of %d rows kept, dropped %s", split, report.rows_kept, report.rows_in, dict(report.counts))
     result = DatasetReport(
-        out_dir=str(out), preprocess=spec, splits=reports, integrity=split_report(metas),
+        out_dir=out_dir, preprocess=spec, splits=reports, integrity=split_report(metas),
         excluded_bricks=tuple(cfg.exclude_bricks), seconds=time.perf_counter() - start,
     )
     manifest = {**result.to_dict(), "config_hash": cfg.config_hash(), "source_uri": source_uri}

@@ -27,7 +27,8 @@ from halo_core.diagnostics import (
 from halo_core.metrics import classification_metrics
 from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
-from halo_core.samples import STAMP, SampleSet
+from halo_core.saliency import CORE_RADIUS_PX, MAX_SAMPLES, shortcut_diagnostics
+from halo_core.samples import CONTROL, STAMP, SampleSet
 from halo_core.shards import dataset_spec
 from halo_core.splits import lrg_ids
 from halo_core.train import load_split_samples, predict_logits
@@ -161,6 +162,37 @@ def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
     return gallery_png(rows)
 
 
+def saliency_png(figure: dict) -> bytes:
+    """Mean gradient x input saliency of the test lenses per theta_E bin; the contour is the arc annulus
+    (where at least half the bin's lenses have it), the dashed circle the r < 5 px core."""
+    n = max(len(figure["mean_maps"]), 1)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    for ax in axes[0]:
+        ax.axis("off")
+    for ax, (lo, hi), sal, annulus in zip(axes[0], figure["edges"], figure["mean_maps"], figure["mean_annuli"]):
+        ax.imshow(sal, origin="lower", cmap="magma", interpolation="nearest")
+        ax.contour(annulus, levels=[0.5], colors="cyan", linewidths=0.8)
+        c = (sal.shape[0] - 1) / 2
+        ax.add_patch(plt.Circle((c, c), CORE_RADIUS_PX, fill=False, color="white", ls="--", lw=0.8))
+        ax.set_title(f"theta_E {bin_label({'lo': lo, 'hi': hi})}\"", fontsize=8)
+    return _png(fig)
+
+
+def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibration, device,
+                         go_no_go) -> tuple[dict, dict]:
+    """Shortcut diagnostics on a deterministic subset of the test lenses (stamp with its own control)."""
+    pos = np.flatnonzero((samples.labels == 1) & (samples.slots == STAMP))
+    if len(pos) > MAX_SAMPLES:
+        pos = np.sort(np.random.default_rng(0).choice(pos, MAX_SAMPLES, replace=False))
+    rows = samples.rows[pos]
+    meta = shards.meta.iloc[rows]
+    return shortcut_diagnostics(
+        model, np.asarray(shards.pairs[rows, STAMP]), np.asarray(shards.pairs[rows, CONTROL]),
+        meta["theta_e_arcsec"].to_numpy(float), meta["psfsize_r"].to_numpy(float), calibration.probability,
+        with_control=samples.with_control, device=device, min_arc_drop=go_no_go.min_arc_occlusion_drop,
+        max_core_to_arc_drop=go_no_go.max_core_to_arc_occlusion_drop)
+
+
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
     """Score the test split with the trained, calibrated model; write report.json, report.html and plots/."""
     model, sidecar = load_model(model_path)
@@ -193,6 +225,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
                                 neg_values=values[~pos] if negatives_binned else None)
 
     theta_e_bins = bins("theta_e_arcsec", THETA_E_BINS_ARCSEC)
+    shortcut, saliency_figure = saliency_diagnostics(model, shards, samples, calibration, device, cfg.go_no_go)
     report = {
         "split": "test",
         "model": model_path,
@@ -220,6 +253,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "training": {"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
                      "progress": progress_summaries(sidecar["history"])},
         "monitors": monitor_report(sidecar["history"], cfg, sidecar["best_epoch"]),
+        "shortcut_diagnostics": shortcut,
     }
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
@@ -230,6 +264,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
                                                  "PSF FWHM r (arcsec)": report["psf_fwhm_bins"],
                                                  "arc SNR (max pixel)": report["arc_snr_bins"]}),
         "gallery": gallery(shards, samples, probs, meta),
+        "saliency": saliency_png(saliency_figure),
     }
     report["plots"] = {name: f"plots/{name}.png" for name in plots}
     for name, png in plots.items():
@@ -255,6 +290,24 @@ def _bins_table(rows: list[dict], quantity: str) -> str:
     )
     return (f"<table><tr><th>{quantity}</th><th>n lenses</th><th>completeness [Wilson 95 %]</th>"
             f"<th>AUROC</th><th>n non-lenses</th></tr>{body}</table>")
+
+
+def _shortcut_section(d: dict, png: bytes) -> str:
+    focus = d["arc_localised_focus"]
+    rows = [(bin_label(b), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
+    body = "".join(
+        f"<tr><td>{label}</td><td>{b['n']}</td><td>{_fmt(b['saliency_annulus_fraction'], 3)}</td>"
+        f"<td>{_fmt(b['annulus_area_fraction'], 3)}</td><td>{_fmt(b['saliency_core_fraction'], 3)}</td>"
+        f"<td>{_fmt(b['mean_score'], 3)}</td><td>{_fmt(b['arc_occlusion_drop'], 3)}</td>"
+        f"<td>{_fmt(b['core_occlusion_drop'], 3)}</td></tr>" for label, b in rows)
+    return f"""<h2>Where the model looks (test lenses)</h2>
+<p>Gradient &times; input saliency and occlusion on n={d['n']} lenses. Annulus: |r &minus; theta_E| &lt;
+{d['annulus_half_width_fwhm']:g} &times; PSF FWHM; core: r &lt; {d['core_radius_px']:g} px. Occlusion replaces those
+pixels with the control's. Arc-localised focus (arc drop &ge; {focus['min_arc_occlusion_drop']:g}, core drop
+&le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['passed']}</b>.</p>
+<table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in annulus</th><th>annulus area share</th>
+<th>saliency in core</th><th>mean score</th><th>arc-occlusion drop</th><th>core-occlusion drop</th></tr>{body}</table>
+{_img(png, 'mean saliency per theta_E bin')}"""
 
 
 def render_html(report: dict, plots: dict[str, bytes]) -> str:
@@ -310,6 +363,7 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 [{_fmt(masked['ci95'][0], 3)}, {_fmt(masked['ci95'][1], 3)}]</p>
 <h2>Training</h2><p>best epoch {report['training']['best_epoch'] + 1} of {len(report['training']['history'])}.</p>
 {_img(plots['training_curves'], 'training curves')}
+{_shortcut_section(report['shortcut_diagnostics'], plots['saliency'])}
 <h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
 (preprocessed stamps, asinh g,r,z).</p>
 {_img(plots['gallery'], 'gallery of hardest cases')}

@@ -68,7 +68,7 @@ def read_manifest(dataset_dir: str) -> dict:
 
 
 def open_split(dataset_dir: str, split: str) -> SplitShards:
-    split_dir = Path(dataset_dir) / split
+    split_dir = Path(uris.local_mirror(dataset_dir, MANIFEST_FILE)) / split
     meta = pd.read_parquet(split_dir / META_FILE)
     n = len(meta)
     pairs_path = split_dir / PAIRS_FILE

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import posixpath
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +99,44 @@ def file_state(uri: str) -> tuple[str, int, str]:
     fs, path = filesystem(uri)
     info = fs.info(path)
     return uri, int(info.get("size", 0)), str(info.get("mtime", info.get("LastModified", "")))
+
+
+CACHE_DIR = Path(os.environ.get("HALO_CACHE", Path.home() / ".cache" / "halo"))
+
+
+def local_mirror(uri: str, marker: str) -> str:
+    """A local directory holding the files under ``uri``: the path itself when local; for S3, a copy in
+    $HALO_CACHE refreshed whenever the remote ``marker`` file (written last by its producer) changes.
+    Memory-mapped shards need a local file; S3 has none."""
+    if not is_remote(uri):
+        return uri
+    local = CACHE_DIR / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    remote_marker = read_bytes(join(uri, marker))
+    if (local / marker).is_file() and (local / marker).read_bytes() == remote_marker:
+        return str(local)
+    shutil.rmtree(local, ignore_errors=True)
+    fs, path = filesystem(uri)
+    fs.get(path.rstrip("/") + "/", str(local), recursive=True)  # multipart-aware, retried by botocore
+    return str(local)
+
+
+@contextmanager
+def staged_directory(uri: str, marker: str) -> Iterator[Path]:
+    """Yield a local directory to build into that becomes ``uri``. Locally it is ``uri`` itself
+    (emptied first); for S3 a temporary directory uploaded after the build, ``marker`` last, so a
+    reader that finds the marker finds everything."""
+    if not is_remote(uri):
+        target = Path(uri.removeprefix("file://"))
+        if target.exists():
+            shutil.rmtree(target)  # a rebuild replaces the whole directory, never mixes two
+        target.mkdir(parents=True)
+        yield target
+        return
+    with tempfile.TemporaryDirectory(prefix="halo-stage-") as tmp:
+        yield Path(tmp)
+        fs, path = filesystem(uri)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+        for local in sorted(files, key=lambda p: p.name == marker):  # the marker goes up last
+            fs.put_file(str(local), f"{path.rstrip('/')}/{local.relative_to(tmp).as_posix()}")

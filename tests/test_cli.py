@@ -39,3 +39,17 @@ def test_halo_core_imports_without_dagster():
     code = ("import sys, pkgutil, importlib, halo_core; sys.modules['dagster'] = None\n"
             "for m in pkgutil.walk_packages(halo_core.__path__, 'halo_core.'): importlib.import_module(m.name)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_review_prints_gen5_prime_findings_and_exits_1_on_its_error(capsys):
+    assert main(["review", "--preset", "gen5_prime"]) == 1
+    out = capsys.readouterr().out
+    for rule in ("WARN  lr_annealed_at_last_epoch", "WARN  patience_outlasts_restart_cycles",
+                 "WARN  targets_measured_by_metrics", "ERROR input_deployable", "INFO  training_budget"):
+        assert rule in out, rule
+    assert "50 epochs x 2,400 train samples" in out and "samples/s on cpu" in out
+
+
+def test_review_of_a_deployable_config_exits_0(capsys):
+    assert main(["review", "--preset", "recommended", "--set", "input_channels=3"]) == 0
+    assert "input_deployable" not in capsys.readouterr().out

@@ -146,3 +146,46 @@ def test_calibration_ece_check(tmp_path):
     assert calibration_ece(halo=_with_report(tmp_path / "a", _calibration(0.03))).passed
     failed = calibration_ece(halo=_with_report(tmp_path / "b", _calibration(0.08)))
     assert not failed.passed and failed.metadata["n_test"].value == 400
+
+
+def test_config_review_checks_warn_on_gen5_prime_and_pass_once_fixed(tmp_path):
+    from halo_assets.checks import CONFIG_REVIEW_CHECKS
+
+    by_name = {next(iter(c.check_specs)).name: c for c in CONFIG_REVIEW_CHECKS}
+    plan = HaloSettings(preset="gen5_prime", root_uri=str(tmp_path))
+    fixed = HaloSettings(preset="gen5_prime", root_uri=str(tmp_path), overrides=[
+        "scheduler.T_mult=1", "early_stopping.patience=11", "metrics=[auroc, precision_at_recall_0_90]",
+        "input_channels=3", "sample_construction=unpaired"])
+    for name in ("config_lr_annealed_at_last_epoch", "config_patience_outlasts_restart_cycles",
+                 "config_targets_measured_by_metrics", "config_input_deployable"):
+        warned = by_name[name](halo=plan)
+        assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN, name
+        assert warned.metadata["fix"].value and warned.metadata["config_keys"].value, name
+        assert by_name[name](halo=fixed).passed, name
+    assert not next(iter(by_name["config_input_deployable"].check_specs)).blocking
+
+
+def test_training_budget_check_counts_train_samples_and_warns_on_a_huge_budget(good):
+    from halo_assets.checks import config_training_budget
+
+    result = config_training_budget(halo=good)
+    assert result.passed and result.metadata["train_samples"].value > 0
+    huge = HaloSettings(preset="smoke", overrides=[*good.overrides, "epochs=100000000"], root_uri=good.root_uri)
+    failed = config_training_budget(halo=huge)
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.WARN
+
+
+def _focus(arc_drop: float, core_drop: float, passed: bool) -> dict:
+    return {"shortcut_diagnostics": {
+        "n": 40, "arc_occlusion_drop": arc_drop, "core_occlusion_drop": core_drop, "saliency_annulus_fraction": 0.4,
+        "saliency_core_fraction": 0.1, "theta_e_bins": [],
+        "arc_localised_focus": {"min_arc_occlusion_drop": 0.3, "max_core_to_arc_drop": 0.5, "passed": passed}}}
+
+
+def test_arc_localised_focus_blocks_a_core_reading_model(tmp_path):
+    from halo_assets.checks import arc_localised_focus
+
+    assert arc_localised_focus(halo=_with_report(tmp_path / "a", _focus(0.4, 0.05, True))).passed
+    failed = arc_localised_focus(halo=_with_report(tmp_path / "b", _focus(0.05, 0.4, False)))
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    assert failed.metadata["core_occlusion_drop"].value == 0.4

@@ -52,3 +52,17 @@ def test_sensors_are_registered():
     assert {"new_data_sensor", "check_failure_alert_on_success", "check_failure_alert_on_failure",
             "run_failure_alert"} <= names
     assert defs.resolve_sensor_def("new_data_sensor").job_name == "retrain_job"
+
+
+def test_halo_env_selects_where_artifacts_go(monkeypatch):
+    import pytest
+
+    from halo_assets.resources import DEFAULT_ROOT, halo_settings_for
+
+    assert halo_settings_for("local").root_uri == DEFAULT_ROOT
+    monkeypatch.setenv("HALO_ROOT", "s3://darkhaloscope/halo")
+    prod = halo_settings_for("prod").process_config_and_initialize()  # what Dagster does at run time
+    assert prod.preset == "recommended"
+    assert prod.uri("trained_model") == "s3://darkhaloscope/halo/recommended/trained_model"
+    with pytest.raises(ValueError, match="HALO_ENV"):
+        halo_settings_for("staging")

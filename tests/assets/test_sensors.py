@@ -112,3 +112,14 @@ def test_new_data_sensor_skips_the_synthetic_default(tmp_path):
     with dg.instance_for_test() as instance:
         skip = new_data_sensor(dg.build_sensor_context(instance=instance, resources={"halo": halo}))
     assert isinstance(skip, dg.SkipReason) and "synthetic" in skip.skip_message
+
+
+def test_scheduled_and_sensor_runs_carry_the_gpu_tags():
+    """Schedule and sensor both launch retrain_job, whose run tags ask for a GPU."""
+    from halo_assets.definitions import defs
+
+    job = defs.resolve_job_def("retrain_job")
+    assert "nvidia.com/gpu" in json.dumps(job.tags["dagster-k8s/config"])
+    assert json.loads(job.tags["ecs/container_overrides"])["resourceRequirements"][0]["type"] == "GPU"
+    assert defs.resolve_schedule_def("weekly_retrain").job_name == "retrain_job"
+    assert defs.resolve_sensor_def("new_data_sensor").job_name == "retrain_job"

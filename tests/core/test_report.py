@@ -18,7 +18,7 @@ def evaluated(tmp_path_factory, smoke_cfg, filtered_dir, trained):
 def test_report_html_is_one_file_with_every_plot_embedded(evaluated):
     out, report = evaluated
     page = (out / REPORT_HTML).read_text()
-    assert page.count("data:image/png;base64,") == len(report["plots"]) == 6
+    assert page.count("data:image/png;base64,") == len(report["plots"]) == 7
     # self-contained: every src/href is a data URI, nothing to fetch beside the file
     assert all(ref.startswith("data:") for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
     assert all((out / path).read_bytes().startswith(b"\x89PNG") for path in report["plots"].values())

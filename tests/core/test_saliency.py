@@ -1,0 +1,86 @@
+import numpy as np
+import torch
+from torch import nn
+
+from halo_core.saliency import (
+    annulus_masks, core_mask, mask_fraction, occlude, per_class_accuracy, shortcut_diagnostics,
+)
+from halo_core.stamps import PIXEL_SCALE_ARCSEC
+
+SIZE = 32
+THETA_E = 10 * PIXEL_SCALE_ARCSEC  # ring at 10 px
+PSF = PIXEL_SCALE_ARCSEC  # half-width 1.5 px: the annulus 8.5-11.5 px never touches the r < 5 px core
+
+
+class MaskSum(nn.Module):
+    """A 'model' whose logit is the summed g band inside a fixed mask, offset so a blank stamp scores 0.1."""
+
+    def __init__(self, mask: np.ndarray, scale: float):
+        super().__init__()
+        self.register_buffer("mask", torch.from_numpy(mask.astype(np.float32)))
+        self.scale = scale
+
+    def forward(self, x):
+        return ((x[:, 0] * self.mask).sum((1, 2)) * self.scale - 2.2).unsqueeze(1)
+
+
+def _lenses(n: int = 6):
+    annulus = annulus_masks(np.full(n, THETA_E), np.full(n, PSF), SIZE)
+    controls = np.zeros((n, 3, SIZE, SIZE), np.float32)
+    stamps = controls + 2.0 * annulus[:, None]  # arc flux in the annulus only
+    stamps[:, :, SIZE // 2, SIZE // 2] += 2.0  # and some in the core, as the PSF would put there
+    return stamps, controls, annulus[0]
+
+
+def _diagnose(model, stamps, controls):
+    n = len(stamps)
+    return shortcut_diagnostics(model, stamps, controls, np.full(n, THETA_E), np.full(n, PSF),
+                                lambda z: 1 / (1 + np.exp(-z)), with_control=False, device=torch.device("cpu"),
+                                min_arc_drop=0.30, max_core_to_arc_drop=0.5, edges=(0.0, 2.0, 3.0))[0]
+
+
+def test_annulus_is_the_ring_at_theta_e_within_one_and_a_half_psf_fwhm():
+    mask = annulus_masks([THETA_E], [PSF], SIZE)[0]
+    c = (SIZE - 1) / 2
+    assert mask[int(c + 10.5), int(c + 0.5)] and not mask[int(c + 12.5), int(c + 0.5)]
+    assert not (mask & core_mask(SIZE)).any()
+
+
+def test_a_model_reading_the_arc_loses_its_score_when_the_arc_is_occluded():
+    stamps, controls, annulus = _lenses()
+    result = _diagnose(MaskSum(annulus, 0.05), stamps, controls)
+    assert result["saliency_annulus_fraction"] > 0.99 and result["saliency_core_fraction"] < 0.01
+    assert result["arc_occlusion_drop"] > 0.3 and abs(result["core_occlusion_drop"]) < 1e-6
+    assert result["arc_localised_focus"]["passed"]
+    assert [b["n"] for b in result["theta_e_bins"]] == [0, 6, 0]  # theta_E 2.62" lands in the 2-3 bin
+
+
+def test_a_model_reading_the_core_fails_the_arc_focus_check():
+    stamps, controls, _ = _lenses()
+    result = _diagnose(MaskSum(core_mask(SIZE), 2.0), stamps, controls)
+    assert result["core_occlusion_drop"] > result["arc_occlusion_drop"]
+    assert result["saliency_core_fraction"] > 0.99
+    assert not result["arc_localised_focus"]["passed"]
+
+
+def test_occlusion_replaces_only_the_stamp_channels_of_a_six_channel_input():
+    x = np.ones((1, 6, 4, 4), np.float32)
+    mask = np.zeros((4, 4), bool)
+    mask[1, 2] = True
+    out = occlude(x, np.zeros((1, 3, 4, 4), np.float32), mask)
+    assert (out[0, :3, 1, 2] == 0).all() and out[0, 3:].min() == 1 and out[0, :3].sum() == 3 * 15
+
+
+def test_mask_fraction_of_a_blank_map_is_nan():
+    maps = np.zeros((1, 4, 4))
+    maps[0, 0, 0] = 3.0
+    frac = mask_fraction(np.concatenate([maps, np.zeros((1, 4, 4))]), np.eye(4, dtype=bool))
+    assert frac[0] == 1.0 and np.isnan(frac[1])
+
+
+def test_a_class_at_100_percent_on_val_fails_per_class_accuracy():
+    labels = np.array([0, 0, 1, 1])
+    assert not per_class_accuracy(labels, np.array([-1.0, -1.0, 1.0, 1.0]))["passed"]
+    result = per_class_accuracy(labels, np.array([-1.0, 1.0, 1.0, -1.0]))
+    assert result["passed"] and result["non_lens"] == result["lens"] == {"n": 2, "accuracy": 0.5}
+    assert not per_class_accuracy(labels, np.array([-1.0, 1.0, 1.0, 1.0]))["passed"]  # lenses all found
