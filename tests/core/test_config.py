@@ -70,3 +70,14 @@ def test_thresholds_do_not_change_the_training_hash():
     stricter = load_preset("demo", {"go_no_go": {"min_test_auroc": 0.99}, "deployment_prevalence": 1e-4})
     assert stricter.training_hash() == base.training_hash() and stricter.config_hash() != base.config_hash()
     assert load_preset("demo", {"learning_rate": 1e-4}).training_hash() != base.training_hash()
+
+
+def test_recommended_fixes_what_the_review_flags_in_the_plan():
+    from halo_core.review import RULES
+
+    def rules(name):
+        cfg = load_preset(name)
+        return {rule for rule, check in RULES.items() if (f := check(cfg)) and f.severity in ("warn", "error")}
+
+    assert {"lr_annealed_at_last_epoch", "patience_outlasts_restart_cycles", "input_deployable"} <= rules("gen5_prime")
+    assert rules("recommended") == set()
