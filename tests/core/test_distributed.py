@@ -5,12 +5,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import torch
 
-from halo_core.config import load_preset
 from halo_core.loader import BatchStream, make_loader
-from halo_core.shards import open_split
 from halo_core.train import load_split_samples
 
 
