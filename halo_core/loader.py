@@ -36,11 +36,19 @@ class BatchStream(Dataset):
         self.seed, self.train, self.augmentation = seed, train, augmentation
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _batches(self) -> list[np.ndarray]:
+        """This rank's batches of the current epoch, computed once per epoch: a permutation of every
+        sample per __getitem__ would cost more than the gather itself at 1.4 M samples."""
+        if self._epoch_batches is None or self._epoch_batches[0] != self.epoch:
+            self._epoch_batches = (self.epoch, self._deal_batches())
+        return self._epoch_batches[1]
+
+    def _deal_batches(self) -> list[np.ndarray]:
         n = len(self.samples)
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.train else np.arange(n)
         batches = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]

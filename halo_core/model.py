@@ -22,9 +22,10 @@ def build_model(model_name: str, input_channels: int) -> nn.Module:
     return model
 
 
-def pick_device(preference: str) -> torch.device:
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    """The configured device; on CUDA, this process's GPU (``local_rank`` under torchrun)."""
     if preference == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' but CUDA is not available here; use device=auto or cpu")
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)

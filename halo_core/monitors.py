@@ -17,12 +17,17 @@ def expected_lr(epoch: int, base_lr: float, T_0: int, T_mult: int, eta_min: floa
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
 
 
+def promoted_record(history: list[dict], best_epoch: int) -> dict:
+    """The history record of the epoch whose weights became model.pt (the last one without a best)."""
+    return next(h for h in history if h["epoch"] == best_epoch) if best_epoch >= 0 else history[-1]
+
+
 def monitor_report(history: list[dict], cfg, best_epoch: int) -> dict[str, dict]:
     """Each monitor: observed value, limit, passed."""
     s = cfg.scheduler
-    lr_errors = [abs(h["lr"] - expected_lr(h["epoch"], cfg.learning_rate, s.T_0, s.T_mult, s.eta_min))
-                 / expected_lr(h["epoch"], cfg.learning_rate, s.T_0, s.T_mult, s.eta_min) for h in history]
-    best = next(h for h in history if h["epoch"] == best_epoch) if best_epoch >= 0 else history[-1]
+    expected = [expected_lr(h["epoch"], cfg.learning_rate, s.T_0, s.T_mult, s.eta_min) for h in history]
+    lr_errors = [abs(h["lr"] - lr) / lr for h, lr in zip(history, expected)]
+    best = promoted_record(history, best_epoch)
     gap = best["val_loss"] - best["train_loss"]
     grad_max = max(h["grad_norm_max"] for h in history)
     return {

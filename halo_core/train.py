@@ -31,6 +31,7 @@ from halo_core.loader import BatchStream, make_loader
 from halo_core.metrics import auroc
 from halo_core.model import build_model, pick_device
 from halo_core.preprocess import PreprocessSpec
+from halo_core.saliency import per_class_accuracy
 from halo_core.samples import SampleSet, build_samples
 from halo_core.shards import MANIFEST_FILE, SplitShards, dataset_spec, open_split, read_manifest
 from halo_core.tracking import Tracker
@@ -207,8 +208,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     start = time.perf_counter()
     check_dataset(cfg, dataset_dir)
     ctx = init_distributed(cfg.device)
-    device = torch.device("cuda", ctx.local_rank) if ctx.world_size > 1 and torch.cuda.is_available() \
-        and cfg.device != "cpu" else pick_device(cfg.device)
+    device = pick_device(cfg.device, ctx.local_rank)
     torch.manual_seed(cfg.seed)
     train_shards, train_samples = load_split_samples(cfg, dataset_dir, "train")
     val_shards, val_samples = load_split_samples(cfg, dataset_dir, "val")
@@ -284,6 +284,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
         record["val_loss"] = float(loss_fn(torch.from_numpy(val_logits).to(device),
                                            torch.from_numpy(val_samples.labels).to(device)))
         record["val_auroc"] = auroc(val_samples.labels, val_logits)
+        record["val_per_class_accuracy"] = per_class_accuracy(val_samples.labels, val_logits)
         history.append(record)
         scheduler.step()
         is_best = stopper.update(record[es.monitor], epoch)

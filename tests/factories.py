@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,10 @@ def three_splits(root: Path, n: int = 12, **train_kwargs) -> Path:
         "val": make_paired_table(n, seed=1, bricks=("2000p010",), id_prefix="b"),
         "test": make_paired_table(n, seed=2, bricks=("3000p010",), id_prefix="c"),
     })
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for servers a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ a second instance object, as the webserver and daemon would."""
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,14 +12,9 @@ import dagster as dg
 import pytest
 
 from halo_assets.demo import run_retrain
+from tests.factories import free_port
 
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(*cmd: str) -> None:
@@ -41,7 +35,7 @@ def postgres_url():
     if os.geteuid() == 0:
         for path in (base, data):
             shutil.chown(path, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "halo", "--auth=trust")
     _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "start",
                  "-o", f"-p {port} -h 127.0.0.1 -k {data}")

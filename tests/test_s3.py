@@ -3,7 +3,6 @@ server mode): the paired dataset is read from S3 and every artifact is written t
 503 to a share of the requests is absorbed by the client's retries."""
 
 import http.client
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,15 +15,9 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 
 from halo_assets.demo import run_retrain  # noqa: E402
 from halo_core import uris  # noqa: E402
-from tests.factories import three_splits  # noqa: E402
+from tests.factories import free_port, three_splits  # noqa: E402
 
 BUCKET = "darkhaloscope"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FlakyProxy(ThreadingHTTPServer):
@@ -76,7 +69,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 behind a proxy that fails every 7th request; env points the
     standard AWS client chain (boto3, s3fs) at it, as AWS_ENDPOINT_URL would in production."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     proxy = FlakyProxy(port, every=7)

@@ -4,7 +4,6 @@ API, run to success, and the asset checks' results read back."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from tests.factories import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS_QUERY = """
 query($key: AssetKeyInput!) {
@@ -24,18 +25,12 @@ query($key: AssetKeyInput!) {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dagster_dev(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "HALO_ROOT": str(tmp_path / "halo_data")}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
                              "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
