@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from halo_core.simulate import SimulationReport, simulate_dataset
+from halo_core.simulate import dataset
+from halo_core.simulate.dataset import _render_chunk, draw_split, plan_bricks
 from halo_core.simulate.lens import q_phi_to_e1e2, sie_shear_deflection
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic, render_sersic
@@ -141,3 +144,46 @@ def test_same_seed_gives_identical_bytes(tiny_dataset, tmp_path):
     other = tmp_path / "other"
     simulate_dataset(other, n_lrg=TINY, injections_per_lrg=3, lrgs_per_brick=2, seed=8, rows_per_file=5)
     assert (other / "val" / "part-00000.parquet").read_bytes() != (out / "val" / "part-00000.parquet").read_bytes()
+
+
+REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
+
+
+def _block_variance_ratio(sky: np.ndarray, block: int) -> float:
+    """Robust variance of block x block sums over block**2 times the robust pixel variance: 1 for white
+    noise, more when neighbouring pixels are correlated. Blocks touching a > 4 sigma pixel are dropped."""
+    centred = sky - np.median(sky)
+    sigma = 1.4826 * np.median(np.abs(centred))
+    h, w = (sky.shape[0] // block) * block, (sky.shape[1] // block) * block
+    tiles = centred[:h, :w].reshape(h // block, block, w // block, block)
+    clean = (np.abs(tiles) < 4 * sigma).all(axis=(1, 3))
+    sums = tiles.sum(axis=(1, 3))[clean]
+    return (1.4826 * np.median(np.abs(sums - np.median(sums)))) ** 2 / (block**2 * sigma**2)
+
+
+def test_sky_noise_is_correlated_like_the_real_dr10_cutouts(tiny_dataset):
+    paths = sorted(REAL_CUTOUTS.glob("*.npz"))
+    if not paths:
+        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
+    real_sky = [np.load(p, allow_pickle=False)["cutout"][:20, :, band] for p in paths for band in range(3)]
+    _, _, tables = tiny_dataset
+    controls = [_decode(blob) for blob in tables["train"]["ctrl_stamp_npz"].unique()]
+    simulated_sky = [c[band, :12] for c in controls for band in range(3)]  # outer rows: sky, not LRG
+    for block in (2, 4):
+        real = np.median([_block_variance_ratio(s, block) for s in real_sky])
+        simulated = np.median([_block_variance_ratio(s, block) for s in simulated_sky])
+        assert real > 1.3  # the real coadd noise is not white, so white simulated noise fails here
+        assert simulated == pytest.approx(real, rel=0.2), f"{block}x{block} blocks"
+
+
+def test_two_fifths_of_a_small_arcs_flux_lands_in_the_core(monkeypatch):
+    """DESIGN §1 fact 3: for theta_E < 0.75" about 41 % of the arc flux lands in the central 10x10."""
+    monkeypatch.setattr(dataset, "THETA_E_ARCSEC", (0.5, 0.75))
+    rng = np.random.default_rng(3)
+    plan = plan_bricks(rng, {"train": 2, "val": 2, "test": 1})
+    lrg, inj = draw_split(rng, plan["val"], 20, 10, 6, 0)  # train leads with the masked-arc bricks
+    inj["masked"][:] = inj["nan"][:] = False
+    controls, stamps, *_ = _render_chunk(rng, lrg, inj, np.arange(20), oversample=3)
+    arc = stamps[:, 1] - controls[np.repeat(np.arange(20), 6), 1]
+    core = arc[:, 27:37, 27:37].sum(axis=(1, 2)) / arc.sum(axis=(1, 2))
+    assert np.median(core) == pytest.approx(0.41, abs=0.07)
