@@ -340,13 +340,13 @@ def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
-BIN_COLUMNS = ("lo", "hi", "n", "saliency_annulus_fraction", "saliency_core_fraction", "arc_occlusion_drop",
+BIN_COLUMNS = ("lo", "hi", "n", "saliency_arc_fraction", "saliency_core_fraction", "arc_occlusion_drop",
                "core_occlusion_drop")
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
-    """Replacing the arc annulus of test lenses with their control's pixels drops the mean score by at
+    """Replacing the arc pixels of test lenses with their control's pixels drops the mean score by at
     least 0.30, and replacing the r < 5 px core drops it by at most half that (the plan's 'arc-localised
     focus', measured by occlusion)."""
     d = _report(halo)["shortcut_diagnostics"]
@@ -355,7 +355,7 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
         "arc_occlusion_drop": number(d["arc_occlusion_drop"]), "core_occlusion_drop": number(d["core_occlusion_drop"]),
         "min_arc_occlusion_drop": focus["min_arc_occlusion_drop"],
         "max_core_to_arc_drop": focus["max_core_to_arc_drop"],
-        "saliency_annulus_fraction": number(d["saliency_annulus_fraction"]),
+        "saliency_arc_fraction": number(d["saliency_arc_fraction"]),
         "saliency_core_fraction": number(d["saliency_core_fraction"]), "n_test_lenses": d["n"],
         "theta_e_bins": table([{k: b[k] for k in BIN_COLUMNS} for b in d["theta_e_bins"]]),
     })

@@ -163,15 +163,15 @@ def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
 
 
 def saliency_png(figure: dict) -> bytes:
-    """Mean gradient x input saliency of the test lenses per theta_E bin; the contour is the arc annulus
-    (where at least half the bin's lenses have it), the dashed circle the r < 5 px core."""
+    """Mean gradient x input saliency of the test lenses per theta_E bin; the contour is the arc footprint
+    (where at least half the bin's lenses have arc light), the dashed circle the r < 5 px core."""
     n = max(len(figure["mean_maps"]), 1)
     fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
     for ax in axes[0]:
         ax.axis("off")
-    for ax, (lo, hi), sal, annulus in zip(axes[0], figure["edges"], figure["mean_maps"], figure["mean_annuli"]):
+    for ax, (lo, hi), sal, arc in zip(axes[0], figure["edges"], figure["mean_maps"], figure["mean_arcs"]):
         ax.imshow(sal, origin="lower", cmap="magma", interpolation="nearest")
-        ax.contour(annulus, levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.contour(arc, levels=[0.5], colors="cyan", linewidths=0.8)
         c = (sal.shape[0] - 1) / 2
         ax.add_patch(plt.Circle((c, c), CORE_RADIUS_PX, fill=False, color="white", ls="--", lw=0.8))
         ax.set_title(f"theta_E {bin_label({'lo': lo, 'hi': hi})}\"", fontsize=8)
@@ -188,7 +188,7 @@ def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibra
     meta = shards.meta.iloc[rows]
     return shortcut_diagnostics(
         model, np.asarray(shards.pairs[rows, STAMP]), np.asarray(shards.pairs[rows, CONTROL]),
-        meta["theta_e_arcsec"].to_numpy(float), meta["psfsize_r"].to_numpy(float), calibration.probability,
+        meta["theta_e_arcsec"].to_numpy(float), calibration.probability,
         with_control=samples.with_control, device=device, min_arc_drop=go_no_go.min_arc_occlusion_drop,
         max_core_to_arc_drop=go_no_go.max_core_to_arc_occlusion_drop)
 
@@ -296,16 +296,16 @@ def _shortcut_section(d: dict, png: bytes) -> str:
     focus = d["arc_localised_focus"]
     rows = [(bin_label(b), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
     body = "".join(
-        f"<tr><td>{label}</td><td>{b['n']}</td><td>{_fmt(b['saliency_annulus_fraction'], 3)}</td>"
-        f"<td>{_fmt(b['annulus_area_fraction'], 3)}</td><td>{_fmt(b['saliency_core_fraction'], 3)}</td>"
+        f"<tr><td>{label}</td><td>{b['n']}</td><td>{_fmt(b['saliency_arc_fraction'], 3)}</td>"
+        f"<td>{_fmt(b['arc_area_fraction'], 3)}</td><td>{_fmt(b['saliency_core_fraction'], 3)}</td>"
         f"<td>{_fmt(b['mean_score'], 3)}</td><td>{_fmt(b['arc_occlusion_drop'], 3)}</td>"
         f"<td>{_fmt(b['core_occlusion_drop'], 3)}</td></tr>" for label, b in rows)
     return f"""<h2>Where the model looks (test lenses)</h2>
-<p>Gradient &times; input saliency and occlusion on n={d['n']} lenses. Annulus: |r &minus; theta_E| &lt;
-{d['annulus_half_width_fwhm']:g} &times; PSF FWHM; core: r &lt; {d['core_radius_px']:g} px. Occlusion replaces those
+<p>Gradient &times; input saliency and occlusion on n={d['n']} lenses. Arc: the pixels where the stamp exceeds
+its control by &ge; {d['arc_footprint_sigma']:g} sky sigma in a band; core: r &lt; {d['core_radius_px']:g} px. Occlusion replaces those
 pixels with the control's. Arc-localised focus (arc drop &ge; {focus['min_arc_occlusion_drop']:g}, core drop
 &le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['passed']}</b>.</p>
-<table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in annulus</th><th>annulus area share</th>
+<table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in arc</th><th>arc area share</th>
 <th>saliency in core</th><th>mean score</th><th>arc-occlusion drop</th><th>core-occlusion drop</th></tr>{body}</table>
 {_img(png, 'mean saliency per theta_E bin')}"""
 

@@ -1,9 +1,11 @@
 """Model-level shortcut diagnostics (issue 8): where the trained model looks, and what its score loses
 when the arc or the core is replaced by the control's pixels.
 
-An arc of Einstein radius theta_E, blurred by the PSF, lies in the annulus |r - theta_E| < 1.5 x FWHM;
-the core is r < 5 px. A model that finds arcs loses its score when the annulus is occluded and keeps
-it when only the core is; the core-flux shortcut (DESIGN §1, fact 3) does the opposite.
+The arc is where the injection put light: the pixels where the stamp exceeds its own control by at
+least 1 sky sigma in some band (the paired data gives the arc exactly, wherever the lens geometry put
+it: an Einstein ring, a fold pair or an off-axis double out to 2 theta_E). The core is r < 5 px. A model
+that finds arcs loses its score when the arc is occluded and keeps it when only the core is; the
+core-flux shortcut (DESIGN §1, fact 3) does the opposite.
 """
 
 from __future__ import annotations
@@ -14,19 +16,16 @@ from torch import nn
 
 from halo_core.diagnostics import THETA_E_BINS_ARCSEC
 from halo_core.preprocess import pixel_radius
-from halo_core.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
+from halo_core.stamps import STAMP_SIZE
 
-ANNULUS_HALF_WIDTH_FWHM = 1.5
+ARC_FOOTPRINT_SIGMA = 1.0  # inputs are in robust sky-sigma units after preprocessing
 CORE_RADIUS_PX = 5.0
 MAX_SAMPLES = 2048  # positives diagnosed per report: a deterministic subset, seconds on CPU
 
 
-def annulus_masks(theta_e_arcsec: np.ndarray, psf_fwhm_arcsec: np.ndarray, size: int = STAMP_SIZE) -> np.ndarray:
-    """(N, size, size) bool: pixels within 1.5 PSF FWHM of the Einstein ring."""
-    radius = pixel_radius(size).reshape(1, size, size)
-    ring = np.asarray(theta_e_arcsec, float).reshape(-1, 1, 1) / PIXEL_SCALE_ARCSEC
-    half = ANNULUS_HALF_WIDTH_FWHM * np.asarray(psf_fwhm_arcsec, float).reshape(-1, 1, 1) / PIXEL_SCALE_ARCSEC
-    return np.abs(radius - ring) < half
+def arc_masks(stamps: np.ndarray, controls: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool: pixels where a (N, 3, H, W) stamp exceeds its control by >= 1 sky sigma in a band."""
+    return (np.asarray(stamps, np.float32) - np.asarray(controls, np.float32)).max(axis=1) >= ARC_FOOTPRINT_SIGMA
 
 
 def core_mask(size: int = STAMP_SIZE) -> np.ndarray:
@@ -60,17 +59,17 @@ def mask_fraction(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndarray, theta_e_arcsec: np.ndarray,
-                         psf_fwhm_arcsec: np.ndarray, probability, *, with_control: bool, device: torch.device,
+                         probability, *, with_control: bool, device: torch.device,
                          min_arc_drop: float, max_core_to_arc_drop: float, batch_size: int = 256,
                          edges=THETA_E_BINS_ARCSEC) -> tuple[dict, dict]:
     """Saliency shares and occlusion drops of positives (N, 3, H, W) stamps with their controls.
 
     ``probability`` maps logits to the reported score. Returns the JSON-ready result and, for the figure,
-    the mean saliency map and mean annulus per theta_E bin."""
-    annuli = annulus_masks(theta_e_arcsec, psf_fwhm_arcsec, stamps.shape[-1])
+    the mean saliency map and mean arc footprint per theta_E bin."""
     core = core_mask(stamps.shape[-1])
     n = len(stamps)
     maps = np.empty((n, *stamps.shape[-2:]), np.float32)
+    arcs = np.empty((n, *stamps.shape[-2:]), bool)
     scores = {k: np.empty(n, np.float64) for k in ("unoccluded", "arc_occluded", "core_occluded")}
     model.eval()
     for lo in range(0, n, batch_size):
@@ -78,37 +77,38 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
         s, c = np.asarray(stamps[sl], np.float32), np.asarray(controls[sl], np.float32)
         x = np.concatenate([s, c], axis=1) if with_control else s
         maps[sl] = gradient_x_input(model, x, device)
+        arcs[sl] = arc_masks(s, c)
         with torch.no_grad():
-            for key, xi in (("unoccluded", x), ("arc_occluded", occlude(x, c, annuli[sl])),
+            for key, xi in (("unoccluded", x), ("arc_occluded", occlude(x, c, arcs[sl])),
                             ("core_occluded", occlude(x, c, core))):
                 logits = model(torch.from_numpy(xi).to(device)).squeeze(1).float().cpu().numpy()
                 scores[key][sl] = probability(logits)
-    arc_share, core_share = mask_fraction(maps, annuli), mask_fraction(maps, core)
+    arc_share, core_share = mask_fraction(maps, arcs), mask_fraction(maps, core)
 
     def summary(idx: np.ndarray) -> dict:
         base = float(scores["unoccluded"][idx].mean()) if len(idx) else None
         drop = {k: (base - float(scores[k][idx].mean())) if len(idx) else None
                 for k in ("arc_occluded", "core_occluded")}
         return {"n": int(len(idx)),
-                "saliency_annulus_fraction": float(np.nanmean(arc_share[idx])) if len(idx) else None,
+                "saliency_arc_fraction": float(np.nanmean(arc_share[idx])) if len(idx) else None,
                 "saliency_core_fraction": float(np.nanmean(core_share[idx])) if len(idx) else None,
-                "annulus_area_fraction": float(annuli[idx].mean()) if len(idx) else None,  # a flat map's share
+                "arc_area_fraction": float(arcs[idx].mean()) if len(idx) else None,  # a flat map's share
                 "mean_score": base, "arc_occlusion_drop": drop["arc_occluded"],
                 "core_occlusion_drop": drop["core_occluded"]}
 
     theta = np.asarray(theta_e_arcsec, float)
-    bins, figure = [], {"edges": [], "mean_maps": [], "mean_annuli": []}
+    bins, figure = [], {"edges": [], "mean_maps": [], "mean_arcs": []}
     for b_lo, b_hi in zip(edges, [*edges[1:], np.inf]):
         idx = np.flatnonzero((theta >= b_lo) & (theta < b_hi))
         bins.append({"lo": b_lo, "hi": None if np.isinf(b_hi) else b_hi, **summary(idx)})
         if len(idx):
             figure["edges"].append((b_lo, b_hi))
             figure["mean_maps"].append(maps[idx].mean(0))
-            figure["mean_annuli"].append(annuli[idx].mean(0))
+            figure["mean_arcs"].append(arcs[idx].mean(0))
     overall = summary(np.arange(n))
     arc_drop, core_drop = overall["arc_occlusion_drop"], overall["core_occlusion_drop"]
     result = {**overall, "theta_e_bins": bins, "core_radius_px": CORE_RADIUS_PX,
-              "annulus_half_width_fwhm": ANNULUS_HALF_WIDTH_FWHM,
+              "arc_footprint_sigma": ARC_FOOTPRINT_SIGMA,
               "arc_localised_focus": {
                   "min_arc_occlusion_drop": min_arc_drop, "max_core_to_arc_drop": max_core_to_arc_drop,
                   "passed": bool(n) and arc_drop >= min_arc_drop and core_drop <= max_core_to_arc_drop * arc_drop}}

@@ -177,7 +177,7 @@ def test_training_budget_check_counts_train_samples_and_warns_on_a_huge_budget(g
 
 def _focus(arc_drop: float, core_drop: float, passed: bool) -> dict:
     return {"shortcut_diagnostics": {
-        "n": 40, "arc_occlusion_drop": arc_drop, "core_occlusion_drop": core_drop, "saliency_annulus_fraction": 0.4,
+        "n": 40, "arc_occlusion_drop": arc_drop, "core_occlusion_drop": core_drop, "saliency_arc_fraction": 0.4,
         "saliency_core_fraction": 0.1, "theta_e_bins": [],
         "arc_localised_focus": {"min_arc_occlusion_drop": 0.3, "max_core_to_arc_drop": 0.5, "passed": passed}}}
 
