@@ -346,9 +346,9 @@ BIN_COLUMNS = ("lo", "hi", "n", "saliency_arc_fraction", "saliency_core_fraction
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
-    """Replacing the arc pixels of test lenses with their control's pixels drops the mean score by at
-    least 0.30, and replacing the r < 5 px core drops it by at most half that (the plan's 'arc-localised
-    focus', measured by occlusion)."""
+    """Giving test lenses their control's pixels outside the r < 5 px core (removing the arc there) drops
+    the mean score by at least 0.30, and doing so inside the core drops it by at most half that (the
+    plan's 'arc-localised focus', measured by occlusion)."""
     d = _report(halo)["shortcut_diagnostics"]
     focus = d["arc_localised_focus"]
     return dg.AssetCheckResult(passed=focus["passed"], metadata={

@@ -86,7 +86,7 @@ class GoNoGoConfig(_Strict):
     min_bricks: int = Field(5, ge=2)  # a std over fewer qualifying bricks is not reported as a verdict
     max_arc_snr_zero_accuracy_as_lens: float = 0.60  # masked arcs must look like negatives
     max_ece_after_calibration: float = 0.05
-    # the plan's "arc-localised focus": occluding the arc's pixels costs at least this much mean score,
+    # the plan's "arc-localised focus": occluding the arc outside the core costs at least this much mean score,
     # occluding the core at most this share of it (for theta_E < 0.75" the arc covers the core, so
     # an absolute core limit would fail an honest arc finder on its smallest lenses)
     min_arc_occlusion_drop: float = 0.30

@@ -301,10 +301,11 @@ def _shortcut_section(d: dict, png: bytes) -> str:
         f"<td>{_fmt(b['mean_score'], 3)}</td><td>{_fmt(b['arc_occlusion_drop'], 3)}</td>"
         f"<td>{_fmt(b['core_occlusion_drop'], 3)}</td></tr>" for label, b in rows)
     return f"""<h2>Where the model looks (test lenses)</h2>
-<p>Gradient &times; input saliency and occlusion on n={d['n']} lenses. Arc: the pixels where the stamp exceeds
-its control by &ge; {d['arc_footprint_sigma']:g} sky sigma in a band; core: r &lt; {d['core_radius_px']:g} px. Occlusion replaces those
-pixels with the control's. Arc-localised focus (arc drop &ge; {focus['min_arc_occlusion_drop']:g}, core drop
-&le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['passed']}</b>.</p>
+<p>Gradient &times; input saliency and occlusion on n={d['n']} lenses. Core: r &lt; {d['core_radius_px']:g} px.
+Arc occlusion gives the stamp its control's pixels everywhere outside the core (all the injected light there),
+core occlusion inside it. Saliency in arc: the share inside the pixels where the stamp exceeds its control by
+&ge; {d['arc_footprint_sigma']:g} sky sigma in a band. Arc-localised focus (arc drop &ge; {focus['min_arc_occlusion_drop']:g},
+core drop &le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['passed']}</b>.</p>
 <table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in arc</th><th>arc area share</th>
 <th>saliency in core</th><th>mean score</th><th>arc-occlusion drop</th><th>core-occlusion drop</th></tr>{body}</table>
 {_img(png, 'mean saliency per theta_E bin')}"""

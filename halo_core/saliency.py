@@ -1,11 +1,14 @@
 """Model-level shortcut diagnostics (issue 8): where the trained model looks, and what its score loses
 when the arc or the core is replaced by the control's pixels.
 
-The arc is where the injection put light: the pixels where the stamp exceeds its own control by at
-least 1 sky sigma in some band (the paired data gives the arc exactly, wherever the lens geometry put
-it: an Einstein ring, a fold pair or an off-axis double out to 2 theta_E). The core is r < 5 px. A model
-that finds arcs loses its score when the arc is occluded and keeps it when only the core is; the
-core-flux shortcut (DESIGN §1, fact 3) does the opposite.
+A stamp and its control differ only by the injected light, so occlusion splits that light at the
+core boundary (r < 5 px) with no threshold: 'arc occluded' gives the stamp the control's pixels
+everywhere outside the core, removing all the arc light there however faint (the wings of an extended
+source at 0.3 sigma per pixel still add up for a CNN), 'core occluded' only inside it. A model that
+finds arcs loses its score when the arc is occluded and keeps it when only the core is; the core-flux
+shortcut (DESIGN §1, fact 3) does the opposite. For the saliency share, the arc is its footprint: the
+pixels where the stamp exceeds its control by at least 1 sky sigma in some band (wherever the lens
+put it: a ring, a fold pair or an off-axis double out to 2 theta_E).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
         maps[sl] = gradient_x_input(model, x, device)
         arcs[sl] = arc_masks(s, c)
         with torch.no_grad():
-            for key, xi in (("unoccluded", x), ("arc_occluded", occlude(x, c, arcs[sl])),
+            for key, xi in (("unoccluded", x), ("arc_occluded", occlude(x, c, ~core)),
                             ("core_occluded", occlude(x, c, core))):
                 logits = model(torch.from_numpy(xi).to(device)).squeeze(1).float().cpu().numpy()
                 scores[key][sl] = probability(logits)

@@ -58,8 +58,7 @@ def test_a_model_reading_the_core_fails_the_arc_focus_check():
     stamps, controls = _lenses()
     stamps[:, :, SIZE // 2, SIZE // 2] += 2.0  # some arc light in the core, as the PSF would put there
     result = _diagnose(MaskSum(core_mask(SIZE), 2.0), stamps, controls)
-    # everything the arc's light buys this model sits in the core
-    assert result["arc_occlusion_drop"] > 0.2 and result["core_occlusion_drop"] == result["arc_occlusion_drop"]
+    assert result["core_occlusion_drop"] > 0.2 and abs(result["arc_occlusion_drop"]) < 1e-6
     assert result["saliency_core_fraction"] > 0.99
     assert not result["arc_localised_focus"]["passed"]
 
