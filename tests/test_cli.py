@@ -47,7 +47,7 @@ def test_review_prints_gen5_prime_findings_and_exits_1_on_its_error(capsys):
     for rule in ("WARN  lr_annealed_at_last_epoch", "WARN  patience_outlasts_restart_cycles",
                  "WARN  targets_measured_by_metrics", "ERROR input_deployable", "INFO  training_budget"):
         assert rule in out, rule
-    assert "50 epochs x 2,400 train samples" in out and "samples/s on cpu" in out
+    assert "50 epochs x 9,600 train samples" in out  # 4,800 simulated pairs, two samples each and "samples/s on cpu" in out
 
 
 def test_review_of_a_deployable_config_exits_0(capsys):
