@@ -66,13 +66,20 @@ def cmd_gates(cfg, args) -> int:
     from halo_core.gates import shortcut_gates
 
     gates = shortcut_gates(cfg, args.data, args.split)
+    passed = all(g.passed for g in gates.values())
+    # the table as JSON on stdout (for scripts and CI), a readable summary on stderr
+    print(uris.json_text({"split": args.split, "sample_construction": cfg.sample_construction,
+                          "normalization": cfg.normalization, "max_auc": cfg.gates.max_auc, "passed": passed,
+                          "gates": {name: g.to_dict() for name, g in gates.items()}}))
     print(f"shortcut gates on {args.split} ({cfg.sample_construction}, {cfg.normalization}), "
-          f"fail above AUC {cfg.gates.max_auc}:")
+          f"fail above AUC {cfg.gates.max_auc}:", file=sys.stderr)
     for g in gates.values():
-        print(f"  {'pass' if g.passed else 'FAIL'}  {g.gate:<9} AUC {g.auc:.3f}  n={g.n}  features={g.n_features}")
+        print(f"  {'pass' if g.passed else 'FAIL'}  {g.gate:<9} AUC {g.auc:.3f}  n={g.n}  features={g.n_features}",
+              file=sys.stderr)
         for s in g.strata:
-            print(f"          {s['stratum']:<22} AUC {s['auc']:.3f}  ({s['n_pos']} lenses, {s['n_neg']} non-lenses)")
-    return 0 if all(g.passed for g in gates.values()) else 1
+            print(f"          {s['stratum']:<22} AUC {s['auc']:.3f}  ({s['n_pos']} lenses, {s['n_neg']} non-lenses)",
+                  file=sys.stderr)
+    return 0 if passed else 1
 
 
 def cmd_evaluate(cfg, args) -> None:

@@ -77,9 +77,13 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """Standard JSON (NaN/inf as null), indented, keys sorted."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+
+
 def atomic_write_json(uri: str, obj: Any) -> None:
-    data = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
-    atomic_write_bytes(uri, data.encode())
+    atomic_write_bytes(uri, json_text(obj).encode())
 
 
 def find(uri: str, suffix: str) -> list[str]:

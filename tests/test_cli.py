@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -26,13 +27,17 @@ def test_simulate_filter_train_evaluate_from_the_command_line(tmp_path, capsys):
     assert "split integrity: ok" in out and "test n=" in out and (tmp_path / "rep" / "report.html").exists()
 
 
-def test_gates_command_prints_every_gate_and_exits_1_on_a_failure(capsys, filtered_dir):
+def test_gates_command_prints_the_gate_table_as_json_and_exits_1_on_a_failure(capsys, filtered_dir):
     code = main(["gates", "--preset", "smoke", "--set", "gates.n_samples=60", "--data", filtered_dir])
-    out = capsys.readouterr().out
-    lines = [line.split() for line in out.splitlines() if line.startswith("  ") and line.split()[0] in ("pass", "FAIL")]
-    assert [words[1] for words in lines] == ["core", "radial", "metadata"]
-    assert code == (1 if any(words[0] == "FAIL" for words in lines) else 0)
+    captured = capsys.readouterr()
+    table = json.loads(captured.out)
+    assert sorted(table["gates"]) == ["core", "metadata", "radial"]
+    core = table["gates"]["core"]
+    assert 0 < core["n"] <= 60 and core["n_features"] == 300 and 0 <= core["auc"] <= 1 and core["strata"]
+    assert code == (0 if table["passed"] else 1) and table["passed"] == all(g["passed"] for g in table["gates"].values())
+    assert "core" in captured.err  # the readable summary
     assert main(["gates", "--preset", "smoke", "--set", "gates.max_auc=0.0", "--data", filtered_dir]) == 1
+    assert json.loads(capsys.readouterr().out)["passed"] is False
 
 
 def test_halo_core_imports_without_dagster():
