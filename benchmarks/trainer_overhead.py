@@ -51,8 +51,10 @@ def main() -> None:
     p.add_argument("--n-lrg", type=int, default=400, help="train LRGs (x4 injections = pairs)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     args = p.parse_args()
     overrides = {"batch_size": args.batch_size, "epochs": args.epochs, "save_every_n_epochs": 1,
+                 "num_workers": args.num_workers,
                  "scheduler": {"T_0": args.epochs}, "simulation": {"n_lrg": {"train": args.n_lrg, "val": 20, "test": 20}}}
     cfg = load_preset("demo", overrides)
     device = pick_device(cfg.device)
@@ -71,6 +73,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "trainer_overhead", "batch_size": cfg.batch_size, "steps_per_epoch": steps,
         "epochs": args.epochs, "channels_last": cfg.channels_last,
+        "num_workers": cfg.num_workers,
         "bare_samples_per_s": round(bare, 1), "bare_contiguous_samples_per_s": round(bare_contiguous, 1),
         "channels_last_speedup": round(bare / bare_contiguous, 2), "train_epoch_samples_per_s": round(ours, 1),
         "train_epoch_overhead": round(1 - ours / bare, 3),

@@ -266,6 +266,11 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     train_stream = BatchStream(train_shards, train_samples, cfg.batch_size, seed=cfg.seed, train=True,
                                augmentation=cfg.augmentation, rank=ctx.rank, world_size=ctx.world_size)
     loader = make_loader(train_stream, cfg.num_workers, pin_memory=device.type == "cuda")
+    if ctx.is_main:
+        log.info("training on %s%s: %s, channels_last %s, compiled %s, %d rank(s), %d loader worker(s)",
+                 device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "",
+                 "bf16 autocast" if device.type == "cuda" else "fp32", cfg.channels_last, cfg.compile_model,
+                 ctx.world_size, cfg.num_workers)
     stopped_early = stopper.should_stop and first_epoch > 0
     tracker = Tracker(cfg, out_dir) if ctx.is_main else None
     for epoch in range(first_epoch, cfg.epochs):
