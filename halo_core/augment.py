@@ -22,11 +22,13 @@ def d4_elements(rng: np.random.Generator, n: int, *, rot90: bool, flip: bool, tr
 
 def apply_d4(batch: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H, W) with element ``elements[i]`` applied to sample i, on the batch's
-    device (eight gathers and scatters per batch, whatever its size)."""
-    elements = elements.to(batch.device)
-    out = batch.clone()
-    for e in elements.unique().tolist():
-        idx = (elements == e).nonzero().squeeze(1)
+    device (eight gathers and scatters per batch, whatever its size). The groups are found from the
+    elements on the CPU: finding them on the GPU would wait for its queue every step, and the next
+    batch could not be gathered while the GPU trains on this one."""
+    elements = elements.cpu()
+    out = torch.empty_like(batch)
+    for e in torch.unique(elements).tolist():
+        idx = (elements == e).nonzero().squeeze(1).to(batch.device, non_blocking=True)
         x = batch[idx]
         if e >= 4:
             x = x.transpose(-1, -2)

@@ -139,9 +139,9 @@ class HaloConfig(_Strict):
     # execution
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # On an H200 one process gathers ~14-21k samples/s against the model's ~100k (batch 1024,
+    # On an H200 one process feeds the trainer 44k samples/s against the bare step's 95k (batch 1024,
     # benchmarks.trainer_overhead); workers restart every epoch, and in 10-step epochs 8 of them were
-    # slower (16k). On real-size epochs on a GPU node, try 8.
+    # slower (26k). On real-size epochs on a GPU node, try 8.
     num_workers: int = Field(0, ge=0)
     nproc_per_node: int = Field(1, ge=1)  # >1: the trained_model asset runs the trainer under torchrun (DDP)
     channels_last: bool = True  # faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path

@@ -96,8 +96,13 @@ def _loss_fn(cfg: HaloConfig, device: torch.device) -> Callable[[torch.Tensor, t
     return loss
 
 
+def _batch_dtype(device: torch.device):
+    return np.float16 if device.type == "cuda" else np.float32
+
+
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
+    """A loader batch -> float32 on ``device``; float16 batches (made for GPUs) are converted there."""
+    x = x.to(device, non_blocking=True).float()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -106,7 +111,7 @@ def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, ba
                    device: torch.device, channels_last: bool = True) -> np.ndarray:
     """Logits of every sample, in sample order, without augmentation."""
     model.eval()
-    stream = BatchStream(shards, samples, batch_size, seed=0, train=False)
+    stream = BatchStream(shards, samples, batch_size, seed=0, train=False, dtype=_batch_dtype(device))
     out = np.empty(len(samples), np.float32)
     for x, _, index, _ in make_loader(stream, 0, False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -175,8 +180,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bo
     t0 = t_data = t_log = time.perf_counter()
     for step, (x, y, _, elements) in enumerate(loader):
         data_s += time.perf_counter() - t_data
-        x = apply_d4(x.to(device, non_blocking=True), elements)  # augment on the device, in batch form
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        x = apply_d4(_to_device(x, device, channels_last), elements)  # augment on the device, in batch form
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x).squeeze(1)
@@ -264,7 +268,8 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed 64x64 input: let cuDNN pick the fastest kernels once
     train_stream = BatchStream(train_shards, train_samples, cfg.batch_size, seed=cfg.seed, train=True,
-                               augmentation=cfg.augmentation, rank=ctx.rank, world_size=ctx.world_size)
+                               augmentation=cfg.augmentation, rank=ctx.rank, world_size=ctx.world_size,
+                               dtype=_batch_dtype(device))
     loader = make_loader(train_stream, cfg.num_workers, pin_memory=device.type == "cuda")
     if ctx.is_main:
         log.info("training on %s%s: %s, channels_last %s, compiled %s, %d rank(s), %d loader worker(s)",
