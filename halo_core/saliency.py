@@ -7,9 +7,9 @@ everywhere outside the core, removing all the arc light there however faint, 'co
 inside it. (Faint wings count: occluding only the >= 1 sigma pixels left a recommended model 0.79 of
 its 0.94 mean score on demo data.) A model that finds arcs loses its score when the arc is occluded
 and keeps it when only the core is; the core-flux shortcut (DESIGN §1, fact 3) does the opposite.
-For the saliency share, the arc is its footprint: the
-pixels where the stamp exceeds its control by at least 1 sky sigma in some band (wherever the lens
-put it: a ring, a fold pair or an off-axis double out to 2 theta_E).
+For the saliency share, the arc is its footprint: the pixels where the stamp exceeds its control by
+at least 1 sky sigma in some band (wherever the lens put it: a ring, a fold pair or an off-axis
+double out to 2 theta_E).
 """
 
 from __future__ import annotations
