@@ -336,7 +336,7 @@ def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=cal["ece_after"]["ece"] <= limit, metadata={
         "ece_after": cal["ece_after"]["ece"], "threshold": limit, "n_test": cal["ece_after"]["n"],
         "method": cal["method"], "ece_before": cal["ece_before"]["ece"],
-        "ece_after_temperature_scaling": number(cal["temperature_scaling"]["ece_after"]["ece"]),
+        f"ece_after_{cal['alternative']['method']}_instead": number(cal["alternative"]["ece_after"]["ece"]),
     })
 
 

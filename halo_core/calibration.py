@@ -79,8 +79,11 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     return {"ece": float(ece), "n": int(len(probs)), "bins": rows}
 
 
+FITS = {"platt": fit_platt, "temperature": fit_temperature}
+
+
 def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> tuple[Calibration, dict]:
-    """Platt scaling fitted on the val split's logits; (calibration, val ECE before/after)."""
+    """``cfg.calibration`` fitted on the val split's logits; (calibration, val ECE before/after)."""
     from halo_core.checkpoint import load_model
     from halo_core.model import pick_device
     from halo_core.train import load_split_samples, predict_logits
@@ -89,7 +92,7 @@ def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> tuple[Calibratio
     device = pick_device(cfg.device)
     shards, samples = load_split_samples(cfg, dataset_dir, "val")
     logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
-    cal = fit_platt(logits, samples.labels)
+    cal = FITS[cfg.calibration](logits, samples.labels)
     ece = {"before": expected_calibration_error(sigmoid(logits), samples.labels)["ece"],
            "after": expected_calibration_error(cal.probability(logits), samples.labels)["ece"]}
     return cal, ece

@@ -148,6 +148,9 @@ class HaloConfig(_Strict):
     compile_model: bool = False  # torch.compile the training forward/backward (GPU runs; minutes to compile)
     # evaluation and promotion
     deployment_prevalence: float = Field(1e-3, gt=0, lt=1)
+    # fitted on val and used downstream; the report shows the other one beside it. Temperature scaling
+    # has one parameter and cannot move the decision threshold: the safer fit on a small val split
+    calibration: Literal["platt", "temperature"] = "platt"
     gates: GatesConfig = GatesConfig()
     go_no_go: GoNoGoConfig = GoNoGoConfig()
 
@@ -173,12 +176,12 @@ class HaloConfig(_Strict):
         return _hash(self.model_dump(mode="json"))
 
     def training_hash(self) -> str:
-        """What determines the trained weights: changing a go/no-go threshold or the deployment
-        prevalence re-evaluates a model, it does not retrain it."""
+        """What determines the trained weights: changing a go/no-go threshold, the deployment
+        prevalence or the calibration re-evaluates a model, it does not retrain it."""
         return _hash(self.model_dump(mode="json", exclude=EVALUATION_ONLY_KEYS))
 
 
-EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence"}
+EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration"}
 
 
 def _hash(data: dict) -> str:

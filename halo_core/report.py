@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from halo_core import uris
-from halo_core.calibration import Calibration, expected_calibration_error, fit_temperature, sigmoid
+from halo_core.calibration import FITS, Calibration, expected_calibration_error, sigmoid
 from halo_core.checkpoint import load_model, model_spec
 from halo_core.config import HaloConfig
 from halo_core.diagnostics import (
@@ -206,13 +206,14 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     meta = shards.meta.iloc[samples.rows].reset_index(drop=True)
     pos = labels == 1
 
-    # temperature scaling, the one-parameter alternative, fitted on the same val split as the Platt in use
+    # the calibration not in use, fitted on the same val split, for comparison
+    other = "temperature" if calibration.method == "platt" else "platt"
     val_shards, val_samples = load_split_samples(cfg, dataset_dir, "val")
-    temperature = fit_temperature(predict_logits(model, val_shards, val_samples, cfg.batch_size, device),
-                                  val_samples.labels)
+    alternative = FITS[other](predict_logits(model, val_shards, val_samples, cfg.batch_size, device),
+                              val_samples.labels)
     ece = {"uncalibrated": expected_calibration_error(sigmoid(logits), labels),
            calibration.method: expected_calibration_error(probs, labels),
-           "temperature": expected_calibration_error(temperature.probability(logits), labels)}
+           other: expected_calibration_error(alternative.probability(logits), labels)}
 
     masked_rows = np.flatnonzero(shards.meta["arc_snr"].to_numpy(dtype=float) == 0)
     masked = SampleSet(masked_rows, np.full(len(masked_rows), STAMP, np.int8),
@@ -239,8 +240,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
             **calibration.to_dict(),
             "ece_before": ece["uncalibrated"],
             "ece_after": ece[calibration.method],
-            "temperature_scaling": {"T": 1 / temperature.a, "n_fit": temperature.n_fit,
-                                    "ece_after": ece["temperature"]},
+            "alternative": {**alternative.to_dict(), "ece_after": ece[other]},
         },
         "deployment_prevalence": cfg.deployment_prevalence,
         "arc_snr_zero": arc_snr_zero_behaviour(masked_probs),
@@ -292,6 +292,13 @@ def _bins_table(rows: list[dict], quantity: str) -> str:
             f"<th>AUROC</th><th>n non-lenses</th></tr>{body}</table>")
 
 
+def _scaling(c: dict) -> str:
+    """A calibration's name and parameters: temperature scaling is p = sigmoid(logit / T)."""
+    if c["method"] == "temperature":
+        return f"temperature (T={1 / c['a']:.4f})"
+    return f"{html.escape(c['method'])} (a={c['a']:.4f}, b={c['b']:.4f})"
+
+
 def _shortcut_section(d: dict, png: bytes) -> str:
     focus = d["arc_localised_focus"]
     rows = [(bin_label(b), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
@@ -324,7 +331,7 @@ def render_html(report: dict, plots: dict[str, bytes]) -> str:
         f"<td>{t['n_negatives']} ({t['n_distinct_negatives']} distinct)</td></tr>" for t in m["tpr_at_fpr"]
     )
     cal = report["calibration"]
-    temp = cal["temperature_scaling"]
+    alt = cal["alternative"]
     trend = report["theta_e_completeness_trend"]
     brick = report["per_brick"]
     masked = report["arc_snr_zero"]
@@ -345,10 +352,10 @@ Not measurable where the test split has fewer than 1/FPR distinct negatives (inj
 {_img(plots['roc'], 'ROC curve')} {_img(plots['confusion'], 'confusion matrix')}
 <h2>Calibration (fitted on val, ECE on test, equal-mass bins)</h2>
 <table><tr><th>scaling</th><th>fitted on n (val)</th><th>ECE before</th><th>ECE after</th></tr>
-<tr><td>{html.escape(cal['method'])} (used downstream; a={cal['a']:.4f}, b={cal['b']:.4f})</td><td>{cal['n_fit']}</td>
+<tr><td>{_scaling(cal)} (used downstream)</td><td>{cal['n_fit']}</td>
 <td>{cal['ece_before']['ece']:.4f}</td><td>{cal['ece_after']['ece']:.4f}</td></tr>
-<tr><td>temperature (T={temp['T']:.4f})</td><td>{temp['n_fit']}</td><td>{cal['ece_before']['ece']:.4f}</td>
-<td>{temp['ece_after']['ece']:.4f}</td></tr></table>
+<tr><td>{_scaling(alt)} (config <code>calibration</code> selects it)</td><td>{alt['n_fit']}</td>
+<td>{cal['ece_before']['ece']:.4f}</td><td>{alt['ece_after']['ece']:.4f}</td></tr></table>
 {_img(plots['reliability'], 'reliability diagram')}
 <h2>Completeness and AUROC by theta_E, PSF and arc SNR (threshold 0.5)</h2>
 <p>AUROC: the bin's lenses against all non-lenses (theta_E, arc SNR) or against the non-lenses of the same PSF bin.

@@ -139,7 +139,8 @@ def test_masked_arcs_must_be_scored_as_negatives(tmp_path):
 def _calibration(ece_after: float) -> dict:
     ece = {"ece": ece_after, "n": 400, "bins": []}
     return {"calibration": {"method": "platt", "ece_before": {**ece, "ece": 0.2}, "ece_after": ece,
-                            "temperature_scaling": {"T": 2.0, "n_fit": 100, "ece_after": ece}}}
+                            "alternative": {"method": "temperature", "a": 0.5, "b": 0.0, "n_fit": 100,
+                                            "ece_after": ece}}}
 
 
 def test_calibration_ece_check(tmp_path):

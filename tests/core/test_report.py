@@ -32,8 +32,9 @@ def test_report_json_carries_the_diagnostics_with_counts(evaluated):
         assert sum(b["n"] for b in on_disk[key]) == n_pos, key  # every test lens lands in one bin
     assert on_disk["arc_snr_bins"][-1]["hi"] is None  # the open bin: inf is not JSON
     assert all("precision_at_prevalence" in p for p in on_disk["metrics"]["tpr_at_fpr"])
-    temperature = on_disk["calibration"]["temperature_scaling"]
-    assert temperature["T"] > 0 and temperature["ece_after"]["n"] == on_disk["metrics"]["n"]
+    temperature = on_disk["calibration"]["alternative"]
+    assert temperature["method"] == "temperature" and temperature["b"] == 0.0
+    assert temperature["a"] > 0 and temperature["ece_after"]["n"] == on_disk["metrics"]["n"]
     assert on_disk["calibration"]["method"] == "platt"
 
 
@@ -48,3 +49,14 @@ def test_asinh_rgb_maps_a_stamp_to_a_colour_image():
 def test_bin_labels_name_the_open_bin():
     assert bin_label({"lo": 20.0, "hi": None}) == "20+"
     assert bin_label({"lo": 0.75, "hi": 1.0}) == "0.75-1"
+
+
+def test_temperature_scaling_can_be_the_calibration_in_use(tmp_path, smoke_cfg, filtered_dir, trained):
+    cfg = smoke_cfg.model_copy(update={"calibration": "temperature"})
+    assert cfg.training_hash() == smoke_cfg.training_hash()  # re-evaluates the model, never retrains it
+    calibration, ece = calibrate_on_val(cfg, filtered_dir, trained.model_path)
+    assert calibration.method == "temperature" and calibration.b == 0.0 and ece["after"] >= 0
+    report = evaluate(cfg, filtered_dir, trained.model_path, calibration, str(tmp_path))
+    assert report["calibration"]["method"] == "temperature"
+    assert report["calibration"]["alternative"]["method"] == "platt"
+    assert "temperature (T=" in (tmp_path / REPORT_HTML).read_text()
