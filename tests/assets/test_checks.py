@@ -147,6 +147,7 @@ def test_calibration_ece_check(tmp_path):
     assert calibration_ece(halo=_with_report(tmp_path / "a", _calibration(0.03))).passed
     failed = calibration_ece(halo=_with_report(tmp_path / "b", _calibration(0.08)))
     assert not failed.passed and failed.metadata["n_test"].value == 400
+    assert failed.metadata["other_calibration"].value == "temperature"  # shown beside the one in use
 
 
 def test_config_review_checks_warn_on_gen5_prime_and_pass_once_fixed(tmp_path):
