@@ -27,8 +27,6 @@ def synthetic_dataset(root: Path, n_lrg_train: int, preset: str = "demo") -> tup
     """(paired dir, filtered dir, filter seconds) for a dataset of ~4*n_lrg_train train pairs."""
     cfg = load_preset(preset, {"simulation": {"n_lrg": {"train": n_lrg_train, "val": 20, "test": 20}}})
     paired, filtered = root / "paired", root / "filtered"
-    sim = cfg.simulation
-    simulate_dataset(paired, n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
-                     lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+    simulate_dataset(paired, **cfg.simulation.model_dump())
     report = build_filtered_dataset(cfg, str(paired), str(filtered))
     return str(paired), str(filtered), report.seconds

@@ -9,7 +9,9 @@ import sys
 
 import dagster as dg
 
-from halo_assets.metadata import dataset_metadata, gates_metadata, report_metadata, table, training_metadata
+from halo_assets.metadata import (
+    KEY_PLOTS, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
+)
 from halo_assets.resources import HaloSettings
 from halo_core import uris
 from halo_core.calibration import Calibration, calibrate_on_val
@@ -55,10 +57,8 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
             "uri": dg.MetadataValue.path(cfg.train_path),
             "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
         })
-    sim = cfg.simulation
     with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
-        report = simulate_dataset(out, n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
-                                  lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+        report = simulate_dataset(out, **cfg.simulation.model_dump())
         uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
     return dg.MaterializeResult(metadata={
@@ -142,7 +142,7 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     cfg = halo.config()
     out = halo.uri("evaluation_report")
     report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_calibration(halo), out)
-    plots = {name: uris.read_bytes(uris.join(out, path)) for name, path in report["plots"].items()}
+    plots = {name: uris.read_bytes(uris.join(out, report["plots"][name])) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML), plots))
 
 

@@ -10,11 +10,12 @@ import numpy as np
 from halo_assets.assets import (
     GATES_FILE, evaluation_report, filtered_dataset, model_path, paired_stamps, shortcut_gates, source_uri, trained_model,
 )
-from halo_assets.metadata import number, table
+from halo_assets.metadata import number, other_calibration, table
 from halo_assets.resources import HaloSettings
 from halo_core import uris
-from halo_core.checkpoint import load_checkpoint
+from halo_core.checkpoint import load_sidecar
 from halo_core.errors import ContractError
+from halo_core.gates import GATES
 from halo_core.monitors import monitor_report, promoted_record
 from halo_core.reader import SPLITS, check_schema, split_files
 from halo_core.report import REPORT_JSON
@@ -130,7 +131,7 @@ def _training_monitor(name: str, description: str):
 
     @dg.asset_check(asset=trained_model, name=name, description=description)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
-        _, sidecar = load_checkpoint(model_path(halo))
+        sidecar = load_sidecar(model_path(halo))
         result = monitor_report(sidecar["history"], halo.config(), sidecar["best_epoch"])[name]
         return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
                                    metadata={k: v for k, v in result.items() if k != "passed"})
@@ -143,7 +144,7 @@ def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
     """Neither class is classified 100 % right on val: a perfect class means the model found something
     easier than arcs (the plan's reviewer question Q8). Read from the promoted epoch's training record,
     which scored val with exactly these weights."""
-    _, sidecar = load_checkpoint(model_path(halo))
+    sidecar = load_sidecar(model_path(halo))
     result = promoted_record(sidecar["history"], sidecar["best_epoch"])["val_per_class_accuracy"]
     return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
         "per_class": table([{"class": c, **result[c]} for c in ("non_lens", "lens")]),
@@ -218,14 +219,14 @@ def _gate_check(gate: str):
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         result = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))[gate]
         return dg.AssetCheckResult(passed=result["passed"], metadata={
-            "auc": "n/a" if result["auc"] is None else result["auc"], "threshold": result["threshold"],
+            "auc": number(result["auc"]), "threshold": result["threshold"],
             "n": result["n"], "strata": table(result["strata"]),
         })
 
     return check
 
 
-GATE_CHECKS = [_gate_check(g) for g in ("core", "radial", "metadata")]
+GATE_CHECKS = [_gate_check(g) for g in GATES]
 
 
 def _report(halo: HaloSettings) -> dict:
@@ -336,9 +337,7 @@ def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=cal["ece_after"]["ece"] <= limit, metadata={
         "ece_after": cal["ece_after"]["ece"], "threshold": limit, "n_test": cal["ece_after"]["n"],
         "method": cal["method"], "ece_before": cal["ece_before"]["ece"],
-        # stable keys, so the UI plots them across runs whichever calibration is in use
-        "other_calibration": dg.MetadataValue.text(cal["alternative"]["method"]),
-        "ece_after_other_calibration": number(cal["alternative"]["ece_after"]["ece"]),
+        **other_calibration(cal),
     })
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from halo_assets.definitions import defs
-from halo_assets.resources import DEFAULT_ROOT
+from halo_assets.resources import DEFAULT_ROOT, HaloSettings
 from halo_core import uris
 from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     for step in failed_steps:
         print(f"  ERROR in step {step}: see the log above or `make ui`, run {result.run_id}")
     print(f"\nverdict: {'GO' if go else 'NO-GO'}")
-    print(f"report:  {uris.join(args.root, args.preset, 'evaluation_report', REPORT_HTML)}")
+    report_dir = HaloSettings(preset=args.preset, root_uri=args.root).uri("evaluation_report")
+    print(f"report:  {uris.join(report_dir, REPORT_HTML)}")
     return 1 if failed_steps else 0
 
 

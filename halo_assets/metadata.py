@@ -22,6 +22,13 @@ def number(value) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(value)) if isinstance(value, float) else dg.MetadataValue.int(int(value))
 
 
+def other_calibration(cal: dict) -> dict:
+    """The calibration not in use and its test ECE, under stable keys so the UI plots them across runs
+    whichever calibration is in use."""
+    return {"other_calibration": dg.MetadataValue.text(cal["alternative"]["method"]),
+            "ece_after_other_calibration": number(cal["alternative"]["ece_after"]["ece"])}
+
+
 def dataset_metadata(report) -> dict:
     splits = report.splits
     return {
@@ -78,9 +85,7 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> di
         "ece_before_calibration": number(cal["ece_before"]["ece"]),
         "ece_after_calibration": number(cal["ece_after"]["ece"]),
         "calibration": dg.MetadataValue.text(cal["method"]),
-        # stable keys, so the UI plots them across runs whichever calibration is in use
-        "other_calibration": dg.MetadataValue.text(cal["alternative"]["method"]),
-        "ece_after_other_calibration": number(cal["alternative"]["ece_after"]["ece"]),
+        **other_calibration(cal),
         "theta_e_bins": _bins(report["theta_e_bins"]),
         "psf_fwhm_bins": _bins(report["psf_fwhm_bins"]),
         "arc_snr_bins": _bins(report["arc_snr_bins"]),

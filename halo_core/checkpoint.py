@@ -44,16 +44,28 @@ def save_checkpoint(path: str, state: dict, sidecar: dict) -> None:
     uris.atomic_write_bytes(path, buf.getvalue())
 
 
+def _unusable(path: str, err: Exception) -> CheckpointError:
+    if isinstance(err, FileNotFoundError):
+        return CheckpointError(f"{path}: not found ({err})")
+    # truncated zip, bad JSON, unpickling refused: all mean "unusable"
+    return CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})")
+
+
+def load_sidecar(path: str) -> dict:
+    """The JSON sidecar of checkpoint ``path`` alone: history and provenance without reading the weights."""
+    try:
+        return uris.read_json(sidecar_path(path))
+    except Exception as err:
+        raise _unusable(path, err) from err
+
+
 def load_checkpoint(path: str, map_location="cpu") -> tuple[dict, dict]:
     """(state, sidecar); CheckpointError when either is missing, truncated or not a checkpoint."""
     try:
         state = torch.load(io.BytesIO(uris.read_bytes(path)), map_location=map_location, weights_only=True)
-        sidecar = uris.read_json(sidecar_path(path))
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: not found ({err})") from err
-    except Exception as err:  # truncated zip, bad JSON, unpickling refused: all mean "unusable"
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from err
-    return state, sidecar
+    except Exception as err:
+        raise _unusable(path, err) from err
+    return state, load_sidecar(path)
 
 
 def load_model(path: str, map_location="cpu") -> tuple[torch.nn.Module, dict]:

@@ -38,9 +38,7 @@ def cmd_config(cfg, args) -> None:
 def cmd_simulate(cfg, args) -> None:
     from halo_core.simulate import simulate_dataset
 
-    sim = cfg.simulation
-    report = simulate_dataset(args.out, n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
-                              lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+    report = simulate_dataset(args.out, **cfg.simulation.model_dump())
     print(json.dumps(report.to_dict(), indent=1, default=str))
 
 

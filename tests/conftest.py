@@ -18,9 +18,7 @@ def smoke_cfg():
 @pytest.fixture(scope="session")
 def paired_dir(tmp_path_factory, smoke_cfg):
     out = tmp_path_factory.mktemp("paired")
-    sim = smoke_cfg.simulation
-    simulate_dataset(out, n_lrg=sim.n_lrg, injections_per_lrg=sim.injections_per_lrg,
-                     lrgs_per_brick=sim.lrgs_per_brick, seed=sim.seed)
+    simulate_dataset(out, **smoke_cfg.simulation.model_dump())
     return str(out)
 
 
