@@ -99,3 +99,16 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, *, prevalence
             "fp": int((called & (labels == 0)).sum()), "tn": int((~called & (labels == 0)).sum()),
         },
     }
+
+
+def per_class_accuracy(labels: np.ndarray, logits: np.ndarray) -> dict:
+    """Accuracy of each class at logit 0 (p = 0.5); a class at 100 % on val means the model separates
+    it perfectly, which for this task signals a shortcut rather than a lens finder."""
+    labels = np.asarray(labels).astype(int)
+    called = np.asarray(logits) >= 0
+    out = {}
+    for name, cls in (("non_lens", 0), ("lens", 1)):
+        sel = labels == cls
+        out[name] = {"n": int(sel.sum()), "accuracy": float((called[sel] == cls).mean()) if sel.any() else None}
+    out["passed"] = all(v["accuracy"] is not None and v["accuracy"] < 1.0 for v in out.values())
+    return out

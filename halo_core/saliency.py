@@ -37,12 +37,14 @@ def core_mask(size: int = STAMP_SIZE) -> np.ndarray:
     return (pixel_radius(size) < CORE_RADIUS_PX).reshape(size, size)
 
 
-def gradient_x_input(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """(N, C, H, W) inputs -> (N, H, W) |d logit / d x * x| summed over channels."""
+def gradient_x_input(model: nn.Module, x: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C, H, W) inputs -> (N, H, W) |d logit / d x * x| summed over channels, and the (N,) logits
+    of the same forward pass."""
     model.eval()
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device).requires_grad_(True)
-    (grad,) = torch.autograd.grad(model(t).sum(), t)  # logits are per sample: the sum's gradient is each one's
-    return (grad * t).abs().sum(1).detach().cpu().numpy()
+    logits = model(t).squeeze(1)
+    (grad,) = torch.autograd.grad(logits.sum(), t)  # logits are per sample: the sum's gradient is each one's
+    return (grad * t).abs().sum(1).detach().cpu().numpy(), logits.detach().float().cpu().numpy()
 
 
 def occlude(x: np.ndarray, control: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -80,25 +82,27 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
         sl = slice(lo, lo + batch_size)
         s, c = np.asarray(stamps[sl], np.float32), np.asarray(controls[sl], np.float32)
         x = np.concatenate([s, c], axis=1) if with_control else s
-        maps[sl] = gradient_x_input(model, x, device)
+        maps[sl], logits = gradient_x_input(model, x, device)
+        scores["unoccluded"][sl] = probability(logits)
         arcs[sl] = arc_masks(s, c)
         with torch.no_grad():
-            for key, xi in (("unoccluded", x), ("arc_occluded", occlude(x, c, ~core)),
-                            ("core_occluded", occlude(x, c, core))):
+            for key, xi in (("arc_occluded", occlude(x, c, ~core)), ("core_occluded", occlude(x, c, core))):
                 logits = model(torch.from_numpy(xi).to(device)).squeeze(1).float().cpu().numpy()
                 scores[key][sl] = probability(logits)
     arc_share, core_share = mask_fraction(maps, arcs), mask_fraction(maps, core)
 
     def summary(idx: np.ndarray) -> dict:
-        base = float(scores["unoccluded"][idx].mean()) if len(idx) else None
-        drop = {k: (base - float(scores[k][idx].mean())) if len(idx) else None
-                for k in ("arc_occluded", "core_occluded")}
+        keys = ("saliency_arc_fraction", "saliency_core_fraction", "arc_area_fraction", "mean_score",
+                "arc_occlusion_drop", "core_occlusion_drop")
+        if not len(idx):
+            return {"n": 0, **dict.fromkeys(keys)}
+        base = float(scores["unoccluded"][idx].mean())
         return {"n": int(len(idx)),
-                "saliency_arc_fraction": float(np.nanmean(arc_share[idx])) if len(idx) else None,
-                "saliency_core_fraction": float(np.nanmean(core_share[idx])) if len(idx) else None,
-                "arc_area_fraction": float(arcs[idx].mean()) if len(idx) else None,  # a flat map's share
-                "mean_score": base, "arc_occlusion_drop": drop["arc_occluded"],
-                "core_occlusion_drop": drop["core_occluded"]}
+                "saliency_arc_fraction": float(np.nanmean(arc_share[idx])),
+                "saliency_core_fraction": float(np.nanmean(core_share[idx])),
+                "arc_area_fraction": float(arcs[idx].mean()),  # a flat map's share
+                "mean_score": base, "arc_occlusion_drop": base - float(scores["arc_occluded"][idx].mean()),
+                "core_occlusion_drop": base - float(scores["core_occluded"][idx].mean())}
 
     theta = np.asarray(theta_e_arcsec, float)
     bins, figure = [], {"edges": [], "mean_maps": [], "mean_arcs": []}
@@ -117,16 +121,3 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
                   "min_arc_occlusion_drop": min_arc_drop, "max_core_to_arc_drop": max_core_to_arc_drop,
                   "passed": bool(n) and arc_drop >= min_arc_drop and core_drop <= max_core_to_arc_drop * arc_drop}}
     return result, figure
-
-
-def per_class_accuracy(labels: np.ndarray, logits: np.ndarray) -> dict:
-    """Accuracy of each class at logit 0 (p = 0.5); a class at 100 % on val means the model separates
-    it perfectly, which for this task signals a shortcut rather than a lens finder."""
-    labels = np.asarray(labels).astype(int)
-    called = np.asarray(logits) >= 0
-    out = {}
-    for name, cls in (("non_lens", 0), ("lens", 1)):
-        sel = labels == cls
-        out[name] = {"n": int(sel.sum()), "accuracy": float((called[sel] == cls).mean()) if sel.any() else None}
-    out["passed"] = all(v["accuracy"] is not None and v["accuracy"] < 1.0 for v in out.values())
-    return out

@@ -36,10 +36,10 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-            for i, (blob, task_id) in enumerate(zip(table["stamp_npz"].to_pylist(), table["task_id"].to_pylist())):
+            columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
+            for blob, task_id, ra, dec, brickname in zip(*columns):
                 stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz", keys=input_keys))
-                rows.append({"id": task_id, "source": path, "ra": table["ra"][i].as_py(),
-                             "dec": table["dec"][i].as_py(), "brickname": table["brickname"][i].as_py()})
+                rows.append({"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname})
         else:
             raise StampDecodeError(f"{path}: expected a .npz cutout or a .parquet paired file", "unknown_format")
     return np.stack(stamps), pd.DataFrame(rows)

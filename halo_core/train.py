@@ -28,10 +28,9 @@ from halo_core.config import HaloConfig
 from halo_core.errors import CheckpointError, ContractError, TrainingError
 from halo_core.augment import apply_d4
 from halo_core.loader import BatchStream, make_loader
-from halo_core.metrics import auroc
+from halo_core.metrics import auroc, per_class_accuracy
 from halo_core.model import build_model, pick_device
 from halo_core.preprocess import PreprocessSpec
-from halo_core.saliency import per_class_accuracy
 from halo_core.samples import SampleSet, build_samples
 from halo_core.shards import MANIFEST_FILE, SplitShards, dataset_spec, open_split, read_manifest
 from halo_core.tracking import Tracker

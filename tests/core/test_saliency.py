@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from halo_core.preprocess import pixel_radius
-from halo_core.saliency import arc_masks, core_mask, mask_fraction, occlude, per_class_accuracy, shortcut_diagnostics
+from halo_core.metrics import per_class_accuracy
+from halo_core.saliency import arc_masks, core_mask, mask_fraction, occlude, shortcut_diagnostics
 from halo_core.stamps import PIXEL_SCALE_ARCSEC
 
 SIZE = 32
