@@ -13,27 +13,17 @@ import time
 import torch
 
 from benchmarks.common import machine
-from halo_core.model import build_model
+from halo_core.model import bare_training_step
 
 
 def step_rate(batch: int, bf16: bool, channels_last: bool, compiled: bool, steps: int = 50) -> float:
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model("resnet18", 3).cuda().to(memory_format=fmt)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    step_model = torch.compile(model) if compiled else model
-    x = torch.randn(batch, 3, 64, 64, device="cuda").contiguous(memory_format=fmt)
-    y = (torch.rand(batch, device="cuda") > 0.5).float()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    step = bare_training_step("resnet18", 3, batch, torch.device("cuda"), channels_last=channels_last, bf16=bf16,
+                              compiled=compiled)
     for i in range(steps + 10):
         if i == 10:  # warm-up: cuDNN autotuning and, when compiled, the compilation itself
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(step_model(x).squeeze(1).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step()
     torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - t0)
 

@@ -20,27 +20,17 @@ import torch
 
 from benchmarks.common import machine, synthetic_dataset
 from halo_core.config import load_preset
-from halo_core.model import build_model, pick_device
+from halo_core.model import bare_training_step, pick_device
 from halo_core.train import fit, load_split_samples
 
 
 def bare_loop(cfg, steps: int, device: torch.device, channels_last: bool = True) -> float:
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(cfg.model_name, cfg.input_channels).to(device, memory_format=fmt)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    x = torch.randn(cfg.batch_size, cfg.input_channels, 64, 64, device=device).contiguous(memory_format=fmt)
-    y = (torch.rand(cfg.batch_size, device=device) > 0.5).float()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    for step in range(steps + 2):
-        if step == 2:  # two warm-up steps (allocator, oneDNN/cuDNN kernel choice)
+    step = bare_training_step(cfg.model_name, cfg.input_channels, cfg.batch_size, device, channels_last=channels_last,
+                              learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    for i in range(steps + 2):
+        if i == 2:  # two warm-up steps (allocator, oneDNN/cuDNN kernel choice)
             t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x).squeeze(1)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * cfg.batch_size / (time.perf_counter() - t0)

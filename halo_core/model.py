@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
 from halo_core.errors import ConfigError
+from halo_core.stamps import STAMP_SIZE
 
 MODELS = {"resnet18": resnet18}
 
@@ -29,3 +32,30 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
+
+
+def bare_training_step(model_name: str, input_channels: int, batch: int, device: torch.device, *,
+                       channels_last: bool = True, bf16: bool | None = None, compiled: bool = False,
+                       learning_rate: float = 1e-3, weight_decay: float = 1e-4) -> Callable[[], None]:
+    """One forward/backward/AdamW step of a fresh model on a fixed random batch, as a closure: the
+    trainer's step without data, metrics or checkpoints, which timings compare against. bf16 autocast
+    is on for CUDA unless ``bf16`` says otherwise, as in the trainer."""
+    gen = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(model_name, input_channels).to(device, memory_format=fmt)
+    x = torch.randn(batch, input_channels, STAMP_SIZE, STAMP_SIZE, generator=gen).to(device).contiguous(
+        memory_format=fmt)
+    y = (torch.rand(batch, generator=gen) < 0.5).float().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    forward = torch.compile(model) if compiled else model
+    autocast = device.type == "cuda" if bf16 is None else bf16
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = forward(x).squeeze(1)
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(logits.float(), y).backward()
+        optimizer.step()
+
+    return step

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from halo_core.config import HaloConfig
-from halo_core.model import build_model, pick_device
+from halo_core.model import bare_training_step, pick_device
 from halo_core.monitors import expected_lr
-from halo_core.stamps import STAMP_SIZE
 
 INFO, WARN, ERROR = "info", "warn", "error"
 # the last epoch's LR counts as annealed below this share of the way from eta_min back up to the peak
@@ -189,22 +188,8 @@ def measure_step_seconds(cfg: HaloConfig, steps: int = WARMUP_STEPS) -> dict:
     fastest of ``steps`` timed steps after one untimed warm-up step, on random stamps."""
     device = pick_device(cfg.device)
     batch = cfg.batch_size if device.type == "cuda" else min(cfg.batch_size, CPU_WARMUP_BATCH)
-    gen = torch.Generator().manual_seed(0)
-    model = build_model(cfg.model_name, cfg.input_channels).to(device)
-    x = torch.randn(batch, cfg.input_channels, STAMP_SIZE, STAMP_SIZE, generator=gen).to(device)
-    if cfg.channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(batch, generator=gen) < 0.5).float().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x).squeeze(1)
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(logits.float(), y).backward()
-        optimizer.step()
-
+    step = bare_training_step(cfg.model_name, cfg.input_channels, batch, device, channels_last=cfg.channels_last,
+                              learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     step()  # first call: allocator, cuDNN autotune, lazy init
     times = []
     for _ in range(steps):
