@@ -93,6 +93,9 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> di
     cal = report["calibration"]
     return {
         "report_html": dg.MetadataValue.path(html_path),
+        "model_sha256": dg.MetadataValue.text(report["model_sha256"]),
+        "trained_on_data": dg.MetadataValue.text(report["model_data_fingerprint"]),
+        "evaluated_on_data": dg.MetadataValue.text(report["data_fingerprint"]),
         "n_test": dg.MetadataValue.int(m["n"]),
         "auroc": number(m["auroc"]),
         "auprc": number(m["auprc"]),

@@ -14,6 +14,8 @@ from halo_core.registry import add_version, production, versions
 from tests.factories import LENIENT_GO_NO_GO
 
 GO = [*LENIENT_GO_NO_GO, "log_to_wandb=true"]
+# the model's part of the graph: the data and the gates of the GO run stay as they are
+FROM_TRAINING = ["trained_model", "calibrated_model", "evaluation_report", "promoted_model"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_no_go_is_refused_in_run_and_when_promoted_model_is_selected_alone(go_ru
     _, root, registry = go_run
     before = production(str(registry)), len(versions(str(registry)))
     strict = [*LENIENT_GO_NO_GO, "go_no_go.min_test_auroc=1.01"]  # out of reach
-    in_run = run_retrain("smoke", strict, str(root), instance)
+    in_run = run_retrain("smoke", strict, str(root), instance, assets=FROM_TRAINING)
     assert _metadata(in_run, "trained_model")["reused"]  # same config and data: the finished run
     assert "evaluation_report" in _materialized(in_run) and "promoted_model" not in _materialized(in_run)
     alone = run_retrain("smoke", strict, str(root), instance, assets=["promoted_model"])
@@ -98,11 +100,12 @@ def test_worse_challenger_is_kept_out_of_production_then_rollback(go_run, instan
     _, root, registry = go_run
     champion = production(str(registry))
     # barely moved from its random init: a challenger clearly worse than production
-    worse = run_retrain("smoke", [*LENIENT_GO_NO_GO, "learning_rate=1e-9", "epochs=1"], str(root), instance)
+    worse = run_retrain("smoke", [*LENIENT_GO_NO_GO, "learning_rate=1e-9", "epochs=1"], str(root), instance,
+                        assets=FROM_TRAINING)
     meta = _metadata(worse, "promoted_model")
     check = next(e for e in worse.get_asset_check_evaluations() if e.check_name == "not_worse_than_production")
     assert not meta["promoted"] and not check.passed and production(str(registry)) == champion
-    assert meta["challenger_auroc"] < meta["production_auroc"]
+    assert meta["challenger_auroc"] < meta["production_auroc"], meta["comparison"]
     assert {"production_auroc", "challenger_auroc"} <= set(check.metadata)
     challenger = meta["version"]
     assert [c["version"] for c in versions(str(registry))] == [champion, challenger]

@@ -14,7 +14,7 @@ TRAINING = ["paired_stamps", "filtered_dataset", "trained_model"]
 
 def _simulate(raw, seed: int):
     """Rewrites the dataset in place, as a new data drop under the same train_path would."""
-    write_split_dirs(raw, {split: make_paired_table(12, seed=seed + i, bricks=(f"{i}000p010",), id_prefix=split[0])
+    write_split_dirs(raw, {split: make_paired_table(12, seed=seed + i, bricks=(f"{i + 1}000p010",), id_prefix="abc"[i])
                            for i, split in enumerate(("train", "val", "test"))})
 
 
