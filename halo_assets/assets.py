@@ -10,22 +10,27 @@ import sys
 import dagster as dg
 
 from halo_assets.metadata import (
-    KEY_PLOTS, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
+    KEY_PLOTS, comparison_metadata, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
 )
 from halo_assets.resources import HaloSettings
 from halo_core import uris
 from halo_core.calibration import Calibration, calibrate_on_val
-from halo_core.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.checkpoint import file_sha256, load_sidecar
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
+from halo_core.promotion import compare, require_go, score_test_split
 from halo_core.reader import SPLITS, split_files
+from halo_core.registry import add_version, find_version, production, set_production, version_model
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.shards import data_fingerprint
 from halo_core.simulate import simulate_dataset
-from halo_core.train import FINAL, fit, training_result
+from halo_core.tracking import log_model_artifact
+from halo_core.train import FINAL, fit, run_key, training_result
 
 CALIBRATION_FILE = "calibration.json"
 SIMULATION_FILE = "simulation.json"
 GATES_FILE = "gates.json"
+CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
 # time on a shared box) plus the pod spec the k8s executor applies (DESIGN §2).
@@ -85,38 +90,61 @@ def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     profile, metadata. Its checks gate promotion, not training: a shortcut-prone model is still
     trained and evaluated, so the report shows what the shortcut buys."""
     gates = measure_shortcut_gates(halo.config(), halo.uri("filtered_dataset"))
-    uris.atomic_write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {g: r.to_dict() for g, r in gates.items()})
+    uris.atomic_write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
+        **{g: r.to_dict() for g, r in gates.items()}, "data_fingerprint": data_fingerprint(halo.uri("filtered_dataset"))})
     return dg.MaterializeResult(metadata=gates_metadata(gates))
 
 
+def registry_uri(halo: HaloSettings) -> str:
+    """The profile's model versions and its `production` pointer."""
+    return halo.uri("promoted_model")
+
+
+def warm_start_model(halo: HaloSettings) -> str | None:
+    """The production model's weights when `warm_start` is on and a production model exists."""
+    return version_model(registry_uri(halo), production(registry_uri(halo))) if (
+        halo.config().warm_start and production(registry_uri(halo))) else None
+
+
 def training_dir(halo: HaloSettings) -> str:
-    """Checkpoints of one configuration: a rerun of the same config resumes from its last.pt, a
-    changed config starts its own run instead of colliding with the old checkpoints."""
+    """The run folder of (training hash, data fingerprint) under `checkpoint_dir` or the asset's
+    folder (DESIGN §9): the same key resumes or reuses its run, new data or a new config trains anew."""
     cfg = halo.config()
-    return cfg.checkpoint_dir or uris.join(halo.uri("trained_model"), cfg.training_hash())
+    root = cfg.checkpoint_dir or halo.uri("trained_model")
+    return uris.join(root, run_key(cfg, halo.uri("filtered_dataset"), warm_start_model(halo)))
 
 
 @dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
-    """ResNet18 trained by the halo_core trainer on the filtered shards; resumes from last.pt if a
-    previous attempt was interrupted."""
+    """ResNet18 trained by the halo_core trainer on the filtered shards, in the run folder of its
+    (training hash, data fingerprint): an interrupted run resumes from last.pt, a finished one is reused."""
     cfg = halo.config()
-    out = training_dir(halo)
+    out, warm = training_dir(halo), warm_start_model(halo)
     if cfg.nproc_per_node > 1:
         # DDP needs one process per device: run the same trainer under torchrun, same preset and overrides
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
                "-m", "halo_core.train", "--preset", halo.preset, "--data", halo.uri("filtered_dataset"), "--out", out,
-               *[arg for item in halo.overrides for arg in ("--set", item)]]
+               *[arg for item in halo.overrides for arg in ("--set", item)],
+               *(["--warm-start-from", warm] if warm else [])]
         context.log.info("launching %s", " ".join(cmd))
         subprocess.run(cmd, check=True)
         result = training_result(out)
     else:
-        result = fit(cfg, halo.uri("filtered_dataset"), out)
-    return dg.MaterializeResult(metadata={**training_metadata(result), "config_hash": cfg.config_hash()})
+        result = fit(cfg, halo.uri("filtered_dataset"), out, warm_start_from=warm)
+    uris.atomic_write_json(uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE), {"run_dir": out})
+    sidecar = load_sidecar(result.model_path)
+    return dg.MaterializeResult(metadata={
+        **training_metadata(result), "config_hash": cfg.config_hash(), "training_hash": sidecar["training_hash"],
+        "data_fingerprint": sidecar["data_fingerprint"], "warm_start_from": sidecar.get("warm_start_from") or "none"})
 
 
 def model_path(halo: HaloSettings) -> str:
-    return uris.join(training_dir(halo), FINAL)
+    """model.pt of the run trained_model last materialized (downstream assets follow that asset, not a
+    folder recomputed from today's config)."""
+    current = uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE)
+    if not uris.exists(current):
+        raise dg.Failure(f"{current}: no trained model yet; materialize trained_model first")
+    return uris.join(uris.read_json(current)["run_dir"], FINAL)
 
 
 @dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"})
@@ -146,16 +174,62 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML), plots))
 
 
-@dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"})
-def promoted_model(halo: HaloSettings) -> dg.MaterializeResult:
-    """The deployable model: written only when every blocking check on the report and the shortcut
-    gates passed."""
-    out = halo.uri("promoted_model")
-    state, sidecar = load_checkpoint(model_path(halo))
-    report = uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
-    card = {**sidecar, "calibration": load_calibration(halo).to_dict(), "test_metrics": report["metrics"]}
-    save_checkpoint(uris.join(out, FINAL), state, card)
-    return dg.MaterializeResult(metadata={
-        "model_path": dg.MetadataValue.path(uris.join(out, FINAL)),
+CHALLENGER_CHECK = "not_worse_than_production"
+
+
+@dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"},
+          check_specs=[dg.AssetCheckSpec(CHALLENGER_CHECK, asset="promoted_model", description=(
+              "Champion / challenger: the new model is not worse than production on the newest test split "
+              "(AUROC, TPR at FPR 1e-2) by more than max(challenger.min_tolerance, the bootstrap CI half-width)."))])
+def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
+    """A new version of the deployable model + its card. Recomputes GO/NO-GO itself from the stored
+    report and gates (a run that selects this asset alone cannot skip them), then moves `production`
+    to it unless the current production model scores better on the same test split."""
+    cfg = halo.config()
+    registry, data, model = registry_uri(halo), halo.uri("filtered_dataset"), model_path(halo)
+    sidecar = load_sidecar(model)
+    identity = {"sha256": file_sha256(model), "training_hash": sidecar["training_hash"],
+                "data_fingerprint": sidecar["data_fingerprint"]}
+    report_path, gates_path = uris.join(halo.uri("evaluation_report"), REPORT_JSON), uris.join(halo.uri("shortcut_gates"), GATES_FILE)
+    report = uris.read_json(report_path) if uris.exists(report_path) else None
+    gates = uris.read_json(gates_path) if uris.exists(gates_path) else None
+    verdict = require_go(cfg, report, gates, identity)
+
+    champion = production(registry)
+    champion_model = version_model(registry, champion) if champion else None
+    if champion_model is None:
+        comparison = {"skipped": "first promotion: no production model to compare with", "promote": True}
+    elif file_sha256(champion_model) == identity["sha256"]:
+        comparison = {"skipped": f"this model is production already ({champion})", "promote": True}
+    else:
+        labels, challenger_logits, n_distinct = score_test_split(cfg, data, model)
+        _, champion_logits, _ = score_test_split(cfg, data, champion_model)
+        comparison = compare(labels, champion_logits, challenger_logits, n_distinct, cfg.challenger)
+    comparison.update(production_version=champion, test_data_fingerprint=report["data_fingerprint"])
+
+    version = find_version(registry, identity["sha256"]) or add_version(registry, model, {
+        "calibration": load_calibration(halo).to_dict(), "test_metrics": report["metrics"],
+        "evaluated_on": report["data_fingerprint"], "go_no_go": verdict.to_dict(), "champion_challenger": comparison,
+        "dagster_run_id": context.run.run_id})
+    promoted = comparison["promote"]
+    if promoted and champion != version:
+        set_production(registry, version, reason=f"dagster run {context.run.run_id}")
+    context.log.info("version %s %s", version, "is production" if promoted else
+                     f"is not promoted: worse than production {champion} on the same test split")
+    card_model = version_model(registry, version)
+    metadata = {
+        "version": dg.MetadataValue.text(version), "production": dg.MetadataValue.text(production(registry)),
+        "promoted": dg.MetadataValue.bool(promoted), "model_path": dg.MetadataValue.path(card_model),
+        "model_sha256": identity["sha256"], "training_hash": identity["training_hash"],
+        "trained_on_data": identity["data_fingerprint"], "evaluated_on_data": report["data_fingerprint"],
+        **comparison_metadata(comparison),
         "model_card": dg.MetadataValue.md(f"```json\n{json.dumps(report['metrics'], indent=1)}\n```"),
-    })
+    }
+    if cfg.log_to_wandb:
+        metadata["wandb_run"] = dg.MetadataValue.text(log_model_artifact(
+            cfg, card_model, card_model.removesuffix(".pt") + ".json", f"halo-{halo.profile}",
+            [version, *(["production"] if promoted else [])],
+            {"training_hash": identity["training_hash"], "data_fingerprint": identity["data_fingerprint"],
+             "test_auroc": report["metrics"]["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
+    check = dg.AssetCheckResult(check_name=CHALLENGER_CHECK, passed=promoted, metadata=comparison_metadata(comparison))
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])

@@ -17,6 +17,7 @@ from halo_core.checkpoint import load_sidecar
 from halo_core.errors import ContractError
 from halo_core.gates import GATES
 from halo_core.monitors import monitor_report, promoted_record
+from halo_core.promotion import REPORT_CRITERIA, Criterion, gate_criteria
 from halo_core.reader import SPLITS, check_schema, split_files
 from halo_core.report import REPORT_JSON
 from halo_core.review import INFO, RULES, Finding, measure_step_seconds, training_budget
@@ -217,8 +218,9 @@ def _gate_check(gate: str):
     @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc", blocking=True,
                     description=f"The {gate} shortcut gate's cross-validated AUC is at most `gates.max_auc`.")
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
-        result = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))[gate]
-        return dg.AssetCheckResult(passed=result["passed"], metadata={
+        gates = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
+        result = gates[gate]
+        return dg.AssetCheckResult(passed=gate_criteria(gates)[f"shortcut_{gate}_auc"].passed, metadata={
             "auc": number(result["auc"]), "threshold": result["threshold"],
             "n": result["n"], "strata": table(result["strata"]),
         })
@@ -233,33 +235,38 @@ def _report(halo: HaloSettings) -> dict:
     return uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
 
 
-def _at_least(name: str, value, threshold: float, n: int) -> dg.AssetCheckResult:
-    passed = value is not None and value >= threshold
-    return dg.AssetCheckResult(passed=passed, metadata={
-        name: "n/a" if value is None else float(value), "threshold": threshold, "n_test": n,
+def _criterion(halo: HaloSettings, report: dict, name: str) -> Criterion:
+    """The verdict's own judgement of criterion ``name`` (halo_core.promotion, which promoted_model reuses)."""
+    return REPORT_CRITERIA[name](halo.config(), report)
+
+
+def _at_least(halo: HaloSettings, name: str, metric: str, threshold: float) -> dg.AssetCheckResult:
+    report = _report(halo)
+    value = report["metrics"][metric]
+    return dg.AssetCheckResult(passed=_criterion(halo, report, name).passed, metadata={
+        metric: "n/a" if value is None else float(value), "threshold": threshold, "n_test": report["metrics"]["n"],
     })
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def test_auroc(halo: HaloSettings) -> dg.AssetCheckResult:
     """Held-out test AUROC at or above `go_no_go.min_test_auroc`."""
-    m = _report(halo)["metrics"]
-    return _at_least("auroc", m["auroc"], halo.config().go_no_go.min_test_auroc, m["n"])
+    return _at_least(halo, "test_auroc", "auroc", halo.config().go_no_go.min_test_auroc)
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def precision_at_recall_0_90(halo: HaloSettings) -> dg.AssetCheckResult:
     """Precision at 90 % recall on test at or above `go_no_go.min_precision_at_recall_0_90` (the plan's target)."""
-    m = _report(halo)["metrics"]
-    return _at_least("precision_at_recall_0_90", m["precision_at_recall_0_90"],
-                     halo.config().go_no_go.min_precision_at_recall_0_90, m["n"])
+    return _at_least(halo, "precision_at_recall_0_90", "precision_at_recall_0_90",
+                     halo.config().go_no_go.min_precision_at_recall_0_90)
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
     """At the promoted (best) epoch, val loss minus train loss is below `go_no_go.max_train_val_gap`."""
-    result = _report(halo)["monitors"]["train_val_gap"]
-    return dg.AssetCheckResult(passed=result["passed"], metadata={
+    report = _report(halo)
+    result = report["monitors"]["train_val_gap"]
+    return dg.AssetCheckResult(passed=_criterion(halo, report, "train_val_gap").passed, metadata={
         "gap": result["value"], "threshold": result["limit"], "epoch": result["epoch"] + 1})
 
 
@@ -267,7 +274,7 @@ def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
 def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
     """The model scores a galaxy from its own stamp: a real survey galaxy has no arc-free control."""
     report = _report(halo)
-    return dg.AssetCheckResult(passed=not report["needs_control"], metadata={
+    return dg.AssetCheckResult(passed=_criterion(halo, report, "deployable_without_control").passed, metadata={
         "needs_control": report["needs_control"], "sample_construction": report["sample_construction"],
         "expected": "a 3-channel model of the stamp alone",
     })
@@ -287,14 +294,14 @@ def brick_auroc_std(halo: HaloSettings) -> dg.AssetCheckResult:
     """The finder works alike across the sky: the std of per-brick test AUROC, over bricks with at least
     `go_no_go.brick_min_per_class` samples of each class, is below `go_no_go.max_brick_auroc_std`."""
     limits = halo.config().go_no_go
-    bricks = _report(halo)["per_brick"]
+    report = _report(halo)
+    bricks, criterion = report["per_brick"], _criterion(halo, report, "brick_auroc_std")
     metadata = {"threshold": limits.max_brick_auroc_std, "n_bricks": bricks["n_bricks"],
                 "n_bricks_total": bricks["n_bricks_total"], "min_per_class": bricks["min_per_class"],
                 "min_bricks": limits.min_bricks, "worst_bricks": table(bricks["worst"])}
-    if bricks["n_bricks"] < limits.min_bricks:
-        return _not_measurable(f"{bricks['n_bricks']} bricks have >= {bricks['min_per_class']} test samples of "
-                               f"each class; the std needs {limits.min_bricks}", metadata)
-    return dg.AssetCheckResult(passed=bricks["std"] < limits.max_brick_auroc_std,
+    if not criterion.measurable:
+        return _not_measurable(criterion.reason, metadata)
+    return dg.AssetCheckResult(passed=criterion.passed,
                                metadata={"std": bricks["std"], "measurable": True, **metadata})
 
 
@@ -304,14 +311,14 @@ def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResu
     bin's with disjoint Wilson 95 % intervals."""
     report = _report(halo)
     trend, bins = report["theta_e_completeness_trend"], report["theta_e_bins"]
+    criterion = _criterion(halo, report, "theta_e_completeness_non_decreasing")
     metadata = {"threshold": "each bin's Wilson upper bound >= every smaller-theta_E bin's lower bound",
                 "n_bins_measured": trend["n_bins_measured"], "n": sum(b["n"] for b in bins),
                 "bins": table([{"lo": b["lo"], "hi": b["hi"], "n": b["n"], "completeness": b["completeness"],
                                 "ci95": b["ci95"]} for b in bins])}
-    if not trend["measurable"]:
-        return _not_measurable(f"{trend['n_bins_measured']} theta_E bin(s) hold test lenses; a trend needs 2",
-                               metadata)
-    return dg.AssetCheckResult(passed=not trend["violations"], metadata={
+    if not criterion.measurable:
+        return _not_measurable(criterion.reason, metadata)
+    return dg.AssetCheckResult(passed=criterion.passed, metadata={
         "violations": dg.MetadataValue.json(trend["violations"]), "measurable": True, **metadata})
 
 
@@ -319,12 +326,13 @@ def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResu
 def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
     """Stamps whose arc was masked (arc_snr == 0) hold no lens: the share scored as lens is below
     `go_no_go.max_arc_snr_zero_accuracy_as_lens`."""
-    masked = _report(halo)["arc_snr_zero"]
+    report = _report(halo)
+    masked, criterion = report["arc_snr_zero"], _criterion(halo, report, "arc_snr_zero_scored_as_negative")
     limit = halo.config().go_no_go.max_arc_snr_zero_accuracy_as_lens
     metadata = {"threshold": limit, "n": masked["n"]}
-    if masked["n"] == 0:
-        return _not_measurable("no arc_snr == 0 rows in the test split", metadata)
-    return dg.AssetCheckResult(passed=masked["accuracy_as_lens"] < limit, metadata={
+    if not criterion.measurable:
+        return _not_measurable(criterion.reason, metadata)
+    return dg.AssetCheckResult(passed=criterion.passed, metadata={
         "accuracy_as_lens": masked["accuracy_as_lens"], "ci95": dg.MetadataValue.json(masked["ci95"]),
         "measurable": True, **metadata})
 
@@ -332,9 +340,10 @@ def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     """Test ECE (equal-mass bins) of the calibration in use is at most `go_no_go.max_ece_after_calibration`."""
-    cal = _report(halo)["calibration"]
+    report = _report(halo)
+    cal = report["calibration"]
     limit = halo.config().go_no_go.max_ece_after_calibration
-    return dg.AssetCheckResult(passed=cal["ece_after"]["ece"] <= limit, metadata={
+    return dg.AssetCheckResult(passed=_criterion(halo, report, "calibration_ece").passed, metadata={
         "ece_after": cal["ece_after"]["ece"], "threshold": limit, "n_test": cal["ece_after"]["n"],
         "method": cal["method"], "ece_before": cal["ece_before"]["ece"],
         **other_calibration(cal),
@@ -350,9 +359,10 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     """Giving test lenses their control's pixels outside the r < 5 px core (removing the arc there) drops
     the mean score by at least 0.30, and doing so inside the core drops it by at most half that (the
     plan's 'arc-localised focus', measured by occlusion)."""
-    d = _report(halo)["shortcut_diagnostics"]
+    report = _report(halo)
+    d = report["shortcut_diagnostics"]
     focus = d["arc_localised_focus"]
-    return dg.AssetCheckResult(passed=focus["passed"], metadata={
+    return dg.AssetCheckResult(passed=_criterion(halo, report, "arc_localised_focus").passed, metadata={
         "arc_occlusion_drop": number(d["arc_occlusion_drop"]), "core_occlusion_drop": number(d["core_occlusion_drop"]),
         "min_arc_occlusion_drop": focus["min_arc_occlusion_drop"],
         "max_core_to_arc_drop": focus["max_core_to_arc_drop"],

@@ -15,10 +15,13 @@ from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
 
 
-def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance):
+def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance,
+                assets: list[str] | None = None):
+    """The retrain job, or only ``assets`` of it (as the UI's Materialize on a selection does)."""
     run_config = {"resources": {"halo": {"config": {"preset": preset, "overrides": overrides, "root_uri": root_uri}}}}
     return defs.resolve_job_def("retrain_job").execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False)
+        run_config=run_config, instance=instance, raise_on_error=False,
+        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
 
 
 def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:

@@ -38,6 +38,7 @@ def dataset_metadata(report) -> dict:
         "quarantined": table([{k: q[k] for k in ("task_id", "reason", "source")}
                               for r in splits.values() for q in r.quarantined][:50]),
         "split_integrity_ok": dg.MetadataValue.bool(report.integrity.ok),
+        "data_fingerprint": dg.MetadataValue.text(report.data_fingerprint),
         "seconds": dg.MetadataValue.float(report.seconds),
     }
 
@@ -54,6 +55,21 @@ def training_metadata(result) -> dict:
         "history": table([{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items()} for h in result.history]),
         "samples": table([{"split": s, **c} for s, c in result.samples.items()]),
         "seconds": dg.MetadataValue.float(result.seconds),
+        "reused": dg.MetadataValue.bool(result.reused),
+    }
+
+
+def comparison_metadata(comparison: dict) -> dict:
+    """Champion / challenger: both models' numbers on the same test split, or why none were compared."""
+    if "skipped" in comparison:
+        return {"comparison": dg.MetadataValue.text(comparison["skipped"])}
+    return {
+        "comparison": table([{"metric": name, **{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}}
+                             for name, row in comparison["metrics"].items()]),
+        **{f"{who}_{name}": number(row[who]) for name, row in comparison["metrics"].items()
+           for who in ("production", "challenger")},
+        "n_test": dg.MetadataValue.int(comparison["n_test"]),
+        "not_compared": dg.MetadataValue.text("; ".join(comparison["not_compared"]) or "none"),
     }
 
 
@@ -77,6 +93,9 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> di
     cal = report["calibration"]
     return {
         "report_html": dg.MetadataValue.path(html_path),
+        "model_sha256": dg.MetadataValue.text(report["model_sha256"]),
+        "trained_on_data": dg.MetadataValue.text(report["model_data_fingerprint"]),
+        "evaluated_on_data": dg.MetadataValue.text(report["data_fingerprint"]),
         "n_test": dg.MetadataValue.int(m["n"]),
         "auroc": number(m["auroc"]),
         "auprc": number(m["auprc"]),

@@ -24,9 +24,15 @@ class HaloSettings(dg.ConfigurableResource):
     def config(self) -> HaloConfig:
         return load_preset(self.preset, parse_overrides(self.overrides))
 
+    @property
+    def profile(self) -> str:
+        """Whose artifacts, history and `production` model these are (DESIGN §9): the preset's name
+        for now; the one place that says so."""
+        return self.preset
+
     def uri(self, asset: str) -> str:
-        """Artifacts of one preset live together; two presets never overwrite each other."""
-        return uris.join(self.root_uri, self.preset, asset)
+        """Artifacts of one profile live together; two profiles never overwrite each other."""
+        return uris.join(self.root_uri, self.profile, asset)
 
 
 def halo_settings_for(env: str) -> HaloSettings:

@@ -7,6 +7,7 @@ input: architecture, ``input_channels`` and the PreprocessSpec (DESIGN §1 fact 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import subprocess
@@ -34,6 +35,11 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{__version__}+{sha}" if sha else __version__
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a weights file's bytes: names exactly which model was evaluated, promoted, scored."""
+    return hashlib.sha256(uris.read_bytes(path)).hexdigest()
 
 
 def save_checkpoint(path: str, state: dict, sidecar: dict) -> None:

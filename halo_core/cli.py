@@ -5,7 +5,9 @@
     halo train    --preset demo --data data/filtered --out runs/demo
     halo gates    --preset demo --data data/filtered       shortcut gates on the train split
     halo evaluate --preset demo --data data/filtered --model runs/demo/model.pt --out reports/demo
-    halo score    --model halo_data/recommended/promoted_model/model.pt cutouts/*.npz --out scores.csv
+    halo score    --model halo_data/recommended/promoted_model cutouts/*.npz --out scores.csv  (its production model)
+    halo models list    --registry halo_data/recommended/promoted_model   versions, metrics, which is production
+    halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
     halo config   --preset gen5_prime                      print the resolved configuration
     halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
 """
@@ -109,13 +111,44 @@ def cmd_review(cfg, args) -> int:
 
 def cmd_score(args) -> None:
     from halo_core.calibration import Calibration
+    from halo_core.registry import resolve_model
     from halo_core.scoring import score
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
-    table = score(args.model, args.inputs, calibration=calibration, prevalence=args.prevalence)
+    model = resolve_model(args.model)
+    print(f"model: {model}", file=sys.stderr)
+    table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence)
     table.to_csv(args.out, index=False)
     print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {len(table)} rows to {args.out}")
+
+
+def _operating_tpr(card: dict) -> str:
+    point = next((p for p in card["test_metrics"]["tpr_at_fpr"] if p["fpr"] == 1e-2), None)
+    return "n/a" if point is None or point["tpr"] is None else f"{point['tpr']:.3f}"
+
+
+def cmd_models_list(args) -> None:
+    from halo_core.registry import production, versions
+
+    current = production(args.registry)
+    cards = versions(args.registry)
+    print(f"{'':2}{'version':<28} {'AUROC':>7} {'TPR@1e-2':>8} {'n_test':>6}  {'go':<5} {'training':<16} "
+          f"{'trained on':<16} {'evaluated on':<16}")
+    for c in cards:
+        m = c["test_metrics"]
+        print(f"{'*' if c['version'] == current else ' ':2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>8} "
+              f"{m['n']:>6}  {'GO' if c['go_no_go']['go'] else 'NO-GO':<5} {c['training_hash']:<16} "
+              f"{c['data_fingerprint']:<16} {c['evaluated_on']:<16}")
+    print(f"{len(cards)} version(s); production: {current or 'none'} (*)")
+
+
+def cmd_models_promote(args) -> None:
+    from halo_core.registry import production, set_production
+
+    before = production(args.registry)
+    set_production(args.registry, args.version, reason="halo models promote")
+    print(f"production: {before or 'none'} -> {args.version}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_gates)
 
     p = sub.add_parser("score", help="score real cutouts (.npz) or paired parquet with a trained 3-channel model")
-    p.add_argument("--model", required=True, help="model.pt (a promoted model carries its calibration)")
+    p.add_argument("--model", required=True, help="a model registry folder (<root>/<profile>/promoted_model: its "
+                                                  "production model) or a model.pt; a promoted model carries its calibration")
     p.add_argument("inputs", nargs="+", help=".npz cutouts (101x101x3 HWC) and/or paired .parquet files")
     p.add_argument("--calibration", help="calibration.json from the calibrated_model asset")
     p.add_argument("--prevalence", type=float, help="deployment lens prevalence (default: the model's config)")
@@ -171,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model.pt from `halo train`")
     p.add_argument("--out", required=True, help="report directory")
     p.set_defaults(run=cmd_evaluate)
+
+    models = sub.add_parser("models", help="model versions and the production pointer of one profile")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    for name, run, text in (("list", cmd_models_list, "versions with test metrics and data fingerprints"),
+                            ("promote", cmd_models_promote, "point production at VERSION (refuses a NO-GO one)")):
+        p = models_sub.add_parser(name, help=text)
+        p.add_argument("--registry", required=True, help="<root>/<profile>/promoted_model (local folder or s3:// URI)")
+        if name == "promote":
+            p.add_argument("version", help="a version name from `halo models list`")
+        p.set_defaults(run=run, needs_config=False)
     return parser
 
 

@@ -98,6 +98,16 @@ class GoNoGoConfig(_Strict):
     max_core_to_arc_occlusion_drop: float = 0.5
 
 
+class ChallengerConfig(_Strict):
+    """Champion / challenger before `production` moves: both models scored on the same newest test
+    split; the challenger is refused when worse by more than max(min_tolerance, the bootstrap CI
+    half-width of the difference), so two equally good retrains do not block each other by chance."""
+
+    min_tolerance: float = Field(0.01, ge=0, le=1)
+    ci: float = Field(0.95, gt=0, lt=1)
+    bootstrap_resamples: int = Field(200, ge=20, le=10000)  # paired resamples of the test split
+
+
 class HaloConfig(_Strict):
     """Everything one training run needs; field names follow the Gen5-Prime plan where it has one."""
 
@@ -133,6 +143,9 @@ class HaloConfig(_Strict):
     checkpoint_dir: str = ""  # empty = <root>/trained_model
     save_every_n_epochs: int = Field(5, ge=1)
     save_best: bool = True
+    # start from the production model's weights instead of a random init (off: a retrain is then
+    # reproducible from its config and data alone); the run key then names the starting model too
+    warm_start: bool = False
     log_to_wandb: bool = False
     wandb_project: str = "dark_halo_scope"
     wandb_run_name: str = ""
@@ -153,6 +166,7 @@ class HaloConfig(_Strict):
     calibration: Literal["platt", "temperature"] = "platt"
     gates: GatesConfig = GatesConfig()
     go_no_go: GoNoGoConfig = GoNoGoConfig()
+    challenger: ChallengerConfig = ChallengerConfig()
 
     @model_validator(mode="after")
     def _channels_match_samples(self) -> "HaloConfig":
@@ -176,12 +190,33 @@ class HaloConfig(_Strict):
         return _hash(self.model_dump(mode="json"))
 
     def training_hash(self) -> str:
-        """What determines the trained weights: changing a go/no-go threshold, the deployment
-        prevalence or the calibration re-evaluates a model, it does not retrain it."""
-        return _hash(self.model_dump(mode="json", exclude=EVALUATION_ONLY_KEYS))
+        """The weight-determining keys alone (WEIGHT_KEYS); with the data fingerprint it keys a
+        training run (DESIGN §9)."""
+        return _hash(self.model_dump(mode="json", include=WEIGHT_KEYS))
 
 
-EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration"}
+# Every top-level key, classified (tests/core/test_config.py fails on an unclassified one).
+# The trainer's choices: changing one trains a new model.
+WEIGHT_KEYS = frozenset({
+    "model_name", "input_channels", "sample_construction", "augmentation", "batch_size", "epochs",
+    "learning_rate", "optimizer", "weight_decay", "scheduler", "early_stopping", "loss", "label_smoothing",
+    "class_weights", "save_best",  # which epoch's weights become model.pt
+    "seed", "warm_start",
+    "nproc_per_node",  # DDP deals batches to ranks: the effective batch is nproc x batch_size
+})
+# What the filtered dataset is made of: they change the data fingerprint (shards + PreprocessSpec),
+# which keys the run beside the training hash, so a path never moves the training folder.
+DATA_KEYS = frozenset({
+    "train_path", "input_keys", "exclude_bricks", "quality_cuts", "simulation", "normalization", "clip_range",
+    "annulus_min_radius_px",
+})
+# Neither: evaluation, promotion, reporting, tracking, where files go, and how fast the same maths runs
+# (device, loader workers, memory format and compilation change float rounding, not the model trained).
+NON_WEIGHT_KEYS = frozenset({
+    "metrics", "diagnostic_metrics", "checkpoint_dir", "save_every_n_epochs", "log_to_wandb", "wandb_project",
+    "wandb_run_name", "device", "num_workers", "channels_last", "compile_model", "deployment_prevalence",
+    "calibration", "gates", "go_no_go", "challenger",
+})
 
 
 def _hash(data: dict) -> str:

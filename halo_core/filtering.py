@@ -17,7 +17,7 @@ from halo_core import uris
 from halo_core.errors import ContractError, StampDecodeError
 from halo_core.preprocess import PreprocessSpec, preprocess
 from halo_core.reader import SPLITS, read_split, split_files
-from halo_core.shards import MANIFEST_FILE, ShardWriter
+from halo_core.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
 from halo_core.splits import SplitReport, split_report
 from halo_core.stamps import decode_stamp
 
@@ -54,6 +54,7 @@ class DatasetReport:
     integrity: SplitReport
     excluded_bricks: tuple[str, ...]
     seconds: float
+    data_fingerprint: str  # content hash of the shards + PreprocessSpec (DESIGN §9)
 
     def to_dict(self) -> dict:
         return {
@@ -63,6 +64,7 @@ class DatasetReport:
             "integrity": self.integrity.to_dict(),
             "excluded_bricks": list(self.excluded_bricks),
             "seconds": self.seconds,
+            "data_fingerprint": self.data_fingerprint,
         }
 
 
@@ -155,6 +157,7 @@ def _build(cfg, source_uri: str, out: Path, out_dir: str) -> DatasetReport:
     result = DatasetReport(
         out_dir=out_dir, preprocess=spec, splits=reports, integrity=split_report(metas),
         excluded_bricks=tuple(cfg.exclude_bricks), seconds=time.perf_counter() - start,
+        data_fingerprint=fingerprint_shards(out, SPLITS, spec),
     )
     manifest = {**result.to_dict(), "config_hash": cfg.config_hash(), "source_uri": source_uri}
     uris.atomic_write_json(str(out / MANIFEST_FILE), manifest)  # written last: its presence means complete

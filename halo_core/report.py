@@ -18,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from halo_core import uris
 from halo_core.calibration import FITS, Calibration, expected_calibration_error, sigmoid
-from halo_core.checkpoint import load_model, model_spec
+from halo_core.checkpoint import file_sha256, load_model, model_spec
 from halo_core.config import HaloConfig
 from halo_core.diagnostics import (
     ARC_SNR_BINS, PSF_FWHM_BINS_ARCSEC, THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_detection,
@@ -29,7 +29,7 @@ from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
 from halo_core.saliency import CORE_RADIUS_PX, MAX_SAMPLES, shortcut_diagnostics
 from halo_core.samples import CONTROL, STAMP, SampleSet
-from halo_core.shards import dataset_spec
+from halo_core.shards import data_fingerprint, dataset_spec
 from halo_core.splits import lrg_ids
 from halo_core.train import load_split_samples, predict_logits
 
@@ -230,6 +230,12 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     report = {
         "split": "test",
         "model": model_path,
+        # which model, trained on which data, was evaluated on which data: promotion refuses a report
+        # that names another model (DESIGN §9)
+        "model_sha256": file_sha256(model_path),
+        "model_training_hash": sidecar["training_hash"],
+        "model_data_fingerprint": sidecar["data_fingerprint"],
+        "data_fingerprint": data_fingerprint(dataset_dir),
         "config_hash": cfg.config_hash(),
         "model_config_hash": sidecar["config_hash"],
         "needs_control": sidecar["needs_control"],
@@ -341,7 +347,9 @@ img{{max-width:100%}}</style>
 </head><body><h1>halo evaluation report</h1>
 <p>Test split: n={m['n']} ({m['n_positives']} positives, {m['n_negatives']} negatives);
 sample construction <code>{html.escape(report['sample_construction'])}</code>;
-model needs a control stamp: <b>{report['needs_control']}</b>; config {report['config_hash']}.</p>
+model needs a control stamp: <b>{report['needs_control']}</b>; config {report['config_hash']}.<br>
+model sha256 {report['model_sha256'][:16]}, training hash {report['model_training_hash']}, trained on data
+{report['model_data_fingerprint']}, evaluated on data {report['data_fingerprint']}.</p>
 <h2>Metrics (calibrated probabilities)</h2><table>{rows}</table>
 <h2>Operating points</h2>
 <p>Expected precision when a fraction {pi:g} of galaxies are lenses:

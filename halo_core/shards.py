@@ -9,6 +9,8 @@ columns in the same row order; ``manifest.json`` the shapes, the PreprocessSpec 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,9 @@ PAIRS_FILE = "pairs.f16"
 META_FILE = "meta.parquet"
 MANIFEST_FILE = "manifest.json"
 PAIR_SHAPE = (2, 3, STAMP_SIZE, STAMP_SIZE)
+# where each row came from is provenance, not content: an absolute path or URI would give the same
+# data rebuilt elsewhere another fingerprint
+PROVENANCE_COLUMNS = ("source_file",)
 
 
 class ShardWriter:
@@ -58,6 +63,32 @@ class SplitShards:
 
     def __len__(self) -> int:
         return len(self.meta)
+
+
+def fingerprint_shards(local_dir: Path, splits, spec: PreprocessSpec) -> str:
+    """sha256 over the content of a filtered dataset (DESIGN §9): per split its pixel shard's bytes and
+    its metadata rows (column names, dtypes, values), plus the PreprocessSpec. Never build time,
+    config hash, paths or URIs: the same input rebuilt gives the same fingerprint, one changed pixel
+    another."""
+    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    for split in splits:
+        digest.update(f"split={split};".encode())
+        with open(local_dir / split / PAIRS_FILE, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+        meta = pd.read_parquet(local_dir / split / META_FILE)
+        meta = meta.drop(columns=[c for c in PROVENANCE_COLUMNS if c in meta])
+        digest.update(json.dumps([[c, str(t)] for c, t in meta.dtypes.items()]).encode())
+        digest.update(pd.util.hash_pandas_object(meta, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(dataset_dir: str) -> str:
+    """The fingerprint the filtered dataset at ``dataset_dir`` was built with (see fingerprint_shards)."""
+    manifest = read_manifest(dataset_dir)
+    if "data_fingerprint" not in manifest:
+        raise ContractError(f"{dataset_dir}: built by an older halo without a data fingerprint; rebuild it")
+    return manifest["data_fingerprint"]
 
 
 def read_manifest(dataset_dir: str) -> dict:

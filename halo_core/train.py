@@ -9,7 +9,6 @@ function as ``halo train`` and the Dagster ``trained_model`` asset.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from halo_core import uris
-from halo_core.checkpoint import code_version, load_checkpoint, save_checkpoint
+from halo_core.checkpoint import code_version, file_sha256, load_checkpoint, load_sidecar, save_checkpoint
 from halo_core.config import HaloConfig
 from halo_core.errors import CheckpointError, ContractError, TrainingError
 from halo_core.augment import apply_d4
@@ -32,7 +31,7 @@ from halo_core.metrics import auroc, per_class_accuracy
 from halo_core.model import build_model, pick_device
 from halo_core.preprocess import PreprocessSpec
 from halo_core.samples import SampleSet, build_samples
-from halo_core.shards import MANIFEST_FILE, SplitShards, dataset_spec, open_split, read_manifest
+from halo_core.shards import SplitShards, data_fingerprint, dataset_spec, open_split, read_manifest
 from halo_core.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,7 @@ class TrainResult:
     resumed_from_epoch: int | None
     seconds: float
     samples: dict[str, dict[str, int]]
+    reused: bool = False  # a finished run of the same key: nothing was trained
 
 
 def _loss_fn(cfg: HaloConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -119,8 +119,19 @@ def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, ba
     return out
 
 
-def data_fingerprint(dataset_dir: str) -> str:
-    return hashlib.sha256(uris.read_bytes(uris.join(dataset_dir, MANIFEST_FILE))).hexdigest()[:16]
+def run_key(cfg: HaloConfig, dataset_dir: str, warm_start_from: str | None = None) -> str:
+    """What identifies a training run (DESIGN §9): the weight-determining config and the data's
+    content, plus the starting model's weights when warm-starting. The run folder's name."""
+    key = f"{cfg.training_hash()}-{data_fingerprint(dataset_dir)}"
+    return f"{key}-from-{file_sha256(warm_start_from)[:8]}" if warm_start_from else key
+
+
+def _same_run(sidecar: dict, base: dict) -> str | None:
+    """Why a checkpoint in ``out_dir`` belongs to another run, or None when it is this run's."""
+    for field in ("training_hash", "data_fingerprint", "warm_start_from"):
+        if sidecar.get(field) != base[field]:
+            return f"written with {field} {sidecar.get(field)}, this run has {base[field]}"
+    return None
 
 
 def load_split_samples(cfg: HaloConfig, dataset_dir: str, split: str) -> tuple[SplitShards, SampleSet]:
@@ -205,11 +216,29 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bo
             "data_wait_share": data_s / seconds, "samples_seen": int(n_seen)}
 
 
-def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True) -> TrainResult:
+def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
+        warm_start_from: str | None = None) -> TrainResult:
     """Train ``cfg`` on the shards in ``dataset_dir``; checkpoints and the final model go to ``out_dir``.
+    A finished run there of the same key is reused, an unfinished one resumed (``resume``).
+    ``warm_start_from``: a model.pt whose weights replace the random init of a fresh run.
     Under torchrun every rank calls this; rank 0 alone writes files and logs."""
     start = time.perf_counter()
     check_dataset(cfg, dataset_dir)
+    spec = PreprocessSpec.from_config(cfg)
+    sidecar_base = {
+        "model_name": cfg.model_name, "input_channels": cfg.input_channels,
+        "needs_control": cfg.needs_control_at_inference, "preprocess": spec.to_dict(),
+        "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(), "training_hash": cfg.training_hash(),
+        "data_fingerprint": data_fingerprint(dataset_dir), "code_version": code_version(),
+        "warm_start_from": file_sha256(warm_start_from) if warm_start_from else None,
+    }
+    final = uris.join(out_dir, FINAL)
+    if resume and uris.exists(final):
+        other = _same_run(load_sidecar(final), sidecar_base)
+        if other:
+            raise CheckpointError(f"{final}: {other}; use a new out dir or --no-resume")
+        log.info("reusing the finished run in %s (same training hash and data fingerprint): nothing to train", out_dir)
+        return training_result(out_dir, reused=True)
     ctx = init_distributed(cfg.device)
     device = pick_device(cfg.device, ctx.local_rank)
     torch.manual_seed(cfg.seed)
@@ -231,14 +260,6 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     loss_fn = _loss_fn(cfg, device)
     history: list[dict] = []
     first_epoch, resumed_from = 0, None
-
-    spec = PreprocessSpec.from_config(cfg)
-    sidecar_base = {
-        "model_name": cfg.model_name, "input_channels": cfg.input_channels,
-        "needs_control": cfg.needs_control_at_inference, "preprocess": spec.to_dict(),
-        "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(), "training_hash": cfg.training_hash(),
-        "data_fingerprint": data_fingerprint(dataset_dir), "code_version": code_version(),
-    }
     last_path = uris.join(out_dir, LAST)
     if resume and uris.exists(last_path):
         try:
@@ -246,10 +267,9 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
         except CheckpointError as err:
             log.warning("ignoring unusable %s, starting fresh: %s", last_path, err)
         else:
-            if sidecar.get("training_hash") != sidecar_base["training_hash"]:
-                raise CheckpointError(
-                    f"{last_path}: written with training config {sidecar.get('training_hash')}, this run is "
-                    f"{sidecar_base['training_hash']}; use a new out dir or --no-resume")
+            other = _same_run(sidecar, sidecar_base)
+            if other:
+                raise CheckpointError(f"{last_path}: {other}; use a new out dir or --no-resume")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -258,6 +278,9 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
             history = sidecar["history"]
             first_epoch = resumed_from = state["epoch"] + 1
             log.info("resumed from %s at epoch %d", last_path, first_epoch)
+    if resumed_from is None and warm_start_from:
+        model.load_state_dict(load_checkpoint(warm_start_from)[0]["model"])
+        log.info("warm start from %s (sha256 %s)", warm_start_from, sidecar_base["warm_start_from"][:12])
 
     bare_model = model  # what checkpoints hold: never the DDP wrapper, never a compiled graph
     if ctx.world_size > 1:
@@ -319,7 +342,6 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     if ctx.world_size > 1:
         dist.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
 
-    final = uris.join(out_dir, FINAL)
     if ctx.is_main:
         tracker.finish()
         chosen = uris.join(out_dir, BEST if cfg.save_best and uris.exists(uris.join(out_dir, BEST)) else LAST)
@@ -336,13 +358,13 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True)
     )
 
 
-def training_result(out_dir: str) -> TrainResult:
+def training_result(out_dir: str, reused: bool = False) -> TrainResult:
     """The TrainResult of a finished run, read back from its final model's sidecar (e.g. after torchrun)."""
     final = uris.join(out_dir, FINAL)
-    _, sidecar = load_checkpoint(final)
+    sidecar = load_sidecar(final)
     return TrainResult(model_path=final, history=sidecar["history"], best_epoch=sidecar["best_epoch"],
                        stopped_early=sidecar["stopped_early"], resumed_from_epoch=None, seconds=math.nan,
-                       samples=sidecar.get("samples", {}))
+                       samples=sidecar.get("samples", {}), reused=reused)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -355,6 +377,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="filtered dataset directory (from `halo filter`)")
     p.add_argument("--out", required=True, help="directory for checkpoints and the final model.pt")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
+    p.add_argument("--warm-start-from", help="model.pt whose weights start a fresh run (config key warm_start)")
     return p
 
 
@@ -364,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_preset(args.preset, parse_overrides(args.set))
-    result = fit(cfg, args.data, args.out, resume=args.resume)
+    result = fit(cfg, args.data, args.out, resume=args.resume, warm_start_from=args.warm_start_from)
     log.info("model: %s (best epoch %d, %.0f s)", result.model_path, result.best_epoch + 1, result.seconds)
 
 

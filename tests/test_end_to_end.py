@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from halo_assets.demo import run_retrain, verdict
+from tests.factories import LENIENT_GO_NO_GO
 
 SMOKE_DATA = "simulation={n_lrg: {train: 30, val: 12, test: 16}, injections_per_lrg: 3, lrgs_per_brick: 3, seed: 1}"
 GEN5_AT_SMOKE_SIZE = [SMOKE_DATA, "epochs=1", "batch_size=16", "log_to_wandb=false", "go_no_go.max_quarantine_frac=0.05"]
@@ -22,20 +23,19 @@ def _checks(evaluations):
 
 
 def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
-    lenient = ["go_no_go.min_test_auroc=0.0", "go_no_go.min_precision_at_recall_0_90=0.0",
-               "go_no_go.max_train_val_gap=100", "go_no_go.max_ece_after_calibration=1.0",
-               "go_no_go.max_arc_snr_zero_accuracy_as_lens=1.01", "go_no_go.max_brick_auroc_std=1.0",
-               "go_no_go.brick_min_per_class=2", "go_no_go.min_bricks=2", "go_no_go.min_arc_occlusion_drop=0.0",
-               "go_no_go.max_core_to_arc_occlusion_drop=100"]
-    result = run_retrain("smoke", lenient, str(tmp_path), instance)
+    result = run_retrain("smoke", LENIENT_GO_NO_GO, str(tmp_path), instance)
     go, evaluations = verdict(result)
     checks = _checks(evaluations)
     assert result.success and go, checks
     # trained_model's and the config review's (config_*) are WARN advisories
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model" and not k[1].startswith("config_")}
-    assert all(blocking.values()) and len(blocking) == 18 and len(checks) == 27
-    card = json.loads((tmp_path / "smoke" / "promoted_model" / "model.json").read_text())
+    assert all(blocking.values()) and len(blocking) == 19 and len(checks) == 28
+    assert checks[("promoted_model", "not_worse_than_production")]  # the first promotion: nothing to compare
+    registry = tmp_path / "smoke" / "promoted_model"
+    version = json.loads((registry / "production.json").read_text())["version"]
+    card = json.loads((registry / "versions" / version / "model.json").read_text())
     assert card["input_channels"] == 3 and "test_metrics" in card and "calibration" in card
+    assert card["go_no_go"]["go"] and card["champion_challenger"]["skipped"].startswith("first promotion")
     assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")
 
 

@@ -116,3 +116,20 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
         assert fs.exists(f"{root}/{key}"), key
     assert not fs.exists(f"{BUCKET}/halo/smoke/paired_stamps")  # train_path set: nothing synthesized
     assert proxy.injected > 5  # the run really went through failing requests
+
+
+def test_model_versions_and_production_pointer_on_s3(s3, trained, capsys):
+    from halo_core import cli
+    from halo_core.registry import add_version, production, resolve_model, set_production, versions
+
+    registry = f"s3://{BUCKET}/halo/smoke/promoted_model"
+    card = {"go_no_go": {"go": True, "failed": []}, "evaluated_on": "f" * 16,
+            "test_metrics": {"auroc": 0.9, "n": 10, "tpr_at_fpr": []}}
+    first = add_version(registry, trained.model_path, card)
+    second = add_version(registry, trained.model_path, card)  # same second, same hash: its own version
+    assert first != second and [c["version"] for c in versions(registry)] == [first, second]
+    set_production(registry, second, reason="test")
+    set_production(registry, first, reason="rollback")
+    assert production(registry) == first and resolve_model(registry) == f"{registry}/versions/{first}/model.pt"
+    assert cli.main(["models", "list", "--registry", registry]) == 0
+    assert f"* {first}" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 import pytest
 
-from halo_core.config import load_preset, parse_overrides, preset_names
+from halo_core.config import HaloConfig, load_preset, parse_overrides, preset_names
 from halo_core.errors import ConfigError
 
 
@@ -70,6 +70,31 @@ def test_thresholds_do_not_change_the_training_hash():
     stricter = load_preset("demo", {"go_no_go": {"min_test_auroc": 0.99}, "deployment_prevalence": 1e-4})
     assert stricter.training_hash() == base.training_hash() and stricter.config_hash() != base.config_hash()
     assert load_preset("demo", {"learning_rate": 1e-4}).training_hash() != base.training_hash()
+
+
+def test_every_config_key_is_classified_once():
+    from halo_core.config import DATA_KEYS, NON_WEIGHT_KEYS, WEIGHT_KEYS
+
+    classes = [WEIGHT_KEYS, DATA_KEYS, NON_WEIGHT_KEYS]
+    assert sum(map(len, classes)) == len(set().union(*classes)), "a key is in two classes"
+    unclassified = set(HaloConfig.model_fields) - set().union(*classes)
+    assert not unclassified, f"classify {sorted(unclassified)} in halo_core/config.py (WEIGHT/DATA/NON_WEIGHT_KEYS)"
+    assert not set().union(*classes) - set(HaloConfig.model_fields), "a classified key does not exist"
+
+
+@pytest.mark.parametrize("override", [
+    {"wandb_run_name": "other"}, {"log_to_wandb": True}, {"num_workers": 4}, {"device": "cpu"},
+    {"calibration": "temperature"}, {"checkpoint_dir": "/elsewhere"}, {"train_path": "s3://b/other"},
+    {"challenger": {"min_tolerance": 0.05}}, {"save_every_n_epochs": 1},
+])
+def test_keys_that_do_not_change_the_weights_keep_the_training_folder(override):
+    assert load_preset("demo", override).training_hash() == load_preset("demo").training_hash()
+
+
+@pytest.mark.parametrize("override", [{"seed": 3}, {"augmentation": {"flip": False}}, {"warm_start": True},
+                                      {"scheduler": {"T_0": 3}}, {"save_best": False}])
+def test_weight_keys_change_the_training_hash(override):
+    assert load_preset("demo", override).training_hash() != load_preset("demo").training_hash()
 
 
 def test_recommended_fixes_what_the_review_flags_in_the_plan():

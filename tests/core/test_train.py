@@ -1,4 +1,5 @@
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from halo_core.checkpoint import load_checkpoint, load_model
 from halo_core.config import load_preset
 from halo_core.errors import CheckpointError, ContractError
 from halo_core.filtering import build_filtered_dataset
-from halo_core.train import LAST, fit
+from halo_core.train import FINAL, LAST, fit
 from tests.factories import make_paired_table, write_split_dirs
 
 
@@ -29,21 +30,24 @@ def test_checkpoints_load_without_pickle(trained):
     assert set(state) == {"model", "epoch"}
 
 
-def test_finished_run_resumes_instead_of_retraining(trained, smoke_cfg, filtered_dir):
+def test_finished_run_is_reused_instead_of_retrained(trained, smoke_cfg, filtered_dir):
     out = str(trained.model_path).rsplit("/", 1)[0]
+    mtime = os.stat(trained.model_path).st_mtime_ns
     again = fit(smoke_cfg, filtered_dir, out)
-    assert again.resumed_from_epoch == smoke_cfg.epochs and again.history == trained.history
+    assert again.reused and not trained.reused and again.history == trained.history
+    assert os.stat(again.model_path).st_mtime_ns == mtime  # not rewritten
 
 
 def test_longer_run_continues_from_last_checkpoint(tmp_path, smoke_cfg, filtered_dir):
     one = load_preset("smoke", {"epochs": 1})
     fit(one, filtered_dir, str(tmp_path))
-    with pytest.raises(CheckpointError, match="written with training config"):
+    with pytest.raises(CheckpointError, match="written with training_hash"):
         fit(smoke_cfg, filtered_dir, str(tmp_path))  # a different config never silently continues
 
 
 def test_truncated_last_checkpoint_is_skipped_with_a_warning(tmp_path, smoke_cfg, filtered_dir, caplog):
     fit(smoke_cfg, filtered_dir, str(tmp_path))
+    (tmp_path / FINAL).unlink()  # killed while writing last.pt: the run never finished
     last = tmp_path / LAST
     last.write_bytes(last.read_bytes()[:1000])
     with caplog.at_level(logging.WARNING, logger="halo_core.train"):
@@ -77,3 +81,18 @@ def test_wandb_logs_offline_without_an_api_key(tmp_path, filtered_dir, monkeypat
     assert len(runs) == 1
     history = list(runs[0].glob("run-*.wandb"))
     assert history and b"val_auroc" in history[0].read_bytes()
+
+
+def test_warm_start_begins_from_the_given_weights_and_keys_its_run(tmp_path, trained, filtered_dir):
+    from halo_core.checkpoint import file_sha256
+    from halo_core.train import run_key
+
+    cfg = load_preset("smoke", {"warm_start": True, "epochs": 1, "learning_rate": 1e-9})
+    result = fit(cfg, filtered_dir, str(tmp_path), warm_start_from=trained.model_path)
+    start, _ = load_checkpoint(trained.model_path)
+    state, sidecar = load_checkpoint(result.model_path)
+    assert sidecar["warm_start_from"] == file_sha256(trained.model_path)
+    conv = "conv1.weight"  # lr 1e-9 for one epoch: still the starting weights, not a random init
+    assert torch.allclose(state["model"][conv], start["model"][conv], atol=1e-6)
+    key = run_key(cfg, filtered_dir, trained.model_path)
+    assert key.startswith(run_key(cfg, filtered_dir) + "-from-") and key.endswith(sidecar["warm_start_from"][:8])

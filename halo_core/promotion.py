@@ -1,0 +1,193 @@
+"""Promotion: the go / no-go verdict (DESIGN §5) and champion / challenger, in one place.
+
+The evaluation_report checks show the verdict criterion by criterion, and ``promoted_model`` and
+``halo models promote`` recompute it from the same stored report.json and gates.json through
+``go_no_go``, so no run selection (a UI "Materialize" of promoted_model alone) can skip it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from halo_core.checkpoint import load_model, model_spec
+from halo_core.config import ChallengerConfig, HaloConfig
+from halo_core.errors import HaloError
+from halo_core.metrics import auroc, tpr_at_fpr
+from halo_core.model import pick_device
+from halo_core.shards import dataset_spec
+from halo_core.splits import lrg_ids
+from halo_core.train import load_split_samples, predict_logits
+
+COMPARED_FPR = 1e-2  # the operating point the champion / challenger comparison uses beside AUROC
+
+
+class PromotionError(HaloError):
+    """A model that must not become production: NO-GO, never evaluated, or evaluated as another model."""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    passed: bool
+    measurable: bool = True
+    reason: str = ""  # why it could not be measured
+
+    @property
+    def blocks(self) -> bool:
+        """A measured failure. An unmeasurable criterion warns (its check fails as WARN) but does not
+        block: failing it would block promotion on absent evidence."""
+        return self.measurable and not self.passed
+
+
+def _unmeasured(name: str, reason: str) -> Criterion:
+    return Criterion(name, False, False, reason)
+
+
+def _test_auroc(cfg, r) -> Criterion:
+    value = r["metrics"]["auroc"]
+    return Criterion("test_auroc", value is not None and value >= cfg.go_no_go.min_test_auroc)
+
+
+def _precision_at_recall_0_90(cfg, r) -> Criterion:
+    value = r["metrics"]["precision_at_recall_0_90"]
+    return Criterion("precision_at_recall_0_90", value is not None and value >= cfg.go_no_go.min_precision_at_recall_0_90)
+
+
+def _brick_auroc_std(cfg, r) -> Criterion:
+    b, g = r["per_brick"], cfg.go_no_go
+    if b["n_bricks"] < g.min_bricks:
+        return _unmeasured("brick_auroc_std", f"{b['n_bricks']} bricks have >= {b['min_per_class']} test samples "
+                                              f"of each class; the std needs {g.min_bricks}")
+    return Criterion("brick_auroc_std", b["std"] < g.max_brick_auroc_std)
+
+
+def _theta_e_trend(cfg, r) -> Criterion:
+    name, trend = "theta_e_completeness_non_decreasing", r["theta_e_completeness_trend"]
+    if not trend["measurable"]:
+        return _unmeasured(name, f"{trend['n_bins_measured']} theta_E bin(s) hold test lenses; a trend needs 2")
+    return Criterion(name, not trend["violations"])
+
+
+def _arc_snr_zero(cfg, r) -> Criterion:
+    name, masked = "arc_snr_zero_scored_as_negative", r["arc_snr_zero"]
+    if not masked["n"]:
+        return _unmeasured(name, "no arc_snr == 0 rows in the test split")
+    return Criterion(name, masked["accuracy_as_lens"] < cfg.go_no_go.max_arc_snr_zero_accuracy_as_lens)
+
+
+# each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion
+REPORT_CRITERIA = {
+    "test_auroc": _test_auroc,
+    "precision_at_recall_0_90": _precision_at_recall_0_90,
+    "train_val_gap": lambda cfg, r: Criterion("train_val_gap", r["monitors"]["train_val_gap"]["passed"]),
+    "deployable_without_control": lambda cfg, r: Criterion("deployable_without_control", not r["needs_control"]),
+    "brick_auroc_std": _brick_auroc_std,
+    "theta_e_completeness_non_decreasing": _theta_e_trend,
+    "arc_snr_zero_scored_as_negative": _arc_snr_zero,
+    "calibration_ece": lambda cfg, r: Criterion(
+        "calibration_ece", r["calibration"]["ece_after"]["ece"] <= cfg.go_no_go.max_ece_after_calibration),
+    "arc_localised_focus": lambda cfg, r: Criterion(
+        "arc_localised_focus", r["shortcut_diagnostics"]["arc_localised_focus"]["passed"]),
+}
+
+
+def report_criteria(cfg: HaloConfig, report: dict) -> dict[str, Criterion]:
+    """The go/no-go criteria measured by the evaluation report, against ``cfg``'s thresholds."""
+    return {name: judge(cfg, report) for name, judge in REPORT_CRITERIA.items()}
+
+
+def gate_criteria(gates: dict) -> dict[str, Criterion]:
+    """The shortcut gates (gates.json), each already judged against `gates.max_auc` where measured."""
+    return {f"shortcut_{name}_auc": Criterion(f"shortcut_{name}_auc", result["passed"]) for name, result in gates.items()
+            if name != "data_fingerprint"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    go: bool
+    criteria: dict[str, Criterion]
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, c in self.criteria.items() if c.blocks]
+
+    def to_dict(self) -> dict:
+        return {"go": self.go, "failed": self.failed, "criteria": {n: asdict(c) for n, c in self.criteria.items()}}
+
+
+def go_no_go(cfg: HaloConfig, report: dict, gates: dict) -> Verdict:
+    """GO when no measured criterion failed (the data-quality checks gate the dataset upstream)."""
+    criteria = {**report_criteria(cfg, report), **gate_criteria(gates)}
+    return Verdict(not any(c.blocks for c in criteria.values()), criteria)
+
+
+def require_go(cfg: HaloConfig, report: dict | None, gates: dict | None, model: dict) -> Verdict:
+    """The verdict on ``model`` (its sha256, training hash, data fingerprint), or PromotionError when it
+    is NO-GO, was never evaluated, or the report and gates describe another model or other data."""
+    name = f"model {model['sha256'][:12]} (training hash {model['training_hash']}, data {model['data_fingerprint']})"
+    if report is None:
+        raise PromotionError(f"{name} was never evaluated: no report.json; materialize evaluation_report first")
+    if report.get("model_sha256") != model["sha256"]:
+        raise PromotionError(f"the evaluation report describes model {str(report.get('model_sha256'))[:12]}, not {name}; "
+                             "materialize evaluation_report for this model first")
+    if gates is None or gates.get("data_fingerprint") != report["data_fingerprint"]:
+        raise PromotionError(f"the shortcut gates were not measured on the data the report evaluated "
+                             f"({report['data_fingerprint']}); materialize shortcut_gates first")
+    verdict = go_no_go(cfg, report, gates)
+    if not verdict.go:
+        raise PromotionError(f"NO-GO for {name}: failed {', '.join(verdict.failed)}; it is not promoted")
+    return verdict
+
+
+def score_test_split(cfg: HaloConfig, dataset_dir: str, model_path: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, logits, distinct non-lens galaxies) of ``model_path`` on the test split of ``dataset_dir``;
+    PromotionError when the model reads its input preprocessed differently from those shards."""
+    model, sidecar = load_model(model_path)
+    try:
+        dataset_spec(dataset_dir).require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
+    except HaloError as err:
+        raise PromotionError(f"cannot score {model_path} on this test split: {err}") from None
+    device = pick_device(cfg.device)
+    shards, samples = load_split_samples(cfg, dataset_dir, "test")
+    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
+    meta = shards.meta.iloc[samples.rows]
+    return samples.labels.astype(int), logits, int(lrg_ids(meta[samples.labels == 0]).nunique())
+
+
+def _tpr(labels, scores, n_distinct) -> float | None:
+    return tpr_at_fpr(labels, scores, COMPARED_FPR, n_distinct)["tpr"]
+
+
+def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_distinct_negatives: int,
+            cfg: ChallengerConfig, seed: int = 0) -> dict:
+    """Champion / challenger on one test split: per metric both values, the difference (challenger minus
+    champion), the paired, class-stratified bootstrap CI half-width of that difference, the tolerance
+    max(min_tolerance, half-width), and whether the challenger is not worse by more than it. TPR at FPR
+    1e-2 is left out, and said so, when the split has too few distinct non-lenses to measure it."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    metrics = {"auroc": lambda y, s: auroc(y, s)}
+    if _tpr(labels, champion, n_distinct_negatives) is not None:
+        # a resample repeats galaxies; the distinct count of the split stands for its measurability
+        metrics["tpr_at_fpr_0.01"] = lambda y, s: _tpr(y, s, n_distinct_negatives)
+    diffs = {name: [] for name in metrics}
+    for _ in range(cfg.bootstrap_resamples):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        for name, fn in metrics.items():
+            diffs[name].append(fn(labels[idx], challenger[idx]) - fn(labels[idx], champion[idx]))
+    lo, hi = (1 - cfg.ci) / 2, 1 - (1 - cfg.ci) / 2
+    rows = {}
+    for name, fn in metrics.items():
+        a, b = fn(labels, champion), fn(labels, challenger)
+        half = float(np.quantile(diffs[name], hi) - np.quantile(diffs[name], lo)) / 2
+        tolerance = max(cfg.min_tolerance, half)
+        rows[name] = {"production": a, "challenger": b, "difference": b - a, "ci_half_width": half,
+                      "tolerance": tolerance, "not_worse": b - a >= -tolerance}
+    return {"n_test": int(len(labels)), "n_positives": int(len(pos)), "n_negatives": int(len(neg)),
+            "n_distinct_negatives": n_distinct_negatives, "ci": cfg.ci, "resamples": cfg.bootstrap_resamples,
+            "metrics": rows, "not_compared": [] if "tpr_at_fpr_0.01" in metrics else
+            [f"tpr_at_fpr_0.01: {n_distinct_negatives} distinct non-lenses, it needs {math.ceil(1 / COMPARED_FPR)}"],
+            "promote": all(r["not_worse"] for r in rows.values())}
