@@ -3,8 +3,8 @@
 and turns its report into metadata."""
 
 
+import hashlib
 import json
-import subprocess
 import sys
 
 import dagster as dg
@@ -12,14 +12,16 @@ import dagster as dg
 from halo_assets.metadata import (
     KEY_PLOTS, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
 )
-from halo_assets.resources import HaloSettings
-from halo_core import uris
+from halo_assets.resources import PROFILES, HaloSettings
+from halo_core import __version__, uris
 from halo_core.calibration import Calibration, calibrate_on_val
 from halo_core.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.config import HaloConfig
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.reader import SPLITS, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.shards import MANIFEST_FILE, read_manifest
 from halo_core.simulate import simulate_dataset
 from halo_core.train import FINAL, fit, training_result
 
@@ -41,28 +43,70 @@ GPU_OP_TAGS = {
 }
 
 
+# A go/no-go threshold, the gates or the calibration change what evaluation and promotion conclude, never
+# the data or the weights: these assets' code versions follow the whole config, the others' only
+# the weight-determining part (HaloConfig.training_hash).
+EVALUATION_ASSETS = ("shortcut_gates", "calibrated_model", "evaluation_report", "promoted_model")
+
+
+def versioned(assets_defs: list, cfg: HaloConfig) -> list:
+    """The assets with code versions from halo's release and ``cfg`` (the code location's profile; the
+    git commit never enters), so the UI marks them unsynced after an upgrade or a config change."""
+    def version(spec: dg.AssetSpec) -> dg.AssetSpec:
+        digest = cfg.config_hash() if spec.key.to_user_string() in EVALUATION_ASSETS else cfg.training_hash()
+        return spec.replace_attributes(code_version=f"{__version__}-{digest}")
+
+    return [a.map_asset_specs(version) if isinstance(a, dg.AssetsDefinition) else a for a in assets_defs]
+
+
+def content_fingerprint(uris_: list[str], root: str, extra: dict | None = None) -> str:
+    """sha256 over the files' names relative to ``root`` and their bytes, plus ``extra``: never paths,
+    mtimes or build times, so the same data rebuilt has the same fingerprint (DESIGN §9). The Dagster
+    data version of paired_stamps and filtered_dataset."""
+    digest = hashlib.sha256(json.dumps(extra or {}, sort_keys=True).encode())
+    for uri in sorted(uris_):
+        digest.update(uri.removeprefix(root).lstrip("/").encode() + b"\0")
+        fs, inner = uris.filesystem(uri)
+        with fs.open(inner, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def stamps_fingerprint(root: str) -> str:
+    return content_fingerprint(uris.find(root, ".parquet"), root)
+
+
+def dataset_fingerprint(root: str) -> str:
+    """The shards' and meta's bytes plus the preprocessing spec; the manifest's timings stay out."""
+    files = [u for u in uris.find(root, "") if not u.endswith(MANIFEST_FILE)]
+    return content_fingerprint(files, root, read_manifest(root)["preprocess"])
+
+
 def source_uri(halo: HaloSettings) -> str:
     """The paired dataset: the configured train_path, or the synthesized one under the root."""
     return halo.config().train_path or halo.uri("paired_stamps")
 
 
-@dg.asset(group_name="data", kinds={"parquet"})
+@dg.asset(group_name="data", kinds={"parquet"}, partitions_def=PROFILES)
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
     cfg = halo.config()
     if cfg.train_path:
         files = split_files(cfg.train_path)
-        return dg.MaterializeResult(metadata={
-            "uri": dg.MetadataValue.path(cfg.train_path),
+        fingerprint = stamps_fingerprint(cfg.train_path)
+        return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+            "uri": dg.MetadataValue.path(cfg.train_path), "data_fingerprint": fingerprint,
             "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
         })
     with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
         report = simulate_dataset(out, **cfg.simulation.model_dump())
         uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
-    return dg.MaterializeResult(metadata={
-        "uri": dg.MetadataValue.path(halo.uri("paired_stamps")),
+    fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        "uri": dg.MetadataValue.path(halo.uri("paired_stamps")), "data_fingerprint": fingerprint,
         "rows": table([{"split": s, "rows": n, "files": report.files[s]} for s, n in report.rows.items()]),
         "nan_rows": dg.MetadataValue.int(report.nan_rows),
         "masked_arc_rows": dg.MetadataValue.int(report.masked_arc_rows),
@@ -70,16 +114,18 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     })
 
 
-@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"})
+@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"}, partitions_def=PROFILES)
 def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
     """Excluded bricks removed, quality cuts applied, corrupt/NaN rows quarantined and counted, pairs
     preprocessed once into memory-mapped float16 shards."""
     cfg = halo.config()
     report = build_filtered_dataset(cfg, source_uri(halo), halo.uri("filtered_dataset"))
-    return dg.MaterializeResult(metadata={**dataset_metadata(report), "config_hash": cfg.config_hash()})
+    fingerprint = dataset_fingerprint(halo.uri("filtered_dataset"))
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        **dataset_metadata(report), "config_hash": cfg.config_hash(), "data_fingerprint": fingerprint})
 
 
-@dg.asset(deps=[filtered_dataset], group_name="data", kinds={"scikitlearn"})
+@dg.asset(deps=[filtered_dataset], group_name="data", kinds={"scikitlearn"}, partitions_def=PROFILES)
 def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     """Cross-validated logistic-regression AUCs on the model's input: central 10x10 core, radial
     profile, metadata. Its checks gate promotion, not training: a shortcut-prone model is still
@@ -96,30 +142,35 @@ def training_dir(halo: HaloSettings) -> str:
     return cfg.checkpoint_dir or uris.join(halo.uri("trained_model"), cfg.training_hash())
 
 
-@dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
+@dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+          partitions_def=PROFILES)
 def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """ResNet18 trained by the halo_core trainer on the filtered shards; resumes from last.pt if a
     previous attempt was interrupted."""
     cfg = halo.config()
     out = training_dir(halo)
     if cfg.nproc_per_node > 1:
-        # DDP needs one process per device: run the same trainer under torchrun, same preset and overrides
+        # DDP needs one process per device: the same trainer under torchrun, same profile and overrides.
+        # Through Pipes: rank 0's log lines become run events, and a cancelled run stops torchrun.
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
-               "-m", "halo_core.train", "--preset", halo.preset, "--data", halo.uri("filtered_dataset"), "--out", out,
-               *[arg for item in halo.overrides for arg in ("--set", item)]]
+               "-m", "halo_assets.pipes_train", "--preset", halo.profile(), "--data", halo.uri("filtered_dataset"),
+               "--out", out, *[arg for item in halo.overrides for arg in ("--set", item)]]
         context.log.info("launching %s", " ".join(cmd))
-        subprocess.run(cmd, check=True)
+        dg.PipesSubprocessClient().run(context=context, command=cmd)
         result = training_result(out)
     else:
         result = fit(cfg, halo.uri("filtered_dataset"), out)
-    return dg.MaterializeResult(metadata={**training_metadata(result), "config_hash": cfg.config_hash()})
+    # the run key as data version: a retrain of the same config on the same data is no change downstream
+    run_key = f"{cfg.training_hash()}-{dataset_fingerprint(halo.uri('filtered_dataset'))}"
+    return dg.MaterializeResult(data_version=dg.DataVersion(run_key), metadata={
+        **training_metadata(result), "config_hash": cfg.config_hash(), "run_key": run_key})
 
 
 def model_path(halo: HaloSettings) -> str:
     return uris.join(training_dir(halo), FINAL)
 
 
-@dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"})
+@dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"}, partitions_def=PROFILES)
 def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
     """Platt scaling fitted on the validation split, stored beside the model as calibration.json."""
     cfg = halo.config()
@@ -136,7 +187,7 @@ def load_calibration(halo: HaloSettings) -> Calibration:
     return Calibration.from_dict(uris.read_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE)))
 
 
-@dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"})
+@dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)
 def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html."""
     cfg = halo.config()
@@ -146,7 +197,8 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML), plots))
 
 
-@dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"})
+@dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"},
+          partitions_def=PROFILES)
 def promoted_model(halo: HaloSettings) -> dg.MaterializeResult:
     """The deployable model: written only when every blocking check on the report and the shortcut
     gates passed."""

@@ -9,16 +9,18 @@ from pathlib import Path
 import dagster as dg
 
 from halo_assets.definitions import defs
-from halo_assets.resources import DEFAULT_ROOT, HaloSettings
+from halo_assets.resources import DEFAULT_ROOT, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
 
 
 def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance):
+    """One retrain of the preset's partition (registered first: a run needs its partition to exist)."""
+    instance.add_dynamic_partitions(PROFILES.name, [preset])
     run_config = {"resources": {"halo": {"config": {"preset": preset, "overrides": overrides, "root_uri": root_uri}}}}
     return defs.resolve_job_def("retrain_job").execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False)
+        run_config=run_config, instance=instance, partition_key=preset, raise_on_error=False)
 
 
 def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:
