@@ -15,7 +15,7 @@ from halo_assets.metadata import (
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import __version__, uris
 from halo_core.calibration import Calibration, calibrate_on_val
-from halo_core.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.checkpoint import load_checkpoint, load_sidecar, save_checkpoint
 from halo_core.config import HaloConfig
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
@@ -62,7 +62,8 @@ def versioned(assets_defs: list, cfg: HaloConfig) -> list:
 def content_fingerprint(uris_: list[str], root: str, extra: dict | None = None) -> str:
     """sha256 over the files' names relative to ``root`` and their bytes, plus ``extra``: never paths,
     mtimes or build times, so the same data rebuilt has the same fingerprint (DESIGN §9). The Dagster
-    data version of paired_stamps and filtered_dataset."""
+    data version of paired_stamps and filtered_dataset, until halo_core's data fingerprint (the one
+    training records in its sidecar) takes this function's place."""
     digest = hashlib.sha256(json.dumps(extra or {}, sort_keys=True).encode())
     for uri in sorted(uris_):
         digest.update(uri.removeprefix(root).lstrip("/").encode() + b"\0")
@@ -161,7 +162,7 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     else:
         result = fit(cfg, halo.uri("filtered_dataset"), out)
     # the run key as data version: a retrain of the same config on the same data is no change downstream
-    run_key = f"{cfg.training_hash()}-{dataset_fingerprint(halo.uri('filtered_dataset'))}"
+    run_key = f"{cfg.training_hash()}-{load_sidecar(result.model_path)['data_fingerprint']}"
     return dg.MaterializeResult(data_version=dg.DataVersion(run_key), metadata={
         **training_metadata(result), "config_hash": cfg.config_hash(), "run_key": run_key})
 

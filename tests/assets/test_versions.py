@@ -86,3 +86,13 @@ def test_code_version_is_halos_release_and_config_not_the_commit():
     specs = {a.key.to_user_string(): a.specs_by_key[a.key].code_version
              for a in versioned([paired_stamps, filtered_dataset], cfg)}
     assert specs["filtered_dataset"] == f"{__version__}-{cfg.training_hash()}"
+
+
+def test_simulated_stamps_record_the_fingerprint_of_what_was_simulated(tmp_path, instance):
+    def version(overrides):
+        halo = HaloSettings(preset="smoke", overrides=overrides, root_uri=str(tmp_path / "root"))
+        return _materialize(instance, halo, "smoke", selection=[DATA[0]])["paired_stamps"].tags["dagster/data_version"]
+
+    first = version([])
+    assert version([]) == first  # simulated again from the same seed: the same bytes
+    assert version(["simulation.seed=2"]) != first
