@@ -19,6 +19,7 @@ from halo_core.checkpoint import load_checkpoint, load_sidecar, save_checkpoint
 from halo_core.config import HaloConfig
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
+from halo_core.preprocess import PreprocessSpec
 from halo_core.reader import SPLITS, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.shards import MANIFEST_FILE, read_manifest
@@ -43,18 +44,27 @@ GPU_OP_TAGS = {
 }
 
 
-# A go/no-go threshold, the gates or the calibration change what evaluation and promotion conclude, never
-# the data or the weights: these assets' code versions follow the whole config, the others' only
-# the weight-determining part (HaloConfig.training_hash).
-EVALUATION_ASSETS = ("shortcut_gates", "calibrated_model", "evaluation_report", "promoted_model")
+def content_config(asset: str, cfg: HaloConfig) -> dict:
+    """The part of the config an asset's content depends on. Data: what the simulator and the filter
+    read; trained_model: the weight-determining keys (HaloConfig.training_hash); the rest (gates,
+    calibration, report, promotion) also follow thresholds and the calibration choice."""
+    if asset == "paired_stamps":
+        return {"simulation": cfg.simulation.model_dump(mode="json")}
+    if asset == "filtered_dataset":
+        return {**cfg.model_dump(mode="json", include={"exclude_bricks", "quality_cuts", "input_keys"}),
+                "preprocess": PreprocessSpec.from_config(cfg).to_dict()}
+    if asset == "trained_model":
+        return {"training_hash": cfg.training_hash()}
+    return {"config_hash": cfg.config_hash()}
 
 
 def versioned(assets_defs: list, cfg: HaloConfig) -> list:
     """The assets with code versions from halo's release and ``cfg`` (the code location's profile; the
-    git commit never enters), so the UI marks them unsynced after an upgrade or a config change."""
+    git commit never enters), so the UI marks an asset unsynced after an upgrade or a change to the
+    config it depends on."""
     def version(spec: dg.AssetSpec) -> dg.AssetSpec:
-        digest = cfg.config_hash() if spec.key.to_user_string() in EVALUATION_ASSETS else cfg.training_hash()
-        return spec.replace_attributes(code_version=f"{__version__}-{digest}")
+        config = json.dumps(content_config(spec.key.to_user_string(), cfg), sort_keys=True)
+        return spec.replace_attributes(code_version=f"{__version__}-{hashlib.sha256(config.encode()).hexdigest()[:16]}")
 
     return [a.map_asset_specs(version) if isinstance(a, dg.AssetsDefinition) else a for a in assets_defs]
 

@@ -125,3 +125,14 @@ def test_without_the_k8s_executor_the_whole_run_asks_for_the_gpu():
     with pytest.raises(ValueError, match="HALO_EXECUTOR"):
         executor_for("celery")
     assert "ecs/container_overrides" in retrain_job_for(None).tags  # compose / ECS: one container per run
+
+
+def test_every_compose_service_that_loads_the_instance_gets_its_config_and_the_deploy_image():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    for name in ("halo_code", "webserver", "daemon"):
+        service = compose["services"][name]
+        home = service["environment"]["DAGSTER_HOME"]
+        assert f"./dagster.yaml:{home}/dagster.yaml:ro" in service["volumes"], name
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile", name  # installs .[deploy]
+        assert set(PG_ENV) <= set(service["environment"]), name
+    assert compose["services"]["halo_code"]["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -72,20 +72,31 @@ def test_new_input_data_new_code_or_weight_config_make_the_dataset_unsynced(tmp_
     _materialize(instance, halo, "smoke")
     assert _status(instance, "filtered_dataset", "smoke") == FRESH
 
-    # a weight-determining key or halo's version changes the code version; a go/no-go threshold does not
-    assert _status(instance, "filtered_dataset", "smoke", load_preset("smoke", {"learning_rate": 3e-4})) == STALE
-    assert _status(instance, "filtered_dataset", "smoke", load_preset("smoke", {"go_no_go": {"min_test_auroc": 0.5}})) \
-        == FRESH
+    # a key the filter reads changes its code version; a training key or a threshold does not
+    def after(change):
+        cfg = load_preset("smoke", change)
+        return _status(instance, "paired_stamps", "smoke", cfg), _status(instance, "filtered_dataset", "smoke", cfg)
+
+    assert after({"clip_range": [-5.0, 30.0]}) == (FRESH, STALE)
+    assert after({"simulation": {"seed": 7}}) == (STALE, FRESH)  # and its new data would follow downstream
+    assert after({"learning_rate": 3e-4}) == after({"go_no_go": {"min_test_auroc": 0.5}}) == (FRESH, FRESH)
     assert _status(instance, "filtered_dataset", "demo") == StaleStatus.MISSING  # the other profile's own history
 
 
-def test_code_version_is_halos_release_and_config_not_the_commit():
+def test_code_versions_follow_halos_release_and_the_config_each_asset_reads():
+    from halo_assets import assets
     from halo_core import __version__
 
-    cfg = load_preset("smoke")
-    specs = {a.key.to_user_string(): a.specs_by_key[a.key].code_version
-             for a in versioned([paired_stamps, filtered_dataset], cfg)}
-    assert specs["filtered_dataset"] == f"{__version__}-{cfg.training_hash()}"
+    def versions(cfg):
+        return {a.key.to_user_string(): a.specs_by_key[a.key].code_version
+                for a in versioned(dg.load_assets_from_modules([assets]), cfg)}
+
+    base = versions(load_preset("smoke"))
+    assert all(v.startswith(f"{__version__}-") for v in base.values())  # the release, never a git commit
+    changed = {k for k, v in versions(load_preset("smoke", {"learning_rate": 3e-4})).items() if v != base[k]}
+    assert changed == {"trained_model", "shortcut_gates", "calibrated_model", "evaluation_report", "promoted_model"}
+    changed = {k for k, v in versions(load_preset("smoke", {"calibration": "temperature"})).items() if v != base[k]}
+    assert changed == {"shortcut_gates", "calibrated_model", "evaluation_report", "promoted_model"}
 
 
 def test_simulated_stamps_record_the_fingerprint_of_what_was_simulated(tmp_path, instance):
