@@ -69,13 +69,13 @@ def versioned(assets_defs: list, cfg: HaloConfig) -> list:
     return [a.map_asset_specs(version) if isinstance(a, dg.AssetsDefinition) else a for a in assets_defs]
 
 
-def content_fingerprint(uris_: list[str], root: str, extra: dict | None = None) -> str:
+def content_fingerprint(files: list[str], root: str, extra: dict | None = None) -> str:
     """sha256 over the files' names relative to ``root`` and their bytes, plus ``extra``: never paths,
     mtimes or build times, so the same data rebuilt has the same fingerprint (DESIGN §9). The Dagster
     data version of paired_stamps and filtered_dataset, until halo_core's data fingerprint (the one
     training records in its sidecar) takes this function's place."""
     digest = hashlib.sha256(json.dumps(extra or {}, sort_keys=True).encode())
-    for uri in sorted(uris_):
+    for uri in sorted(files):
         digest.update(uri.removeprefix(root).lstrip("/").encode() + b"\0")
         fs, inner = uris.filesystem(uri)
         with fs.open(inner, "rb") as f:
@@ -89,9 +89,11 @@ def stamps_fingerprint(root: str) -> str:
 
 
 def dataset_fingerprint(root: str) -> str:
-    """The shards' and meta's bytes plus the preprocessing spec; the manifest's timings stay out."""
-    files = [u for u in uris.find(root, "") if not u.endswith(MANIFEST_FILE)]
-    return content_fingerprint(files, root, read_manifest(root)["preprocess"])
+    """The shards' and meta's bytes plus the preprocessing spec; the manifest's timings stay out. Read
+    from the local mirror the checks read too, so an S3 dataset is downloaded once."""
+    local = uris.local_mirror(root, MANIFEST_FILE)
+    files = [u for u in uris.find(local, "") if not u.endswith(MANIFEST_FILE)]
+    return content_fingerprint(files, local, read_manifest(root)["preprocess"])
 
 
 def source_uri(halo: HaloSettings) -> str:

@@ -34,6 +34,7 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     # trained_model's and the config review's (config_*) are WARN advisories
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model" and not k[1].startswith("config_")}
     assert all(blocking.values()) and len(blocking) == 18 and len(checks) == 27
+    assert {e.partition for e in evaluations} == {"smoke"}  # each check's history is the profile's own
     card = json.loads((tmp_path / "smoke" / "promoted_model" / "model.json").read_text())
     assert card["input_channels"] == 3 and "test_metrics" in card and "calibration" in card
     assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")
