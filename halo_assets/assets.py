@@ -3,8 +3,8 @@
 and turns its report into metadata."""
 
 
+import hashlib
 import json
-import subprocess
 import sys
 
 import dagster as dg
@@ -12,12 +12,14 @@ import dagster as dg
 from halo_assets.metadata import (
     KEY_PLOTS, comparison_metadata, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
 )
-from halo_assets.resources import HaloSettings
-from halo_core import uris
+from halo_assets.resources import PROFILES, HaloSettings
+from halo_core import __version__, uris
 from halo_core.calibration import Calibration, calibrate_on_val
 from halo_core.checkpoint import file_sha256, load_sidecar
+from halo_core.config import HaloConfig
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
+from halo_core.preprocess import PreprocessSpec
 from halo_core.promotion import compare, require_go, score_test_split
 from halo_core.reader import SPLITS, split_files
 from halo_core.registry import add_version, find_version, production, set_production, version_model
@@ -46,28 +48,60 @@ GPU_OP_TAGS = {
 }
 
 
+def content_config(asset: str, cfg: HaloConfig) -> dict:
+    """The part of the config an asset's content depends on. Data: what the simulator and the filter
+    read; trained_model: the weight-determining keys (HaloConfig.training_hash); the rest (gates,
+    calibration, report, promotion) also follow thresholds and the calibration choice."""
+    if asset == "paired_stamps":
+        return {"simulation": cfg.simulation.model_dump(mode="json")}
+    if asset == "filtered_dataset":
+        return {**cfg.model_dump(mode="json", include={"exclude_bricks", "quality_cuts", "input_keys"}),
+                "preprocess": PreprocessSpec.from_config(cfg).to_dict()}
+    if asset == "trained_model":
+        return {"training_hash": cfg.training_hash()}
+    return {"config_hash": cfg.config_hash()}
+
+
+def versioned(assets_defs: list, cfg: HaloConfig) -> list:
+    """The assets with code versions from halo's release and ``cfg`` (the code location's profile; the
+    git commit never enters), so the UI marks an asset unsynced after an upgrade or a change to the
+    config it depends on."""
+    def version(spec: dg.AssetSpec) -> dg.AssetSpec:
+        config = json.dumps(content_config(spec.key.to_user_string(), cfg), sort_keys=True)
+        return spec.replace_attributes(code_version=f"{__version__}-{hashlib.sha256(config.encode()).hexdigest()[:16]}")
+
+    return [a.map_asset_specs(version) if isinstance(a, dg.AssetsDefinition) else a for a in assets_defs]
+
+
+def stamps_fingerprint(root: str) -> str:
+    """The input parquet's content fingerprint (DESIGN §9): file names relative to the root and bytes."""
+    return uris.content_fingerprint(uris.find(root, ".parquet"), root)
+
+
 def source_uri(halo: HaloSettings) -> str:
     """The paired dataset: the configured train_path, or the synthesized one under the root."""
     return halo.config().train_path or halo.uri("paired_stamps")
 
 
-@dg.asset(group_name="data", kinds={"parquet"})
+@dg.asset(group_name="data", kinds={"parquet"}, partitions_def=PROFILES)
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
     cfg = halo.config()
     if cfg.train_path:
         files = split_files(cfg.train_path)
-        return dg.MaterializeResult(metadata={
-            "uri": dg.MetadataValue.path(cfg.train_path),
+        fingerprint = stamps_fingerprint(cfg.train_path)
+        return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+            "uri": dg.MetadataValue.path(cfg.train_path), "data_fingerprint": fingerprint,
             "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
         })
     with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
         report = simulate_dataset(out, **cfg.simulation.model_dump())
         uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
-    return dg.MaterializeResult(metadata={
-        "uri": dg.MetadataValue.path(halo.uri("paired_stamps")),
+    fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        "uri": dg.MetadataValue.path(halo.uri("paired_stamps")), "data_fingerprint": fingerprint,
         "rows": table([{"split": s, "rows": n, "files": report.files[s]} for s, n in report.rows.items()]),
         "nan_rows": dg.MetadataValue.int(report.nan_rows),
         "masked_arc_rows": dg.MetadataValue.int(report.masked_arc_rows),
@@ -75,16 +109,18 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     })
 
 
-@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"})
+@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"}, partitions_def=PROFILES)
 def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
     """Excluded bricks removed, quality cuts applied, corrupt/NaN rows quarantined and counted, pairs
     preprocessed once into memory-mapped float16 shards."""
     cfg = halo.config()
     report = build_filtered_dataset(cfg, source_uri(halo), halo.uri("filtered_dataset"))
-    return dg.MaterializeResult(metadata={**dataset_metadata(report), "config_hash": cfg.config_hash()})
+    fingerprint = data_fingerprint(halo.uri("filtered_dataset"))
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        **dataset_metadata(report), "config_hash": cfg.config_hash(), "data_fingerprint": fingerprint})
 
 
-@dg.asset(deps=[filtered_dataset], group_name="data", kinds={"scikitlearn"})
+@dg.asset(deps=[filtered_dataset], group_name="data", kinds={"scikitlearn"}, partitions_def=PROFILES)
 def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     """Cross-validated logistic-regression AUCs on the model's input: central 10x10 core, radial
     profile, metadata. Its checks gate promotion, not training: a shortcut-prone model is still
@@ -114,26 +150,28 @@ def training_dir(halo: HaloSettings) -> str:
     return uris.join(root, run_key(cfg, halo.uri("filtered_dataset"), warm_start_model(halo)))
 
 
-@dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
+@dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+          partitions_def=PROFILES)
 def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """ResNet18 trained by the halo_core trainer on the filtered shards, in the run folder of its
     (training hash, data fingerprint): an interrupted run resumes from last.pt, a finished one is reused."""
     cfg = halo.config()
     out, warm = training_dir(halo), warm_start_model(halo)
     if cfg.nproc_per_node > 1:
-        # DDP needs one process per device: run the same trainer under torchrun, same preset and overrides
+        # DDP needs one process per device: the same trainer under torchrun, same profile and overrides.
+        # Through Pipes: rank 0's log lines become run events, and a cancelled run stops torchrun.
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
-               "-m", "halo_core.train", "--preset", halo.preset, "--data", halo.uri("filtered_dataset"), "--out", out,
-               *[arg for item in halo.overrides for arg in ("--set", item)],
+               "-m", "halo_assets.pipes_train", "--preset", halo.profile(), "--data", halo.uri("filtered_dataset"),
+               "--out", out, *[arg for item in halo.overrides for arg in ("--set", item)],
                *(["--warm-start-from", warm] if warm else [])]
         context.log.info("launching %s", " ".join(cmd))
-        subprocess.run(cmd, check=True)
+        dg.PipesSubprocessClient().run(context=context, command=cmd)
         result = training_result(out)
     else:
         result = fit(cfg, halo.uri("filtered_dataset"), out, warm_start_from=warm)
     uris.atomic_write_json(uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE), {"run_dir": out})
     sidecar = load_sidecar(result.model_path)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(f"{sidecar['training_hash']}-{sidecar['data_fingerprint']}"), metadata={
         **training_metadata(result), "config_hash": cfg.config_hash(), "training_hash": sidecar["training_hash"],
         "data_fingerprint": sidecar["data_fingerprint"], "warm_start_from": sidecar.get("warm_start_from") or "none"})
 
@@ -147,7 +185,7 @@ def model_path(halo: HaloSettings) -> str:
     return uris.join(uris.read_json(current)["run_dir"], FINAL)
 
 
-@dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"})
+@dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"}, partitions_def=PROFILES)
 def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
     """Platt scaling fitted on the validation split, stored beside the model as calibration.json."""
     cfg = halo.config()
@@ -164,7 +202,7 @@ def load_calibration(halo: HaloSettings) -> Calibration:
     return Calibration.from_dict(uris.read_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE)))
 
 
-@dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"})
+@dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)
 def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html."""
     cfg = halo.config()
@@ -178,7 +216,7 @@ CHALLENGER_CHECK = "not_worse_than_production"
 
 
 @dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"},
-          check_specs=[dg.AssetCheckSpec(CHALLENGER_CHECK, asset="promoted_model", description=(
+          partitions_def=PROFILES, check_specs=[dg.AssetCheckSpec(CHALLENGER_CHECK, asset="promoted_model", partitions_def=PROFILES, description=(
               "Champion / challenger: the new model is not worse than production on the newest test split "
               "(AUROC, TPR at FPR 1e-2) by more than max(challenger.min_tolerance, the bootstrap CI half-width)."))])
 def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
@@ -227,7 +265,7 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     }
     if cfg.log_to_wandb:
         metadata["wandb_run"] = dg.MetadataValue.text(log_model_artifact(
-            cfg, card_model, card_model.removesuffix(".pt") + ".json", f"halo-{halo.profile}",
+            cfg, card_model, card_model.removesuffix(".pt") + ".json", f"halo-{halo.profile()}",
             [version, *(["production"] if promoted else [])],
             {"training_hash": identity["training_hash"], "data_fingerprint": identity["data_fingerprint"],
              "test_auroc": report["metrics"]["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))

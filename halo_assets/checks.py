@@ -1,8 +1,11 @@
 """Asset checks: data quality on the datasets and the go/no-go criteria on the evaluation report
 (DESIGN §5). Each reports the observed value next to its threshold and the sample count; blocking
-checks stop everything downstream, so a failed gate withholds `promoted_model`."""
+checks stop everything downstream, so a failed gate withholds `promoted_model`. Every check is
+partitioned like its asset, so each profile keeps its own check history."""
 
 from __future__ import annotations
+
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -11,7 +14,7 @@ from halo_assets.assets import (
     GATES_FILE, evaluation_report, filtered_dataset, model_path, paired_stamps, shortcut_gates, source_uri, trained_model,
 )
 from halo_assets.metadata import number, other_calibration, table
-from halo_assets.resources import HaloSettings
+from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.checkpoint import load_sidecar
 from halo_core.errors import ContractError
@@ -25,10 +28,13 @@ from halo_core.samples import build_samples
 from halo_core.shards import open_split, read_manifest
 from halo_core.train import load_split_samples
 
+# Partitioned checks are a preview API in Dagster 1.13; they are what keeps a profile's check history its own.
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+
 FINITE_CHECK_ROWS = 4096  # per split: a deterministic sample, so the check costs seconds on 1.4 M rows
 
 
-@dg.asset_check(asset=paired_stamps, blocking=True)
+@dg.asset_check(asset=paired_stamps, blocking=True, partitions_def=PROFILES)
 def schema_contract(halo: HaloSettings) -> dg.AssetCheckResult:
     """Every parquet file has the required columns with the contract's types (DESIGN §3)."""
     import pyarrow.parquet as pq
@@ -51,7 +57,7 @@ def schema_contract(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
-@dg.asset_check(asset=filtered_dataset, blocking=True)
+@dg.asset_check(asset=filtered_dataset, blocking=True, partitions_def=PROFILES)
 def split_integrity(halo: HaloSettings) -> dg.AssetCheckResult:
     """No brick and no LRG position in two splits (injections share LRGs, bricks share sky)."""
     integrity = read_manifest(halo.uri("filtered_dataset"))["integrity"]
@@ -64,7 +70,7 @@ def split_integrity(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
-@dg.asset_check(asset=filtered_dataset, blocking=True)
+@dg.asset_check(asset=filtered_dataset, blocking=True, partitions_def=PROFILES)
 def excluded_bricks_absent(halo: HaloSettings) -> dg.AssetCheckResult:
     """None of the configured `exclude_bricks` survives filtering."""
     excluded = set(halo.config().exclude_bricks)
@@ -77,7 +83,7 @@ def excluded_bricks_absent(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
-@dg.asset_check(asset=filtered_dataset, blocking=True)
+@dg.asset_check(asset=filtered_dataset, blocking=True, partitions_def=PROFILES)
 def finite_pixels(halo: HaloSettings) -> dg.AssetCheckResult:
     """Kept pixels are finite, and the quarantined share (NaN, corrupt, bad shape...) is below the limit."""
     cfg = halo.config()
@@ -100,7 +106,7 @@ def finite_pixels(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
-@dg.asset_check(asset=filtered_dataset, blocking=True)
+@dg.asset_check(asset=filtered_dataset, blocking=True, partitions_def=PROFILES)
 def class_balance(halo: HaloSettings) -> dg.AssetCheckResult:
     """The configured sample construction yields both classes in every split (a single-class training
     set, like the plan's positives-only batches, cannot learn anything)."""
@@ -115,7 +121,7 @@ def class_balance(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
-@dg.asset_check(asset=filtered_dataset, blocking=True)
+@dg.asset_check(asset=filtered_dataset, blocking=True, partitions_def=PROFILES)
 def arc_snr_zero_accounted(halo: HaloSettings) -> dg.AssetCheckResult:
     """A stamp identical to its control must be a masked arc (arc_snr == 0), never a claimed injection."""
     splits = read_manifest(halo.uri("filtered_dataset"))["splits"]
@@ -130,7 +136,7 @@ def arc_snr_zero_accounted(halo: HaloSettings) -> dg.AssetCheckResult:
 def _training_monitor(name: str, description: str):
     """An advisory (WARN) check on the trained model from its per-epoch history."""
 
-    @dg.asset_check(asset=trained_model, name=name, description=description)
+    @dg.asset_check(asset=trained_model, name=name, description=description, partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         sidecar = load_sidecar(model_path(halo))
         result = monitor_report(sidecar["history"], halo.config(), sidecar["best_epoch"])[name]
@@ -140,7 +146,7 @@ def _training_monitor(name: str, description: str):
     return check
 
 
-@dg.asset_check(asset=trained_model)
+@dg.asset_check(asset=trained_model, partitions_def=PROFILES)
 def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
     """Neither class is classified 100 % right on val: a perfect class means the model found something
     easier than arcs (the plan's reviewer question Q8). Read from the promoted epoch's training record,
@@ -189,7 +195,8 @@ def _config_review_check(rule: str):
     """One configuration-review rule as a check beside the dataset it will train on: it runs before
     trained_model, and nothing waits for it."""
 
-    @dg.asset_check(asset=filtered_dataset, name=f"config_{rule}", description=RULES[rule].__doc__)
+    @dg.asset_check(asset=filtered_dataset, name=f"config_{rule}", description=RULES[rule].__doc__,
+                    partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         cfg = halo.config()
         finding = RULES[rule](cfg)
@@ -198,7 +205,7 @@ def _config_review_check(rule: str):
     return check
 
 
-@dg.asset_check(asset=filtered_dataset)
+@dg.asset_check(asset=filtered_dataset, partitions_def=PROFILES)
 def config_training_budget(halo: HaloSettings) -> dg.AssetCheckResult:
     """epochs x train samples as sample iterations and the wall time they take at the rate measured
     by a few forward/backward steps of the configured model on this device; warns above a day."""
@@ -216,7 +223,8 @@ CONFIG_REVIEW_CHECKS = [*(_config_review_check(rule) for rule in RULES), config_
 
 def _gate_check(gate: str):
     @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc", blocking=True,
-                    description=f"The {gate} shortcut gate's cross-validated AUC is at most `gates.max_auc`.")
+                    description=f"The {gate} shortcut gate's cross-validated AUC is at most `gates.max_auc`.",
+                    partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         gates = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
         result = gates[gate]
@@ -248,20 +256,20 @@ def _at_least(halo: HaloSettings, name: str, metric: str, threshold: float) -> d
     })
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def test_auroc(halo: HaloSettings) -> dg.AssetCheckResult:
     """Held-out test AUROC at or above `go_no_go.min_test_auroc`."""
     return _at_least(halo, "test_auroc", "auroc", halo.config().go_no_go.min_test_auroc)
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def precision_at_recall_0_90(halo: HaloSettings) -> dg.AssetCheckResult:
     """Precision at 90 % recall on test at or above `go_no_go.min_precision_at_recall_0_90` (the plan's target)."""
     return _at_least(halo, "precision_at_recall_0_90", "precision_at_recall_0_90",
                      halo.config().go_no_go.min_precision_at_recall_0_90)
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
     """At the promoted (best) epoch, val loss minus train loss is below `go_no_go.max_train_val_gap`."""
     report = _report(halo)
@@ -270,7 +278,7 @@ def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
         "gap": result["value"], "threshold": result["limit"], "epoch": result["epoch"] + 1})
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
     """The model scores a galaxy from its own stamp: a real survey galaxy has no arc-free control."""
     report = _report(halo)
@@ -289,7 +297,7 @@ def _not_measurable(reason: str, metadata: dict) -> dg.AssetCheckResult:
                                metadata={"measurable": False, "reason": reason, **metadata})
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def brick_auroc_std(halo: HaloSettings) -> dg.AssetCheckResult:
     """The finder works alike across the sky: the std of per-brick test AUROC, over bricks with at least
     `go_no_go.brick_min_per_class` samples of each class, is below `go_no_go.max_brick_auroc_std`."""
@@ -305,7 +313,7 @@ def brick_auroc_std(halo: HaloSettings) -> dg.AssetCheckResult:
                                metadata={"std": bricks["std"], "measurable": True, **metadata})
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResult:
     """Bigger arcs are found at least as often: no theta_E bin's completeness lies below an earlier
     bin's with disjoint Wilson 95 % intervals."""
@@ -322,7 +330,7 @@ def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResu
         "violations": dg.MetadataValue.json(trend["violations"]), "measurable": True, **metadata})
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
     """Stamps whose arc was masked (arc_snr == 0) hold no lens: the share scored as lens is below
     `go_no_go.max_arc_snr_zero_accuracy_as_lens`."""
@@ -337,7 +345,7 @@ def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
         "measurable": True, **metadata})
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     """Test ECE (equal-mass bins) of the calibration in use is at most `go_no_go.max_ece_after_calibration`."""
     report = _report(halo)
@@ -354,7 +362,7 @@ BIN_COLUMNS = ("lo", "hi", "n", "saliency_arc_fraction", "saliency_core_fraction
                "core_occlusion_drop")
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     """Giving test lenses their control's pixels outside the r < 5 px core (removing the arc there) drops
     the mean score by at least 0.30, and doing so inside the core drops it by at most half that (the

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from halo_assets.definitions import defs
-from halo_assets.resources import DEFAULT_ROOT, HaloSettings
+from halo_assets.resources import DEFAULT_ROOT, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
@@ -17,10 +17,12 @@ from halo_core.report import REPORT_HTML
 
 def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance,
                 assets: list[str] | None = None):
-    """The retrain job, or only ``assets`` of it (as the UI's Materialize on a selection does)."""
+    """One retrain of the preset's partition (registered first: a run needs its partition to exist), or
+    only ``assets`` of it (as the UI's Materialize on a selection does)."""
+    instance.add_dynamic_partitions(PROFILES.name, [preset])
     run_config = {"resources": {"halo": {"config": {"preset": preset, "overrides": overrides, "root_uri": root_uri}}}}
     return defs.resolve_job_def("retrain_job").execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False,
+        run_config=run_config, instance=instance, partition_key=preset, raise_on_error=False,
         asset_selection=[dg.AssetKey(a) for a in assets] if assets else None)
 
 

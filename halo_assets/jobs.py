@@ -1,4 +1,4 @@
-"""The retrain job and its weekly schedule."""
+"""The retrain job, its weekly schedule, and the executor it runs under."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import dagster as dg
 
 from halo_assets.assets import GPU_OP_TAGS
+from halo_assets.resources import PROFILES, HaloSettings
 
 # Run-level GPU requests, for launchers that put a whole run in one container (K8sRunLauncher without
 # the k8s_job_executor, EcsRunLauncher): every retrain run, manual, scheduled or sensor-made, asks for a
@@ -16,10 +17,33 @@ GPU_RUN_TAGS = {
     "ecs/container_overrides": json.dumps({"resourceRequirements": [{"type": "GPU", "value": "1"}]}),
 }
 
-# Whole graph, checks included: a retrain re-reads the data, so every data check runs again.
-retrain_job = dg.define_asset_job("retrain_job", selection=dg.AssetSelection.all(), tags=GPU_RUN_TAGS)
+RETRAIN_JOB = "retrain_job"
 
-weekly_retrain = dg.ScheduleDefinition(
-    name="weekly_retrain", job=retrain_job, cron_schedule="0 6 * * 1", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,  # switched on per deployment, not by a laptop demo
-)
+
+def executor_for(name: str) -> dg.ExecutorDefinition | None:
+    """HALO_EXECUTOR: "k8s" (the Helm chart) runs each step in its own pod, so only trained_model's pod
+    asks for the GPU; anything else keeps Dagster's default (all steps in the run's container)."""
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor  # the `deploy` extra; only Kubernetes images need it
+
+        return k8s_job_executor
+    if name in ("", "default"):
+        return None
+    raise ValueError(f"HALO_EXECUTOR={name!r}: want k8s or default")
+
+
+def retrain_job_for(executor: dg.ExecutorDefinition | None):
+    """Whole graph, checks included: a retrain re-reads the data, so every data check runs again. Under
+    the k8s executor the run pod only orchestrates: a GPU request on it would hold a GPU for the run."""
+    return dg.define_asset_job(RETRAIN_JOB, selection=dg.AssetSelection.all(), executor_def=executor,
+                               tags=None if executor else GPU_RUN_TAGS)
+
+
+@dg.schedule(job_name=RETRAIN_JOB, cron_schedule="0 6 * * 1", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED)  # switched on per deployment, not by a laptop demo
+def weekly_retrain(context: dg.ScheduleEvaluationContext, halo: HaloSettings) -> dg.RunRequest:
+    """Retrains the code location's profile. A schedule cannot return partition requests (a sensor
+    can), so it registers its partition itself before asking for it."""
+    profile = halo.profile()
+    context.instance.add_dynamic_partitions(PROFILES.name, [profile])
+    return dg.RunRequest(partition_key=profile, tags={"halo/trigger": "schedule"})

@@ -1,38 +1,51 @@
-"""Resources: HaloSettings, the one configuration a run has (preset + overrides + where artifacts go)."""
+"""Resources: HaloSettings, the one configuration a run has (profile + overrides + where artifacts go),
+and the "profile" partitions that give each profile its own asset history."""
 
 from __future__ import annotations
 
 import os
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from halo_core import uris
 from halo_core.config import HaloConfig, load_preset, parse_overrides
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
 
+# One partition per profile (DESIGN §9), so "the latest trained_model" of a profile is that profile's run
+# and each profile's checks keep their own history. Dynamic, because a profile is data, not code: a
+# user's config file adds one at run time, without a redeploy (the register_profiles sensor adds the
+# presets; demo, schedule and new_data_sensor add the profile they run).
+PROFILES = dg.DynamicPartitionsDefinition(name="profile")
+PARTITION_TAG = "dagster/partition"  # the run tag Dagster sets on a run of one partition
+
 
 class HaloSettings(dg.ConfigurableResource):
     """Which preset a run uses, its overrides, and the root URI under which every artifact lives."""
 
-    preset: str = Field("recommended", description="halo_core preset: recommended, gen5_prime, demo, smoke")
+    preset: str = Field("recommended", description=(
+        "halo_core preset (recommended, gen5_prime, demo, smoke) for runs without a partition: sensors and "
+        "schedules retrain this profile; a run of partition P uses profile P instead"))
     overrides: list[str] = Field(
         default_factory=list, description="KEY=VALUE overrides, as `halo --set`, e.g. epochs=5, scheduler.T_0=5")
     root_uri: str = Field(DEFAULT_ROOT, description="local folder or s3://bucket/prefix for all artifacts")
+    _partition: str | None = PrivateAttr(None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # the run's partition key, read once here so every asset and check of the run resolves the same profile
+        self._partition = context.run.tags.get(PARTITION_TAG) if context.run else None
+
+    def profile(self) -> str:
+        """The one answer to "which profile": the run's partition key, else this resource's preset."""
+        return self._partition or self.preset
 
     def config(self) -> HaloConfig:
-        return load_preset(self.preset, parse_overrides(self.overrides))
-
-    @property
-    def profile(self) -> str:
-        """Whose artifacts, history and `production` model these are (DESIGN §9): the preset's name
-        for now; the one place that says so."""
-        return self.preset
+        return load_preset(self.profile(), parse_overrides(self.overrides))
 
     def uri(self, asset: str) -> str:
         """Artifacts of one profile live together; two profiles never overwrite each other."""
-        return uris.join(self.root_uri, self.profile, asset)
+        return uris.join(self.root_uri, self.profile(), asset)
 
 
 def halo_settings_for(env: str) -> HaloSettings:
@@ -44,3 +57,7 @@ def halo_settings_for(env: str) -> HaloSettings:
     if env == "local":
         return HaloSettings()
     raise ValueError(f"HALO_ENV={env!r}: want local or prod")
+
+
+# This code location's settings: its resource, and the profile whose config versions the assets' code.
+DEPLOYMENT = halo_settings_for(os.environ.get("HALO_ENV", "local"))

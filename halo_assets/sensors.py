@@ -1,4 +1,5 @@
-"""Sensors: a retrain when new data lands, and an alert for every failed check and failed run."""
+"""Sensors: a retrain when new data lands, the presets registered as profiles, and an alert for every
+failed check and failed run."""
 
 import hashlib
 import json
@@ -8,9 +9,10 @@ import urllib.request
 import dagster as dg
 from pydantic import Field
 
-from halo_assets.jobs import retrain_job
-from halo_assets.resources import HaloSettings
+from halo_assets.jobs import RETRAIN_JOB
+from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
+from halo_core.config import preset_names
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,12 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook)
                  "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"{text}\n<{alerts.run_url(run_id)}|open the run>"}}]})
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=300)
+@dg.sensor(job_name=RETRAIN_JOB, minimum_interval_seconds=300)
 def new_data_sensor(context: dg.SensorEvaluationContext, halo: HaloSettings):
-    """Requests a retrain when parquet files under `train_path` are added, removed or changed. The
-    cursor is a fingerprint of (path, size, mtime) of every file, and it doubles as the run key, so
-    the same data never starts two runs."""
+    """Requests a retrain of the code location's profile when parquet files under `train_path` are
+    added, removed or changed (registering the profile's partition if it is new). The cursor is a
+    fingerprint of (path, size, mtime) of every file, and it doubles as the run key, so the same data
+    never starts two runs."""
     cfg = halo.config()
     if not cfg.train_path:
         return dg.SkipReason("train_path is empty: the graph uses the embedded synthetic dataset")
@@ -103,4 +106,19 @@ def new_data_sensor(context: dg.SensorEvaluationContext, halo: HaloSettings):
     if fingerprint == context.cursor:
         return dg.SkipReason(f"no change in {len(files)} files")
     context.update_cursor(fingerprint)
-    return dg.RunRequest(run_key=f"data-{fingerprint}", tags={"halo/trigger": "new_data", "halo/files": str(len(files))})
+    profile = halo.profile()
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"data-{fingerprint}", partition_key=profile,
+                                    tags={"halo/trigger": "new_data", "halo/files": str(len(files))})],
+        dynamic_partitions_requests=[PROFILES.build_add_request([profile])])
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def register_profiles(context: dg.SensorEvaluationContext, halo: HaloSettings):
+    """Every preset and the code location's own profile are partitions, so the UI offers them in its
+    partition picker; a user's config file adds its profile when it first runs."""
+    known = set(context.instance.get_dynamic_partitions(PROFILES.name))
+    missing = sorted({*preset_names(), halo.profile()} - known)
+    if not missing:
+        return dg.SkipReason(f"all {len(known)} profiles registered")
+    return dg.SensorResult(dynamic_partitions_requests=[PROFILES.build_add_request(missing)])

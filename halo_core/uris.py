@@ -144,3 +144,16 @@ def staged_directory(uri: str, marker: str) -> Iterator[Path]:
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
         for local in sorted(files, key=lambda p: p.name == marker):  # the marker goes up last
             fs.put_file(str(local), f"{path.rstrip('/')}/{local.relative_to(tmp).as_posix()}")
+
+
+def content_fingerprint(files: list[str], root: str) -> str:
+    """sha256 over the files' names relative to ``root`` and their bytes: never absolute paths, mtimes
+    or build times, so the same data copied or rebuilt elsewhere has the same fingerprint (DESIGN §9)."""
+    digest = hashlib.sha256()
+    for uri in sorted(files):
+        digest.update(uri.removeprefix(root).lstrip("/").encode() + b"\0")
+        fs, inner = filesystem(uri)
+        with fs.open(inner, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
@@ -53,3 +54,85 @@ def test_ecs_gpu_tags_are_json_the_launcher_can_parse():
     tags = yaml.safe_load((DEPLOY / "ecs" / "gpu_run_tags.yaml").read_text())
     overrides = json.loads(tags["ecs/container_overrides"])
     assert overrides["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+
+
+def _configured_classes(path: Path, tmp_path: Path, monkeypatch) -> list:
+    from dagster._core.instance.ref import InstanceRef
+
+    for key, value in PG_ENV.items():
+        monkeypatch.setenv(key, value)
+    shutil.copy(path, tmp_path / "dagster.yaml")
+    ref = InstanceRef.from_dir(str(tmp_path))
+    return [ref.storage_data, ref.run_coordinator_data, ref.run_launcher_data]
+
+
+@pytest.mark.parametrize("path", ["dagster.yaml", "ecs/dagster.yaml"])
+def test_every_class_the_production_instances_name_imports_and_accepts_its_config(path, tmp_path, monkeypatch):
+    """What a container does first with DAGSTER_HOME: import each configured class (dagster_postgres,
+    dagster_aws.ecs) and validate its config block, short of connecting to the database."""
+    import importlib
+
+    from dagster._config import process_config
+
+    for data in _configured_classes(DEPLOY / path, tmp_path, monkeypatch):
+        if data is None:
+            continue
+        klass = getattr(importlib.import_module(data.module_name), data.class_name)
+        processed = process_config(klass.config_type(), data.config_dict)
+        assert processed.success, (data.class_name, processed.errors)
+
+
+def test_the_images_install_what_the_instance_loads_in_lock_step():
+    import tomllib
+
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+    pins = dict(dep.split("==") for dep in [*project["dependencies"], *project["optional-dependencies"]["deploy"]]
+                if "==" in dep)
+    assert pins["dagster-postgres"] == pins["dagster-k8s"] == pins["dagster-aws"]
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        assert 'pip install --no-cache-dir ".[deploy]"' in (DEPLOY / dockerfile).read_text(), dockerfile
+
+
+def test_helm_runs_each_step_in_its_own_pod_and_limits_the_gpu_pool():
+    from halo_assets.assets import GPU_OP_TAGS, trained_model
+    from halo_assets.jobs import executor_for, retrain_job_for
+    from halo_assets.resources import HaloSettings
+
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    env = {e["name"]: e["value"] for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    executor = executor_for(env["HALO_EXECUTOR"])
+    assert executor.name == "k8s"
+    # keys of the chart's Concurrency model (helm/dagster/schema/.../subschema/concurrency.py, extra="forbid")
+    concurrency = values["concurrency"]
+    assert set(concurrency) <= {"enabled", "pools", "runs"} and concurrency["enabled"]
+    assert set(concurrency["pools"]) <= {"defaultLimit", "granularity", "opGranularityRunBuffer"}
+    assert concurrency["pools"] == {"defaultLimit": 1, "granularity": "op"} and trained_model.op.pool == "gpu"
+    # the run pod only orchestrates; the GPU request is on the training step alone, in a shape dagster-k8s accepts
+    defs = dg.Definitions(assets=[trained_model], jobs=[retrain_job_for(executor)], resources={"halo": HaloSettings()})
+    job = defs.resolve_job_def("retrain_job")
+    assert job.executor_def is executor and "dagster-k8s/config" not in job.tags
+    from dagster_k8s.job import get_user_defined_k8s_config
+
+    step = get_user_defined_k8s_config(job.graph.node_named("trained_model").definition.tags)
+    assert step.container_config["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert GPU_OP_TAGS["dagster-k8s/config"]["pod_spec_config"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_without_the_k8s_executor_the_whole_run_asks_for_the_gpu():
+    from halo_assets.jobs import executor_for, retrain_job_for
+
+    assert executor_for("default") is None
+    with pytest.raises(ValueError, match="HALO_EXECUTOR"):
+        executor_for("celery")
+    assert "ecs/container_overrides" in retrain_job_for(None).tags  # compose / ECS: one container per run
+
+
+def test_every_compose_service_that_loads_the_instance_gets_its_config_and_the_deploy_image():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    for name in ("halo_code", "webserver", "daemon"):
+        service = compose["services"][name]
+        home = service["environment"]["DAGSTER_HOME"]
+        assert f"./dagster.yaml:{home}/dagster.yaml:ro" in service["volumes"], name
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile", name  # installs .[deploy]
+        assert set(PG_ENV) <= set(service["environment"]), name
+    assert compose["services"]["halo_code"]["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -30,6 +30,7 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     # trained_model's and the config review's (config_*) are WARN advisories
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model" and not k[1].startswith("config_")}
     assert all(blocking.values()) and len(blocking) == 19 and len(checks) == 28
+    assert {e.partition for e in evaluations} == {"smoke"}  # each check's history is the profile's own
     assert checks[("promoted_model", "not_worse_than_production")]  # the first promotion: nothing to compare
     registry = tmp_path / "smoke" / "promoted_model"
     version = json.loads((registry / "production.json").read_text())["version"]

@@ -23,6 +23,12 @@ query($key: AssetKeyInput!) {
     ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } }
   }
 }"""
+# the UI's "Add partition" button; the register_profiles sensor may have added it first
+ADD_PROFILE = """
+mutation($repo: RepositorySelector!, $key: String!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: "profile", partitionKey: $key) { __typename }
+}"""
+REPO = {"repositoryLocationName": "halo_assets.definitions", "repositoryName": "__repository__"}
 
 
 @pytest.fixture
@@ -61,7 +67,10 @@ def test_launch_retrain_through_graphql_and_read_checks(dagster_dev):
     run_config = {"resources": {"halo": {"config": {"preset": "smoke", "root_uri": str(root), "overrides": []}}},
                   # one process for all steps: a process per step costs ~10 s of imports each on 2 cores
                   "execution": {"config": {"in_process": {}}}}
-    run_id = client.submit_job_execution("retrain_job", run_config=run_config)
+    added = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=30, json={
+        "query": ADD_PROFILE, "variables": {"repo": REPO, "key": "smoke"}}).json()["data"]["addDynamicPartition"]
+    assert added["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), added
+    run_id = client.submit_job_execution("retrain_job", run_config=run_config, tags={"dagster/partition": "smoke"})
     deadline = time.time() + 300
     while (status := client.get_run_status(run_id)) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
         assert time.time() < deadline, f"run {run_id} still {status} after 300 s"

@@ -8,10 +8,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from halo_assets.resources import HaloSettings
+from halo_assets.resources import PROFILES, HaloSettings
 from halo_assets.sensors import (
-    AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, run_failure_alert,
+    AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, register_profiles,
+    run_failure_alert,
 )
+from halo_core.config import preset_names
 from tests.factories import three_splits
 
 
@@ -98,13 +100,40 @@ def test_new_data_requests_one_retrain_per_change(tmp_path):
     halo = HaloSettings(preset="smoke", overrides=[f"train_path={data}"], root_uri=str(tmp_path / "root"))
     with dg.instance_for_test() as instance:
         first = new_data_sensor(dg.build_sensor_context(instance=instance, resources={"halo": halo}))
-        assert isinstance(first, dg.RunRequest) and first.tags["halo/files"] == "3"
-        ctx = dg.build_sensor_context(instance=instance, cursor=first.run_key.removeprefix("data-"), resources={"halo": halo})
+        (request,) = first.run_requests
+        assert request.tags["halo/files"] == "3" and request.partition_key == "smoke"  # the profile's own history
+        assert first.dynamic_partitions_requests == [PROFILES.build_add_request(["smoke"])]
+        ctx = dg.build_sensor_context(instance=instance, cursor=request.run_key.removeprefix("data-"),
+                                      resources={"halo": halo})
         assert isinstance(new_data_sensor(ctx), dg.SkipReason)  # nothing changed
         three_splits(tmp_path / "more", n=4)
         (tmp_path / "more" / "train" / "part-00000.parquet").rename(data / "train" / "part-00001.parquet")
         later = new_data_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"halo": halo}))
-        assert isinstance(later, dg.RunRequest) and later.run_key != first.run_key
+        assert later.run_requests[0].run_key != request.run_key
+
+
+def test_presets_and_the_deployment_profile_are_registered_once(tmp_path):
+    halo = HaloSettings(preset="smoke", root_uri=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        first = register_profiles(dg.build_sensor_context(instance=instance, resources={"halo": halo}))
+        (add,) = first.dynamic_partitions_requests
+        assert set(add.partition_keys) == set(preset_names()) and "smoke" in add.partition_keys
+        instance.add_dynamic_partitions(PROFILES.name, add.partition_keys)  # what the daemon does with it
+        again = register_profiles(dg.build_sensor_context(instance=instance, resources={"halo": halo}))
+        assert isinstance(again, dg.SkipReason)
+
+
+def test_weekly_schedule_registers_and_requests_the_code_locations_profile(tmp_path):
+    from halo_assets.definitions import defs
+
+    halo = HaloSettings(preset="demo", root_uri=str(tmp_path))
+    schedule = defs.resolve_schedule_def("weekly_retrain")
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, resources={"halo": halo},
+                                            repository_def=defs.get_repository_def())
+        (request,) = schedule.evaluate_tick(context).run_requests  # resolved against the job's partitions
+        assert request.partition_key == "demo" and request.tags["dagster/partition"] == "demo"
+        assert instance.get_dynamic_partitions(PROFILES.name) == ["demo"]
 
 
 def test_new_data_sensor_skips_the_synthetic_default(tmp_path):
