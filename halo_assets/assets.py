@@ -20,11 +20,10 @@ from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.reader import SPLITS, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
-from halo_core.simulate import simulate_dataset
+from halo_core.simulate import build_simulated_dataset
 from halo_core.train import FINAL, fit, training_result
 
 CALIBRATION_FILE = "calibration.json"
-SIMULATION_FILE = "simulation.json"
 GATES_FILE = "gates.json"
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
@@ -46,7 +45,13 @@ def source_uri(halo: HaloSettings) -> str:
     return halo.config().train_path or halo.uri("paired_stamps")
 
 
-@dg.asset(group_name="data", kinds={"parquet"})
+# Building a dataset replaces it: one build at a time per instance (the pool's limit is the instance's
+# `concurrency.pools.default_limit: 1`, deploy/dagster*.yaml), so a sensor run and a scheduled run queue
+# instead of writing the same location at once; outside Dagster the local file lock does the same.
+DATASET_POOL = "dataset_build"
+
+
+@dg.asset(group_name="data", kinds={"parquet"}, pool=DATASET_POOL)
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
@@ -57,9 +62,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
             "uri": dg.MetadataValue.path(cfg.train_path),
             "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
         })
-    with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
-        report = simulate_dataset(out, **cfg.simulation.model_dump())
-        uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
+    report = build_simulated_dataset(halo.uri("paired_stamps"), **cfg.simulation.model_dump())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
     return dg.MaterializeResult(metadata={
         "uri": dg.MetadataValue.path(halo.uri("paired_stamps")),
@@ -70,7 +73,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     })
 
 
-@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"})
+@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"}, pool=DATASET_POOL)
 def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
     """Excluded bricks removed, quality cuts applied, corrupt/NaN rows quarantined and counted, pairs
     preprocessed once into memory-mapped float16 shards."""

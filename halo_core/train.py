@@ -120,7 +120,7 @@ def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, ba
 
 
 def data_fingerprint(dataset_dir: str) -> str:
-    return hashlib.sha256(uris.read_bytes(uris.join(dataset_dir, MANIFEST_FILE))).hexdigest()[:16]
+    return hashlib.sha256(uris.read_bytes(uris.join(uris.current(dataset_dir), MANIFEST_FILE))).hexdigest()[:16]
 
 
 def load_split_samples(cfg: HaloConfig, dataset_dir: str, split: str) -> tuple[SplitShards, SampleSet]:
