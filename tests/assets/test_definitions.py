@@ -49,8 +49,7 @@ def test_weekly_schedule_runs_the_retrain_job():
 
 def test_sensors_are_registered():
     names = {s.name for s in defs.sensors}
-    assert {"new_data_sensor", "check_failure_alert_on_success", "check_failure_alert_on_failure",
-            "run_failure_alert"} <= names
+    assert {"new_data_sensor", "halo_alerts"} <= names
     assert defs.resolve_sensor_def("new_data_sensor").job_name == "retrain_job"
 
 
