@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from halo_core import uris
-from halo_core.config import HaloConfig, load_preset, parse_overrides
+from halo_core.config import HaloConfig, check_preset_name, load_preset, parse_overrides
+from halo_core.errors import ConfigError
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
 
@@ -20,6 +21,14 @@ class HaloSettings(dg.ConfigurableResource):
     overrides: list[str] = Field(
         default_factory=list, description="KEY=VALUE overrides, as `halo --set`, e.g. epochs=5, scheduler.T_0=5")
     root_uri: str = Field(DEFAULT_ROOT, description="local folder or s3://bucket/prefix for all artifacts")
+
+    @field_validator("preset")
+    @classmethod
+    def _a_package_preset(cls, name: str) -> str:
+        try:
+            return check_preset_name(name)  # it names the artifacts' folder: never a path
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     def config(self) -> HaloConfig:
         return load_preset(self.preset, parse_overrides(self.overrides))

@@ -58,6 +58,25 @@ def split_folder(base: str, path: str) -> str | None:
     return next((s for p in relative.split("/")[:-1] for s in SPLITS if p in (s, f"region_split={s}")), None)
 
 
+def _open_parquet(path: str, read):
+    fs, inner = uris.filesystem(path)
+    try:
+        with fs.open(inner, "rb") as f:
+            return read(f)
+    except (pa.ArrowException, OSError) as err:  # truncated, zero-byte, not parquet at all
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ContractError(f"{path}: not a readable parquet file ({message})") from None
+
+
+def read_parquet(path: str) -> pa.Table:
+    """The whole table; a truncated or non-parquet file is a one-line ContractError naming it."""
+    return _open_parquet(path, pq.read_table)
+
+
+def read_parquet_schema(path: str) -> pa.Schema:
+    return _open_parquet(path, pq.read_schema)
+
+
 def check_schema(schema: pa.Schema, source: str) -> None:
     """Required columns present with compatible types; raises ContractError naming the file."""
     missing = sorted(set(REQUIRED_COLUMNS) - set(schema.names))
@@ -81,9 +100,7 @@ def read_split(root: str, split: str, files: list[str] | None = None) -> Iterato
     """Yield (file URI, table of that file's rows in ``split``) for every file of the split."""
     base = _inner(uris.current(root))
     for path in files if files is not None else split_files(root)[split]:
-        fs, inner = uris.filesystem(path)
-        with fs.open(inner, "rb") as f:
-            table = pq.read_table(f)
+        table = read_parquet(path)
         check_schema(table.schema, path)
         column = next((c for c in SPLIT_COLUMNS if c in table.column_names), None)
         in_folder = split_folder(base, path) == split

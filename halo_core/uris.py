@@ -19,7 +19,7 @@ from typing import Any
 
 import fsspec
 
-from halo_core.errors import BuildLockedError
+from halo_core.errors import BuildLockedError, StorageError
 
 
 def is_remote(uri: str) -> bool:
@@ -70,6 +70,21 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(uri: str) -> None:
+    """Fail now, naming the location, when a local output directory cannot be created or written (a
+    run finds out before its first epoch, not at its first checkpoint). S3 permissions show at the
+    first write."""
+    if is_remote(uri):
+        return
+    target = Path(uri.removeprefix("file://"))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot write there ({err.strerror or type(err).__name__})") from None
 
 
 def _finite(obj: Any) -> Any:

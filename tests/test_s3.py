@@ -101,8 +101,8 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
     fs, proxy = s3
     fs.put(str(three_splits(tmp_path / "paired", n=24)) + "/", f"{BUCKET}/v5_cosmos_paired/", recursive=True)
     overrides = [f"train_path=s3://{BUCKET}/v5_cosmos_paired", "sample_construction=ctrl_negative",
-                 "go_no_go.min_test_auroc=0.0", "go_no_go.min_precision_at_recall_0_90=0.0",
-                 "go_no_go.max_train_val_gap=100", "go_no_go.max_ece_after_calibration=1.0", "gates.max_auc=1.0"]
+                 "go_no_go.min_test_auroc=0.5", "go_no_go.min_precision_at_recall_0_90=0.01",
+                 "go_no_go.max_train_val_gap=10", "go_no_go.max_ece_after_calibration=0.99", "gates.max_auc=0.99"]
     with dg.instance_for_test() as instance:
         result = run_retrain("smoke", overrides, f"s3://{BUCKET}/halo", instance)
     crashed = [e.step_key for e in result.all_events if e.is_step_failure
