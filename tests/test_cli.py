@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from halo_core.cli import main
 
@@ -79,3 +80,25 @@ def test_score_prevalence_outside_0_1_is_a_one_line_error(tmp_path, capsys, trai
                      "--out", str(tmp_path / "s.csv")]) == 2
         err = capsys.readouterr().err
         assert "prevalence" in err and err.count("\n") == 1
+
+
+def test_evaluate_a_per_epoch_checkpoint_is_a_one_line_error(tmp_path, capsys, filtered_dir, trained):
+    best = str(Path(trained.model_path).parent / "best.pt")
+    assert main(["evaluate", "--preset", "smoke", "--data", filtered_dir, "--model", best,
+                 "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt: a per-epoch checkpoint" in err and err.count("\n") == 1
+    assert not (tmp_path / "rep").exists()
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error_before_any_work(tmp_path, capsys, filtered_dir,
+                                                                               paired_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a folder cannot be made inside a file, even by root (tests run as root here)
+    assert main(["train", "--preset", "smoke", "--data", filtered_dir, "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker / 'run'}: cannot write there" in err and err.count("\n") == 1
+    assert "epoch" not in err and not list(tmp_path.glob("**/*.pt"))
+    assert main(["filter", "--preset", "smoke", "--data", paired_dir, "--out", str(blocker / "filtered")]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and err.count("\n") == 1

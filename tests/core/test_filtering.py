@@ -126,3 +126,30 @@ def test_a_second_builder_of_the_same_out_fails_with_a_clear_message(tmp_path):
             _build(tmp_path, root)
     assert not (tmp_path / "filtered").exists()
     assert len(open_split(_build(tmp_path, root).out_dir, "test")) == 4  # the lock is free again
+
+
+def test_a_truncated_or_empty_parquet_is_a_one_line_error_naming_the_file(tmp_path):
+    root = three_splits(tmp_path / "raw", n=4)
+    path = root / "val" / "part-00000.parquet"
+    for content in (path.read_bytes()[:100], b""):
+        path.write_bytes(content)
+        with pytest.raises(ContractError, match=r"val/part-00000.parquet: not a readable parquet file") as err:
+            _build(tmp_path, root)
+        assert "\n" not in str(err.value)
+
+
+def test_a_band_stored_as_strings_is_quarantined_not_fatal(tmp_path):
+    import io
+
+    table = make_paired_table(6)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image_g=np.full((64, 64), "0.1"), image_r=np.zeros((64, 64), np.float32),
+                        image_z=np.zeros((64, 64), np.float32))
+    blobs = table["stamp_npz"].to_pylist()
+    blobs[2] = buf.getvalue()
+    table = table.set_column(table.schema.get_field_index("stamp_npz"), "stamp_npz", pa.array(blobs, pa.binary()))
+    root = write_split_dirs(tmp_path / "raw", {
+        "train": table, "val": make_paired_table(4, seed=1, bricks=("2000p010",), id_prefix="b"),
+        "test": make_paired_table(4, seed=2, bricks=("3000p010",), id_prefix="c")})
+    report = _build(tmp_path, root)
+    assert dict(report.splits["train"].counts) == {"bad_dtype": 1} and report.splits["train"].rows_kept == 5
