@@ -94,6 +94,7 @@ def _failing_source(tmp_path):
 
 
 def test_a_failed_rebuild_leaves_the_last_good_dataset_whole(tmp_path):
+    (tmp_path / ".filtered.staging-killed").mkdir()  # what a SIGKILLed build leaves: removed by the next one
     good = _build(tmp_path, three_splits(tmp_path / "raw", n=8))
     before = read_manifest(good.out_dir)
     with pytest.raises(ContractError, match="split 'val' is empty"):
