@@ -201,7 +201,7 @@ def staged_directory(uri: str, marker: str) -> Iterator[Path]:
     target = Path(uri.removeprefix("file://"))
     with build_lock(uri):
         if target.exists() and any(target.iterdir()) and not (target / marker).is_file():
-            raise BuildLockedError(f"{uri}: exists, is not empty and holds no {marker}; refusing to replace "
+            raise StorageError(f"{uri}: exists, is not empty and holds no {marker}; refusing to replace "
                                    "a folder this build did not write (choose an empty or new --out)")
         for stale in [*target.parent.glob(f".{target.name}.staging-*"), *target.parent.glob(f".{target.name}.old-*")]:
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed build of this target; we hold its lock

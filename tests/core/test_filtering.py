@@ -4,7 +4,7 @@ import pytest
 
 from halo_core.config import load_preset
 from halo_core import uris
-from halo_core.errors import BuildLockedError, ContractError
+from halo_core.errors import BuildLockedError, ContractError, StorageError
 from halo_core.filtering import build_filtered_dataset
 from halo_core.shards import open_split, read_manifest
 from tests.factories import make_paired_table, three_splits, write_split_dirs
@@ -115,7 +115,7 @@ def test_out_equal_to_inside_or_containing_the_data_is_refused_and_nothing_is_de
 def test_an_existing_folder_that_is_not_a_build_is_never_replaced(tmp_path):
     (tmp_path / "filtered").mkdir()
     (tmp_path / "filtered" / "thesis.tex").write_text("years of work")
-    with pytest.raises(BuildLockedError, match="holds no manifest.json; refusing to replace"):
+    with pytest.raises(StorageError, match="holds no manifest.json; refusing to replace"):
         _build(tmp_path, three_splits(tmp_path / "raw", n=4))
     assert (tmp_path / "filtered" / "thesis.tex").read_text() == "years of work"
 
