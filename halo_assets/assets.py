@@ -25,12 +25,11 @@ from halo_core.reader import SPLITS, split_files
 from halo_core.registry import add_version, find_version, production, set_production, version_model
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.shards import data_fingerprint
-from halo_core.simulate import simulate_dataset
+from halo_core.simulate import build_simulated_dataset
 from halo_core.tracking import log_model_artifact
 from halo_core.train import FINAL, fit, run_key, training_result
 
 CALIBRATION_FILE = "calibration.json"
-SIMULATION_FILE = "simulation.json"
 GATES_FILE = "gates.json"
 CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
@@ -75,7 +74,8 @@ def versioned(assets_defs: list, cfg: HaloConfig) -> list:
 
 def stamps_fingerprint(root: str) -> str:
     """The input parquet's content fingerprint (DESIGN §9): file names relative to the root and bytes."""
-    return uris.content_fingerprint(uris.find(root, ".parquet"), root)
+    resolved = uris.current(root)  # on S3 a staged build's version folder: its name is not content
+    return uris.content_fingerprint(uris.find(resolved, ".parquet"), resolved)
 
 
 def source_uri(halo: HaloSettings) -> str:
@@ -83,7 +83,13 @@ def source_uri(halo: HaloSettings) -> str:
     return halo.config().train_path or halo.uri("paired_stamps")
 
 
-@dg.asset(group_name="data", kinds={"parquet"}, partitions_def=PROFILES)
+# Building a dataset replaces it: one build at a time per instance (the pool's limit is the instance's
+# `concurrency.pools.default_limit: 1`, deploy/dagster*.yaml), so a sensor run and a scheduled run queue
+# instead of writing the same location at once; outside Dagster the local file lock does the same.
+DATASET_POOL = "dataset_build"
+
+
+@dg.asset(group_name="data", kinds={"parquet"}, pool=DATASET_POOL, partitions_def=PROFILES)
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
@@ -95,9 +101,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
             "uri": dg.MetadataValue.path(cfg.train_path), "data_fingerprint": fingerprint,
             "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
         })
-    with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
-        report = simulate_dataset(out, **cfg.simulation.model_dump())
-        uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
+    report = build_simulated_dataset(halo.uri("paired_stamps"), **cfg.simulation.model_dump())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
     fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
     return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
@@ -109,7 +113,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     })
 
 
-@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"}, partitions_def=PROFILES)
+@dg.asset(deps=[paired_stamps], group_name="data", kinds={"numpy"}, pool=DATASET_POOL, partitions_def=PROFILES)
 def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
     """Excluded bricks removed, quality cuts applied, corrupt/NaN rows quarantined and counted, pairs
     preprocessed once into memory-mapped float16 shards."""

@@ -8,10 +8,7 @@ from halo_assets import assets
 from halo_assets.checks import CONFIG_REVIEW_CHECKS, DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
 from halo_assets.jobs import executor_for, retrain_job_for, weekly_retrain
 from halo_assets.resources import DEPLOYMENT
-from halo_assets.sensors import (
-    AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, register_profiles,
-    run_failure_alert,
-)
+from halo_assets.sensors import AlertWebhook, halo_alerts, new_data_sensor, register_profiles
 
 # The webhook URL is a secret: read from the environment when the resource is built, never stored in
 # config or metadata; without it alerts go to the log only.
@@ -24,8 +21,7 @@ defs = dg.Definitions(
     asset_checks=[*DATA_CHECKS, *CONFIG_REVIEW_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS],
     jobs=[retrain_job_for(EXECUTOR)],
     schedules=[weekly_retrain],
-    sensors=[new_data_sensor, register_profiles, check_failure_alert_on_success, check_failure_alert_on_failure,
-             run_failure_alert],
+    sensors=[new_data_sensor, register_profiles, halo_alerts],
     resources={"halo": DEPLOYMENT, "alerts": AlertWebhook(url=ALERT_URL)},
     executor=EXECUTOR,
 )

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from halo_core import uris
-from halo_core.config import HaloConfig, load_preset, parse_overrides
+from halo_core.config import HaloConfig, check_preset_name, load_preset, parse_overrides
+from halo_core.errors import ConfigError
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
 
@@ -39,6 +40,14 @@ class HaloSettings(dg.ConfigurableResource):
     def profile(self) -> str:
         """The one answer to "which profile": the run's partition key, else this resource's preset."""
         return self._partition or self.preset
+
+    @field_validator("preset")
+    @classmethod
+    def _a_package_preset(cls, name: str) -> str:
+        try:
+            return check_preset_name(name)  # it names the artifacts' folder: never a path
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     def config(self) -> HaloConfig:
         return load_preset(self.profile(), parse_overrides(self.overrides))

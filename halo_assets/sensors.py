@@ -1,10 +1,12 @@
 """Sensors: a retrain when new data lands, the presets registered as profiles, and an alert for every
-failed check and failed run."""
+failed check and failed run that survives a webhook that is down."""
 
 import hashlib
 import json
 import logging
+import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 from pydantic import Field
@@ -16,6 +18,11 @@ from halo_core.config import preset_names
 
 log = logging.getLogger(__name__)
 
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+RUNS_PER_TICK = 50
+OUTBOX_LIMIT = 200  # undelivered alerts kept in the cursor; beyond that the oldest are dropped, and logged
+FIRST_LOOKBACK = timedelta(days=1)  # a fresh sensor alerts for runs of the last day, not the whole history
+
 
 class AlertWebhook(dg.ConfigurableResource):
     """Where alerts go: a Slack-compatible incoming-webhook URL (empty: the log only)."""
@@ -23,21 +30,33 @@ class AlertWebhook(dg.ConfigurableResource):
     url: str = Field("", description="incoming webhook URL; set it from the environment (HALO_ALERT_WEBHOOK)")
     ui_base_url: str = Field("http://127.0.0.1:3000", description="Dagster UI address, for run links")
     timeout_s: float = 10.0
+    attempts: int = Field(3, ge=1, description="posts per alert and tick before it waits for the next tick")
+    backoff_s: float = Field(1.0, ge=0, description="wait before the 2nd attempt, doubled for each further one")
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
 
-    def post(self, payload: dict) -> None:
-        log.warning("halo alert: %s", payload["text"])
+    def deliver(self, payload: dict) -> bool:
+        """Posts ``payload`` with retries and backoff; False (never an exception) when the webhook did not
+        take it. The URL is a secret: it appears in no log line."""
         if not self.url:
-            return
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            response.read()
+            return True
+        body = json.dumps(payload).encode()
+        for attempt in range(self.attempts):
+            try:
+                request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    response.read()
+                return True
+            except OSError as err:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
+                log.warning("alert %s: webhook attempt %d of %d failed: %s", payload["dedupe_key"], attempt + 1,
+                            self.attempts, getattr(err, "reason", None) or type(err).__name__)
+                if attempt + 1 < self.attempts:
+                    time.sleep(self.backoff_s * 2 ** attempt)
+        return False
 
 
-def check_alert_payload(evaluation: dg.AssetCheckEvaluation, run_id: str, run_url: str) -> dict:
+def check_alert_payload(evaluation: dg.AssetCheckEvaluation, run_id: str, run_url: str, dedupe_key: str) -> dict:
     """Slack's incoming-webhook shape: a text fallback plus a section with the facts."""
     asset = evaluation.asset_key.to_user_string()
     severity = evaluation.severity.value
@@ -49,45 +68,63 @@ def check_alert_payload(evaluation: dg.AssetCheckEvaluation, run_id: str, run_ur
         "text": text,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"{text}\n{facts}\n<{run_url}|open the run>"}}],
         "asset": asset, "check": evaluation.check_name, "severity": severity, "run_id": run_id,
-        "run_url": run_url, "metadata": scalars,
+        "run_url": run_url, "metadata": scalars, "dedupe_key": dedupe_key,
     }
 
 
-def alert_failed_checks(context: dg.RunStatusSensorContext, alerts: AlertWebhook) -> int:
-    """Posts one alert per failed check evaluation of the finished run; returns how many."""
-    run_id = context.dagster_run.run_id
-    sent = 0
-    for entry in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data
+def run_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, alerts: AlertWebhook) -> list[dict]:
+    """One alert per failed check evaluation of a finished run (blocking or not, ERROR or WARN), keyed
+    by the evaluation's event id, plus one for the run itself when it failed."""
+    url = alerts.run_url(run.run_id)
+    found = []
+    for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
         if not evaluation.passed:
-            alerts.post(check_alert_payload(evaluation, run_id, alerts.run_url(run_id)))
-            sent += 1
-    return sent
+            found.append(check_alert_payload(evaluation, run.run_id, url, f"{run.run_id}:{record.storage_id}"))
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+        reason = failures[-1].event_log_entry.message if failures else "no failure event"
+        text = f"halo run failed: {run.job_name} run {run.run_id[:8]}: {reason}"
+        found.append({"text": text, "run_id": run.run_id, "run_url": url, "dedupe_key": f"{run.run_id}:run_failure",
+                      "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"{text}\n<{url}|open the run>"}}]})
+    return found
 
 
-# Every run ends in SUCCESS (a failed WARN or non-blocking check does not fail it) or FAILURE (a failed
-# blocking check does): one sensor per status sees each finished run exactly once, Dagster keeps the cursor.
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="check_failure_alert_on_success",
-                      default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True)
-def check_failure_alert_on_success(context: dg.RunStatusSensorContext, alerts: AlertWebhook) -> None:
-    """Alerts for failed (non-blocking or WARN) checks of runs that succeeded."""
-    alert_failed_checks(context, alerts)
-
-
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.FAILURE, name="check_failure_alert_on_failure",
-                      default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True)
-def check_failure_alert_on_failure(context: dg.RunStatusSensorContext, alerts: AlertWebhook) -> None:
-    """Alerts for failed checks of runs that failed (a failed blocking check fails its run)."""
-    alert_failed_checks(context, alerts)
-
-
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True)
-def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
-    """Posts an alert for every failed run (a crashed step, not a failed check, is the usual cause)."""
-    run_id = context.dagster_run.run_id
-    text = f"halo run failed: {context.dagster_run.job_name} run {run_id[:8]}: {context.failure_event.message}"
-    alerts.post({"text": text, "run_id": run_id, "run_url": alerts.run_url(run_id),
-                 "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"{text}\n<{alerts.run_url(run_id)}|open the run>"}}]})
+# A plain sensor, not run-status sensors: its cursor holds both its place in the run history and the
+# outbox of alerts the webhook has not taken yet, so a webhook that is down delays alerts, never loses them.
+@dg.sensor(name="halo_alerts", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def halo_alerts(context: dg.SensorEvaluationContext, alerts: AlertWebhook) -> dg.SkipReason:
+    """Logs every failed check and failed run as soon as its run finishes, then posts it to the webhook
+    (at least once: each post carries a `dedupe_key`, the check evaluation's id, for the receiver to drop
+    repeats); what the webhook refused is posted again on the next ticks."""
+    state = json.loads(context.cursor) if context.cursor else {}
+    after = datetime.fromisoformat(state["after"]) if "after" in state else datetime.now(timezone.utc) - FIRST_LOOKBACK
+    boundary, outbox = set(state.get("boundary", [])), list(state.get("outbox", []))
+    records = context.instance.get_run_records(
+        dg.RunsFilter(statuses=FINISHED, updated_after=after - timedelta(microseconds=1)),
+        limit=RUNS_PER_TICK, order_by="update_timestamp", ascending=True)
+    for record in records:
+        if record.dagster_run.run_id in boundary:
+            continue  # seen on the previous tick: the filter includes the last timestamp on purpose
+        for alert in run_alerts(context.instance, record.dagster_run, alerts):
+            context.log.warning("halo alert %s: %s", alert["dedupe_key"], alert["text"])
+            outbox.append(alert)
+    if records:
+        last = records[-1].update_timestamp
+        boundary = {r.dagster_run.run_id for r in records if r.update_timestamp == last} | (
+            boundary if last == after else set())
+        after = last
+    if len(outbox) > OUTBOX_LIMIT:
+        dropped = outbox[:-OUTBOX_LIMIT]
+        context.log.error("halo alerts: webhook down too long, %d alerts dropped (logged above): %s",
+                          len(dropped), [a["dedupe_key"] for a in dropped])
+        outbox = outbox[-OUTBOX_LIMIT:]
+    delivered = 0
+    while outbox and alerts.deliver(outbox[0]):  # in order; after one refusal the rest wait for the next tick
+        outbox.pop(0)
+        delivered += 1
+    context.update_cursor(json.dumps({"after": after.isoformat(), "boundary": sorted(boundary), "outbox": outbox}))
+    return dg.SkipReason(f"{delivered} alerts delivered, {len(outbox)} waiting for the webhook")
 
 
 @dg.sensor(job_name=RETRAIN_JOB, minimum_interval_seconds=300)

@@ -38,9 +38,9 @@ def cmd_config(cfg, args) -> None:
 
 
 def cmd_simulate(cfg, args) -> None:
-    from halo_core.simulate import simulate_dataset
+    from halo_core.simulate import build_simulated_dataset
 
-    report = simulate_dataset(args.out, **cfg.simulation.model_dump())
+    report = build_simulated_dataset(args.out, **cfg.simulation.model_dump())
     print(json.dumps(report.to_dict(), indent=1, default=str))
 
 
@@ -109,18 +109,21 @@ def cmd_review(cfg, args) -> int:
     return 1 if any(f.severity == ERROR for f in findings) else 0
 
 
-def cmd_score(args) -> None:
+def cmd_score(args) -> int:
     from halo_core.calibration import Calibration
     from halo_core.registry import resolve_model
-    from halo_core.scoring import score
+    from halo_core.scoring import EXIT_SOME_REFUSED, SCORED, score
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = resolve_model(args.model)
     print(f"model: {model}", file=sys.stderr)
     table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence)
-    table.to_csv(args.out, index=False)
+    uris.atomic_write_bytes(args.out, table.to_csv(index=False).encode())
     print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"wrote {len(table)} rows to {args.out}")
+    refused = table["status"][table["status"] != SCORED].value_counts().to_dict()
+    print(f"wrote {len(table)} rows to {args.out}: {len(table) - sum(refused.values())} scored"
+          + (f", {sum(refused.values())} not scored {refused}" if refused else ""))
+    return EXIT_SOME_REFUSED if refused else 0
 
 
 def _operating_tpr(card: dict) -> str:
@@ -190,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.set_defaults(run=cmd_gates)
 
-    p = sub.add_parser("score", help="score real cutouts (.npz) or paired parquet with a trained 3-channel model")
+    p = sub.add_parser("score", help="score real cutouts (.npz) or paired parquet with a trained 3-channel model; "
+                                     "exit 0 when every row was scored, 3 when some were refused (see `status`)")
     p.add_argument("--model", required=True, help="a model registry folder (<root>/<profile>/promoted_model: its "
                                                   "production model) or a model.pt; a promoted model carries its calibration")
     p.add_argument("inputs", nargs="+", help=".npz cutouts (101x101x3 HWC) and/or paired .parquet files")
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args) or 0
         cfg = load_preset(args.preset, parse_overrides(args.set))
         return args.run(cfg, args) or 0
-    except HaloError as err:
+    except (HaloError, OSError) as err:  # OSError: a read-only folder, a full disk; its message names the path
         print(f"halo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

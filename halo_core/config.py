@@ -10,10 +10,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
 from halo_core.errors import ConfigError
 
@@ -51,8 +51,9 @@ class EarlyStoppingConfig(_Strict):
 class QualityCutsConfig(_Strict):
     """Rows above these masked-pixel fractions are dropped (and counted) by the filter."""
 
-    max_bad_pixel_frac: float = 0.2
-    max_wise_brightmask_frac: float = 0.2
+    # 0 keeps only unmasked rows; 1 would drop nothing and is refused (remove the cut explicitly instead)
+    max_bad_pixel_frac: float = Field(0.2, ge=0, lt=1)
+    max_wise_brightmask_frac: float = Field(0.2, ge=0, lt=1)
 
 
 class SimulationConfig(_Strict):
@@ -61,12 +62,12 @@ class SimulationConfig(_Strict):
 
     # 4,800 train pairs: the demo reaches test AUROC 0.99 on them in ~5 min on 2 CPU cores. 320 test
     # LRGs give > 100 distinct non-lens galaxies, so TPR at FPR 1e-2 is measurable.
-    n_lrg: dict[Literal["train", "val", "test"], int] = {"train": 1200, "val": 100, "test": 320}
+    n_lrg: dict[Literal["train", "val", "test"], Annotated[int, Field(ge=1)]] = {"train": 1200, "val": 100, "test": 320}
     injections_per_lrg: int = Field(4, ge=1)
     # the real catalogue has ~150 LRGs per brick (median of 44 bricks); 40 keeps >= 5 test bricks with
     # >= 20 lenses and 20 non-lenses each, so the per-brick AUROC spread is measurable
     lrgs_per_brick: int = Field(40, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class GatesConfig(_Strict):
@@ -74,28 +75,30 @@ class GatesConfig(_Strict):
 
     n_samples: int = Field(2000, ge=20)  # per gate, drawn class-balanced from the train split
     folds: int = Field(5, ge=2)
-    max_auc: float = 0.65  # above this a linear model on the feature alone separates the classes
+    max_auc: float = Field(0.65, ge=0.5, lt=1)  # above this a linear model on the feature alone separates the classes
 
 
 class GoNoGoConfig(_Strict):
     """Thresholds of the go/no-go table (DESIGN §5)."""
 
-    min_test_auroc: float = 0.97
-    min_precision_at_recall_0_90: float = 0.90
-    max_train_val_gap: float = 0.1
-    max_quarantine_frac: float = 0.02  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
-    max_brick_auroc_std: float = 0.05
+    # bounds: an AUROC limit below 0.5 or a fraction limit of 1 would pass anything (DESIGN: a gate
+    # that cannot fail is a defect); a limit of 0 (or an AUROC of 1) could never pass
+    min_test_auroc: float = Field(0.97, ge=0.5, lt=1)
+    min_precision_at_recall_0_90: float = Field(0.90, gt=0, lt=1)
+    max_train_val_gap: float = Field(0.1, gt=0, le=10)  # val minus train BCE loss, in nats
+    max_quarantine_frac: float = Field(0.02, gt=0, lt=1)  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
+    max_brick_auroc_std: float = Field(0.05, gt=0, lt=0.5)  # the std of values in [0, 1] is at most 0.5
     # a brick's AUROC counts only with this many test samples of each class: at 5 per class the
     # sampling scatter of one AUROC alone exceeds 0.05, so the std would measure noise
     brick_min_per_class: int = Field(20, ge=2)
     min_bricks: int = Field(5, ge=2)  # a std over fewer qualifying bricks is not reported as a verdict
-    max_arc_snr_zero_accuracy_as_lens: float = 0.60  # masked arcs must look like negatives
-    max_ece_after_calibration: float = 0.05
+    max_arc_snr_zero_accuracy_as_lens: float = Field(0.60, gt=0, lt=1)  # masked arcs must look like negatives
+    max_ece_after_calibration: float = Field(0.05, gt=0, lt=1)
     # the plan's "arc-localised focus": occluding the arc outside the core costs at least this much mean score,
     # occluding the core at most this share of it (for theta_E < 0.75" the arc covers the core, so
     # an absolute core limit would fail an honest arc finder on its smallest lenses)
-    min_arc_occlusion_drop: float = 0.30
-    max_core_to_arc_occlusion_drop: float = 0.5
+    min_arc_occlusion_drop: float = Field(0.30, ge=0, lt=1)  # a drop of mean probability; 0 still fails a rise
+    max_core_to_arc_occlusion_drop: float = Field(0.5, gt=0, le=1)  # a share of the arc drop
 
 
 class ChallengerConfig(_Strict):
@@ -124,7 +127,7 @@ class HaloConfig(_Strict):
     sample_construction: Literal["paired_6ch", "ctrl_negative", "unpaired"] = "unpaired"
     normalization: Literal["per_sample_robust", "residual_radial"] = "residual_radial"
     clip_range: tuple[float, float] = (-5.0, 20.0)
-    annulus_min_radius_px: float = 20.0  # outer annulus for residual_radial statistics, at 64 px stamps
+    annulus_min_radius_px: float = Field(20.0, gt=0, lt=32)  # outer annulus for residual_radial statistics, at 64 px stamps
     augmentation: AugmentationConfig = AugmentationConfig()
     # optimisation
     batch_size: int = Field(256, ge=1)
@@ -136,7 +139,7 @@ class HaloConfig(_Strict):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     loss: Literal["bce_with_logits"] = "bce_with_logits"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
-    class_weights: tuple[float, float] | None = None  # (negative, positive)
+    class_weights: tuple[PositiveFloat, PositiveFloat] | None = None  # (negative, positive)
     metrics: tuple[str, ...] = ("auroc", "auprc", "accuracy", "precision_at_recall_0_95", "recall_at_precision_0_95")
     diagnostic_metrics: tuple[str, ...] = ("arc_snr_zero_accuracy", "per_brick_auroc", "theta_e_binned_auroc")
     # checkpoints and logging
@@ -150,7 +153,7 @@ class HaloConfig(_Strict):
     wandb_project: str = "dark_halo_scope"
     wandb_run_name: str = ""
     # execution
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # On an H200 one process feeds the trainer 44k samples/s against the bare step's 95k (batch 1024,
     # benchmarks.trainer_overhead); workers restart every epoch, and in 10-step epochs 8 of them were
@@ -161,6 +164,9 @@ class HaloConfig(_Strict):
     compile_model: bool = False  # torch.compile the training forward/backward (GPU runs; minutes to compile)
     # evaluation and promotion
     deployment_prevalence: float = Field(1e-3, gt=0, lt=1)
+    # `halo score` refuses a cutout with a non-finite pixel in its central 10x10 or more than this share
+    # of non-finite pixels overall (its row says why): 1 % is a few masked pixels, not a missing band
+    max_nonfinite_pixel_frac: float = Field(0.01, gt=0, lt=1)
     # fitted on val and used downstream; the report shows the other one beside it. Temperature scaling
     # has one parameter and cannot move the decision threshold: the safer fit on a small val split
     calibration: Literal["platt", "temperature"] = "platt"
@@ -215,7 +221,7 @@ DATA_KEYS = frozenset({
 NON_WEIGHT_KEYS = frozenset({
     "metrics", "diagnostic_metrics", "checkpoint_dir", "save_every_n_epochs", "log_to_wandb", "wandb_project",
     "wandb_run_name", "device", "num_workers", "channels_last", "compile_model", "deployment_prevalence",
-    "calibration", "gates", "go_no_go", "challenger",
+    "calibration", "gates", "go_no_go", "challenger", "max_nonfinite_pixel_frac",
 })
 
 
@@ -253,10 +259,17 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
+def check_preset_name(name: str) -> str:
+    """``name`` if it is one of the package's presets. A preset name becomes a path component of every
+    artifact (``<root>/<preset>/<asset>``), so a path (``../x``, ``/etc/x``) is refused, never opened."""
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(preset_names())}; "
+                          "a preset is a name, not a path)")
+    return name
+
+
 def _preset_dict(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    path = PRESETS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(preset_names())})")
+    path = PRESETS_DIR / f"{check_preset_name(name)}.yaml"
     if name in seen:
         raise ConfigError(f"{path}: preset base cycle {' -> '.join((*seen, name))}")
     data = yaml.safe_load(path.read_text()) or {}

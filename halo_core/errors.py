@@ -27,3 +27,11 @@ class CheckpointError(HaloError):
 
 class TrainingError(HaloError):
     """Training cannot go on (non-finite loss, a single-class training set, a leaking dataset)."""
+
+
+class StorageError(HaloError):
+    """An output location cannot be written."""
+
+
+class BuildLockedError(StorageError):
+    """A dataset's output location is being built by another process, or is not a build's to replace."""

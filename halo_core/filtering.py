@@ -114,7 +114,11 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
 
 
 def build_filtered_dataset(cfg, source_uri: str, out_dir: str) -> DatasetReport:
-    """Read the paired dataset at ``source_uri`` and write the filtered, preprocessed shards to ``out_dir``."""
+    """Read the paired dataset at ``source_uri`` and write the filtered, preprocessed shards to ``out_dir``
+    (staged: the previous dataset there stays until this one is complete)."""
+    if uris.overlaps(source_uri, out_dir):
+        raise ContractError(f"--out {out_dir} is, contains or lies inside --data {source_uri}; "
+                            "the filtered dataset needs a location of its own")
     with uris.staged_directory(out_dir, MANIFEST_FILE) as out:
         return _build(cfg, source_uri, out, out_dir)
 

@@ -33,16 +33,48 @@ REQUIRED_COLUMNS = {
 def split_files(root: str) -> dict[str, list[str]]:
     """Parquet files of each split; a file found outside split folders is listed under every split
     and filtered by its split column when read."""
-    files = uris.find(root, ".parquet")
+    resolved = uris.current(root)
+    files = uris.find(resolved, ".parquet")
     if not files:
         raise ContractError(f"{root}: no parquet files found; expected <root>/{{train,val,test}}/*.parquet")
     by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    base = _inner(resolved)
     for path in files:
-        parts = path.replace("\\", "/").split("/")
-        folder = next((s for p in parts[:-1] for s in SPLITS if p in (s, f"region_split={s}")), None)
+        folder = split_folder(base, path)
         for s in [folder] if folder else SPLITS:
             by_split[s].append(path)
     return by_split
+
+
+def _inner(uri: str) -> str:
+    return uris.filesystem(uri)[1].replace("\\", "/").rstrip("/")
+
+
+def split_folder(base: str, path: str) -> str | None:
+    """The split named by a folder between the dataset root (``base``, its path inside its filesystem)
+    and ``path``; never by a folder above the root: a dataset stored under /data/val/ is not val."""
+    inner = _inner(path)
+    relative = inner[len(base) + 1:] if inner.startswith(base + "/") else inner
+    return next((s for p in relative.split("/")[:-1] for s in SPLITS if p in (s, f"region_split={s}")), None)
+
+
+def _open_parquet(path: str, read):
+    fs, inner = uris.filesystem(path)
+    try:
+        with fs.open(inner, "rb") as f:
+            return read(f)
+    except (pa.ArrowException, OSError) as err:  # truncated, zero-byte, not parquet at all
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ContractError(f"{path}: not a readable parquet file ({message})") from None
+
+
+def read_parquet(path: str) -> pa.Table:
+    """The whole table; a truncated or non-parquet file is a one-line ContractError naming it."""
+    return _open_parquet(path, pq.read_table)
+
+
+def read_parquet_schema(path: str) -> pa.Schema:
+    return _open_parquet(path, pq.read_schema)
 
 
 def check_schema(schema: pa.Schema, source: str) -> None:
@@ -66,13 +98,12 @@ def check_schema(schema: pa.Schema, source: str) -> None:
 
 def read_split(root: str, split: str, files: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
     """Yield (file URI, table of that file's rows in ``split``) for every file of the split."""
+    base = _inner(uris.current(root))
     for path in files if files is not None else split_files(root)[split]:
-        fs, inner = uris.filesystem(path)
-        with fs.open(inner, "rb") as f:
-            table = pq.read_table(f)
+        table = read_parquet(path)
         check_schema(table.schema, path)
         column = next((c for c in SPLIT_COLUMNS if c in table.column_names), None)
-        in_folder = f"/{split}/" in path or f"/region_split={split}/" in path
+        in_folder = split_folder(base, path) == split
         if column and not in_folder:
             table = table.filter(pc.equal(table[column].cast(pa.string()), split))
         elif not in_folder:

@@ -24,6 +24,7 @@ from halo_core.diagnostics import (
     ARC_SNR_BINS, PSF_FWHM_BINS_ARCSEC, THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_detection,
     completeness_trend, per_brick_auroc,
 )
+from halo_core.errors import CheckpointError
 from halo_core.metrics import classification_metrics
 from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
@@ -196,6 +197,9 @@ def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibra
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
     """Score the test split with the trained, calibrated model; write report.json, report.html and plots/."""
     model, sidecar = load_model(model_path)
+    if "best_epoch" not in sidecar:
+        raise CheckpointError(f"{model_path}: a per-epoch checkpoint (best.pt, last.pt, epoch_*.pt) has no training "
+                              "summary; evaluate the model.pt that `halo train` writes beside it")
     dataset_spec(dataset_dir).require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
     device = pick_device(cfg.device)
     model = model.to(device)

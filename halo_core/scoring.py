@@ -16,26 +16,36 @@ import torch
 
 from halo_core.calibration import Calibration, sigmoid
 from halo_core.checkpoint import load_model, model_spec
-from halo_core.errors import CheckpointError, StampDecodeError
+from halo_core.config import HaloConfig
+from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
+from halo_core.gates import CORE_PX
 from halo_core.preprocess import preprocess
+from halo_core.reader import read_parquet
 from halo_core.stamps import decode_cutout, decode_stamp
 
 log = logging.getLogger(__name__)
 
 
+SCORED = "scored"
+# `halo score` exits with this when some inputs were refused (their rows say why); 0 when all were scored
+EXIT_SOME_REFUSED = 3
+
+
 def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame]:
     stamps, rows = [], []
     for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise StampDecodeError(f"{path}: no such file", "missing_file")
+        if not p.is_file():
+            raise StampDecodeError(f"{path}: is a directory; give the .npz or .parquet files in it", "not_a_file")
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as npz:
-                stamp, meta = decode_cutout(path, npz)
+            stamp, meta = decode_cutout(path)
             stamps.append(stamp)
-            rows.append({"id": str(meta.get("galaxy_id", Path(path).stem)), "source": path,
+            rows.append({"id": str(meta.get("galaxy_id", p.stem)), "source": path,
                          "ra": meta.get("ra"), "dec": meta.get("dec"), "brickname": meta.get("brickname")})
         elif path.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
+            table = read_parquet(path)
             columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
             for blob, task_id, ra, dec, brickname in zip(*columns):
                 stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz", keys=input_keys))
@@ -45,9 +55,23 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
     return np.stack(stamps), pd.DataFrame(rows)
 
 
+def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
+    """Why a cutout is not scored, or SCORED: a model never sees a made-up pixel in the central
+    10x10 (the shortcut gates' core, where a lens's light is), nor a cutout with many of them."""
+    c0 = (stamp.shape[-1] - CORE_PX) // 2
+    if not np.isfinite(stamp[:, c0:c0 + CORE_PX, c0:c0 + CORE_PX]).all():
+        return "nonfinite_core"
+    if (~np.isfinite(stamp)).mean() > max_nonfinite_frac:
+        return "too_many_nonfinite"
+    return SCORED
+
+
 def score(model_path: str, inputs: list[str], *, calibration: Calibration | None = None,
           prevalence: float | None = None) -> pd.DataFrame:
-    """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence."""
+    """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence;
+    ``status`` is SCORED or why the row was refused (its numbers are then empty)."""
+    if prevalence is not None and not 0 < prevalence < 1:
+        raise ConfigError(f"prevalence={prevalence}: a lens prevalence is in (0, 1), e.g. 1e-3")
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:
         raise CheckpointError(
@@ -55,19 +79,23 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
             "a real survey galaxy has no arc-free control, so it cannot score real data. "
             "Train a 3-channel model (preset `recommended`).")
     calibration = calibration or (Calibration.from_dict(sidecar["calibration"]) if "calibration" in sidecar else None)
-    prevalence = prevalence or sidecar["config"]["deployment_prevalence"]
+    if prevalence is None:
+        prevalence = sidecar["config"]["deployment_prevalence"]
+    limit = sidecar["config"].get("max_nonfinite_pixel_frac", HaloConfig.model_fields["max_nonfinite_pixel_frac"].default)
     stamps, table = _read_inputs(inputs, tuple(sidecar["config"]["input_keys"]))
-    bad = ~np.isfinite(stamps).all(axis=(1, 2, 3))
-    if bad.any():
-        log.warning("%d stamps have non-finite pixels; set to 0 before scoring: %s",
-                    int(bad.sum()), list(table["id"][bad]))
-        stamps = np.nan_to_num(stamps, nan=0.0, posinf=0.0, neginf=0.0)
-    x = torch.from_numpy(preprocess(stamps, model_spec(sidecar)))
+    table["status"] = [refusal(s, limit) for s in stamps]
+    ok = (table["status"] == SCORED).to_numpy()
+    if not ok.all():
+        log.warning("%d of %d cutouts not scored (non-finite pixels): %s", int((~ok).sum()), len(ok),
+                    list(table["id"][~ok]))
+    # the few non-finite pixels a scored cutout may have (outside the core) are set to 0, the sky level
+    x = torch.from_numpy(preprocess(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0), model_spec(sidecar)))
     with torch.no_grad():
-        logits = model(x).squeeze(1).numpy().astype(np.float64)
+        logits = np.full(len(ok), np.nan)
+        logits[ok] = model(x).squeeze(1).numpy().astype(np.float64) if ok.any() else []
     table["score"] = sigmoid(logits)
     if calibration is not None:
         table["probability"] = calibration.probability(logits)
         table[f"probability_at_prevalence_{prevalence:g}"] = calibration.at_prevalence(logits, prevalence)
-    table["nonfinite_pixels"] = bad
+    table["nonfinite_pixels"] = ~np.isfinite(stamps).all(axis=(1, 2, 3))
     return table

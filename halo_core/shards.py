@@ -92,7 +92,7 @@ def data_fingerprint(dataset_dir: str) -> str:
 
 
 def read_manifest(dataset_dir: str) -> dict:
-    path = uris.join(dataset_dir, MANIFEST_FILE)
+    path = uris.join(uris.current(dataset_dir), MANIFEST_FILE)
     if not uris.exists(path):
         raise ContractError(f"{dataset_dir}: no {MANIFEST_FILE}; build the filtered dataset first")
     return uris.read_json(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 
@@ -22,36 +23,87 @@ def encode_stamp(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+MAX_CUTOUT_SIDE = 512  # real cutouts are 101 px; a bigger member is refused before it is decompressed
+
+
+def open_npz(data: bytes | str, where: str) -> zipfile.ZipFile:
+    """The zip archive of an npz blob (bytes) or file (path); anything else is a ``corrupt_npz``."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise StampDecodeError(f"{where}: not an npz archive ({err})", "corrupt_npz") from None
+
+
+def npz_names(archive: zipfile.ZipFile) -> list[str]:
+    return sorted(n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy"))
+
+
+def member_header(archive: zipfile.ZipFile, name: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of one npz member, from its npy header alone: nothing else is decompressed."""
+    try:
+        with archive.open(f"{name}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise StampDecodeError(f"{where}: {name}: npy format {version} not supported", "corrupt_npz")
+            shape, _, dtype = read_header[version](f)
+    except StampDecodeError:
+        raise
+    except Exception as err:  # zlib/zip/format errors all mean the same thing to the caller: corrupt blob
+        raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from None
+    if dtype.hasobject:
+        raise StampDecodeError(f"{where}: {name} holds pickled Python objects; never unpickled", "pickled_object")
+    return shape, dtype
+
+
+def read_member(archive: zipfile.ZipFile, name: str, where: str, max_shape: tuple[int, ...]) -> np.ndarray:
+    """One numeric array of an npz archive. Its header is checked first, so a pickled object, a band of
+    strings or an oversized array (a decompression bomb: 8000x8000 zeros compress to 0.5 MB) is refused
+    before its data is decompressed; ``max_shape`` bounds each axis."""
+    shape, dtype = member_header(archive, name, where)
+    if dtype.kind not in "fiu":
+        raise StampDecodeError(f"{where}: {name} has dtype {dtype}, want numeric pixels", "bad_dtype")
+    if len(shape) != len(max_shape) or any(n > m for n, m in zip(shape, max_shape)):
+        raise StampDecodeError(f"{where}: {name} shape {shape}, want at most {max_shape}", "bad_shape")
+    try:
+        with archive.open(f"{name}.npy") as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except Exception as err:
+        raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from None
+
+
 def decode_stamp(blob: bytes, *, source: str, task_id: str, column: str, keys=BAND_KEYS) -> np.ndarray:
     """npz blob -> (3, 64, 64) float32; raises StampDecodeError naming file, row and column."""
     where = f"{source} task_id={task_id} {column}"
     if blob is None:
         raise StampDecodeError(f"{where}: blob is NULL", "null_blob")
-    try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise StampDecodeError(f"{where}: no {missing}; has {sorted(npz.files)}", "missing_band")
-            bands = [npz[k] for k in keys]
-    except StampDecodeError:
-        raise
-    except Exception as err:  # zlib/zip/format errors all mean the same thing to the caller: corrupt blob
-        raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from err
+    with open_npz(blob, where) as archive:
+        missing = [k for k in keys if k not in npz_names(archive)]
+        if missing:
+            raise StampDecodeError(f"{where}: no {missing}; has {npz_names(archive)}", "missing_band")
+        bands = [read_member(archive, k, where, (STAMP_SIZE, STAMP_SIZE)) for k in keys]
     shapes = {b.shape for b in bands}
     if shapes != {(STAMP_SIZE, STAMP_SIZE)}:
         raise StampDecodeError(f"{where}: band shapes {sorted(shapes)}, want ({STAMP_SIZE}, {STAMP_SIZE})", "bad_shape")
     return np.stack(bands).astype(np.float32, copy=False)
 
 
-def decode_cutout(path: str, npz) -> tuple[np.ndarray, dict]:
-    """A real survey cutout (``cutout`` (101, 101, 3) HWC g,r,z) -> central (3, 64, 64) stamp and its
-    scalar ``meta_*`` entries; the crop keeps the galaxy at the stamp centre (rows/cols 18..81)."""
-    if CUTOUT_KEY not in npz.files:
-        raise StampDecodeError(f"{path}: no {CUTOUT_KEY!r} array; has {sorted(npz.files)[:8]}", "missing_band")
-    cutout = npz[CUTOUT_KEY]
-    if cutout.ndim != 3 or cutout.shape[2] != len(BANDS) or min(cutout.shape[:2]) < STAMP_SIZE:
+def decode_cutout(path: str) -> tuple[np.ndarray, dict]:
+    """A real survey cutout file (``cutout`` (101, 101, 3) HWC g,r,z) -> central (3, 64, 64) stamp and
+    its scalar ``meta_*`` entries; the crop keeps the galaxy at the stamp centre (rows/cols 18..81)."""
+    with open_npz(path, path) as archive:
+        names = npz_names(archive)
+        if CUTOUT_KEY not in names:
+            raise StampDecodeError(f"{path}: no {CUTOUT_KEY!r} array; has {names[:8]}", "missing_band")
+        cutout = read_member(archive, CUTOUT_KEY, path, (MAX_CUTOUT_SIDE, MAX_CUTOUT_SIDE, len(BANDS)))
+        meta = {}
+        for name in (n for n in names if n.startswith("meta_")):
+            shape, dtype = member_header(archive, name, path)
+            if shape == () and dtype.itemsize <= 1024:  # scalars (numbers, short strings) only
+                with archive.open(f"{name}.npy") as f:
+                    meta[name.removeprefix("meta_")] = np.lib.format.read_array(f, allow_pickle=False).item()
+    if cutout.shape[2] != len(BANDS) or min(cutout.shape[:2]) < STAMP_SIZE:
         raise StampDecodeError(f"{path}: cutout shape {cutout.shape}, want (H >= 64, W >= 64, 3)", "bad_shape")
     top, left = (cutout.shape[0] - STAMP_SIZE) // 2, (cutout.shape[1] - STAMP_SIZE) // 2
     stamp = cutout[top:top + STAMP_SIZE, left:left + STAMP_SIZE].transpose(2, 0, 1).astype(np.float32)
-    meta = {k.removeprefix("meta_"): npz[k].item() for k in npz.files if k.startswith("meta_") and npz[k].ndim == 0}
     return stamp, meta

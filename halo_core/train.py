@@ -240,6 +240,8 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
         log.info("reusing the finished run in %s (same training hash and data fingerprint): nothing to train", out_dir)
         return training_result(out_dir, reused=True)
     ctx = init_distributed(cfg.device)
+    if ctx.is_main:
+        uris.check_writable(out_dir)
     device = pick_device(cfg.device, ctx.local_rank)
     torch.manual_seed(cfg.seed)
     train_shards, train_samples = load_split_samples(cfg, dataset_dir, "train")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -9,12 +10,16 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import fsspec
+
+from halo_core.errors import BuildLockedError, StorageError
 
 
 def is_remote(uri: str) -> bool:
@@ -60,10 +65,26 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; an artifact is as readable as any file
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(uri: str) -> None:
+    """Fail now, naming the location, when a local output directory cannot be created or written (a
+    run finds out before its first epoch, not at its first checkpoint). S3 permissions show at the
+    first write."""
+    if is_remote(uri):
+        return
+    target = Path(uri.removeprefix("file://"))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot write there ({err.strerror or type(err).__name__})") from None
 
 
 def _finite(obj: Any) -> Any:
@@ -109,41 +130,120 @@ CACHE_DIR = Path(os.environ.get("HALO_CACHE", Path.home() / ".cache" / "halo"))
 
 
 def local_mirror(uri: str, marker: str) -> str:
-    """A local directory holding the files under ``uri``: the path itself when local; for S3, a copy in
-    $HALO_CACHE refreshed whenever the remote ``marker`` file (written last by its producer) changes.
+    """A local directory holding the files under ``uri``: the path itself when local; for S3, a copy of
+    its current version in $HALO_CACHE refreshed whenever the remote ``marker`` file (written last by
+    its producer) changes.
     Memory-mapped shards need a local file; S3 has none."""
     if not is_remote(uri):
         return uri
     local = CACHE_DIR / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    remote_marker = read_bytes(join(uri, marker))
+    version = current(uri)  # a rebuild's new version has a new marker, so the copy follows the pointer
+    remote_marker = read_bytes(join(version, marker))
     if (local / marker).is_file() and (local / marker).read_bytes() == remote_marker:
         return str(local)
     shutil.rmtree(local, ignore_errors=True)
-    fs, path = filesystem(uri)
+    fs, path = filesystem(version)
     fs.get(path.rstrip("/") + "/", str(local), recursive=True)  # multipart-aware, retried by botocore
     return str(local)
 
 
+POINTER_FILE = "current.json"  # S3 only: names the version folder a reader uses; written last by a build
+
+
+def current(uri: str) -> str:
+    """The directory a reader should read for ``uri``: on S3 the version named by its pointer (when one
+    exists), locally ``uri`` itself (a local build is renamed into place)."""
+    if not is_remote(uri):
+        return uri
+    pointer = join(uri, POINTER_FILE)
+    return join(uri, read_json(pointer)["version"]) if exists(pointer) else uri
+
+
+def overlaps(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` are the same location or one lies inside the other."""
+    if is_remote(a) or is_remote(b):
+        x, y = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    else:
+        x, y = (os.path.realpath(p.removeprefix("file://")) + os.sep for p in (a, b))
+    return x.startswith(y) or y.startswith(x)
+
+
+@contextmanager
+def build_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on building ``uri`` (a local directory): a second builder fails at once with a
+    message naming the lock instead of interleaving its files with the first one's. The lock file
+    stays (deleting it would race with a waiting builder); the kernel frees the lock when its holder
+    exits, SIGKILL included. S3 has no lock: concurrent writers to one S3 URI outside Dagster are not
+    supported (inside Dagster the dataset assets share a pool of limit 1)."""
+    target = Path(uri.removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildLockedError(f"{uri}: another build holds {lock_path}; wait for it to finish") from None
+        yield
+
+
 @contextmanager
 def staged_directory(uri: str, marker: str) -> Iterator[Path]:
-    """Yield a local directory to build into that becomes ``uri``. Locally it is ``uri`` itself
-    (emptied first); for S3 a temporary directory uploaded after the build, ``marker`` last, so a
-    reader that finds the marker finds everything."""
-    if not is_remote(uri):
-        target = Path(uri.removeprefix("file://"))
-        if target.exists():
-            shutil.rmtree(target)  # a rebuild replaces the whole directory, never mixes two
-        target.mkdir(parents=True)
-        yield target
+    """Yield an empty local directory to build into that becomes ``uri`` only when the build completes;
+    a failed or killed build leaves the last good ``uri`` as it was.
+
+    Locally: a sibling temporary directory, renamed into place under :func:`build_lock`; the previous
+    build is replaced only if it holds ``marker`` (a non-empty folder that is not a build is refused,
+    never deleted). On S3: uploaded to a new version prefix ``uri/v-...``, ``marker`` last, then
+    ``uri/current.json`` names it (readers use :func:`current`), then the version it replaced goes."""
+    if is_remote(uri):
+        yield from _staged_remote(uri, marker)
         return
+    target = Path(uri.removeprefix("file://"))
+    with build_lock(uri):
+        if target.exists() and any(target.iterdir()) and not (target / marker).is_file():
+            raise StorageError(f"{uri}: exists, is not empty and holds no {marker}; refusing to replace "
+                                   "a folder this build did not write (choose an empty or new --out)")
+        for stale in [*target.parent.glob(f".{target.name}.staging-*"), *target.parent.glob(f".{target.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build of this target; we hold its lock
+        stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+        try:
+            yield stage
+            os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it 0700
+            if target.exists():
+                old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+                os.replace(target, old / target.name)  # same filesystem: two renames, no copy
+                os.replace(stage, target)
+                shutil.rmtree(old)
+            else:
+                os.replace(stage, target)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _staged_remote(uri: str, marker: str) -> Iterator[Path]:
+    fs, path = filesystem(uri)
+    pointer = join(uri, POINTER_FILE)
+    previous = read_json(pointer)["version"] if exists(pointer) else None
+    version = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="halo-stage-") as tmp:
         yield Path(tmp)
-        fs, path = filesystem(uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
-        for local in sorted(files, key=lambda p: p.name == marker):  # the marker goes up last
-            fs.put_file(str(local), f"{path.rstrip('/')}/{local.relative_to(tmp).as_posix()}")
+        try:
+            for local in sorted(files, key=lambda p: p.name == marker):  # the marker goes up last
+                fs.put_file(str(local), f"{path.rstrip('/')}/{version}/{local.relative_to(tmp).as_posix()}")
+        except BaseException:
+            if fs.exists(f"{path.rstrip('/')}/{version}"):
+                fs.rm(f"{path.rstrip('/')}/{version}", recursive=True)  # no pointer names it: nobody reads it
+            raise
+    atomic_write_json(pointer, {"version": version})
+    if previous and previous != version:
+        fs.rm(f"{path.rstrip('/')}/{previous}", recursive=True)  # a version an earlier build wrote
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def content_fingerprint(files: list[str], root: str) -> str:

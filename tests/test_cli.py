@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from halo_core.cli import main
 
@@ -36,7 +37,7 @@ def test_gates_command_prints_the_gate_table_as_json_and_exits_1_on_a_failure(ca
     assert 0 < core["n"] <= 60 and core["n_features"] == 300 and 0 <= core["auc"] <= 1 and core["strata"]
     assert code == (0 if table["passed"] else 1) and table["passed"] == all(g["passed"] for g in table["gates"].values())
     assert "core" in captured.err  # the readable summary
-    assert main(["gates", "--preset", "smoke", "--set", "gates.max_auc=0.0", "--data", filtered_dir]) == 1
+    assert main(["gates", "--preset", "smoke", "--set", "gates.max_auc=0.5", "--data", filtered_dir]) == 1
     assert json.loads(capsys.readouterr().out)["passed"] is False
 
 
@@ -58,3 +59,46 @@ def test_review_prints_gen5_prime_findings_and_exits_1_on_its_error(capsys):
 def test_review_of_a_deployable_config_exits_0(capsys):
     assert main(["review", "--preset", "recommended", "--set", "input_channels=3"]) == 0
     assert "input_deployable" not in capsys.readouterr().out
+
+
+def test_a_preset_path_is_refused_by_the_cli_and_the_resource(tmp_path, capsys):
+    import pytest
+
+    from halo_assets.resources import HaloSettings
+
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("epochs: 1\n")
+    assert main(["config", "--preset", str(tmp_path / "evil")]) == 2
+    assert "a preset is a name, not a path" in capsys.readouterr().err
+    with pytest.raises(Exception, match="a preset is a name, not a path"):
+        HaloSettings(preset="../../somewhere/evil", root_uri=str(tmp_path))
+
+
+def test_score_prevalence_outside_0_1_is_a_one_line_error(tmp_path, capsys, trained):
+    for bad in ("5", "-1", "0", "1"):
+        assert main(["score", "--model", trained.model_path, str(tmp_path / "x.npz"), "--prevalence", bad,
+                     "--out", str(tmp_path / "s.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "prevalence" in err and err.count("\n") == 1
+
+
+def test_evaluate_a_per_epoch_checkpoint_is_a_one_line_error(tmp_path, capsys, filtered_dir, trained):
+    best = str(Path(trained.model_path).parent / "best.pt")
+    assert main(["evaluate", "--preset", "smoke", "--data", filtered_dir, "--model", best,
+                 "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt: a per-epoch checkpoint" in err and err.count("\n") == 1
+    assert not (tmp_path / "rep").exists()
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error_before_any_work(tmp_path, capsys, filtered_dir,
+                                                                               paired_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a folder cannot be made inside a file, even by root (tests run as root here)
+    assert main(["train", "--preset", "smoke", "--data", filtered_dir, "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker / 'run'}: cannot write there" in err and err.count("\n") == 1
+    assert "epoch" not in err and not list(tmp_path.glob("**/*.pt"))
+    assert main(["filter", "--preset", "smoke", "--data", paired_dir, "--out", str(blocker / "filtered")]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and err.count("\n") == 1

@@ -101,8 +101,8 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
     fs, proxy = s3
     fs.put(str(three_splits(tmp_path / "paired", n=24)) + "/", f"{BUCKET}/v5_cosmos_paired/", recursive=True)
     overrides = [f"train_path=s3://{BUCKET}/v5_cosmos_paired", "sample_construction=ctrl_negative",
-                 "go_no_go.min_test_auroc=0.0", "go_no_go.min_precision_at_recall_0_90=0.0",
-                 "go_no_go.max_train_val_gap=100", "go_no_go.max_ece_after_calibration=1.0", "gates.max_auc=1.0"]
+                 "go_no_go.min_test_auroc=0.5", "go_no_go.min_precision_at_recall_0_90=0.01",
+                 "go_no_go.max_train_val_gap=10", "go_no_go.max_ece_after_calibration=0.99", "gates.max_auc=0.99"]
     with dg.instance_for_test() as instance:
         result = run_retrain("smoke", overrides, f"s3://{BUCKET}/halo", instance)
     crashed = [e.step_key for e in result.all_events if e.is_step_failure
@@ -111,9 +111,10 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert {"filtered_dataset", "trained_model", "calibrated_model", "evaluation_report"} <= materialized
     root = f"{BUCKET}/halo/smoke"
-    for key in ("filtered_dataset/manifest.json", "filtered_dataset/train/pairs.f16", "shortcut_gates/gates.json",
-                "calibrated_model/calibration.json", "evaluation_report/report.html"):
-        assert fs.exists(f"{root}/{key}"), key
+    filtered = uris.current(f"s3://{root}/filtered_dataset").removeprefix("s3://")  # the version its pointer names
+    for key in (f"{filtered}/manifest.json", f"{filtered}/train/pairs.f16", f"{root}/shortcut_gates/gates.json",
+                f"{root}/calibrated_model/calibration.json", f"{root}/evaluation_report/report.html"):
+        assert fs.exists(key), key
     assert not fs.exists(f"{BUCKET}/halo/smoke/paired_stamps")  # train_path set: nothing synthesized
     assert proxy.injected > 5  # the run really went through failing requests
 
@@ -133,3 +134,29 @@ def test_model_versions_and_production_pointer_on_s3(s3, trained, capsys):
     assert production(registry) == first and resolve_model(registry) == f"{registry}/versions/{first}/model.pt"
     assert cli.main(["models", "list", "--registry", registry]) == 0
     assert f"* {first}" in capsys.readouterr().out
+
+
+def test_a_rebuild_on_s3_switches_the_pointer_and_a_failed_one_keeps_the_last_good(s3, tmp_path):
+    from halo_core.config import load_preset
+    from halo_core.errors import ContractError
+    from halo_core.filtering import build_filtered_dataset
+    from halo_core.shards import open_split
+    from tests.factories import make_paired_table, write_split_dirs
+
+    fs, _ = s3
+    cfg, out = load_preset("smoke"), f"s3://{BUCKET}/rebuild/filtered_dataset"
+    build_filtered_dataset(cfg, str(three_splits(tmp_path / "a", n=4)), out)
+    first = uris.current(out)
+    assert len(open_split(out, "train")) == 4  # mirrored into the cache
+    build_filtered_dataset(cfg, str(three_splits(tmp_path / "b", n=6)), out)
+    second = uris.current(out)
+    assert second != first and not fs.exists(first.removeprefix("s3://"))  # the replaced version is gone
+    assert len(open_split(out, "train")) == 6  # the cached copy followed the pointer
+    failing = write_split_dirs(tmp_path / "bad", {
+        "train": make_paired_table(4), "test": make_paired_table(4, seed=2, bricks=("3000p010",), id_prefix="c"),
+        "val": make_paired_table(4, seed=1, bricks=("2000p010",), id_prefix="b", nan_rows=range(4))})
+    with pytest.raises(ContractError, match="split 'val' is empty"):
+        build_filtered_dataset(cfg, str(failing), out)
+    assert uris.current(out) == second and len(open_split(out, "train")) == 6
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(out.removeprefix("s3://"))) == sorted(
+        ["current.json", second.rsplit("/", 1)[-1]])

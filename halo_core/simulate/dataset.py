@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from halo_core import uris
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
@@ -350,3 +351,15 @@ def _chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps, a
         "stamp_size": np.full(n, STAMP_SIZE, dtype=np.int64), "split": [split] * n,
     }
     return pa.table(columns, schema=SCHEMA)
+
+
+SIMULATION_FILE = "simulation.json"  # the report, written last: its presence means the dataset is complete
+
+
+def build_simulated_dataset(out_uri: str, **kwargs) -> SimulationReport:
+    """:func:`simulate_dataset` staged into ``out_uri`` (local or S3) like the filtered dataset: the
+    previous dataset there stays until the new one is complete."""
+    with uris.staged_directory(out_uri, SIMULATION_FILE) as out:
+        report = simulate_dataset(out, **kwargs)
+        uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
+    return report

@@ -191,3 +191,12 @@ def test_arc_localised_focus_blocks_a_core_reading_model(tmp_path):
     failed = arc_localised_focus(halo=_with_report(tmp_path / "b", _focus(0.05, 0.4, False)))
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     assert failed.metadata["core_occlusion_drop"].value == 0.4
+
+
+def test_schema_contract_fails_rather_than_crashes_on_a_truncated_file(tmp_path):
+    raw = three_splits(tmp_path / "raw", n=6)
+    halo = _settings(tmp_path, raw)
+    path = raw / "train" / "part-00000.parquet"
+    path.write_bytes(path.read_bytes()[:64])
+    result = schema_contract(halo=halo)
+    assert not result.passed and "train/part-00000.parquet: not a readable parquet file" in result.metadata["problems"].value

@@ -49,8 +49,7 @@ def test_weekly_schedule_runs_the_retrain_job():
 
 def test_sensors_are_registered():
     names = {s.name for s in defs.sensors}
-    assert {"new_data_sensor", "check_failure_alert_on_success", "check_failure_alert_on_failure",
-            "run_failure_alert"} <= names
+    assert {"new_data_sensor", "halo_alerts"} <= names
     assert defs.resolve_sensor_def("new_data_sensor").job_name == "retrain_job"
 
 
@@ -66,3 +65,18 @@ def test_halo_env_selects_where_artifacts_go(monkeypatch):
     assert prod.uri("trained_model") == "s3://darkhaloscope/halo/recommended/trained_model"
     with pytest.raises(ValueError, match="HALO_ENV"):
         halo_settings_for("staging")
+
+
+def test_dataset_builds_share_a_pool_that_every_instance_limits_to_one():
+    """A sensor run and a scheduled run queue for the dataset steps instead of writing one location at once."""
+    from pathlib import Path
+
+    import yaml
+
+    job = defs.resolve_job_def("retrain_job")
+    pools = {name: job.graph.node_named(name).definition.pool for name in ASSETS}
+    assert pools["paired_stamps"] == pools["filtered_dataset"] == "dataset_build"
+    assert [n for n, p in pools.items() if p == "dataset_build"] == ["paired_stamps", "filtered_dataset"]
+    for instance_yaml in ("dagster.yaml", "dagster.local.yaml"):
+        config = yaml.safe_load((Path(__file__).parents[2] / "deploy" / instance_yaml).read_text())
+        assert config["concurrency"]["pools"]["default_limit"] == 1, instance_yaml

@@ -2,6 +2,7 @@
 receiver on 127.0.0.1."""
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -9,32 +10,51 @@ import dagster as dg
 import pytest
 
 from halo_assets.resources import PROFILES, HaloSettings
-from halo_assets.sensors import (
-    AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, register_profiles,
-    run_failure_alert,
-)
+from halo_assets.sensors import AlertWebhook, halo_alerts, new_data_sensor, register_profiles
 from halo_core.config import preset_names
-from tests.factories import three_splits
+from tests.factories import free_port, three_splits
+
+
+class Receiver:
+    """A webhook on 127.0.0.1 that records every JSON body posted to it; it answers 503 to the first
+    ``refuse`` posts, and is down (nothing listens) until ``start``."""
+
+    def __init__(self, refuse: int = 0):
+        self.port, self.bodies, self.refuse, self.server = free_port(), [], refuse, None
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.refuse > 0:
+                    receiver.refuse -= 1
+                    self.send_response(503)
+                else:
+                    receiver.bodies.append(body)
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
 
 
 @pytest.fixture
 def receiver():
-    """A webhook on 127.0.0.1 that records every JSON body posted to it."""
-    bodies = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", bodies
-    server.shutdown()
+    r = Receiver().start()
+    yield r
+    r.stop()
 
 
 @dg.asset
@@ -57,42 +77,62 @@ def probe_ok():
     return dg.AssetCheckResult(passed=True)
 
 
-def _finished(instance, result, status_sensor, alerts):
-    run = instance.get_run_by_id(result.run_id)
-    event = next(e for e in result.all_events if e.event_type_value in ("PIPELINE_SUCCESS", "PIPELINE_FAILURE"))
-    context = dg.build_run_status_sensor_context(
-        sensor_name=status_sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=event,
-        resources={"alerts": alerts})
-    return context.for_run_failure() if status_sensor is run_failure_alert else context
+def _tick(instance, alerts, cursor=None):
+    """One evaluation of the alert sensor; returns its new cursor."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts})
+    halo_alerts(context)
+    return context.cursor
 
 
-def test_every_failed_check_alerts_once_blocking_or_not(receiver):
-    url, bodies = receiver
-    alerts = AlertWebhook(url=url, ui_base_url="http://ui.example")
+def test_every_failed_check_and_failed_run_alerts_once_blocking_or_not(receiver):
+    alerts = AlertWebhook(url=receiver.url, ui_base_url="http://ui.example")
     with dg.instance_for_test() as instance:
         failed = dg.materialize([probe, probe_error, probe_warn, probe_ok], instance=instance, raise_on_error=False)
         assert not failed.success  # the blocking ERROR check fails the run
-        check_failure_alert_on_failure(_finished(instance, failed, check_failure_alert_on_failure, alerts))
-        assert sorted((b["check"], b["severity"]) for b in bodies) == [("probe_error", "ERROR"), ("probe_warn", "WARN")]
-        error = next(b for b in bodies if b["check"] == "probe_error")
+        cursor = _tick(instance, alerts)
+        bodies = receiver.bodies
+        assert sorted((b.get("check", ""), b.get("severity", "")) for b in bodies) == [
+            ("", ""), ("probe_error", "ERROR"), ("probe_warn", "WARN")]
+        error = next(b for b in bodies if b.get("check") == "probe_error")
         assert error["asset"] == "probe" and error["metadata"] == {"auroc": 0.5, "threshold": 0.97}
         assert error["run_url"] == f"http://ui.example/runs/{failed.run_id}" and error["text"].startswith("halo check failed")
         assert error["blocks"][0]["type"] == "section"  # Slack's incoming-webhook layout
+        run = next(b for b in bodies if "check" not in b)
+        assert run["text"].startswith("halo run failed") and run["dedupe_key"] == f"{failed.run_id}:run_failure"
 
         bodies.clear()
         passed = dg.materialize([probe, probe_warn, probe_ok], instance=instance)
         assert passed.success  # a failed WARN check does not fail the run, and still alerts
-        check_failure_alert_on_success(_finished(instance, passed, check_failure_alert_on_success, alerts))
+        cursor = _tick(instance, alerts, cursor)
         assert [(b["check"], b["severity"]) for b in bodies] == [("probe_warn", "WARN")]
+        _tick(instance, alerts, cursor)
+        assert len(bodies) == 1  # nothing new: nothing posted again
 
 
-def test_failed_run_alerts(receiver):
-    url, bodies = receiver
-    alerts = AlertWebhook(url=url)
-    with dg.instance_for_test() as instance:
-        failed = dg.materialize([probe, probe_error], instance=instance, raise_on_error=False)
-        run_failure_alert(_finished(instance, failed, run_failure_alert, alerts))
-    assert len(bodies) == 1 and bodies[0]["text"].startswith("halo run failed") and bodies[0]["run_id"] == failed.run_id
+def test_alerts_wait_in_the_outbox_while_the_webhook_is_down_and_arrive_once_it_is_up(caplog, capsys):
+    down = Receiver(refuse=1)  # nothing listens yet; once up, it first answers 503 once
+    alerts = AlertWebhook(url=down.url, attempts=2, backoff_s=0.01)
+    try:
+        with dg.instance_for_test() as instance:
+            failed = dg.materialize([probe, probe_error, probe_warn], instance=instance, raise_on_error=False)
+            capsys.readouterr()
+            with caplog.at_level(logging.WARNING):
+                cursor = _tick(instance, alerts)  # no exception although every post fails
+            logged = caplog.text + capsys.readouterr().err  # the sensor's own log, and the webhook's attempts
+            assert "probe_error" in logged and "probe_warn" in logged and "halo run failed" in logged
+            assert down.url not in logged and str(down.port) not in logged  # the webhook URL is a secret
+            waiting = json.loads(cursor)["outbox"]
+            assert len(waiting) == 3 and len({a["dedupe_key"] for a in waiting}) == 3
+
+            down.start()
+            cursor = _tick(instance, alerts, cursor)  # the 503 is retried within the tick
+            assert json.loads(cursor)["outbox"] == []
+            assert sorted(b["dedupe_key"] for b in down.bodies) == sorted(a["dedupe_key"] for a in waiting)
+            assert all(b["run_id"] == failed.run_id for b in down.bodies)
+            _tick(instance, alerts, cursor)
+            assert len(down.bodies) == 3  # delivered once each
+    finally:
+        down.stop()
 
 
 def test_new_data_requests_one_retrain_per_change(tmp_path):

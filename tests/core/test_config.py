@@ -106,3 +106,32 @@ def test_recommended_fixes_what_the_review_flags_in_the_plan():
 
     assert {"lr_annealed_at_last_epoch", "patience_outlasts_restart_cycles", "input_deployable"} <= rules("gen5_prime")
     assert rules("recommended") == set()
+
+
+@pytest.mark.parametrize("key, value", [
+    ("gates.max_auc", 2), ("gates.max_auc", 0.3), ("go_no_go.min_test_auroc", -3), ("go_no_go.min_test_auroc", 1),
+    ("go_no_go.max_quarantine_frac", 7), ("go_no_go.max_quarantine_frac", 0), ("go_no_go.max_ece_after_calibration", 1),
+    ("go_no_go.min_precision_at_recall_0_90", 0), ("go_no_go.max_arc_snr_zero_accuracy_as_lens", 1.01),
+    ("go_no_go.max_brick_auroc_std", 1), ("go_no_go.max_train_val_gap", 100), ("go_no_go.min_arc_occlusion_drop", -1),
+    ("go_no_go.max_core_to_arc_occlusion_drop", 100), ("quality_cuts.max_bad_pixel_frac", 1.5),
+    ("deployment_prevalence", 5), ("deployment_prevalence", 0), ("annulus_min_radius_px", 40),
+    ("simulation.n_lrg.val", 0), ("seed", -1), ("class_weights", [1, -2]),
+])
+def test_a_threshold_out_of_its_bounds_is_a_one_line_error_naming_the_key(key, value):
+    """Out-of-range limits would switch a gate off (or make it impossible) without a word."""
+    *parents, leaf = key.split(".")
+    overrides = node = {}
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    if key == "simulation.n_lrg.val":
+        overrides["simulation"]["n_lrg"] = {"train": 10, "val": 0, "test": 10}
+    with pytest.raises(ConfigError) as err:
+        load_preset("smoke", overrides)
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../../somewhere/evil", "/etc/passwd", "smoke/../demo", "presets/smoke", ""])
+def test_a_preset_is_a_package_name_never_a_path(tmp_path, name):
+    with pytest.raises(ConfigError, match="a preset is a name, not a path"):
+        load_preset(name)

@@ -3,7 +3,8 @@ import pyarrow as pa
 import pytest
 
 from halo_core.config import load_preset
-from halo_core.errors import ContractError
+from halo_core import uris
+from halo_core.errors import BuildLockedError, ContractError, StorageError
 from halo_core.filtering import build_filtered_dataset
 from halo_core.shards import open_split, read_manifest
 from tests.factories import make_paired_table, three_splits, write_split_dirs
@@ -81,3 +82,75 @@ def test_masked_arcs_are_kept_and_accounted(tmp_path):
     root = three_splits(tmp_path / "raw", n=8, masked_rows=[0, 1])
     train = _build(tmp_path, root).splits["train"]
     assert train.arc_snr_zero_kept == 2 and train.identical_pairs_kept == 2 and train.identical_pairs_with_arc == 0
+
+
+def _failing_source(tmp_path):
+    """Valid train and test, a val split whose every row is NaN: the build fails after writing train."""
+    return write_split_dirs(tmp_path / "bad", {
+        "train": make_paired_table(4),
+        "val": make_paired_table(4, seed=1, bricks=("2000p010",), id_prefix="b", nan_rows=range(4)),
+        "test": make_paired_table(4, seed=2, bricks=("3000p010",), id_prefix="c"),
+    })
+
+
+def test_a_failed_rebuild_leaves_the_last_good_dataset_whole(tmp_path):
+    (tmp_path / ".filtered.staging-killed").mkdir()  # what a SIGKILLed build leaves: removed by the next one
+    good = _build(tmp_path, three_splits(tmp_path / "raw", n=8))
+    before = read_manifest(good.out_dir)
+    with pytest.raises(ContractError, match="split 'val' is empty"):
+        _build(tmp_path, _failing_source(tmp_path))
+    assert read_manifest(good.out_dir) == before and len(open_split(good.out_dir, "train")) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".filtered.lock", "bad", "filtered", "raw"]  # no stage left
+
+
+def test_out_equal_to_inside_or_containing_the_data_is_refused_and_nothing_is_deleted(tmp_path):
+    root = three_splits(tmp_path / "raw", n=4)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    for out in (root, root / "train" / "filtered", tmp_path, root / ".." / "raw"):
+        with pytest.raises(ContractError, match="is, contains or lies inside --data"):
+            build_filtered_dataset(CFG, str(root), str(out))
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
+
+
+def test_an_existing_folder_that_is_not_a_build_is_never_replaced(tmp_path):
+    (tmp_path / "filtered").mkdir()
+    (tmp_path / "filtered" / "thesis.tex").write_text("years of work")
+    with pytest.raises(StorageError, match="holds no manifest.json; refusing to replace"):
+        _build(tmp_path, three_splits(tmp_path / "raw", n=4))
+    assert (tmp_path / "filtered" / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_second_builder_of_the_same_out_fails_with_a_clear_message(tmp_path):
+    root = three_splits(tmp_path / "raw", n=4)
+    with uris.build_lock(str(tmp_path / "filtered")):  # the first builder, still running
+        with pytest.raises(BuildLockedError, match=r"another build holds .*\.filtered\.lock"):
+            _build(tmp_path, root)
+    assert not (tmp_path / "filtered").exists()
+    assert len(open_split(_build(tmp_path, root).out_dir, "test")) == 4  # the lock is free again
+
+
+def test_a_truncated_or_empty_parquet_is_a_one_line_error_naming_the_file(tmp_path):
+    root = three_splits(tmp_path / "raw", n=4)
+    path = root / "val" / "part-00000.parquet"
+    for content in (path.read_bytes()[:100], b""):
+        path.write_bytes(content)
+        with pytest.raises(ContractError, match=r"val/part-00000.parquet: not a readable parquet file") as err:
+            _build(tmp_path, root)
+        assert "\n" not in str(err.value)
+
+
+def test_a_band_stored_as_strings_is_quarantined_not_fatal(tmp_path):
+    import io
+
+    table = make_paired_table(6)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image_g=np.full((64, 64), "0.1"), image_r=np.zeros((64, 64), np.float32),
+                        image_z=np.zeros((64, 64), np.float32))
+    blobs = table["stamp_npz"].to_pylist()
+    blobs[2] = buf.getvalue()
+    table = table.set_column(table.schema.get_field_index("stamp_npz"), "stamp_npz", pa.array(blobs, pa.binary()))
+    root = write_split_dirs(tmp_path / "raw", {
+        "train": table, "val": make_paired_table(4, seed=1, bricks=("2000p010",), id_prefix="b"),
+        "test": make_paired_table(4, seed=2, bricks=("3000p010",), id_prefix="c")})
+    report = _build(tmp_path, root)
+    assert dict(report.splits["train"].counts) == {"bad_dtype": 1} and report.splits["train"].rows_kept == 5

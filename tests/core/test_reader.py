@@ -45,3 +45,10 @@ def test_file_outside_split_folders_needs_a_split_column(tmp_path):
 def test_no_parquet_at_all_is_an_error(tmp_path):
     with pytest.raises(ContractError, match="no parquet files"):
         split_files(str(tmp_path))
+
+
+def test_a_dataset_stored_under_a_folder_named_like_a_split_is_read_relative_to_its_root(tmp_path):
+    root = three_splits(tmp_path / "val" / "test" / "paired", n=4)
+    files = split_files(str(root))
+    assert {s: len(f) for s, f in files.items()} == {"train": 1, "val": 1, "test": 1}
+    assert _ids(root, "train") == sorted(pq.read_table(root / "train" / "part-00000.parquet")["task_id"].to_pylist())

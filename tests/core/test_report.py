@@ -60,3 +60,20 @@ def test_temperature_scaling_can_be_the_calibration_in_use(tmp_path, smoke_cfg, 
     assert report["calibration"]["method"] == "temperature"
     assert report["calibration"]["alternative"]["method"] == "platt"
     assert "temperature (T=" in (tmp_path / REPORT_HTML).read_text()
+
+
+def test_an_interrupted_evaluate_leaves_the_previous_report_intact(evaluated, smoke_cfg, filtered_dir, trained,
+                                                                  monkeypatch):
+    import halo_core.report
+
+    out, _ = evaluated
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) halfway through the measurements
+
+    monkeypatch.setattr(halo_core.report, "shortcut_diagnostics", interrupted)
+    calibration, _ = calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(smoke_cfg, filtered_dir, trained.model_path, calibration, str(out))
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

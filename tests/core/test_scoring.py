@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -8,7 +9,7 @@ from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.cli import main
 from halo_core.errors import CheckpointError
 from halo_core.model import build_model
-from halo_core.scoring import score
+from halo_core.scoring import EXIT_SOME_REFUSED, score
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 GALAXIES = ["0001m040_4091", "0001m060_2396", "0001m372_9677", "0003m005_293", "0006p270_2574"]
@@ -49,3 +50,42 @@ def test_a_six_channel_model_is_refused(tmp_path, trained, cutouts):
                     {**sidecar, "input_channels": 6, "needs_control": True})
     with pytest.raises(CheckpointError, match="no arc-free control"):
         score(str(tmp_path / "m.pt"), cutouts)
+
+
+def _cutout(path, image):
+    np.savez(path, cutout=image.astype(np.float32), meta_galaxy_id=np.array(path.stem))
+    return str(path)
+
+
+def test_cutouts_with_nonfinite_core_or_too_many_nan_are_not_scored(trained, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0, 0.01, (101, 101, 3))
+    core_nan, all_nan, many_nan, few_nan = (clean.copy() for _ in range(4))
+    core_nan[50, 50, 1] = np.nan  # inside the central 10x10 of the 64x64 crop
+    all_nan[:] = np.nan  # the probe: scored 0.61
+    many_nan[18:30, 18:82, :] = np.inf  # 19 % of the crop, outside the core
+    few_nan[20, 20:30, 0] = np.nan  # 10 of 12288 pixels, outside the core: scored
+    paths = [_cutout(tmp_path / f"{n}.npz", a) for n, a in
+             [("clean", clean), ("core_nan", core_nan), ("all_nan", all_nan), ("many_nan", many_nan), ("few_nan", few_nan)]]
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", trained.model_path, *paths, "--out", str(out)]) == EXIT_SOME_REFUSED == 3
+    table = pd.read_csv(out).set_index("id")
+    assert table["status"].to_dict() == {"clean": "scored", "core_nan": "nonfinite_core", "all_nan": "nonfinite_core",
+                                         "many_nan": "too_many_nonfinite", "few_nan": "scored"}
+    assert table.loc[["core_nan", "all_nan", "many_nan"], "score"].isna().all()
+    assert table.loc[["clean", "few_nan"], "score"].between(0, 1).all()
+    assert "2 scored, 3 not scored" in capsys.readouterr().out
+    assert main(["score", "--model", trained.model_path, paths[0], paths[4], "--out", str(out)]) == 0
+
+
+def test_unreadable_inputs_are_one_line_errors_naming_the_file(trained, tmp_path, capsys):
+    text = tmp_path / "notes.npz"
+    text.write_text("not an archive")
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, cutout=np.array([{"evil": 1}], dtype=object))
+    (tmp_path / "folder.npz").mkdir()
+    for path, why in [(text, "not an npz archive"), (pickled, "pickled Python objects"),
+                      (tmp_path / "folder.npz", "is a directory"), (tmp_path / "missing.npz", "no such file")]:
+        assert main(["score", "--model", trained.model_path, str(path), "--out", str(tmp_path / "s.csv")]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and why in err and err.count("\n") == 1, err

@@ -1,10 +1,13 @@
 import io
+import pickle
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
 
 from halo_core.errors import StampDecodeError
-from halo_core.stamps import decode_stamp, encode_stamp
+from halo_core.stamps import decode_cutout, decode_stamp, encode_stamp
 
 
 def _decode(blob):
@@ -43,4 +46,67 @@ def test_pickled_objects_are_refused():
     np.savez(buf, image_g=np.array([{"evil": 1}], dtype=object), image_r=np.zeros((64, 64)), image_z=np.zeros((64, 64)))
     with pytest.raises(StampDecodeError) as err:
         _decode(buf.getvalue())
-    assert err.value.reason == "corrupt_npz"
+    assert err.value.reason == "pickled_object"
+
+
+class _Payload:
+    def __reduce__(self):  # unpickling this would create the file
+        return (open, (str(_Payload.target), "w"))
+
+
+def test_a_pickle_payload_blob_is_never_unpickled(tmp_path):
+    _Payload.target = tmp_path / "pwned"
+    for blob in (pickle.dumps(_Payload()), _npz(image_g=np.array([_Payload()], dtype=object))):
+        with pytest.raises(StampDecodeError) as err:
+            _decode(blob)
+        assert err.value.reason in ("corrupt_npz", "pickled_object")
+    assert not _Payload.target.exists()
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{"image_g": np.zeros((64, 64), np.float32), "image_r": np.zeros((64, 64), np.float32),
+                                "image_z": np.zeros((64, 64), np.float32), **arrays})
+    return buf.getvalue()
+
+
+def test_a_band_of_strings_is_a_row_error_not_a_crash():
+    with pytest.raises(StampDecodeError, match="image_r has dtype <U") as err:
+        _decode(_npz(image_r=np.full((64, 64), "0.1")))
+    assert err.value.reason == "bad_dtype"
+
+
+def _bomb(name: str, shape: tuple[int, ...], others: dict | None = None) -> bytes:
+    """An npz whose ``name`` member is float32 zeros of ``shape``, streamed (never held in memory)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for key, value in (others or {}).items():
+            with archive.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array(f, value)
+        with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            row = bytes(4 * int(np.prod(shape[1:])))
+            for _ in range(shape[0]):
+                f.write(row)
+    return buf.getvalue()
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+    """64 MB of float32 zeros in a blob of < 1 MB (the probe's: 8000x8000 in 529 KB), and a 48 MB cutout:
+    both refused from the member's header, before a byte of their data is decompressed."""
+    zeros = np.zeros((64, 64), np.float32)
+    blob = _bomb("image_g", (4000, 4000), {"image_r": zeros, "image_z": zeros})
+    assert len(blob) < 1_000_000
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(_bomb("cutout", (2000, 2000, 3)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(StampDecodeError, match=r"image_g shape \(4000, 4000\), want at most \(64, 64\)") as err:
+            _decode(blob)
+        assert err.value.reason == "bad_shape"
+        with pytest.raises(StampDecodeError, match=r"cutout shape \(2000, 2000, 3\)"):
+            decode_cutout(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # bytes: no member's data was decompressed (reading it needs 48-64 MB)
