@@ -18,7 +18,7 @@ from halo_core.calibration import Calibration, calibrate_on_val
 from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
-from halo_core.reader import SPLITS, split_files
+from halo_core.reader import SPLITS, Source, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.simulate import simulate_dataset
 from halo_core.train import FINAL, fit, training_result
@@ -41,9 +41,11 @@ GPU_OP_TAGS = {
 }
 
 
-def source_uri(halo: HaloSettings) -> str:
-    """The paired dataset: the configured train_path, or the synthesized one under the root."""
-    return halo.config().train_path or halo.uri("paired_stamps")
+def source_uri(halo: HaloSettings) -> Source:
+    """The paired dataset: the plan's three split paths, the configured train_path root, or the
+    synthesized one under the root."""
+    cfg = halo.config()
+    return cfg.split_paths or cfg.train_path or halo.uri("paired_stamps")
 
 
 @dg.asset(group_name="data", kinds={"parquet"})
@@ -52,10 +54,12 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
     cfg = halo.config()
     if cfg.train_path:
-        files = split_files(cfg.train_path)
+        source = source_uri(halo)
+        files = split_files(source)
         return dg.MaterializeResult(metadata={
             "uri": dg.MetadataValue.path(cfg.train_path),
-            "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
+            "files": table([{"split": s, "files": len(files[s]),
+                             "location": source if isinstance(source, str) else source[s]} for s in SPLITS]),
         })
     with uris.staged_directory(halo.uri("paired_stamps"), SIMULATION_FILE) as out:
         report = simulate_dataset(out, **cfg.simulation.model_dump())
@@ -91,9 +95,10 @@ def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
 
 def training_dir(halo: HaloSettings) -> str:
     """Checkpoints of one configuration: a rerun of the same config resumes from its last.pt, a
-    changed config starts its own run instead of colliding with the old checkpoints."""
+    changed config starts its own run instead of colliding with the old checkpoints. `checkpoint_dir`,
+    when set, is the root under which these keyed folders go (DESIGN §9), never the folder itself."""
     cfg = halo.config()
-    return cfg.checkpoint_dir or uris.join(halo.uri("trained_model"), cfg.training_hash())
+    return uris.join(cfg.checkpoint_dir or halo.uri("trained_model"), cfg.training_hash())
 
 
 @dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS)
@@ -103,10 +108,9 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     cfg = halo.config()
     out = training_dir(halo)
     if cfg.nproc_per_node > 1:
-        # DDP needs one process per device: run the same trainer under torchrun, same preset and overrides
+        # DDP needs one process per device: run the same trainer under torchrun, same config and overrides
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
-               "-m", "halo_core.train", "--preset", halo.preset, "--data", halo.uri("filtered_dataset"), "--out", out,
-               *[arg for item in halo.overrides for arg in ("--set", item)]]
+               "-m", "halo_core.train", *halo.config_args(), "--data", halo.uri("filtered_dataset"), "--out", out]
         context.log.info("launching %s", " ".join(cmd))
         subprocess.run(cmd, check=True)
         result = training_result(out)

@@ -107,10 +107,11 @@ def class_balance(halo: HaloSettings) -> dg.AssetCheckResult:
     data = halo.uri("filtered_dataset")
     counts = {s: build_samples(open_split(data, s).meta, cfg.sample_construction, cfg.seed).counts for s in SPLITS}
     minority = {s: min(c.values()) / max(sum(c.values()), 1) for s, c in counts.items()}
-    return dg.AssetCheckResult(passed=min(minority.values()) >= 0.25, metadata={
+    limit = cfg.go_no_go.min_class_share
+    return dg.AssetCheckResult(passed=min(minority.values()) >= limit, metadata={
         "sample_construction": cfg.sample_construction,
         "counts": table([{"split": s, **c, "minority_share": round(minority[s], 3)} for s, c in counts.items()]),
-        "min_minority_share": 0.25,
+        "min_minority_share": limit,
     })
 
 
@@ -154,7 +155,7 @@ def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
 
 TRAINING_CHECKS = [
     _training_monitor("lr_followed_schedule", "Each epoch's LR equals CosineAnnealingWarmRestarts' closed form."),
-    _training_monitor("grad_norm", "The largest gradient norm of the run stays below 10."),
+    _training_monitor("grad_norm", "The largest gradient norm of the run stays below `go_no_go.max_grad_norm`."),
     per_class_accuracy_below_one,
 ]
 
@@ -251,7 +252,7 @@ def test_auroc(halo: HaloSettings) -> dg.AssetCheckResult:
 def precision_at_recall_0_90(halo: HaloSettings) -> dg.AssetCheckResult:
     """Precision at 90 % recall on test at or above `go_no_go.min_precision_at_recall_0_90` (the plan's target)."""
     m = _report(halo)["metrics"]
-    return _at_least("precision_at_recall_0_90", m["precision_at_recall_0_90"],
+    return _at_least("precision_at_recall_0_90", m["precision@0.90"],
                      halo.config().go_no_go.min_precision_at_recall_0_90, m["n"])
 
 

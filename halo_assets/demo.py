@@ -15,8 +15,9 @@ from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
 
 
-def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance):
-    run_config = {"resources": {"halo": {"config": {"preset": preset, "overrides": overrides, "root_uri": root_uri}}}}
+def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance, config_path: str = ""):
+    run_config = {"resources": {"halo": {"config": {"preset": preset, "config_path": config_path,
+                                                    "overrides": overrides, "root_uri": root_uri}}}}
     return defs.resolve_job_def("retrain_job").execute_in_process(
         run_config=run_config, instance=instance, raise_on_error=False)
 
@@ -30,15 +31,18 @@ def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--preset", default="demo", help=f"one of: {', '.join(preset_names())}")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="demo", help=f"one of: {', '.join(preset_names())}")
+    which.add_argument("--config", default="", metavar="FILE.yaml", help="a YAML config file instead of a preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--root", default=DEFAULT_ROOT, help="artifact root (local folder or s3:// URI)")
     args = p.parse_args(argv)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)  # persistent, so `make ui` shows this run afterwards
-    result = run_retrain(args.preset, args.set, args.root, dg.DagsterInstance.get())
+    settings = HaloSettings(preset=args.preset, config_path=args.config, root_uri=args.root)
+    result = run_retrain(args.preset, args.set, args.root, dg.DagsterInstance.get(), args.config)
     go, evaluations = verdict(result)
-    print(f"\nrun {result.run_id} ({args.preset}): {'succeeded' if result.success else 'stopped by a failed step or check'}")
+    print(f"\nrun {result.run_id} ({settings.profile}): {'succeeded' if result.success else 'stopped by a failed step or check'}")
     for e in sorted(evaluations, key=lambda e: (e.asset_key.to_user_string(), e.check_name)):
         mark = "pass" if e.passed else ("warn" if e.severity == dg.AssetCheckSeverity.WARN else "FAIL")
         print(f"  {mark}  {e.asset_key.to_user_string()}.{e.check_name}")
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in failed_steps:
         print(f"  ERROR in step {step}: see the log above or `make ui`, run {result.run_id}")
     print(f"\nverdict: {'GO' if go else 'NO-GO'}")
-    report_dir = HaloSettings(preset=args.preset, root_uri=args.root).uri("evaluation_report")
+    report_dir = settings.uri("evaluation_report")
     print(f"report:  {uris.join(report_dir, REPORT_HTML)}")
     return 1 if failed_steps else 0
 

@@ -80,7 +80,7 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> di
         "n_test": dg.MetadataValue.int(m["n"]),
         "auroc": number(m["auroc"]),
         "auprc": number(m["auprc"]),
-        "precision_at_recall_0_90": number(m["precision_at_recall_0_90"]),
+        "precision_at_recall_0_90": number(m["precision@0.90"]),
         "tpr_at_fpr": table(m["tpr_at_fpr"]),
         "ece_before_calibration": number(cal["ece_before"]["ece"]),
         "ece_after_calibration": number(cal["ece_after"]["ece"]),

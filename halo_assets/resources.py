@@ -8,25 +8,38 @@ import dagster as dg
 from pydantic import Field
 
 from halo_core import uris
-from halo_core.config import HaloConfig, load_preset, parse_overrides
+from halo_core.config import HaloConfig, load_config, parse_overrides, profile_name
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
 
 
 class HaloSettings(dg.ConfigurableResource):
-    """Which preset a run uses, its overrides, and the root URI under which every artifact lives."""
+    """Which preset (or user's config file) a run uses, its overrides, and the root URI under which
+    every artifact lives."""
 
     preset: str = Field("recommended", description="halo_core preset: recommended, gen5_prime, demo, smoke")
+    config_path: str = Field("", description="a YAML config file (the plan's dict as it is, and/or halo's keys); "
+                                             "when set it is used instead of the preset")
     overrides: list[str] = Field(
         default_factory=list, description="KEY=VALUE overrides, as `halo --set`, e.g. epochs=5, scheduler.T_0=5")
     root_uri: str = Field(DEFAULT_ROOT, description="local folder or s3://bucket/prefix for all artifacts")
 
     def config(self) -> HaloConfig:
-        return load_preset(self.preset, parse_overrides(self.overrides))
+        return load_config(self.preset, self.config_path or None, parse_overrides(self.overrides))
+
+    @property
+    def profile(self) -> str:
+        """The preset's name, or the config file's profile (DESIGN §9)."""
+        return profile_name(self.config_path) if self.config_path else self.preset
+
+    def config_args(self) -> list[str]:
+        """The same configuration as command-line arguments (for the trainer under torchrun)."""
+        which = ["--config", self.config_path] if self.config_path else ["--preset", self.preset]
+        return [*which, *[arg for item in self.overrides for arg in ("--set", item)]]
 
     def uri(self, asset: str) -> str:
-        """Artifacts of one preset live together; two presets never overwrite each other."""
-        return uris.join(self.root_uri, self.preset, asset)
+        """Artifacts of one profile live together; two profiles never overwrite each other."""
+        return uris.join(self.root_uri, self.profile, asset)
 
 
 def halo_settings_for(env: str) -> HaloSettings:

@@ -235,7 +235,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "needs_control": sidecar["needs_control"],
         "sample_construction": cfg.sample_construction,
         "metrics": classification_metrics(labels, probs, prevalence=cfg.deployment_prevalence,
-                                          n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique())),
+                                          n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique()),
+                                          names=cfg.metrics),
         "calibration": {
             **calibration.to_dict(),
             "ece_before": ece["uncalibrated"],

@@ -16,6 +16,7 @@ import torch
 
 from halo_core.calibration import Calibration, sigmoid
 from halo_core.checkpoint import load_model, model_spec
+from halo_core.config import InputKeysConfig
 from halo_core.errors import CheckpointError, StampDecodeError
 from halo_core.preprocess import preprocess
 from halo_core.stamps import decode_cutout, decode_stamp
@@ -56,7 +57,8 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
             "Train a 3-channel model (preset `recommended`).")
     calibration = calibration or (Calibration.from_dict(sidecar["calibration"]) if "calibration" in sidecar else None)
     prevalence = prevalence or sidecar["config"]["deployment_prevalence"]
-    stamps, table = _read_inputs(inputs, tuple(sidecar["config"]["input_keys"]))
+    keys = InputKeysConfig.model_validate(sidecar["config"]["input_keys"]).npz_keys()["stamp_npz"]
+    stamps, table = _read_inputs(inputs, keys)
     bad = ~np.isfinite(stamps).all(axis=(1, 2, 3))
     if bad.any():
         log.warning("%d stamps have non-finite pixels; set to 0 before scoring: %s",

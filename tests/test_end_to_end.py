@@ -8,7 +8,9 @@ import pytest
 from halo_assets.demo import run_retrain, verdict
 
 SMOKE_DATA = "simulation={n_lrg: {train: 30, val: 12, test: 16}, injections_per_lrg: 3, lrgs_per_brick: 3, seed: 1}"
-GEN5_AT_SMOKE_SIZE = [SMOKE_DATA, "epochs=1", "batch_size=16", "log_to_wandb=false", "go_no_go.max_quarantine_frac=0.05"]
+# the plan's own paths are the team's S3 prefixes: run it on the embedded data instead
+GEN5_AT_SMOKE_SIZE = [SMOKE_DATA, "epochs=1", "batch_size=16", "log_to_wandb=false", "go_no_go.max_quarantine_frac=0.05",
+                      "train_path=", "val_path=", "test_path=", "checkpoint_dir="]
 
 
 @pytest.fixture(scope="module")
