@@ -7,19 +7,36 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-from halo_assets.definitions import defs
 from halo_assets.resources import DEFAULT_ROOT, HaloSettings
 from halo_core import uris
 from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
 
+ROOT = Path(__file__).resolve().parents[1]  # where workspace.yaml names the code location
+DEFINITIONS_MODULE, JOB = "halo_assets.definitions", "retrain_job"
+
 
 def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.DagsterInstance, config_path: str = ""):
+    """retrain_job in this process, recorded as a run of the workspace's code location. A plain
+    execute_in_process run carries no code-location origin, and the UI lists a job's runs and the
+    Overview timeline by that origin, so such runs would appear only under Runs."""
     run_config = {"resources": {"halo": {"config": {"preset": preset, "config_path": config_path,
-                                                    "overrides": overrides, "root_uri": root_uri}}}}
-    return defs.resolve_job_def("retrain_job").execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False)
+                                                    "overrides": overrides, "root_uri": root_uri}}},
+                  "execution": {"config": {"in_process": {}}}}  # one process, as execute_in_process
+    repo = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(ROOT))
+    job = repo.get_reconstructable_job(JOB)
+    (location,) = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    run = instance.create_run_for_job(
+        job.get_definition(), run_config=run_config, tags=job.get_definition().run_tags,
+        remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), JOB),
+        job_code_origin=job.get_python_origin())
+    return execute_run(job, run, instance)
 
 
 def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:
