@@ -10,7 +10,7 @@ import sys
 import dagster as dg
 
 from halo_assets.metadata import (
-    KEY_PLOTS, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
+    KEY_PLOTS, dataset_metadata, gates_metadata, number, report_metadata, table, tidy, training_metadata,
 )
 from halo_assets.resources import HaloSettings
 from halo_core import uris
@@ -70,7 +70,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
         "rows": table([{"split": s, "rows": n, "files": report.files[s]} for s, n in report.rows.items()]),
         "nan_rows": dg.MetadataValue.int(report.nan_rows),
         "masked_arc_rows": dg.MetadataValue.int(report.masked_arc_rows),
-        "seconds": dg.MetadataValue.float(report.seconds),
+        "seconds": number(report.seconds),
     })
 
 
@@ -130,10 +130,10 @@ def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
     calibration, ece = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
     uris.atomic_write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
                            {**calibration.to_dict(), "model": model_path(halo), "val_ece": ece})
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=tidy({
         "platt_a": calibration.a, "platt_b": calibration.b, "n_val": calibration.n_fit,
         "val_ece_before": ece["before"], "val_ece_after": ece["after"],
-    })
+    }))
 
 
 def load_calibration(halo: HaloSettings) -> Calibration:
@@ -147,7 +147,8 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     out = halo.uri("evaluation_report")
     report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_calibration(halo), out)
     plots = {name: uris.read_bytes(uris.join(out, report["plots"][name])) for name in KEY_PLOTS}
-    return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML), plots))
+    return dg.MaterializeResult(metadata=report_metadata(
+        report, uris.join(out, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
 
 
 @dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"})

@@ -11,6 +11,7 @@ from halo_core import uris
 from halo_core.config import HaloConfig, load_config, parse_overrides, profile_name
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
+DEFAULT_FILES_URL = os.environ.get("HALO_FILES_URL", "")
 
 
 class HaloSettings(dg.ConfigurableResource):
@@ -23,6 +24,9 @@ class HaloSettings(dg.ConfigurableResource):
     overrides: list[str] = Field(
         default_factory=list, description="KEY=VALUE overrides, as `halo --set`, e.g. epochs=5, scheduler.T_0=5")
     root_uri: str = Field(DEFAULT_ROOT, description="local folder or s3://bucket/prefix for all artifacts")
+    files_url: str = Field(DEFAULT_FILES_URL, description="http URL at which root_uri is served read-only (`make ui` "
+                                                          "serves it on 127.0.0.1), so reports and plots open in the "
+                                                          "browser; empty = metadata shows their paths only")
 
     def config(self) -> HaloConfig:
         return load_config(self.preset, self.config_path or None, parse_overrides(self.overrides))
@@ -40,6 +44,10 @@ class HaloSettings(dg.ConfigurableResource):
     def uri(self, asset: str) -> str:
         """Artifacts of one profile live together; two profiles never overwrite each other."""
         return uris.join(self.root_uri, self.profile, asset)
+
+    def url(self, asset: str, relative: str) -> str | None:
+        """The browser URL of an artifact file under ``uri(asset)``, or None when nothing serves the root."""
+        return "/".join((self.files_url.rstrip("/"), self.profile, asset, relative)) if self.files_url else None
 
 
 def halo_settings_for(env: str) -> HaloSettings:
