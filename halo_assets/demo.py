@@ -13,7 +13,7 @@ from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-from halo_assets.resources import DEFAULT_ROOT, HaloSettings
+from halo_assets.resources import DEFAULT_FILES_URL, DEFAULT_ROOT, HaloSettings
 from halo_core import uris
 from halo_core.config import preset_names
 from halo_core.report import REPORT_HTML
@@ -26,8 +26,11 @@ def run_retrain(preset: str, overrides: list[str], root_uri: str, instance: dg.D
     """retrain_job in this process, recorded as a run of the workspace's code location. A plain
     execute_in_process run carries no code-location origin, and the UI lists a job's runs and the
     Overview timeline by that origin, so such runs would appear only under Runs."""
+    # report links only where `make ui` serves this root (HALO_ROOT at HALO_FILES_URL)
+    files_url = DEFAULT_FILES_URL if root_uri == DEFAULT_ROOT else ""
     run_config = {"resources": {"halo": {"config": {"preset": preset, "config_path": config_path,
-                                                    "overrides": overrides, "root_uri": root_uri}}},
+                                                    "overrides": overrides, "root_uri": root_uri,
+                                                    "files_url": files_url}}},
                   "execution": {"config": {"in_process": {}}}}  # one process, as execute_in_process
     repo = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(ROOT))
     job = repo.get_reconstructable_job(JOB)
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)  # persistent, so `make ui` shows this run afterwards
-    settings = HaloSettings(preset=args.preset, config_path=args.config, root_uri=args.root)
+    settings = HaloSettings(preset=args.preset, config_path=args.config, root_uri=args.root,
+                            files_url=DEFAULT_FILES_URL if args.root == DEFAULT_ROOT else "")
     result = run_retrain(args.preset, args.set, args.root, dg.DagsterInstance.get(), args.config)
     go, evaluations = verdict(result)
     print(f"\nrun {result.run_id} ({settings.profile}): {'succeeded' if result.success else 'stopped by a failed step or check'}")
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nverdict: {'GO' if go else 'NO-GO'}")
     report_dir = settings.uri("evaluation_report")
     print(f"report:  {uris.join(report_dir, REPORT_HTML)}")
+    if url := settings.url("evaluation_report", REPORT_HTML):
+        print(f"         {url} (while `make ui` runs)")
     return 1 if failed_steps else 0
 
 

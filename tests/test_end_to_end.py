@@ -36,6 +36,10 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     # trained_model's and the config review's (config_*) are WARN advisories
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model" and not k[1].startswith("config_")}
     assert all(blocking.values()) and len(blocking) == 18 and len(checks) == 27
+    # listed under the job and on the Overview timeline: the UI filters a job's runs by this tag
+    run = instance.get_run_by_id(result.run_id)
+    assert run.remote_job_origin is not None and run.job_name == "retrain_job"
+    assert run.tags_for_storage()[".dagster/repository"] == "__repository__@halo_assets.definitions"
     card = json.loads((tmp_path / "smoke" / "promoted_model" / "model.json").read_text())
     assert card["input_channels"] == 3 and "test_metrics" in card and "calibration" in card
     assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")
