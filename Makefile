@@ -32,8 +32,8 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the synthetic dataset; prints GO/NO-GO (PRESET=demo|recommended|gen5_prime)
-	$(BIN)/python -m halo_assets.demo --preset $(PRESET)
+demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the synthetic dataset; prints GO/NO-GO (PRESET=demo|recommended|gen5_prime, SET="KEY=VALUE ...")
+	$(BIN)/python -m halo_assets.demo --preset $(PRESET) $(foreach s,$(SET),--set $(s))
 
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q

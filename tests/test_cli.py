@@ -60,3 +60,14 @@ def test_review_prints_gen5_prime_findings_and_exits_1_on_its_error(capsys):
 def test_review_of_a_deployable_config_exits_0(capsys):
     assert main(["review", "--preset", "recommended", "--set", "input_channels=3"]) == 0
     assert "input_deployable" not in capsys.readouterr().out
+
+
+def test_a_users_config_file_works_with_set_on_top(tmp_path, capsys):
+    path = tmp_path / "my_run.yaml"
+    path.write_text("base: demo\noptimizer: AdamW\nscheduler: {type: CosineAnnealingWarmRestarts, T_0: 5}\n")
+    assert main(["config", "--config", str(path), "--set", "epochs=7"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 7" in out and "T_0: 5" in out and "batch_size: 64" in out  # demo's, under the file's keys
+    path.write_text("pretrained: true\n")
+    assert main(["config", "--config", str(path)]) == 2
+    assert "pretrained: true: no pretrained weights can be downloaded" in capsys.readouterr().err
