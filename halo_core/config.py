@@ -1,7 +1,10 @@
-"""One typed configuration for the whole product (DESIGN §2): the seed plan's keys plus the review's.
+"""One typed configuration for the whole product (DESIGN §2): the seed plan's keys, spelled as the plan
+spells them, plus the review's.
 
 Presets are YAML files in ``halo_core/presets``; a preset may name a ``base`` preset and override a
-few of its keys. Unknown keys and wrong types are errors that name the key and the file.
+few of its keys. A user's file (``--config FILE.yaml``) is the plan's dict as it is, halo's keys, or
+both, with an optional ``base``. Unknown keys and wrong types are errors that name the key and the file;
+a plan key halo cannot honour is refused with the reason.
 """
 
 from __future__ import annotations
