@@ -275,7 +275,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     return report
 
 
-def _fmt(v, digits: int = 4, missing: str = "n/a") -> str:
+def _fmt(v, digits: int = 4, missing: str = "not measurable") -> str:
     return missing if v is None or v != v else f"{v:.{digits}f}"  # v != v: NaN
 
 
