@@ -52,8 +52,10 @@ def test_review_prints_gen5_prime_findings_and_exits_1_on_its_error(capsys):
     assert main(["review", "--preset", "gen5_prime", *embedded]) == 1
     out = capsys.readouterr().out
     for rule in ("WARN  lr_annealed_at_last_epoch", "WARN  patience_outlasts_restart_cycles",
-                 "WARN  targets_measured_by_metrics", "ERROR input_deployable", "INFO  training_budget"):
+                 "WARN  targets_measured_by_metrics", "ERROR input_deployable"):
         assert rule in out, rule
+    # INFO here, WARN (over 24 h) when the measured step rate is that of a machine shared by other jobs
+    assert "INFO  training_budget" in out or "WARN  training_budget" in out
     assert "50 epochs x 9,600 train samples" in out  # 4,800 simulated pairs, two samples each and "samples/s on cpu" in out
 
 
