@@ -4,6 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 PRESET ?= demo
+# `make ui` serves the artifact folder read-only here, and the metadata of every run (`make demo`'s
+# too) links its report and plots at this address, so they open in the browser
+FILES_PORT ?= 3001
+export HALO_ROOT ?= $(CURDIR)/halo_data
+export HALO_FILES_URL ?= http://127.0.0.1:$(FILES_PORT)
 
 .PHONY: help venv install demo test ui validate bench clean
 
@@ -27,14 +32,16 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the synthetic dataset; prints GO/NO-GO (PRESET=demo|recommended|gen5_prime)
-	$(BIN)/python -m halo_assets.demo --preset $(PRESET)
+demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the synthetic dataset; prints GO/NO-GO (PRESET=demo|recommended|gen5_prime, SET="KEY=VALUE ...")
+	$(BIN)/python -m halo_assets.demo --preset $(PRESET) $(foreach s,$(SET),--set $(s))
 
 test: install  ## run the test suite
 	$(BIN)/python -m pytest -q
 
-ui: install $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI on http://127.0.0.1:3000 over the same instance as the demo
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+ui: install $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI on http://127.0.0.1:3000 over the demo's instance; reports on $(HALO_FILES_URL)
+	@mkdir -p $(HALO_ROOT)
+	$(BIN)/python -m http.server $(FILES_PORT) --bind 127.0.0.1 --directory $(HALO_ROOT) & files=$$!; \
+	trap 'kill $$files' EXIT; $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 validate: install  ## check that the Dagster definitions load
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -10,7 +10,8 @@ import sys
 import dagster as dg
 
 from halo_assets.metadata import (
-    KEY_PLOTS, comparison_metadata, dataset_metadata, gates_metadata, report_metadata, table, training_metadata,
+    KEY_PLOTS, comparison_metadata, dataset_metadata, gates_metadata, number, report_metadata, table, tidy,
+    training_metadata,
 )
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import __version__, uris
@@ -21,7 +22,7 @@ from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.preprocess import PreprocessSpec
 from halo_core.promotion import compare, require_go, score_test_split
-from halo_core.reader import SPLITS, split_files
+from halo_core.reader import SPLITS, Source, split_files
 from halo_core.registry import add_version, find_version, production, set_production, version_model
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.shards import data_fingerprint
@@ -72,15 +73,23 @@ def versioned(assets_defs: list, cfg: HaloConfig) -> list:
     return [a.map_asset_specs(version) if isinstance(a, dg.AssetsDefinition) else a for a in assets_defs]
 
 
-def stamps_fingerprint(root: str) -> str:
-    """The input parquet's content fingerprint (DESIGN §9): file names relative to the root and bytes."""
-    resolved = uris.current(root)  # on S3 a staged build's version folder: its name is not content
-    return uris.content_fingerprint(uris.find(resolved, ".parquet"), resolved)
+def stamps_fingerprint(source: Source) -> str:
+    """The input parquet's content fingerprint (DESIGN §9): file names relative to their root and bytes;
+    for the plan's three split paths, the three fingerprints together."""
+    def one(root: str) -> str:
+        resolved = uris.current(root)  # on S3 a staged build's version folder: its name is not content
+        return uris.content_fingerprint(uris.find(resolved, ".parquet"), resolved)
+
+    if isinstance(source, str):
+        return one(source)
+    return hashlib.sha256(json.dumps({s: one(source[s]) for s in SPLITS}).encode()).hexdigest()[:16]
 
 
-def source_uri(halo: HaloSettings) -> str:
-    """The paired dataset: the configured train_path, or the synthesized one under the root."""
-    return halo.config().train_path or halo.uri("paired_stamps")
+def source_uri(halo: HaloSettings) -> Source:
+    """The paired dataset: the plan's three split paths, the configured train_path root, or the
+    synthesized one under the root."""
+    cfg = halo.config()
+    return cfg.split_paths or cfg.train_path or halo.uri("paired_stamps")
 
 
 # Building a dataset replaces it: one build at a time per instance (the pool's limit is the instance's
@@ -95,11 +104,13 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
     cfg = halo.config()
     if cfg.train_path:
-        files = split_files(cfg.train_path)
-        fingerprint = stamps_fingerprint(cfg.train_path)
+        source = source_uri(halo)
+        files = split_files(source)
+        fingerprint = stamps_fingerprint(source)
         return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "uri": dg.MetadataValue.path(cfg.train_path), "data_fingerprint": fingerprint,
-            "files": table([{"split": s, "files": len(files[s])} for s in SPLITS]),
+            "files": table([{"split": s, "files": len(files[s]),
+                             "location": source if isinstance(source, str) else source[s]} for s in SPLITS]),
         })
     report = build_simulated_dataset(halo.uri("paired_stamps"), **cfg.simulation.model_dump())
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
@@ -109,7 +120,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
         "rows": table([{"split": s, "rows": n, "files": report.files[s]} for s, n in report.rows.items()]),
         "nan_rows": dg.MetadataValue.int(report.nan_rows),
         "masked_arc_rows": dg.MetadataValue.int(report.masked_arc_rows),
-        "seconds": dg.MetadataValue.float(report.seconds),
+        "seconds": number(report.seconds),
     })
 
 
@@ -165,9 +176,8 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
         # DDP needs one process per device: the same trainer under torchrun, same profile and overrides.
         # Through Pipes: rank 0's log lines become run events, and a cancelled run stops torchrun.
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc_per_node}",
-               "-m", "halo_assets.pipes_train", "--preset", halo.profile(), "--data", halo.uri("filtered_dataset"),
-               "--out", out, *[arg for item in halo.overrides for arg in ("--set", item)],
-               *(["--warm-start-from", warm] if warm else [])]
+               "-m", "halo_assets.pipes_train", *halo.config_args(), "--data", halo.uri("filtered_dataset"),
+               "--out", out, *(["--warm-start-from", warm] if warm else [])]
         context.log.info("launching %s", " ".join(cmd))
         dg.PipesSubprocessClient().run(context=context, command=cmd)
         result = training_result(out)
@@ -196,10 +206,10 @@ def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
     calibration, ece = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
     uris.atomic_write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
                            {**calibration.to_dict(), "model": model_path(halo), "val_ece": ece})
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=tidy({
         "platt_a": calibration.a, "platt_b": calibration.b, "n_val": calibration.n_fit,
         "val_ece_before": ece["before"], "val_ece_after": ece["after"],
-    })
+    }))
 
 
 def load_calibration(halo: HaloSettings) -> Calibration:
@@ -213,7 +223,8 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     out = halo.uri("evaluation_report")
     report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_calibration(halo), out)
     plots = {name: uris.read_bytes(uris.join(out, report["plots"][name])) for name in KEY_PLOTS}
-    return dg.MaterializeResult(metadata=report_metadata(report, uris.join(out, REPORT_HTML), plots))
+    return dg.MaterializeResult(metadata=report_metadata(
+        report, uris.join(out, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
 
 
 CHALLENGER_CHECK = "not_worse_than_production"

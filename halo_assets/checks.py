@@ -13,12 +13,13 @@ import numpy as np
 from halo_assets.assets import (
     GATES_FILE, evaluation_report, filtered_dataset, model_path, paired_stamps, shortcut_gates, source_uri, trained_model,
 )
-from halo_assets.metadata import number, other_calibration, table
+from halo_assets.metadata import check_result, number, other_calibration, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.checkpoint import load_sidecar
 from halo_core.errors import ContractError
 from halo_core.gates import GATES
+from halo_core.metrics import TARGET_METRIC
 from halo_core.monitors import monitor_report, promoted_record
 from halo_core.promotion import REPORT_CRITERIA, Criterion, gate_criteria
 from halo_core.reader import SPLITS, check_schema, read_parquet_schema, split_files
@@ -48,7 +49,7 @@ def schema_contract(halo: HaloSettings) -> dg.AssetCheckResult:
                 check_schema(read_parquet_schema(path), path)
             except ContractError as err:  # a truncated file fails the check, it does not crash the step
                 problems.append(str(err))
-    return dg.AssetCheckResult(passed=not problems, metadata={
+    return check_result(passed=not problems, metadata={
         "files_checked": n_files, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "_none_"),
     })
 
@@ -57,7 +58,7 @@ def schema_contract(halo: HaloSettings) -> dg.AssetCheckResult:
 def split_integrity(halo: HaloSettings) -> dg.AssetCheckResult:
     """No brick and no LRG position in two splits (injections share LRGs, bricks share sky)."""
     integrity = read_manifest(halo.uri("filtered_dataset"))["integrity"]
-    return dg.AssetCheckResult(passed=integrity["ok"], metadata={
+    return check_result(passed=integrity["ok"], metadata={
         "shared_bricks": table([{"splits": k, "n": len(v), "bricks": ", ".join(v[:10])}
                                 for k, v in integrity["shared_bricks"].items()]),
         "shared_lrgs": table([{"splits": k, "n": v} for k, v in integrity["shared_lrgs"].items()]),
@@ -73,7 +74,7 @@ def excluded_bricks_absent(halo: HaloSettings) -> dg.AssetCheckResult:
     data = halo.uri("filtered_dataset")
     found = {s: sorted(excluded & set(open_split(data, s).meta["brickname"])) for s in SPLITS}
     dropped = {s: r["counts"].get("excluded_brick", 0) for s, r in read_manifest(data)["splits"].items()}
-    return dg.AssetCheckResult(passed=not any(found.values()), metadata={
+    return check_result(passed=not any(found.values()), metadata={
         "excluded_bricks": ", ".join(sorted(excluded)), "found_after_filter": dg.MetadataValue.json(found),
         "rows_dropped": dg.MetadataValue.json(dropped),
     })
@@ -95,7 +96,7 @@ def finite_pixels(halo: HaloSettings) -> dg.AssetCheckResult:
     quarantined = sum(len(r["quarantined"]) for r in manifest["splits"].values())
     share = quarantined / max(rows_in, 1)
     limit = cfg.go_no_go.max_quarantine_frac
-    return dg.AssetCheckResult(passed=nonfinite == 0 and share <= limit, metadata={
+    return check_result(passed=nonfinite == 0 and share <= limit, metadata={
         "nonfinite_rows_in_sample": nonfinite, "rows_checked": checked,
         "quarantined": quarantined, "rows_in": rows_in, "quarantined_share": share, "max_share": limit,
         "by_reason": dg.MetadataValue.json({s: r["counts"] for s, r in manifest["splits"].items()}),
@@ -110,10 +111,11 @@ def class_balance(halo: HaloSettings) -> dg.AssetCheckResult:
     data = halo.uri("filtered_dataset")
     counts = {s: build_samples(open_split(data, s).meta, cfg.sample_construction, cfg.seed).counts for s in SPLITS}
     minority = {s: min(c.values()) / max(sum(c.values()), 1) for s, c in counts.items()}
-    return dg.AssetCheckResult(passed=min(minority.values()) >= 0.25, metadata={
+    limit = cfg.go_no_go.min_class_share
+    return check_result(passed=min(minority.values()) >= limit, metadata={
         "sample_construction": cfg.sample_construction,
         "counts": table([{"split": s, **c, "minority_share": round(minority[s], 3)} for s, c in counts.items()]),
-        "min_minority_share": 0.25,
+        "min_minority_share": limit,
     })
 
 
@@ -122,7 +124,7 @@ def arc_snr_zero_accounted(halo: HaloSettings) -> dg.AssetCheckResult:
     """A stamp identical to its control must be a masked arc (arc_snr == 0), never a claimed injection."""
     splits = read_manifest(halo.uri("filtered_dataset"))["splits"]
     bad = sum(r["identical_pairs_with_arc"] for r in splits.values())
-    return dg.AssetCheckResult(passed=bad == 0, metadata={
+    return check_result(passed=bad == 0, metadata={
         "identical_pairs_with_arc": bad,
         "arc_snr_zero_rows_kept": dg.MetadataValue.json({s: r["arc_snr_zero_kept"] for s, r in splits.items()}),
         "identical_pairs_kept": dg.MetadataValue.json({s: r["identical_pairs_kept"] for s, r in splits.items()}),
@@ -136,7 +138,7 @@ def _training_monitor(name: str, description: str):
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         sidecar = load_sidecar(model_path(halo))
         result = monitor_report(sidecar["history"], halo.config(), sidecar["best_epoch"])[name]
-        return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
+        return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
                                    metadata={k: v for k, v in result.items() if k != "passed"})
 
     return check
@@ -149,7 +151,7 @@ def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
     which scored val with exactly these weights."""
     sidecar = load_sidecar(model_path(halo))
     result = promoted_record(sidecar["history"], sidecar["best_epoch"])["val_per_class_accuracy"]
-    return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
+    return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
         "per_class": table([{"class": c, **result[c]} for c in ("non_lens", "lens")]),
         "threshold": "each class's val accuracy below 1.0 (logit 0 = p 0.5)",
     })
@@ -157,7 +159,7 @@ def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
 
 TRAINING_CHECKS = [
     _training_monitor("lr_followed_schedule", "Each epoch's LR equals CosineAnnealingWarmRestarts' closed form."),
-    _training_monitor("grad_norm", "The largest gradient norm of the run stays below 10."),
+    _training_monitor("grad_norm", "The largest gradient norm of the run stays below `go_no_go.max_grad_norm`."),
     per_class_accuracy_below_one,
 ]
 
@@ -169,8 +171,8 @@ def _finding_result(finding: Finding | None, keys: dict, extra: dict | None = No
     only warns before the GPU hours are spent, so it is not a second promotion gate."""
     metadata = {"config_keys": dg.MetadataValue.json(keys), **(extra or {})}
     if finding is None:
-        return dg.AssetCheckResult(passed=True, metadata=metadata)
-    return dg.AssetCheckResult(
+        return check_result(passed=True, metadata=metadata)
+    return check_result(
         passed=finding.severity == INFO, severity=dg.AssetCheckSeverity.WARN, metadata={
             **metadata, "finding_severity": finding.severity, "message": finding.message,
             "consequence": finding.consequence, "fix": finding.fix})
@@ -224,7 +226,7 @@ def _gate_check(gate: str):
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         gates = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
         result = gates[gate]
-        return dg.AssetCheckResult(passed=gate_criteria(gates)[f"shortcut_{gate}_auc"].passed, metadata={
+        return check_result(passed=gate_criteria(gates)[f"shortcut_{gate}_auc"].passed, metadata={
             "auc": number(result["auc"]), "threshold": result["threshold"],
             "n": result["n"], "strata": table(result["strata"]),
         })
@@ -247,8 +249,8 @@ def _criterion(halo: HaloSettings, report: dict, name: str) -> Criterion:
 def _at_least(halo: HaloSettings, name: str, metric: str, threshold: float) -> dg.AssetCheckResult:
     report = _report(halo)
     value = report["metrics"][metric]
-    return dg.AssetCheckResult(passed=_criterion(halo, report, name).passed, metadata={
-        metric: "n/a" if value is None else float(value), "threshold": threshold, "n_test": report["metrics"]["n"],
+    return check_result(passed=_criterion(halo, report, name).passed, metadata={
+        metric: value, "threshold": threshold, "n_test": report["metrics"]["n"],
     })
 
 
@@ -261,7 +263,7 @@ def test_auroc(halo: HaloSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
 def precision_at_recall_0_90(halo: HaloSettings) -> dg.AssetCheckResult:
     """Precision at 90 % recall on test at or above `go_no_go.min_precision_at_recall_0_90` (the plan's target)."""
-    return _at_least(halo, "precision_at_recall_0_90", "precision_at_recall_0_90",
+    return _at_least(halo, "precision_at_recall_0_90", TARGET_METRIC,
                      halo.config().go_no_go.min_precision_at_recall_0_90)
 
 
@@ -270,7 +272,7 @@ def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
     """At the promoted (best) epoch, val loss minus train loss is below `go_no_go.max_train_val_gap`."""
     report = _report(halo)
     result = report["monitors"]["train_val_gap"]
-    return dg.AssetCheckResult(passed=_criterion(halo, report, "train_val_gap").passed, metadata={
+    return check_result(passed=_criterion(halo, report, "train_val_gap").passed, metadata={
         "gap": result["value"], "threshold": result["limit"], "epoch": result["epoch"] + 1})
 
 
@@ -278,7 +280,7 @@ def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
 def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
     """The model scores a galaxy from its own stamp: a real survey galaxy has no arc-free control."""
     report = _report(halo)
-    return dg.AssetCheckResult(passed=_criterion(halo, report, "deployable_without_control").passed, metadata={
+    return check_result(passed=_criterion(halo, report, "deployable_without_control").passed, metadata={
         "needs_control": report["needs_control"], "sample_construction": report["sample_construction"],
         "expected": "a 3-channel model of the stamp alone",
     })
@@ -289,7 +291,7 @@ def _not_measurable(reason: str, metadata: dict) -> dg.AssetCheckResult:
     ERROR would block promotion on absent evidence; passing it would claim a result nobody saw. So it
     fails as WARN: Dagster blocks only on ERROR, the alert sensor still reports it, and the UI shows
     the criterion as unverified with the reason."""
-    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+    return check_result(passed=False, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"measurable": False, "reason": reason, **metadata})
 
 
@@ -305,7 +307,7 @@ def brick_auroc_std(halo: HaloSettings) -> dg.AssetCheckResult:
                 "min_bricks": limits.min_bricks, "worst_bricks": table(bricks["worst"])}
     if not criterion.measurable:
         return _not_measurable(criterion.reason, metadata)
-    return dg.AssetCheckResult(passed=criterion.passed,
+    return check_result(passed=criterion.passed,
                                metadata={"std": bricks["std"], "measurable": True, **metadata})
 
 
@@ -322,7 +324,7 @@ def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResu
                                 "ci95": b["ci95"]} for b in bins])}
     if not criterion.measurable:
         return _not_measurable(criterion.reason, metadata)
-    return dg.AssetCheckResult(passed=criterion.passed, metadata={
+    return check_result(passed=criterion.passed, metadata={
         "violations": dg.MetadataValue.json(trend["violations"]), "measurable": True, **metadata})
 
 
@@ -336,7 +338,7 @@ def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
     metadata = {"threshold": limit, "n": masked["n"]}
     if not criterion.measurable:
         return _not_measurable(criterion.reason, metadata)
-    return dg.AssetCheckResult(passed=criterion.passed, metadata={
+    return check_result(passed=criterion.passed, metadata={
         "accuracy_as_lens": masked["accuracy_as_lens"], "ci95": dg.MetadataValue.json(masked["ci95"]),
         "measurable": True, **metadata})
 
@@ -347,7 +349,7 @@ def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     report = _report(halo)
     cal = report["calibration"]
     limit = halo.config().go_no_go.max_ece_after_calibration
-    return dg.AssetCheckResult(passed=_criterion(halo, report, "calibration_ece").passed, metadata={
+    return check_result(passed=_criterion(halo, report, "calibration_ece").passed, metadata={
         "ece_after": cal["ece_after"]["ece"], "threshold": limit, "n_test": cal["ece_after"]["n"],
         "method": cal["method"], "ece_before": cal["ece_before"]["ece"],
         **other_calibration(cal),
@@ -366,7 +368,7 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     report = _report(halo)
     d = report["shortcut_diagnostics"]
     focus = d["arc_localised_focus"]
-    return dg.AssetCheckResult(passed=_criterion(halo, report, "arc_localised_focus").passed, metadata={
+    return check_result(passed=_criterion(halo, report, "arc_localised_focus").passed, metadata={
         "arc_occlusion_drop": number(d["arc_occlusion_drop"]), "core_occlusion_drop": number(d["core_occlusion_drop"]),
         "min_arc_occlusion_drop": focus["min_arc_occlusion_drop"],
         "max_core_to_arc_drop": focus["max_core_to_arc_drop"],

@@ -4,22 +4,60 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
-from halo_core.report import bin_label
+from halo_core.report import REPORT_HTML, bin_label
+
+
+NOT_MEASURABLE = "not measurable"
+DIGITS = 4  # significant digits a person reads; report.json keeps full precision
+
+
+def cell(value):
+    """A value as a person reads it: floats to 4 significant digits, NaN/None as "not measurable"."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return NOT_MEASURABLE
+    if isinstance(value, (float, np.floating)):
+        return float(f"{float(value):.{DIGITS}g}")
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def table(rows: list[dict]) -> dg.MarkdownMetadataValue:
-    return dg.MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "_none_")
+    return dg.MetadataValue.md(
+        pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in rows]).to_markdown(index=False) if rows else "_none_")
 
 
 def number(value) -> dg.MetadataValue:
-    """A float, or the text 'n/a' for a value that could not be measured (never a fake 0)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return dg.MetadataValue.text("n/a")
-    return dg.MetadataValue.float(float(value)) if isinstance(value, float) else dg.MetadataValue.int(int(value))
+    """A rounded float (the UI plots it across materializations), or the words "not measurable" for a
+    value that could not be measured (never a fake 0, never `nan`)."""
+    value = cell(value)
+    if isinstance(value, str):
+        return dg.MetadataValue.text(value)
+    return dg.MetadataValue.float(value) if isinstance(value, float) else dg.MetadataValue.int(int(value))
+
+
+def tidy(metadata: dict | None) -> dict:
+    """Raw Python numbers in a metadata dict, rounded or "not measurable" (MetadataValues pass as they are)."""
+    return {k: number(v) if isinstance(v, (float, np.floating)) or v is None else v for k, v in (metadata or {}).items()}
+
+
+def check_result(**kwargs) -> dg.AssetCheckResult:
+    """dg.AssetCheckResult with its metadata tidied for the UI."""
+    return dg.AssetCheckResult(**{**kwargs, "metadata": tidy(kwargs.get("metadata"))})
+
+
+def records(rows: list[dict]) -> dg.TableMetadataValue:
+    """Rows as the UI's own table (sortable columns), every row with the same keys."""
+    rows = [{k: cell(v) for k, v in r.items()} for r in rows]
+    kinds = {bool: "bool", int: "int", float: "float"}
+    columns = [dg.TableColumn(k, kinds.get(type(v), "string")) for k, v in rows[0].items()] if rows else []
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in rows], schema=dg.TableSchema(columns=columns))
 
 
 def other_calibration(cal: dict) -> dict:
@@ -43,6 +81,15 @@ def dataset_metadata(report) -> dict:
     }
 
 
+def history_row(h: dict) -> dict:
+    """One epoch of the trainer's record as flat columns (the per-class val accuracy is nested there)."""
+    flat = {"epoch": h["epoch"] + 1, **{k: v for k, v in h.items() if k not in ("epoch", "val_per_class_accuracy")}}
+    for name, acc in h.get("val_per_class_accuracy", {}).items():
+        if isinstance(acc, dict):
+            flat[f"val_accuracy_{name}"] = acc["accuracy"]
+    return flat
+
+
 def training_metadata(result) -> dict:
     last = result.history[-1]
     return {
@@ -52,9 +99,9 @@ def training_metadata(result) -> dict:
         "stopped_early": dg.MetadataValue.bool(result.stopped_early),
         "val_auroc": number(last["val_auroc"]),
         "val_loss": number(last["val_loss"]),
-        "history": table([{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items()} for h in result.history]),
+        "history": records([history_row(h) for h in result.history]),
         "samples": table([{"split": s, **c} for s, c in result.samples.items()]),
-        "seconds": dg.MetadataValue.float(result.seconds),
+        "seconds": number(result.seconds),
         "reused": dg.MetadataValue.bool(result.reused),
     }
 
@@ -77,9 +124,11 @@ def comparison_metadata(comparison: dict) -> dict:
 KEY_PLOTS = ("roc", "reliability", "completeness", "training_curves")
 
 
-def image(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
-    """A PNG inline in markdown: the Dagster UI renders data-URI images."""
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+def image(png: bytes, alt: str, url: str | None) -> dg.MarkdownMetadataValue:
+    """A plot: a markdown image of its served URL is short, and the UI renders short markdown inline on
+    the asset page; without a server, the PNG itself as a data URI (the UI shows that in a pop-up)."""
+    src = url or f"data:image/png;base64,{base64.b64encode(png).decode()}"
+    return dg.MetadataValue.md(f"[![{alt}]({src})]({url})" if url else f"![{alt}]({src})")
 
 
 def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
@@ -88,19 +137,27 @@ def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
                    "n_negatives": b["n_negatives"]} for b in rows])
 
 
-def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> dict:
+def report_metadata(report: dict, html_path: str, plots: dict[str, bytes],
+                    link: Callable[[str], str | None] = lambda relative: None) -> dict:
+    """``link(relative path under the report folder)`` is its browser URL, or None when nothing serves it."""
     m = report["metrics"]
     cal = report["calibration"]
+    named = [k for k, v in m.items() if k not in ("n", "n_positives", "n_negatives") and not isinstance(v, (dict, list))]
+    html_url = link(REPORT_HTML)
     return {
-        "report_html": dg.MetadataValue.path(html_path),
+        "report_html": dg.MetadataValue.url(html_url) if html_url else dg.MetadataValue.path(html_path),
         "model_sha256": dg.MetadataValue.text(report["model_sha256"]),
         "trained_on_data": dg.MetadataValue.text(report["model_data_fingerprint"]),
         "evaluated_on_data": dg.MetadataValue.text(report["data_fingerprint"]),
         "n_test": dg.MetadataValue.int(m["n"]),
-        "auroc": number(m["auroc"]),
-        "auprc": number(m["auprc"]),
-        "precision_at_recall_0_90": number(m["precision_at_recall_0_90"]),
-        "tpr_at_fpr": table(m["tpr_at_fpr"]),
+        # each metric as its own number, so the UI plots it across runs; the table gives its n beside it
+        **{name: number(m[name]) for name in named},
+        "metrics": table([{"metric": name, "value": m[name], "n": m["n"], "n_lenses": m["n_positives"],
+                           "n_non_lenses": m["n_negatives"]} for name in named]),
+        "tpr_at_fpr": table([{"fpr": t["fpr"], "tpr": t["tpr"] if t["measurable"] else None,
+                              "threshold": t["threshold"], "precision_at_prevalence": t["precision_at_prevalence"],
+                              "n_negatives": t["n_negatives"], "n_distinct_negatives": t["n_distinct_negatives"]}
+                             for t in m["tpr_at_fpr"]]),
         "ece_before_calibration": number(cal["ece_before"]["ece"]),
         "ece_after_calibration": number(cal["ece_after"]["ece"]),
         "calibration": dg.MetadataValue.text(cal["method"]),
@@ -108,13 +165,13 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes]) -> di
         "theta_e_bins": _bins(report["theta_e_bins"]),
         "psf_fwhm_bins": _bins(report["psf_fwhm_bins"]),
         "arc_snr_bins": _bins(report["arc_snr_bins"]),
-        **{f"plot_{name}": image(plots[name], name) for name in KEY_PLOTS},
+        **{f"plot_{name}": image(plots[name], name, link(report["plots"][name])) for name in KEY_PLOTS},
     }
 
 
 def gates_metadata(gates: dict) -> dict:
     return {
-        "gates": table([{"gate": g.gate, "auc": round(g.auc, 4), "n": g.n, "n_features": g.n_features,
+        "gates": table([{"gate": g.gate, "auc": g.auc, "n": g.n, "n_features": g.n_features,
                          "threshold": g.threshold, "passed": g.passed} for g in gates.values()]),
         **{f"{name}_auc": number(g.auc) for name, g in gates.items()},
         "strata": table([{"gate": g.gate, **s} for g in gates.values() for s in g.strata]),

@@ -9,10 +9,12 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, field_validator
 
 from halo_core import uris
-from halo_core.config import HaloConfig, check_preset_name, load_preset, parse_overrides
+from halo_core.config import HaloConfig, check_preset_name, load_config, parse_overrides, profile_name
 from halo_core.errors import ConfigError
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
+DEFAULT_FILES_URL = os.environ.get("HALO_FILES_URL", "")
+DEFAULT_FILES_URL = os.environ.get("HALO_FILES_URL", "")
 
 # One partition per profile (DESIGN §9), so "the latest trained_model" of a profile is that profile's run
 # and each profile's checks keep their own history. Dynamic, because a profile is data, not code: a
@@ -23,23 +25,25 @@ PARTITION_TAG = "dagster/partition"  # the run tag Dagster sets on a run of one 
 
 
 class HaloSettings(dg.ConfigurableResource):
-    """Which preset a run uses, its overrides, and the root URI under which every artifact lives."""
+    """Which preset (or user's config file) a run uses, its overrides, and the root URI under which
+    every artifact lives."""
 
     preset: str = Field("recommended", description=(
         "halo_core preset (recommended, gen5_prime, demo, smoke) for runs without a partition: sensors and "
         "schedules retrain this profile; a run of partition P uses profile P instead"))
+    config_path: str = Field("", description="a YAML config file (the plan's dict as it is, and/or halo's keys); "
+                                             "when set, its profile (the file's stem) is used instead of the preset")
     overrides: list[str] = Field(
         default_factory=list, description="KEY=VALUE overrides, as `halo --set`, e.g. epochs=5, scheduler.T_0=5")
     root_uri: str = Field(DEFAULT_ROOT, description="local folder or s3://bucket/prefix for all artifacts")
+    files_url: str = Field(DEFAULT_FILES_URL, description="http URL at which root_uri is served read-only (`make ui` "
+                                                          "serves it on 127.0.0.1), so reports and plots open in the "
+                                                          "browser; empty = metadata shows their paths only")
     _partition: str | None = PrivateAttr(None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # the run's partition key, read once here so every asset and check of the run resolves the same profile
         self._partition = context.run.tags.get(PARTITION_TAG) if context.run else None
-
-    def profile(self) -> str:
-        """The one answer to "which profile": the run's partition key, else this resource's preset."""
-        return self._partition or self.preset
 
     @field_validator("preset")
     @classmethod
@@ -49,12 +53,38 @@ class HaloSettings(dg.ConfigurableResource):
         except ConfigError as err:
             raise ValueError(str(err)) from None
 
+    def own_profile(self) -> str:
+        """This resource's profile: the config file's (DESIGN §9), else the preset's name."""
+        return profile_name(self.config_path) if self.config_path else self.preset
+
+    def profile(self) -> str:
+        """The one answer to "which profile": the run's partition key, else this resource's own."""
+        return self._partition or self.own_profile()
+
+    def _source(self) -> tuple[str, str | None]:
+        """(preset, config file) of the run's profile: a partition that is not this resource's file's
+        profile names a package preset."""
+        if self.config_path and self.profile() == self.own_profile():
+            return self.preset, self.config_path
+        return check_preset_name(self.profile()), None
+
     def config(self) -> HaloConfig:
-        return load_preset(self.profile(), parse_overrides(self.overrides))
+        preset, path = self._source()
+        return load_config(preset, path, parse_overrides(self.overrides))
+
+    def config_args(self) -> list[str]:
+        """The same configuration as command-line arguments (for the trainer under torchrun)."""
+        preset, path = self._source()
+        return [*(["--config", path] if path else ["--preset", preset]),
+                *[arg for item in self.overrides for arg in ("--set", item)]]
 
     def uri(self, asset: str) -> str:
         """Artifacts of one profile live together; two profiles never overwrite each other."""
         return uris.join(self.root_uri, self.profile(), asset)
+
+    def url(self, asset: str, relative: str) -> str | None:
+        """The browser URL of an artifact file under ``uri(asset)``, or None when nothing serves the root."""
+        return "/".join((self.files_url.rstrip("/"), self.profile(), asset, relative)) if self.files_url else None
 
 
 def halo_settings_for(env: str) -> HaloSettings:

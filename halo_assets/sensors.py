@@ -129,14 +129,15 @@ def halo_alerts(context: dg.SensorEvaluationContext, alerts: AlertWebhook) -> dg
 
 @dg.sensor(job_name=RETRAIN_JOB, minimum_interval_seconds=300)
 def new_data_sensor(context: dg.SensorEvaluationContext, halo: HaloSettings):
-    """Requests a retrain of the code location's profile when parquet files under `train_path` are
-    added, removed or changed (registering the profile's partition if it is new). The cursor is a
-    fingerprint of (path, size, mtime) of every file, and it doubles as the run key, so the same data
-    never starts two runs."""
+    """Requests a retrain of the code location's profile when parquet files under `train_path` (and
+    `val_path`, `test_path` when set) are added, removed or changed (registering the profile's partition
+    if it is new). The cursor is a fingerprint of (path, size, mtime) of every file, and it doubles as the
+    run key, so the same data never starts two runs."""
     cfg = halo.config()
     if not cfg.train_path:
         return dg.SkipReason("train_path is empty: the graph uses the embedded synthetic dataset")
-    files = uris.find(cfg.train_path, ".parquet")
+    files = [f for root in dict.fromkeys((cfg.split_paths or {"train": cfg.train_path}).values())
+             for f in uris.find(root, ".parquet")]
     if not files:
         return dg.SkipReason(f"{cfg.train_path}: no parquet files yet")
     fingerprint = hashlib.sha256(json.dumps([uris.file_state(f) for f in files]).encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@
     halo models list    --registry halo_data/recommended/promoted_model   versions, metrics, which is production
     halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
     halo config   --preset gen5_prime                      print the resolved configuration
+    halo config   --config my_plan.yaml --set epochs=5     a user's file (the plan's dict as it is) + overrides
     halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
 """
 
@@ -22,12 +23,17 @@ import sys
 import yaml
 
 from halo_core import uris
-from halo_core.config import load_preset, parse_overrides, preset_names
+from halo_core.config import load_config, parse_overrides, preset_names
 from halo_core.errors import HaloError
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="recommended", help=f"one of: {', '.join(preset_names())} (default recommended)")
+def config_args(p: argparse.ArgumentParser) -> None:
+    """--preset NAME or --config FILE.yaml, then --set overrides: the same on every command and torchrun."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="recommended",
+                       help=f"one of: {', '.join(preset_names())} (default recommended)")
+    which.add_argument("--config", metavar="FILE.yaml",
+                       help="a YAML config: the plan's dict as it is and/or halo's keys (`base: PRESET` optional)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML value), e.g. --set epochs=2 --set scheduler.T_0=5")
 
@@ -90,7 +96,7 @@ def cmd_evaluate(cfg, args) -> None:
     report = evaluate(cfg, args.data, args.model, calibration, args.out)
     m = report["metrics"]
     print(f"test n={m['n']}: AUROC {m['auroc']:.4f}  AUPRC {m['auprc']:.4f}  "
-          f"precision@recall0.90 {m['precision_at_recall_0_90']:.4f}")
+          f"precision@0.90 (at recall 0.90) {m['precision@0.90']:.4f}")
     print(f"report: {uris.join(args.out, REPORT_HTML)}")
 
 
@@ -100,7 +106,8 @@ def cmd_review(cfg, args) -> int:
 
     n_train = len(load_split_samples(cfg, args.data, "train")[1]) if args.data else None
     findings = review_config(cfg, n_train, measure_step_seconds(cfg))
-    print(f"configuration review of preset {args.preset!r} (config {cfg.config_hash()}):")
+    print(f"configuration review of {f'file {args.config}' if args.config else f'preset {args.preset!r}'} "
+          f"(config {cfg.config_hash()}):")
     for f in findings:
         print(f"  {f.severity.upper():<5} {f.rule}  [{', '.join(f.keys)}]")
         print(f"        {f.message}")
@@ -160,35 +167,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
-    _config_args(p)
+    config_args(p)
     p.set_defaults(run=cmd_config)
 
     p = sub.add_parser("review", help="review the configuration: LR schedule, early stopping, metrics, "
                                       "deployability, training budget (exit 1 on an ERROR finding)")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--data", help="filtered dataset directory: count the train samples instead of estimating them")
     p.set_defaults(run=cmd_review)
 
     p = sub.add_parser("simulate", help="write the synthetic paired dataset (DESIGN §3 schema)")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--out", required=True, help="output directory or URI")
     p.set_defaults(run=cmd_simulate)
 
     p = sub.add_parser("filter", help="build the filtered, preprocessed training shards")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--data", required=True, help="paired dataset root (split folders, Hive or split column)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_filter)
 
     p = sub.add_parser("train", help="train on filtered shards (same trainer as the Dagster asset)")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory")
     p.add_argument("--out", required=True, help="checkpoint directory")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("gates", help="shortcut gates: can core, radial profile or metadata alone tell the classes?")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory")
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.set_defaults(run=cmd_gates)
@@ -204,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_score, needs_config=False)
 
     p = sub.add_parser("evaluate", help="calibrate on val, evaluate on test, write report.json/.html")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory")
     p.add_argument("--model", required=True, help="model.pt from `halo train`")
     p.add_argument("--out", required=True, help="report directory")
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not getattr(args, "needs_config", True):
             return args.run(args) or 0
-        cfg = load_preset(args.preset, parse_overrides(args.set))
+        cfg = load_config(args.preset, args.config, parse_overrides(args.set))
         return args.run(cfg, args) or 0
     except (HaloError, OSError) as err:  # OSError: a read-only folder, a full disk; its message names the path
         print(f"halo {args.command}: error: {err}", file=sys.stderr)

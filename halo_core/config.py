@@ -1,19 +1,23 @@
-"""One typed configuration for the whole product (DESIGN §2): the seed plan's keys plus the review's.
+"""One typed configuration for the whole product (DESIGN §2): the seed plan's keys, spelled as the plan
+spells them, plus the review's.
 
 Presets are YAML files in ``halo_core/presets``; a preset may name a ``base`` preset and override a
-few of its keys. Unknown keys and wrong types are errors that name the key and the file.
+few of its keys. A user's file (``--config FILE.yaml``) is the plan's dict as it is, halo's keys, or
+both, with an optional ``base``. Unknown keys and wrong types are errors that name the key and the file;
+a plan key halo cannot honour is refused with the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from halo_core.errors import ConfigError
 
@@ -27,15 +31,15 @@ class _Strict(BaseModel):
 class AugmentationConfig(_Strict):
     """D4 augmentation; when a sample holds stamp and control, both get the same transform."""
 
-    rot90: bool = True
-    flip: bool = True
-    transpose: bool = True
+    random_rotation: bool = True  # by a multiple of 90 degrees
+    random_flip: bool = True
+    random_transpose: bool = True
 
 
 class SchedulerConfig(_Strict):
     """CosineAnnealingWarmRestarts, stepped once per epoch (restarts fall at T_0, T_0 + T_0*T_mult, ...)."""
 
-    name: Literal["cosine_warm_restarts"] = "cosine_warm_restarts"
+    type: Literal["CosineAnnealingWarmRestarts"] = "CosineAnnealingWarmRestarts"
     T_0: int = Field(10, ge=1)
     T_mult: int = Field(2, ge=1)
     eta_min: float = Field(1e-6, ge=0)
@@ -46,6 +50,39 @@ class EarlyStoppingConfig(_Strict):
     mode: Literal["min", "max"] = "min"
     patience: int = Field(10, ge=1)
     min_delta: float = Field(1e-4, ge=0)
+
+
+BLOB_COLUMNS = ("stamp_npz", "ctrl_stamp_npz")
+
+
+class InputKeysConfig(_Strict):
+    """The plan's ``<column>.<npz key>`` names of the g, r, z bands of each blob column (DESIGN §3)."""
+
+    positive: tuple[str, str, str] = ("stamp_npz.image_g", "stamp_npz.image_r", "stamp_npz.image_z")
+    control: tuple[str, str, str] = ("ctrl_stamp_npz.image_g", "ctrl_stamp_npz.image_r", "ctrl_stamp_npz.image_z")
+
+    @model_validator(mode="after")
+    def _name_their_column(self) -> "InputKeysConfig":
+        for role, column in zip(("positive", "control"), BLOB_COLUMNS):
+            wrong = [k for k in getattr(self, role) if k.partition(".")[0] != column or not k.partition(".")[2]]
+            if wrong:
+                raise ValueError(f"{role} keys {wrong}: each must be {column}.<npz key>, e.g. {column}.image_g")
+        return self
+
+    def npz_keys(self) -> dict[str, tuple[str, ...]]:
+        """Blob column -> its three npz keys, in g, r, z order."""
+        return {column: tuple(k.partition(".")[2] for k in getattr(self, role))
+                for role, column in zip(("positive", "control"), BLOB_COLUMNS)}
+
+
+# The plan's `metrics` names. `precision@R` is precision at the score threshold where recall reaches R,
+# and `recall@P` is recall at the threshold where precision reaches P: the plan states its own target
+# as "precision at 90 % recall", so a bare number after `precision@` is the recall held fixed, and the
+# rate after `recall@` is read the same way (the other rate is fixed). halo_core.metrics computes them.
+RATE_AT = re.compile(r"^(precision|recall)@(0\.\d+|1\.0)$")
+PLAIN_METRICS = ("auroc", "auprc", "accuracy")
+# the plan's diagnostics, computed by halo_core.report; the go/no-go table (DESIGN §5) needs all three
+DIAGNOSTICS = ("arc_snr_0_accuracy", "per_brick_auroc", "theta_e_binned_auroc")
 
 
 class QualityCutsConfig(_Strict):
@@ -88,6 +125,10 @@ class GoNoGoConfig(_Strict):
     max_train_val_gap: float = Field(0.1, gt=0, le=10)  # val minus train BCE loss, in nats
     max_quarantine_frac: float = Field(0.02, gt=0, lt=1)  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
     max_brick_auroc_std: float = Field(0.05, gt=0, lt=0.5)  # the std of values in [0, 1] is at most 0.5
+    max_grad_norm: float = Field(10.0, gt=0)  # largest per-step gradient norm of a run (the plan's §3.1 monitor)
+    # each split's constructed samples must hold at least this share of the rarer class: below it,
+    # AUROC and the early-stopping val loss rest on a handful of one class
+    min_class_share: float = Field(0.25, gt=0, le=0.5)
     # a brick's AUROC counts only with this many test samples of each class: at 5 per class the
     # sampling scatter of one AUROC alone exceeds 0.05, so the std would measure noise
     brick_min_per_class: int = Field(20, ge=2)
@@ -112,38 +153,47 @@ class ChallengerConfig(_Strict):
 
 
 class HaloConfig(_Strict):
-    """Everything one training run needs; field names follow the Gen5-Prime plan where it has one."""
+    """Everything one training run needs. Every key of the Gen5-Prime plan's dict, spelled as the plan
+    spells it (``presets/gen5_prime.yaml``), plus halo's own additions under halo's names."""
 
     # model
     model_name: Literal["resnet18"] = "resnet18"
     input_channels: Literal[3, 6] = 3
-    # data
-    train_path: str = ""  # paired dataset URI with {train,val,test}; empty = synthesize the embedded one
-    input_keys: tuple[str, str, str] = ("image_g", "image_r", "image_z")
+    num_classes: int = 1  # one logit, as BCEWithLogitsLoss needs
+    pretrained: bool = False
+    # data: train_path alone is a root holding all three splits (DESIGN §3); with val_path and test_path
+    # (the plan's form) each names one split. Empty train_path = synthesize the embedded dataset.
+    train_path: str = ""
+    val_path: str = ""
+    test_path: str = ""
+    input_keys: InputKeysConfig = InputKeysConfig()
+    stamp_size: int = 64
     exclude_bricks: tuple[str, ...] = ("0460m800", "3252p267")
     quality_cuts: QualityCutsConfig = QualityCutsConfig()
     simulation: SimulationConfig = SimulationConfig()
-    # samples and preprocessing (the review's additions)
+    # samples and preprocessing (the review's additions); sample_construction defaults from
+    # input_channels: 6 channels are the plan's (stamp, ctrl) input, 3 the deployable one
     sample_construction: Literal["paired_6ch", "ctrl_negative", "unpaired"] = "unpaired"
     normalization: Literal["per_sample_robust", "residual_radial"] = "residual_radial"
     clip_range: tuple[float, float] = (-5.0, 20.0)
     annulus_min_radius_px: float = Field(20.0, gt=0, lt=32)  # outer annulus for residual_radial statistics, at 64 px stamps
     augmentation: AugmentationConfig = AugmentationConfig()
+    noise_augmentation: bool = False
     # optimisation
     batch_size: int = Field(256, ge=1)
     epochs: int = Field(50, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    optimizer: Literal["adamw"] = "adamw"
+    optimizer: Literal["AdamW"] = "AdamW"
     weight_decay: float = Field(1e-4, ge=0)
     scheduler: SchedulerConfig = SchedulerConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    loss: Literal["bce_with_logits"] = "bce_with_logits"
+    loss: Literal["BCEWithLogitsLoss"] = "BCEWithLogitsLoss"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     class_weights: tuple[PositiveFloat, PositiveFloat] | None = None  # (negative, positive)
-    metrics: tuple[str, ...] = ("auroc", "auprc", "accuracy", "precision_at_recall_0_95", "recall_at_precision_0_95")
-    diagnostic_metrics: tuple[str, ...] = ("arc_snr_zero_accuracy", "per_brick_auroc", "theta_e_binned_auroc")
+    metrics: tuple[str, ...] = ("auroc", "auprc", "accuracy", "precision@0.95", "recall@0.95")
+    diagnostic_metrics: tuple[str, ...] = DIAGNOSTICS
     # checkpoints and logging
-    checkpoint_dir: str = ""  # empty = <root>/trained_model
+    checkpoint_dir: str = ""  # root under which keyed run folders go; empty = <root>/<profile>/trained_model
     save_every_n_epochs: int = Field(5, ge=1)
     save_best: bool = True
     # start from the production model's weights instead of a random init (off: a retrain is then
@@ -174,6 +224,60 @@ class HaloConfig(_Strict):
     go_no_go: GoNoGoConfig = GoNoGoConfig()
     challenger: ChallengerConfig = ChallengerConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _samples_follow_channels(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "sample_construction" not in data and data.get("input_channels") == 6:
+            return {**data, "sample_construction": "paired_6ch"}
+        return data
+
+    # The plan's keys halo cannot honour here are refused with the reason, never silently ignored.
+    @field_validator("num_classes")
+    @classmethod
+    def _one_logit(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"{v}: BCEWithLogitsLoss trains one logit per sample; num_classes must be 1")
+        return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _from_scratch(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("true: no pretrained weights can be downloaded here, and ImageNet weights expect "
+                             "3 RGB channels; the plan trains from scratch (false)")
+        return v
+
+    @field_validator("noise_augmentation")
+    @classmethod
+    def _no_noise_augmentation(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("true: not built; halo's augmentation is the D4 group only (set false)")
+        return v
+
+    @field_validator("stamp_size")
+    @classmethod
+    def _stamps_are_64(cls, v: int) -> int:
+        if v != 64:
+            raise ValueError(f"{v}: the paired dataset's stamps are 64x64 pixels (DESIGN §3); stamp_size must be 64")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_computed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in v if m not in PLAIN_METRICS and not RATE_AT.match(m)]
+        if unknown:
+            raise ValueError(f"{unknown} not computed; use {', '.join(PLAIN_METRICS)}, precision@R "
+                             "(precision at recall R) or recall@P (recall at precision P), e.g. precision@0.90")
+        return v
+
+    @field_validator("diagnostic_metrics")
+    @classmethod
+    def _diagnostics_computed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if sorted(set(v)) != sorted(DIAGNOSTICS):
+            raise ValueError(f"{list(v)}: halo computes exactly {list(DIAGNOSTICS)}; each decides a go/no-go "
+                             "check (DESIGN §5), so none can be dropped, and no other is built")
+        return v
+
     @model_validator(mode="after")
     def _channels_match_samples(self) -> "HaloConfig":
         want = 6 if self.sample_construction == "paired_6ch" else 3
@@ -184,7 +288,15 @@ class HaloConfig(_Strict):
             )
         if self.clip_range[0] >= self.clip_range[1]:
             raise ValueError(f"clip_range {self.clip_range}: low must be below high")
+        if bool(self.val_path) != bool(self.test_path) or (self.val_path and not self.train_path):
+            raise ValueError("val_path and test_path name one split each: set both, with train_path, or neither "
+                             "(train_path alone is a root holding all three splits)")
         return self
+
+    @property
+    def split_paths(self) -> dict[str, str] | None:
+        """Split -> its own location when the plan's three paths are set; None when train_path is a root."""
+        return {"train": self.train_path, "val": self.val_path, "test": self.test_path} if self.val_path else None
 
     @property
     def needs_control_at_inference(self) -> bool:
@@ -209,11 +321,13 @@ WEIGHT_KEYS = frozenset({
     "class_weights", "save_best",  # which epoch's weights become model.pt
     "seed", "warm_start",
     "nproc_per_node",  # DDP deals batches to ranks: the effective batch is nproc x batch_size
+    "num_classes", "pretrained", "noise_augmentation",  # the plan's; only the values halo can honour load
 })
 # What the filtered dataset is made of: they change the data fingerprint (shards + PreprocessSpec),
 # which keys the run beside the training hash, so a path never moves the training folder.
 DATA_KEYS = frozenset({
-    "train_path", "input_keys", "exclude_bricks", "quality_cuts", "simulation", "normalization", "clip_range",
+    "train_path", "val_path", "test_path", "stamp_size", "input_keys", "exclude_bricks", "quality_cuts", "simulation",
+    "normalization", "clip_range",
     "annulus_min_radius_px",
 })
 # Neither: evaluation, promotion, reporting, tracking, where files go, and how fast the same maths runs
@@ -241,7 +355,8 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, Any]:
-    """``["epochs=2", "scheduler.T_0=5"]`` -> ``{"epochs": 2, "scheduler": {"T_0": 5}}`` (values are YAML)."""
+    """``["epochs=2", "scheduler.T_0=5"]`` -> ``{"epochs": 2, "scheduler": {"T_0": 5}}`` (values are YAML;
+    ``train_path=`` with nothing after ``=`` is the empty string, ``null`` is None)."""
     out: dict[str, Any] = {}
     for item in assignments:
         key, sep, raw = item.partition("=")
@@ -251,7 +366,7 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = yaml.safe_load(raw) if raw else ""
     return out
 
 
@@ -268,24 +383,66 @@ def check_preset_name(name: str) -> str:
     return name
 
 
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read a YAML config ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
 def _preset_dict(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     path = PRESETS_DIR / f"{check_preset_name(name)}.yaml"
     if name in seen:
         raise ConfigError(f"{path}: preset base cycle {' -> '.join((*seen, name))}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a preset is a mapping of config keys, got {type(data).__name__}")
+    data = _read_mapping(path)
     base = data.pop("base", None)
     return deep_merge(_preset_dict(base, (*seen, name)), data) if base else data
 
 
-def load_preset(name: str, overrides: Mapping[str, Any] | None = None) -> HaloConfig:
-    """Preset ``name`` with ``overrides`` merged on top; raises ConfigError naming the key at fault."""
-    data = deep_merge(_preset_dict(name), overrides or {})
+def _validate(data: Mapping[str, Any], source: str) -> HaloConfig:
     try:
         return HaloConfig.model_validate(data)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<config>'}: {e['msg']}" for e in err.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '<config>'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
         )
-        raise ConfigError(f"preset {name!r} ({PRESETS_DIR / (name + '.yaml')}): {problems}") from None
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_preset(name: str, overrides: Mapping[str, Any] | None = None) -> HaloConfig:
+    """Preset ``name`` with ``overrides`` merged on top; raises ConfigError naming the key at fault."""
+    return _validate(deep_merge(_preset_dict(name), overrides or {}),
+                     f"preset {name!r} ({PRESETS_DIR / (name + '.yaml')})")
+
+
+def load_config_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> HaloConfig:
+    """A user's YAML file: the plan's dict as it is, halo's own keys, or both. Keys it leaves out take
+    halo's defaults, or those of the preset its optional ``base`` key names."""
+    path = Path(path)
+    data = _read_mapping(path)
+    base = data.pop("base", None)
+    merged = deep_merge(_preset_dict(base) if base else {}, data)
+    return _validate(deep_merge(merged, overrides or {}), str(path))
+
+
+def load_config(preset: str = "recommended", config_path: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> HaloConfig:
+    """The one entry point of the CLI, the trainer and the Dagster resource: ``config_path`` when given,
+    else the preset by name, with ``overrides`` (``--set``) on top."""
+    return load_config_file(config_path, overrides) if config_path else load_preset(preset, overrides)
+
+
+def profile_name(config_path: str | Path, taken: Mapping[str, str] | None = None) -> str:
+    """The profile of a run from a user's file (DESIGN §9): the file's stem, plus the first 8 hex digits
+    of its content's sha256 when the stem is a preset's name or ``taken`` (profile -> resolved path of
+    the file that owns it) gives the stem to another file. Never contains a path separator."""
+    path = Path(config_path)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).strip(".") or "config"
+    owner = (taken or {}).get(stem)
+    if stem in preset_names() or (owner is not None and Path(owner).resolve() != path.resolve()):
+        return f"{stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
+    return stem

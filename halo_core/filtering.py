@@ -16,13 +16,13 @@ import pyarrow as pa
 from halo_core import uris
 from halo_core.errors import ContractError, StampDecodeError
 from halo_core.preprocess import PreprocessSpec, preprocess
-from halo_core.reader import SPLITS, read_split, split_files
+from halo_core.config import BLOB_COLUMNS
+from halo_core.reader import SPLITS, Source, read_split, split_files
 from halo_core.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
 from halo_core.splits import SplitReport, split_report
 from halo_core.stamps import decode_stamp
 
 log = logging.getLogger(__name__)
-BLOB_COLUMNS = ("stamp_npz", "ctrl_stamp_npz")
 CHUNK_ROWS = 512
 
 
@@ -88,6 +88,7 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
         drop[(drop == 0) & _cut_mask(table, column, limit)] = column
     stamps, controls, keep_rows = [], [], []
     blobs = {c: table[c].to_pylist() for c in BLOB_COLUMNS}
+    keys = cfg.input_keys.npz_keys()
     for i, task_id in enumerate(task_ids):
         if drop[i]:
             report.counts[drop[i]] += 1
@@ -95,7 +96,7 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
         try:
             if task_id is None or task_id in seen_ids:
                 raise StampDecodeError(f"{source} row {i}: task_id {task_id!r} is missing or repeated", "duplicate_task_id")
-            pair = [decode_stamp(blobs[c][i], source=source, task_id=task_id, column=c, keys=cfg.input_keys)
+            pair = [decode_stamp(blobs[c][i], source=source, task_id=task_id, column=c, keys=keys[c])
                     for c in BLOB_COLUMNS]
             bad = [c for c, img in zip(BLOB_COLUMNS, pair) if not np.isfinite(img).all()]
             if bad:
@@ -113,17 +114,18 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
     return stamps, controls, meta
 
 
-def build_filtered_dataset(cfg, source_uri: str, out_dir: str) -> DatasetReport:
-    """Read the paired dataset at ``source_uri`` and write the filtered, preprocessed shards to ``out_dir``
-    (staged: the previous dataset there stays until this one is complete)."""
-    if uris.overlaps(source_uri, out_dir):
-        raise ContractError(f"--out {out_dir} is, contains or lies inside --data {source_uri}; "
-                            "the filtered dataset needs a location of its own")
+def build_filtered_dataset(cfg, source_uri: Source, out_dir: str) -> DatasetReport:
+    """Read the paired dataset at ``source_uri`` (a root, or split -> location) and write the filtered,
+    preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is complete)."""
+    for location in [source_uri] if isinstance(source_uri, str) else source_uri.values():
+        if uris.overlaps(location, out_dir):
+            raise ContractError(f"--out {out_dir} is, contains or lies inside --data {location}; "
+                                "the filtered dataset needs a location of its own")
     with uris.staged_directory(out_dir, MANIFEST_FILE) as out:
         return _build(cfg, source_uri, out, out_dir)
 
 
-def _build(cfg, source_uri: str, out: Path, out_dir: str) -> DatasetReport:
+def _build(cfg, source_uri: Source, out: Path, out_dir: str) -> DatasetReport:
     start = time.perf_counter()
     spec = PreprocessSpec.from_config(cfg)
     files = split_files(source_uri)
@@ -163,6 +165,6 @@ def _build(cfg, source_uri: str, out: Path, out_dir: str) -> DatasetReport:
         excluded_bricks=tuple(cfg.exclude_bricks), seconds=time.perf_counter() - start,
         data_fingerprint=fingerprint_shards(out, SPLITS, spec),
     )
-    manifest = {**result.to_dict(), "config_hash": cfg.config_hash(), "source_uri": source_uri}
+    manifest = {**result.to_dict(), "config_hash": cfg.config_hash(), "source_uri": dict(source_uri) if not isinstance(source_uri, str) else source_uri}
     uris.atomic_write_json(str(out / MANIFEST_FILE), manifest)  # written last: its presence means complete
     return result

@@ -71,7 +71,8 @@ class BatchStream(Dataset):
         if self.train and self.augmentation is not None:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, i])
             aug = self.augmentation
-            elements = d4_elements(rng, len(index), rot90=aug.rot90, flip=aug.flip, transpose=aug.transpose)
+            elements = d4_elements(rng, len(index), rot90=aug.random_rotation, flip=aug.random_flip,
+                                   transpose=aug.random_transpose)
         return x, torch.from_numpy(self.samples.labels[index]), torch.from_numpy(index), torch.from_numpy(elements)
 
 

@@ -75,10 +75,31 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
+# the go/no-go table's own target (DESIGN §5), computed whether or not `metrics` lists it
+TARGET_METRIC = "precision@0.90"
+
+
+def named_metric(name: str, labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """One of the config's `metrics` names (halo_core.config.RATE_AT says how `precision@R` and
+    `recall@P` read); NaN where one class is missing."""
+    if len(np.unique(labels)) < 2 and name != "accuracy":
+        return math.nan
+    if name == "auroc":
+        return auroc(labels, scores)
+    if name == "auprc":
+        return float(average_precision_score(labels, scores))
+    if name == "accuracy":
+        return float(((scores >= threshold) == labels).mean())
+    rate, _, level = name.partition("@")
+    return (precision_at_recall if rate == "precision" else recall_at_precision)(labels, scores, float(level))
+
+
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, *, prevalence: float,
-                           n_distinct_negatives: int | None = None, threshold: float = 0.5) -> dict:
-    """The plan's metrics on probabilities ``scores`` (DESIGN §5), with counts; the TPR-at-FPR rows
-    carry the expected precision at the deployment ``prevalence``."""
+                           n_distinct_negatives: int | None = None, threshold: float = 0.5,
+                           names: tuple[str, ...] = ("auroc", "auprc", "accuracy")) -> dict:
+    """The configured metrics ``names`` on probabilities ``scores`` (DESIGN §5), with counts, plus the
+    go/no-go's AUROC and precision@0.90; the TPR-at-FPR rows carry the expected precision at the
+    deployment ``prevalence``."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     two_classes = len(np.unique(labels)) == 2
@@ -87,12 +108,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, *, prevalence
         "n": int(len(labels)),
         "n_positives": int(labels.sum()),
         "n_negatives": int((labels == 0).sum()),
-        "auroc": auroc(labels, scores),
-        "auprc": float(average_precision_score(labels, scores)) if two_classes else math.nan,
-        "accuracy": float((called == labels).mean()),
-        "precision_at_recall_0_95": precision_at_recall(labels, scores, 0.95) if two_classes else math.nan,
-        "precision_at_recall_0_90": precision_at_recall(labels, scores, 0.90) if two_classes else math.nan,
-        "recall_at_precision_0_95": recall_at_precision(labels, scores, 0.95) if two_classes else math.nan,
+        **{name: named_metric(name, labels, scores, threshold) for name in dict.fromkeys(("auroc", *names, TARGET_METRIC))},
         "tpr_at_fpr": operating_points(labels, scores, prevalence, n_distinct_negatives) if two_classes else [],
         "confusion_at_threshold": {
             "threshold": threshold, "tp": int((called & (labels == 1)).sum()), "fn": int((~called & (labels == 1)).sum()),

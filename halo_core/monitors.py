@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-GRAD_NORM_LIMIT = 10.0
 PROGRESS_EPOCHS = (10, 25, 50)  # the plan's progress reports
 
 
@@ -30,10 +29,11 @@ def monitor_report(history: list[dict], cfg, best_epoch: int) -> dict[str, dict]
     best = promoted_record(history, best_epoch)
     gap = best["val_loss"] - best["train_loss"]
     grad_max = max(h["grad_norm_max"] for h in history)
+    grad_limit = cfg.go_no_go.max_grad_norm
     return {
         "lr_followed_schedule": {"value": max(lr_errors), "limit": 1e-6, "passed": max(lr_errors) <= 1e-6,
                                  "unit": "max relative LR error"},
-        "grad_norm": {"value": grad_max, "limit": GRAD_NORM_LIMIT, "passed": grad_max < GRAD_NORM_LIMIT,
+        "grad_norm": {"value": grad_max, "limit": grad_limit, "passed": grad_max < grad_limit,
                       "p99_last_epoch": history[-1]["grad_norm_p99"]},
         "train_val_gap": {"value": gap, "limit": cfg.go_no_go.max_train_val_gap,
                           "passed": abs(gap) < cfg.go_no_go.max_train_val_gap, "epoch": best["epoch"]},

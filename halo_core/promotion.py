@@ -15,7 +15,7 @@ import numpy as np
 from halo_core.checkpoint import load_model, model_spec
 from halo_core.config import ChallengerConfig, HaloConfig
 from halo_core.errors import HaloError
-from halo_core.metrics import auroc, tpr_at_fpr
+from halo_core.metrics import TARGET_METRIC, auroc, tpr_at_fpr
 from halo_core.model import pick_device
 from halo_core.shards import dataset_spec
 from halo_core.splits import lrg_ids
@@ -52,7 +52,7 @@ def _test_auroc(cfg, r) -> Criterion:
 
 
 def _precision_at_recall_0_90(cfg, r) -> Criterion:
-    value = r["metrics"]["precision_at_recall_0_90"]
+    value = r["metrics"][TARGET_METRIC]
     return Criterion("precision_at_recall_0_90", value is not None and value >= cfg.go_no_go.min_precision_at_recall_0_90)
 
 

@@ -1,13 +1,17 @@
-"""Paired parquet datasets in the three upstream split layouts (DESIGN §3).
+"""Paired parquet datasets in the three upstream split layouts (DESIGN §3), or one location per split.
 
 1. split directories:   <root>/{train,val,test}/*.parquet
 2. Hive partitions:     <root>/region_split={train,val,test}/*.parquet
 3. a split column:      <root>/**/*.parquet carrying ``split`` or ``region_split``
+4. the plan's form:     ``train_path``, ``val_path``, ``test_path`` each name one split's files
+   (DESIGN §9 "Split paths"); every row there belongs to that split, whatever a split column says.
+
+A dataset *source* is a root URI (layouts 1-3) or a mapping split -> URI (layout 4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,9 +34,19 @@ REQUIRED_COLUMNS = {
 }
 
 
-def split_files(root: str) -> dict[str, list[str]]:
-    """Parquet files of each split; a file found outside split folders is listed under every split
-    and filtered by its split column when read."""
+Source = str | Mapping[str, str]
+
+
+def split_files(source: Source) -> dict[str, list[str]]:
+    """Parquet files of each split. Under a root, a file found outside split folders is listed under
+    every split and filtered by its split column when read."""
+    if not isinstance(source, str):
+        by_split = {s: uris.find(source[s], ".parquet") for s in SPLITS}
+        empty = [f"{s} ({source[s]})" for s in SPLITS if not by_split[s]]
+        if empty:
+            raise ContractError(f"no parquet files for split(s) {', '.join(empty)}")
+        return by_split
+    root = source
     resolved = uris.current(root)
     files = uris.find(resolved, ".parquet")
     if not files:
@@ -96,14 +110,15 @@ def check_schema(schema: pa.Schema, source: str) -> None:
         raise ContractError(f"{source}: wrong column types: {'; '.join(wrong)}")
 
 
-def read_split(root: str, split: str, files: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+def read_split(source: Source, split: str, files: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
     """Yield (file URI, table of that file's rows in ``split``) for every file of the split."""
-    base = _inner(uris.current(root))
-    for path in files if files is not None else split_files(root)[split]:
+    base = _inner(uris.current(source)) if isinstance(source, str) else None
+    for path in files if files is not None else split_files(source)[split]:
         table = read_parquet(path)
         check_schema(table.schema, path)
         column = next((c for c in SPLIT_COLUMNS if c in table.column_names), None)
-        in_folder = split_folder(base, path) == split
+        # a file named for one split (val_path, test_path), or in that split's folder under the root
+        in_folder = base is None or split_folder(base, path) == split
         if column and not in_folder:
             table = table.filter(pc.equal(table[column].cast(pa.string()), split))
         elif not in_folder:

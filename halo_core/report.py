@@ -245,7 +245,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "needs_control": sidecar["needs_control"],
         "sample_construction": cfg.sample_construction,
         "metrics": classification_metrics(labels, probs, prevalence=cfg.deployment_prevalence,
-                                          n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique())),
+                                          n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique()),
+                                          names=cfg.metrics),
         "calibration": {
             **calibration.to_dict(),
             "ece_before": ece["uncalibrated"],
@@ -284,7 +285,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     return report
 
 
-def _fmt(v, digits: int = 4, missing: str = "n/a") -> str:
+def _fmt(v, digits: int = 4, missing: str = "not measurable") -> str:
     return missing if v is None or v != v else f"{v:.{digits}f}"  # v != v: NaN
 
 

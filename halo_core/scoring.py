@@ -16,7 +16,7 @@ import torch
 
 from halo_core.calibration import Calibration, sigmoid
 from halo_core.checkpoint import load_model, model_spec
-from halo_core.config import HaloConfig
+from halo_core.config import HaloConfig, InputKeysConfig
 from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
 from halo_core.gates import CORE_PX
 from halo_core.preprocess import preprocess
@@ -82,7 +82,8 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
     if prevalence is None:
         prevalence = sidecar["config"]["deployment_prevalence"]
     limit = sidecar["config"].get("max_nonfinite_pixel_frac", HaloConfig.model_fields["max_nonfinite_pixel_frac"].default)
-    stamps, table = _read_inputs(inputs, tuple(sidecar["config"]["input_keys"]))
+    keys = InputKeysConfig.model_validate(sidecar["config"]["input_keys"]).npz_keys()["stamp_npz"]
+    stamps, table = _read_inputs(inputs, keys)
     table["status"] = [refusal(s, limit) for s in stamps]
     ok = (table["status"] == SCORED).to_numpy()
     if not ok.all():

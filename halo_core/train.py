@@ -370,12 +370,10 @@ def training_result(out_dir: str, reused: bool = False) -> TrainResult:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    from halo_core.config import preset_names
+    from halo_core.cli import config_args
 
     p = argparse.ArgumentParser(description="Train a lens finder on a filtered dataset.", add_help=add_help)
-    p.add_argument("--preset", default="recommended", help=f"one of {', '.join(preset_names())}")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set epochs=2 --set scheduler.T_0=5")
+    config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory (from `halo filter`)")
     p.add_argument("--out", required=True, help="directory for checkpoints and the final model.pt")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
@@ -384,11 +382,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from halo_core.config import load_preset, parse_overrides
+    from halo_core.config import load_config, parse_overrides
 
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_preset(args.preset, parse_overrides(args.set))
+    cfg = load_config(args.preset, args.config, parse_overrides(args.set))
     result = fit(cfg, args.data, args.out, resume=args.resume, warm_start_from=args.warm_start_from)
     log.info("model: %s (best epoch %d, %.0f s)", result.model_path, result.best_epoch + 1, result.seconds)
 

@@ -48,11 +48,15 @@ def test_halo_core_imports_without_dagster():
 
 
 def test_review_prints_gen5_prime_findings_and_exits_1_on_its_error(capsys):
-    assert main(["review", "--preset", "gen5_prime"]) == 1
+    # the plan's paths are S3 prefixes; emptied, the budget counts the embedded dataset
+    embedded = [arg for key in ("train_path", "val_path", "test_path") for arg in ("--set", f"{key}=")]
+    assert main(["review", "--preset", "gen5_prime", *embedded]) == 1
     out = capsys.readouterr().out
     for rule in ("WARN  lr_annealed_at_last_epoch", "WARN  patience_outlasts_restart_cycles",
-                 "WARN  targets_measured_by_metrics", "ERROR input_deployable", "INFO  training_budget"):
+                 "WARN  targets_measured_by_metrics", "ERROR input_deployable"):
         assert rule in out, rule
+    # INFO here, WARN (over 24 h) when the measured step rate is that of a machine shared by other jobs
+    assert "INFO  training_budget" in out or "WARN  training_budget" in out
     assert "50 epochs x 9,600 train samples" in out  # 4,800 simulated pairs, two samples each and "samples/s on cpu" in out
 
 
@@ -102,3 +106,14 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error_before_any_work(tm
     assert main(["filter", "--preset", "smoke", "--data", paired_dir, "--out", str(blocker / "filtered")]) == 2
     err = capsys.readouterr().err
     assert str(blocker) in err and err.count("\n") == 1
+
+
+def test_a_users_config_file_works_with_set_on_top(tmp_path, capsys):
+    path = tmp_path / "my_run.yaml"
+    path.write_text("base: demo\noptimizer: AdamW\nscheduler: {type: CosineAnnealingWarmRestarts, T_0: 5}\n")
+    assert main(["config", "--config", str(path), "--set", "epochs=7"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 7" in out and "T_0: 5" in out and "batch_size: 64" in out  # demo's, under the file's keys
+    path.write_text("pretrained: true\n")
+    assert main(["config", "--config", str(path)]) == 2
+    assert "pretrained: true: no pretrained weights can be downloaded" in capsys.readouterr().err

@@ -9,7 +9,9 @@ from halo_assets.demo import run_retrain, verdict
 from tests.factories import LENIENT_GO_NO_GO
 
 SMOKE_DATA = "simulation={n_lrg: {train: 30, val: 12, test: 16}, injections_per_lrg: 3, lrgs_per_brick: 3, seed: 1}"
-GEN5_AT_SMOKE_SIZE = [SMOKE_DATA, "epochs=1", "batch_size=16", "log_to_wandb=false", "go_no_go.max_quarantine_frac=0.05"]
+# the plan's own paths are the team's S3 prefixes: run it on the embedded data instead
+GEN5_AT_SMOKE_SIZE = [SMOKE_DATA, "epochs=1", "batch_size=16", "log_to_wandb=false", "go_no_go.max_quarantine_frac=0.05",
+                      "train_path=", "val_path=", "test_path=", "checkpoint_dir="]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,10 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     # trained_model's and the config review's (config_*) are WARN advisories
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model" and not k[1].startswith("config_")}
     assert all(blocking.values()) and len(blocking) == 19 and len(checks) == 28
+    # listed under the job and on the Overview timeline: the UI filters a job's runs by this tag
+    run = instance.get_run_by_id(result.run_id)
+    assert run.remote_job_origin is not None and run.job_name == "retrain_job"
+    assert run.tags_for_storage()[".dagster/repository"] == "__repository__@halo_assets.definitions"
     assert {e.partition for e in evaluations} == {"smoke"}  # each check's history is the profile's own
     assert checks[("promoted_model", "not_worse_than_production")]  # the first promotion: nothing to compare
     registry = tmp_path / "smoke" / "promoted_model"

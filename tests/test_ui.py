@@ -1,11 +1,16 @@
-"""The UI path a user takes: `dagster dev` on 127.0.0.1, retrain_job launched through the GraphQL
-API, run to success, and the asset checks' results read back."""
+"""The UI path a user takes: `dagster dev` on 127.0.0.1 with the artifact folder served beside it
+(as `make ui` does), retrain_job launched through the GraphQL API, run to success, the asset checks'
+results read back, and the evaluation_report asset page rendered by headless Chromium."""
 
+import functools
+import http.server
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,13 +36,28 @@ mutation($repo: RepositorySelector!, $key: String!) {
 REPO = {"repositoryLocationName": "halo_assets.definitions", "repositoryName": "__repository__"}
 
 
-@pytest.fixture
-def dagster_dev(tmp_path):
+class _Files(http.server.SimpleHTTPRequestHandler):
+    """Read-only file server (GET/HEAD only, like `python -m http.server`) that remembers what was fetched."""
+
+    fetched: list[str] = []
+
+    def log_message(self, *args):
+        _Files.fetched.append(self.path)
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ui")
     home = tmp_path / "dagster_home"
     home.mkdir()
+    root = tmp_path / "halo_data"
+    root.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Files, directory=str(root)))
+    threading.Thread(target=files.serve_forever, daemon=True).start()
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "HALO_ROOT": str(tmp_path / "halo_data")}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HALO_ROOT": str(root),
+           "HALO_FILES_URL": f"http://127.0.0.1:{files.server_port}"}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
                              "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -51,8 +71,9 @@ def dagster_dev(tmp_path):
                 time.sleep(1)
         else:
             pytest.fail("dagster dev did not answer within 120 s")
-        yield port, home, tmp_path / "halo_data"
+        yield port, home, root
     finally:
+        files.shutdown()
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
@@ -61,7 +82,8 @@ def dagster_dev(tmp_path):
             proc.wait(timeout=30)
 
 
-def test_launch_retrain_through_graphql_and_read_checks(dagster_dev):
+@pytest.fixture(scope="module")
+def finished_run(dagster_dev):
     port, home, root = dagster_dev
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     run_config = {"resources": {"halo": {"config": {"preset": "smoke", "root_uri": str(root), "overrides": []}}},
@@ -75,9 +97,47 @@ def test_launch_retrain_through_graphql_and_read_checks(dagster_dev):
     while (status := client.get_run_status(run_id)) not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
         assert time.time() < deadline, f"run {run_id} still {status} after 300 s"
         time.sleep(2)
+    return port, root
+
+
+def test_launch_retrain_through_graphql_and_read_checks(finished_run):
+    port, root = finished_run
     reply = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=30, json={
         "query": CHECKS_QUERY, "variables": {"key": {"path": ["filtered_dataset"]}}}).json()
     checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
               for c in reply["data"]["assetNodeOrError"]["assetChecksOrError"]["checks"]}
     assert checks["split_integrity"] == "SUCCEEDED" and checks["excluded_bricks_absent"] == "SUCCEEDED"
     assert (root / "smoke" / "evaluation_report" / "report.json").exists()  # the run got through evaluation
+
+
+def chromium() -> str:
+    """Debian's chromium; .ci/run installs it, so under CI its absence fails instead of skipping."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser test")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+def rendered_dom(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran and its GraphQL queries answered (virtual time lets the
+    React app settle before the dump)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom"]
+    return subprocess.run([chromium(), *flags, url], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_asset_page_shows_its_checks_and_a_plot_in_a_browser(finished_run, tmp_path):
+    port, root = finished_run
+    page = f"http://127.0.0.1:{port}/assets/evaluation_report"
+    checks = rendered_dom(f"{page}?view=checks", tmp_path / "profile_checks")
+    for name in ("test_auroc", "precision_at_recall_0_90", "deployable_without_control", "calibration_ece"):
+        assert name in checks, name
+    _Files.fetched.clear()
+    overview = rendered_dom(page, tmp_path / "profile_overview")
+    assert "/smoke/evaluation_report/plots/roc.png" in overview  # an <img> on the page itself, no pop-up
+    assert "/smoke/evaluation_report/plots/roc.png" in _Files.fetched  # and the browser loaded it
+    assert "/smoke/evaluation_report/report.html" in overview  # the report one click away
+    assert not re.search(r">\s*nan\s*<", overview)  # an unmeasured value reads "not measurable"

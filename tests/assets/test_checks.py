@@ -156,7 +156,7 @@ def test_config_review_checks_warn_on_gen5_prime_and_pass_once_fixed(tmp_path):
     by_name = {next(iter(c.check_specs)).name: c for c in CONFIG_REVIEW_CHECKS}
     plan = HaloSettings(preset="gen5_prime", root_uri=str(tmp_path))
     fixed = HaloSettings(preset="gen5_prime", root_uri=str(tmp_path), overrides=[
-        "scheduler.T_mult=1", "early_stopping.patience=11", "metrics=[auroc, precision_at_recall_0_90]",
+        "scheduler.T_mult=1", "early_stopping.patience=11", "metrics=[auroc, precision@0.90]",
         "input_channels=3", "sample_construction=unpaired"])
     for name in ("config_lr_annealed_at_last_epoch", "config_patience_outlasts_restart_cycles",
                  "config_targets_measured_by_metrics", "config_input_deployable"):

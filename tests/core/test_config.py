@@ -7,7 +7,7 @@ from halo_core.errors import ConfigError
 def test_gen5_prime_is_the_plan_verbatim():
     cfg = load_preset("gen5_prime")
     assert (cfg.model_name, cfg.input_channels, cfg.batch_size, cfg.epochs) == ("resnet18", 6, 256, 50)
-    assert (cfg.optimizer, cfg.learning_rate, cfg.weight_decay) == ("adamw", 1e-3, 1e-4)
+    assert (cfg.optimizer, cfg.learning_rate, cfg.weight_decay) == ("AdamW", 1e-3, 1e-4)
     assert (cfg.scheduler.T_0, cfg.scheduler.T_mult, cfg.scheduler.eta_min) == (10, 2, 1e-6)
     es = cfg.early_stopping
     assert (es.monitor, es.patience, es.min_delta) == ("val_loss", 10, 1e-4)
@@ -91,7 +91,7 @@ def test_keys_that_do_not_change_the_weights_keep_the_training_folder(override):
     assert load_preset("demo", override).training_hash() == load_preset("demo").training_hash()
 
 
-@pytest.mark.parametrize("override", [{"seed": 3}, {"augmentation": {"flip": False}}, {"warm_start": True},
+@pytest.mark.parametrize("override", [{"seed": 3}, {"augmentation": {"random_flip": False}}, {"warm_start": True},
                                       {"scheduler": {"T_0": 3}}, {"save_best": False}])
 def test_weight_keys_change_the_training_hash(override):
     assert load_preset("demo", override).training_hash() != load_preset("demo").training_hash()

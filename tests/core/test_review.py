@@ -11,9 +11,8 @@ GEN5 = load_preset("gen5_prime")
 CASES = [
     ("lr_annealed_at_last_epoch", {}, {"scheduler": {"T_mult": 1}}),  # 50 epochs = 5 cycles of 10
     ("patience_outlasts_restart_cycles", {}, {"scheduler": {"T_mult": 1}, "early_stopping": {"patience": 11}}),
-    ("metrics_named_unambiguously", {"metrics": ["auroc", "precision@0.95"]},
-     {"metrics": ["auroc", "precision_at_recall_0_95"]}),
-    ("targets_measured_by_metrics", {}, {"metrics": ["auroc", "precision_at_recall_0_90"]}),
+    ("metrics_named_unambiguously", {"metrics": ["auroc", "precision@0.95"]}, {"metrics": ["auroc", "auprc"]}),
+    ("targets_measured_by_metrics", {}, {"metrics": ["auroc", "precision@0.90"]}),
     ("input_deployable", {}, {"input_channels": 3, "sample_construction": "unpaired"}),
 ]
 
@@ -45,10 +44,11 @@ def test_patience_finding_names_the_epochs_at_risk():
     assert RULES["patience_outlasts_restart_cycles"](equal) is not None  # equal to the period is at risk
 
 
-def test_an_ambiguous_metric_name_gets_both_readings():
-    finding = RULES["metrics_named_unambiguously"](load_preset("gen5_prime", {"metrics": ["precision@0.95", "f1"]}))
-    assert "precision_at_recall_0_95 or recall_at_precision_0_95" in finding.message
-    assert "'f1' is not computed" in finding.message
+def test_the_plans_metric_names_are_read_one_way_and_said_so():
+    finding = RULES["metrics_named_unambiguously"](GEN5)
+    assert finding.severity == INFO
+    assert "'precision@0.95' = precision at recall 0.95" in finding.message
+    assert "'recall@0.95' = recall at precision 0.95" in finding.message
 
 
 def test_six_channels_is_an_error_only_for_gen5_prime():

@@ -1,0 +1,58 @@
+"""What a person reads in the UI: rounded numbers with their n, "not measurable" in words, the
+training history as a real table, plots as short markdown the asset page renders inline."""
+
+import math
+
+import dagster as dg
+
+from halo_assets.metadata import check_result, history_row, image, number, records, report_metadata, table
+
+
+def test_numbers_are_rounded_and_unmeasured_ones_say_so():
+    assert number(0.9902138765448598).value == 0.9902
+    assert number(1.234567e-6).value == 1.235e-6  # significant digits: a small LR keeps its value
+    assert number(math.nan).value == "not measurable" and number(None).value == "not measurable"
+    assert "nan" not in table([{"tpr": math.nan, "n": 3}]).value
+    result = check_result(passed=False, metadata={"auroc": 0.91234567, "tpr": None, "n_test": 12})
+    assert result.metadata["auroc"].value == 0.9123 and result.metadata["tpr"].value == "not measurable"
+    assert result.metadata["n_test"].value == 12
+
+
+def test_history_is_a_table_of_flat_columns():
+    h = {"epoch": 0, "lr": 1e-3, "train_loss": 0.69314718, "val_loss": 0.7, "val_auroc": math.nan,
+         "val_per_class_accuracy": {"non_lens": {"n": 4, "accuracy": 0.5}, "lens": {"n": 4, "accuracy": 0.25},
+                                    "passed": True}}
+    value = records([history_row(h)])
+    assert isinstance(value, dg.TableMetadataValue)
+    row = value.records[0].data
+    assert row["epoch"] == 1 and row["train_loss"] == 0.6931 and row["val_accuracy_lens"] == 0.25
+    assert row["val_auroc"] == "not measurable" and "val_per_class_accuracy" not in row
+
+
+def test_a_served_plot_is_short_markdown_linking_the_png():
+    served = image(b"\x89PNG", "roc", "http://127.0.0.1:3001/demo/evaluation_report/plots/roc.png")
+    assert len(served.value) < 1000  # the UI renders markdown under 1,000 characters inline
+    assert "(http://127.0.0.1:3001/demo/evaluation_report/plots/roc.png)" in served.value
+    assert image(b"\x89PNG", "roc", None).value.startswith("![roc](data:image/png;base64,")
+
+
+def test_report_metadata_links_the_report_and_gives_each_metric_its_n():
+    metrics = {"n": 40, "n_positives": 20, "n_negatives": 20, "auroc": 0.987654, "precision@0.90": 0.9,
+               "tpr_at_fpr": [{"fpr": 1e-3, "tpr": None, "threshold": None, "measurable": False,
+                               "precision_at_prevalence": None, "n_negatives": 20, "n_distinct_negatives": 10}],
+               "confusion_at_threshold": {}}
+    bins = [{"lo": 0.0, "hi": 1.0, "n": 5, "completeness": 0.8, "ci95": [0.4, 0.96], "auroc": 0.9, "n_negatives": 20}]
+    ece = {"ece": 0.0123456}
+    report = {"metrics": metrics, "calibration": {"method": "platt", "ece_before": ece, "ece_after": ece,
+                                                  "alternative": {"method": "temperature", "ece_after": ece}},
+              "theta_e_bins": bins, "psf_fwhm_bins": bins, "arc_snr_bins": bins,
+              "plots": {n: f"plots/{n}.png" for n in ("roc", "reliability", "completeness", "training_curves")}}
+    plots = {n: b"png" for n in report["plots"]}
+    md = report_metadata(report, "/r/report.html", plots, lambda rel: f"http://127.0.0.1:1/p/evaluation_report/{rel}")
+    assert md["report_html"].value == "http://127.0.0.1:1/p/evaluation_report/report.html"
+    assert isinstance(md["report_html"], dg.UrlMetadataValue)
+    assert md["auroc"].value == 0.9877 and "| auroc " in md["metrics"].value and "40" in md["metrics"].value
+    assert "not measurable" in md["tpr_at_fpr"].value and "nan" not in md["tpr_at_fpr"].value
+    assert "plots/roc.png" in md["plot_roc"].value
+    unserved = report_metadata(report, "/r/report.html", plots)
+    assert isinstance(unserved["report_html"], dg.PathMetadataValue)
