@@ -123,7 +123,7 @@ def test_model_versions_and_production_pointer_on_s3(s3, trained, capsys):
     from halo_core import cli
     from halo_core.registry import add_version, production, resolve_model, set_production, versions
 
-    registry = f"s3://{BUCKET}/halo/smoke/promoted_model"
+    registry = f"s3://{BUCKET}/registry_test/smoke/promoted_model"  # apart from the graph test's registry
     card = {"go_no_go": {"go": True, "failed": []}, "evaluated_on": "f" * 16,
             "test_metrics": {"auroc": 0.9, "n": 10, "tpr_at_fpr": []}}
     first = add_version(registry, trained.model_path, card)
