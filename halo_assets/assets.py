@@ -18,6 +18,7 @@ from halo_core.calibration import Calibration, calibrate_on_val
 from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
+from halo_core.injection import inject_dataset
 from halo_core.reader import SPLITS, split_files
 from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.simulate import simulate_dataset
@@ -25,6 +26,7 @@ from halo_core.train import FINAL, fit, training_result
 
 CALIBRATION_FILE = "calibration.json"
 SIMULATION_FILE = "simulation.json"
+INJECTION_FILE = "injection.json"
 GATES_FILE = "gates.json"
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
@@ -49,8 +51,21 @@ def source_uri(halo: HaloSettings) -> str:
 @dg.asset(group_name="data", kinds={"parquet"})
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
-    is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
+    is set, arcs injected into the real cutouts of `lrg_cutouts_path` when that is set, else the
+    embedded synthetic dataset in the same schema (DESIGN §3, §4, §9)."""
     cfg = halo.config()
+    if cfg.lrg_cutouts_path:
+        with uris.staged_directory(halo.uri("paired_stamps"), INJECTION_FILE) as out:
+            report = inject_dataset(cfg.lrg_cutouts_path, out, cfg.injection)
+            uris.atomic_write_json(str(out / INJECTION_FILE), report.to_dict())
+        return dg.MaterializeResult(metadata={
+            "uri": dg.MetadataValue.path(halo.uri("paired_stamps")), "mode": "injected into real cutouts",
+            "cutouts": dg.MetadataValue.path(cfg.lrg_cutouts_path),
+            "rows": table([{"split": s, "galaxies": report.galaxies[s], "rows": report.rows[s],
+                            "bricks": len(report.bricks[s])} for s in SPLITS]),
+            "psf_source": dg.MetadataValue.json(report.psf_source),
+            "arc_snr_median": report.arc_snr_median, "seconds": report.seconds,
+        })
     if cfg.train_path:
         files = split_files(cfg.train_path)
         return dg.MaterializeResult(metadata={

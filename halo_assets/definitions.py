@@ -4,9 +4,10 @@ import os
 
 import dagster as dg
 
-from halo_assets import assets
+from halo_assets import assets, real_data
 from halo_assets.checks import CONFIG_REVIEW_CHECKS, DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
 from halo_assets.jobs import retrain_job, weekly_retrain
+from halo_assets.real_data import REAL_DATA_CHECKS
 from halo_assets.resources import halo_settings_for
 from halo_assets.sensors import (
     AlertWebhook, check_failure_alert_on_failure, check_failure_alert_on_success, new_data_sensor, run_failure_alert,
@@ -17,8 +18,8 @@ from halo_assets.sensors import (
 ALERT_URL = dg.EnvVar("HALO_ALERT_WEBHOOK") if os.environ.get("HALO_ALERT_WEBHOOK") else ""
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
-    asset_checks=[*DATA_CHECKS, *CONFIG_REVIEW_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS],
+    assets=dg.load_assets_from_modules([assets, real_data]),
+    asset_checks=[*DATA_CHECKS, *CONFIG_REVIEW_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS, *REAL_DATA_CHECKS],
     jobs=[retrain_job],
     schedules=[weekly_retrain],
     sensors=[new_data_sensor, check_failure_alert_on_success, check_failure_alert_on_failure, run_failure_alert],

@@ -17,6 +17,7 @@ import torch
 from halo_core.calibration import Calibration, sigmoid
 from halo_core.checkpoint import load_model, model_spec
 from halo_core.errors import CheckpointError, StampDecodeError
+from halo_core.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
 from halo_core.preprocess import preprocess
 from halo_core.stamps import decode_cutout, decode_stamp
 
@@ -46,8 +47,9 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
 
 
 def score(model_path: str, inputs: list[str], *, calibration: Calibration | None = None,
-          prevalence: float | None = None) -> pd.DataFrame:
-    """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence."""
+          prevalence: float | None = None, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> pd.DataFrame:
+    """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence,
+    and the nearest known lens (lenscat) within ``known_lens_radius_arcsec``."""
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:
         raise CheckpointError(
@@ -70,4 +72,4 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
         table["probability"] = calibration.probability(logits)
         table[f"probability_at_prevalence_{prevalence:g}"] = calibration.at_prevalence(logits, prevalence)
     table["nonfinite_pixels"] = bad
-    return table
+    return pd.concat([table, crossmatch(table["ra"], table["dec"], known_lens_radius_arcsec)], axis=1)
