@@ -116,3 +116,24 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
         assert fs.exists(f"{root}/{key}"), key
     assert not fs.exists(f"{BUCKET}/halo/smoke/paired_stamps")  # train_path set: nothing synthesized
     assert proxy.injected > 5  # the run really went through failing requests
+
+
+def test_real_cutouts_are_read_from_a_parquet_on_s3(s3, tmp_path):
+    """halo inject's parquet layout: a `cutout` npz blob per galaxy, its meta_* fields as columns."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from halo_core.injection import read_cutouts
+
+    fixtures = sorted((Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts").glob("*.npz"))
+    if not fixtures:
+        pytest.skip("real DR10 cutouts not found")
+    local = read_cutouts([str(p) for p in fixtures])
+    frame = pd.DataFrame({"cutout": [p.read_bytes() for p in fixtures],
+                          **{f"meta_{k}": [c.meta[k] for c in local] for k in ("ra", "dec", "brickname")}})
+    frame.to_parquet(tmp_path / "cutouts.parquet", index=False)
+    uris.atomic_write_bytes(f"s3://{BUCKET}/cutouts/part-0.parquet", (tmp_path / "cutouts.parquet").read_bytes())
+    remote = read_cutouts(f"s3://{BUCKET}/cutouts")
+    assert len(remote) == 6 and all(r.control.tobytes() == c.control.tobytes() for r, c in zip(remote, local))
+    assert [r.meta["brickname"] for r in remote] == [c.meta["brickname"] for c in local]
