@@ -113,9 +113,11 @@ def realism_probe(injected: np.ndarray, injected_groups: np.ndarray, real: np.nd
     n_real, n_inj = len(real), len(injected)
     result = {"n_injected": n_inj, "n_real": n_real, "min_real_lenses": min_real, "max_auc": max_auc,
               "folds": folds, "auc": None, "ci95": [None, None], "measurable": n_real >= min_real}
-    k = min(folds, n_real, n_inj)
+    # every fold needs both classes in training: no more folds than galaxies of either class
+    k = min(folds, len(set(map(str, injected_groups))), len(set(map(str, real_groups))))
     if k < 2:
-        return {**result, "status": f"not computed: {n_real} real and {n_inj} injected lenses"}
+        return {**result, "status": f"not computed: {n_real} real and {n_inj} injected lenses "
+                                    f"({k} galaxy-disjoint fold(s) possible, 2 needed)"}
     x = np.concatenate([injected, real])
     y = np.concatenate([np.zeros(n_inj, int), np.ones(n_real, int)])
     groups = np.concatenate([np.asarray(injected_groups, str), np.char.add("real:", np.asarray(real_groups, str))])
