@@ -275,8 +275,12 @@ def realism_html(probe: dict) -> str:
     if probe.get("auc") is None:
         return f"<h2>Injection realism</h2><p>{probe.get('status', 'not computed')}</p>"
     lo, hi = probe["ci95"]
-    verdict = ("injection-based completeness is a LOWER BOUND, not an estimate" if not probe["passed"] else
-               f"at most {probe['max_auc']:g}: the injections are not trivially told from real lenses")
+    if not probe["measurable"]:
+        verdict = f"indicative only: fewer than {probe['min_real_lenses']} real lenses"
+    elif not probe["passed"]:
+        verdict = f"above {probe['max_auc']:g}: injection-based completeness is a LOWER BOUND, not an estimate"
+    else:
+        verdict = f"at most {probe['max_auc']:g}: the model does not tell the injections from real lenses"
     return (f"<h2>Injection realism</h2><p>Linear probe on the model's penultimate features, injected lenses "
             f"(n={probe['n_injected']}) vs real lenses (n={probe['n_real']}), {probe['folds']}-fold, folds "
             f"disjoint by galaxy: AUC <b>{probe['auc']:.3f}</b> [bootstrap 95 %: {lo:.3f}, {hi:.3f}]; "

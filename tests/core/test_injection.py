@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from halo_core.config import load_preset
-from halo_core.errors import ContractError
+from halo_core.errors import ConfigError, ContractError
 from halo_core.filtering import build_filtered_dataset
 from halo_core.injection import inject_cutouts, inject_dataset, read_cutouts
 from halo_core.simulate.lens import q_phi_to_e1e2
@@ -136,3 +136,8 @@ def test_parquet_cutouts_read_like_npz_and_need_a_position(fixtures, tmp_path):
 def test_fewer_than_three_bricks_cannot_make_disjoint_splits(fixtures, tmp_path):
     with pytest.raises(ContractError, match="need >= 3"):
         inject_cutouts(read_cutouts(fixtures)[:2], tmp_path)
+
+
+def test_an_external_dataset_and_real_cutouts_are_two_modes_not_one():
+    with pytest.raises(ConfigError, match="train_path and lrg_cutouts_path"):
+        load_preset("smoke", {"train_path": "/data/paired", "lrg_cutouts_path": "/data/cutouts"})
