@@ -20,6 +20,7 @@ from halo_core.checkpoint import file_sha256, load_sidecar
 from halo_core.config import HaloConfig
 from halo_core.filtering import build_filtered_dataset
 from halo_core.gates import shortcut_gates as measure_shortcut_gates
+from halo_core.injection import inject_dataset
 from halo_core.preprocess import PreprocessSpec
 from halo_core.promotion import compare, require_go, score_test_split
 from halo_core.reader import SPLITS, Source, split_files
@@ -31,6 +32,7 @@ from halo_core.tracking import log_model_artifact
 from halo_core.train import FINAL, fit, run_key, training_result
 
 CALIBRATION_FILE = "calibration.json"
+INJECTION_FILE = "injection.json"
 GATES_FILE = "gates.json"
 CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
@@ -101,8 +103,23 @@ DATASET_POOL = "dataset_build"
 @dg.asset(group_name="data", kinds={"parquet"}, pool=DATASET_POOL, partitions_def=PROFILES)
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
-    is set, else the embedded synthetic dataset in the same schema (DESIGN §3, §4)."""
+    is set, arcs injected into the real cutouts of `lrg_cutouts_path` when that is set, else the
+    embedded synthetic dataset in the same schema (DESIGN §3, §4, §9)."""
     cfg = halo.config()
+    if cfg.lrg_cutouts_path:
+        with uris.staged_directory(halo.uri("paired_stamps"), INJECTION_FILE) as out:
+            report = inject_dataset(cfg.lrg_cutouts_path, out, cfg.injection)
+            uris.atomic_write_json(str(out / INJECTION_FILE), report.to_dict())
+        fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
+        return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+            "uri": dg.MetadataValue.path(halo.uri("paired_stamps")), "mode": "injected into real cutouts",
+            "data_fingerprint": fingerprint,
+            "cutouts": dg.MetadataValue.path(cfg.lrg_cutouts_path),
+            "rows": table([{"split": s, "galaxies": report.galaxies[s], "rows": report.rows[s],
+                            "bricks": len(report.bricks[s])} for s in SPLITS]),
+            "psf_source": dg.MetadataValue.json(report.psf_source),
+            "arc_snr_median": report.arc_snr_median, "seconds": report.seconds,
+        })
     if cfg.train_path:
         source = source_uri(halo)
         files = split_files(source)

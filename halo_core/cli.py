@@ -8,6 +8,8 @@
     halo score    --model halo_data/recommended/promoted_model cutouts/*.npz --out scores.csv  (its production model)
     halo models list    --registry halo_data/recommended/promoted_model   versions, metrics, which is production
     halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
+    halo inject   --preset demo --out data/injected cutouts/          arcs injected into real cutouts
+    halo validate --model promoted_model/model.pt --lenses lenses/ --nonlenses nonlenses/ --out validation/
     halo config   --preset gen5_prime                      print the resolved configuration
     halo config   --config my_plan.yaml --set epochs=5     a user's file (the plan's dict as it is) + overrides
     halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
@@ -25,6 +27,7 @@ import yaml
 from halo_core import uris
 from halo_core.config import load_config, parse_overrides, preset_names
 from halo_core.errors import HaloError
+from halo_core.known_lenses import DEFAULT_RADIUS_ARCSEC
 
 
 def config_args(p: argparse.ArgumentParser) -> None:
@@ -124,7 +127,8 @@ def cmd_score(args) -> int:
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = resolve_model(args.model)
     print(f"model: {model}", file=sys.stderr)
-    table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence)
+    table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence,
+                  known_lens_radius_arcsec=args.known_lens_radius)
     uris.atomic_write_bytes(args.out, table.to_csv(index=False).encode())
     print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     refused = table["status"][table["status"] != SCORED].value_counts().to_dict()
@@ -159,6 +163,56 @@ def cmd_models_promote(args) -> None:
     before = production(args.registry)
     set_production(args.registry, args.version, reason="halo models promote")
     print(f"production: {before or 'none'} -> {args.version}")
+
+
+def cmd_inject(cfg, args) -> None:
+    from halo_core.injection import inject_dataset
+
+    report = inject_dataset(args.cutouts, args.out, cfg.injection)
+    print(json.dumps(report.to_dict(), indent=1, default=str))
+
+
+def cmd_validate(cfg, args) -> int:
+    from halo_core.calibration import Calibration
+    from halo_core.checkpoint import load_model, load_sidecar
+    from halo_core.preprocess import PreprocessSpec
+    from halo_core.train import load_split_samples
+    from halo_core.validation import VALIDATION_HTML, real_lens_realism, validate_real
+
+    # the synthetic test split's operating points and the calibration: from a report, else the model card
+    card = load_sidecar(args.model)
+    report = uris.read_json(args.report) if args.report else {}
+    metrics = report.get("metrics") or card.get("test_metrics")
+    if not metrics:
+        raise HaloError(f"{args.model}: no test metrics to set thresholds from; pass --report "
+                        "evaluation_report/report.json or a promoted model (its card carries them)")
+    calibration = (Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration
+                   else Calibration.from_dict(card["calibration"]) if "calibration" in card else None)
+    if calibration is None:
+        raise HaloError(f"{args.model}: no calibration; pass --calibration calibrated_model/calibration.json")
+    rv = cfg.real_validation.model_copy(update={"lenses_path": args.lenses})
+    realism = report.get("realism_probe")
+    if args.data:  # injected lenses of this test split against the real lenses
+        model, sidecar = load_model(args.model)
+        shards, samples = load_split_samples(cfg, args.data, "test")
+        realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}), model,
+                                    PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
+    result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
+                           args.out, operating_fpr=rv.operating_fpr, prevalence=cfg.deployment_prevalence,
+                           radius_arcsec=rv.known_lens_radius_arcsec, realism=realism)
+    print(f"{result['n_lenses']} real lenses, {result['n_nonlenses']} {result['nonlenses_label']}")
+    for p in result["operating_points"]:
+        if p["recall"] is None:
+            print(f"  FPR {p['fpr']:g}: not measurable on the synthetic test split")
+            continue
+        r, f = p["recall"], p["fpr_real"]
+        print(f"  FPR {p['fpr']:g}{' (operating)' if p['operating'] else ''}: threshold {p['threshold']:.4f}  "
+              f"recall {r['k']}/{r['n']} = {r['rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  "
+              f"FPR {f['k']}/{f['n']} = {f['rate']:.3f}  purity {p['purity_at_real_fpr']:.3f}")
+    probe = result["realism_probe"]
+    print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
+    print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,8 +261,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help=".npz cutouts (101x101x3 HWC) and/or paired .parquet files")
     p.add_argument("--calibration", help="calibration.json from the calibrated_model asset")
     p.add_argument("--prevalence", type=float, help="deployment lens prevalence (default: the model's config)")
+    p.add_argument("--known-lens-radius", type=float, default=DEFAULT_RADIUS_ARCSEC, metavar="ARCSEC",
+                   help=f"cross-match radius to the lenscat known lenses (default {DEFAULT_RADIUS_ARCSEC:g})")
     p.add_argument("--out", required=True, help="output CSV")
     p.set_defaults(run=cmd_score, needs_config=False)
+
+    p = sub.add_parser("inject", help="inject simulated arcs into real cutouts: a paired dataset (DESIGN §3)")
+    config_args(p)
+    p.add_argument("cutouts", nargs="+", help=".npz cutouts (101x101x3 HWC), folders of them, or parquet "
+                                              "with a cutout column and meta_* columns")
+    p.add_argument("--out", required=True, help="output directory or URI")
+    p.set_defaults(run=cmd_inject)
+
+    p = sub.add_parser("validate", help="score real lenses and non-lenses at the synthetic operating thresholds")
+    config_args(p)
+    p.add_argument("--model", required=True, help="model.pt (a promoted model carries its test metrics and calibration)")
+    p.add_argument("--lenses", required=True, help="real lens cutouts: folder, .npz files or parquet")
+    p.add_argument("--nonlenses", help="real non-lens cutouts; without them, labelled sky stand-ins are used")
+    p.add_argument("--report", help="evaluation_report/report.json: thresholds and realism probe from it")
+    p.add_argument("--calibration", help="calibration.json (default: the model card's)")
+    p.add_argument("--data", help="filtered dataset: run the realism probe against its test-split injections")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("evaluate", help="calibrate on val, evaluate on test, write report.json/.html")
     config_args(p)

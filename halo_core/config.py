@@ -107,6 +107,31 @@ class SimulationConfig(_Strict):
     seed: int = Field(0, ge=0)
 
 
+class InjectionConfig(_Strict):
+    """Arcs injected into the real cutouts of ``lrg_cutouts_path`` (halo_core.injection); whole bricks
+    go to one split, so the fractions are of bricks."""
+
+    injections_per_galaxy: int = Field(4, ge=1, le=100)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = 0
+
+
+class RealValidationConfig(_Strict):
+    """Scoring real known lenses and real non-lenses (halo_core.validation); empty paths = skipped."""
+
+    lenses_path: str = ""  # real lens cutouts (.npz files / folder, or parquet with a cutout column)
+    nonlenses_path: str = ""  # real non-lens cutouts, same layouts
+    # the operating threshold is the score at this FPR on the synthetic test split (DESIGN §9); the
+    # other two of 1e-2, 1e-3, 1e-4 are reported beside it where measurable
+    operating_fpr: Literal[1e-2, 1e-3, 1e-4] = 1e-2
+    known_lens_radius_arcsec: float = Field(2.0, gt=0, le=30)
+    # realism gate: a linear probe on the model's penultimate features, injected vs real lenses
+    max_realism_auc: float = Field(0.9, ge=0.5, le=1.0)  # above it, injection completeness is a lower bound
+    min_real_lenses: int = Field(20, ge=2)  # fewer: the probe AUC is reported as indicative, not measured
+    realism_folds: int = Field(5, ge=2, le=20)
+
+
 class GatesConfig(_Strict):
     """Shortcut gates: cross-validated logistic regressions on the model's input (DESIGN §1 fact 3)."""
 
@@ -168,6 +193,10 @@ class HaloConfig(_Strict):
     test_path: str = ""
     input_keys: InputKeysConfig = InputKeysConfig()
     stamp_size: int = 64
+    # real LRG cutouts (npz files / folder / parquet, local or s3://) to inject arcs into instead of
+    # synthesizing; the third paired_stamps mode (DESIGN §9)
+    lrg_cutouts_path: str = ""
+    injection: InjectionConfig = InjectionConfig()
     exclude_bricks: tuple[str, ...] = ("0460m800", "3252p267")
     quality_cuts: QualityCutsConfig = QualityCutsConfig()
     simulation: SimulationConfig = SimulationConfig()
@@ -223,6 +252,7 @@ class HaloConfig(_Strict):
     gates: GatesConfig = GatesConfig()
     go_no_go: GoNoGoConfig = GoNoGoConfig()
     challenger: ChallengerConfig = ChallengerConfig()
+    real_validation: RealValidationConfig = RealValidationConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -286,6 +316,9 @@ class HaloConfig(_Strict):
                 f"input_channels={self.input_channels} but sample_construction={self.sample_construction!r} "
                 f"builds {want}-channel samples"
             )
+        if self.train_path and self.lrg_cutouts_path:
+            raise ValueError("train_path and lrg_cutouts_path are both set: paired_stamps reads an external "
+                             "paired dataset or injects into real cutouts, not both")
         if self.clip_range[0] >= self.clip_range[1]:
             raise ValueError(f"clip_range {self.clip_range}: low must be below high")
         if bool(self.val_path) != bool(self.test_path) or (self.val_path and not self.train_path):
@@ -327,7 +360,7 @@ WEIGHT_KEYS = frozenset({
 # which keys the run beside the training hash, so a path never moves the training folder.
 DATA_KEYS = frozenset({
     "train_path", "val_path", "test_path", "stamp_size", "input_keys", "exclude_bricks", "quality_cuts", "simulation",
-    "normalization", "clip_range",
+    "normalization", "clip_range", "lrg_cutouts_path", "injection",
     "annulus_min_radius_px",
 })
 # Neither: evaluation, promotion, reporting, tracking, where files go, and how fast the same maths runs
@@ -335,7 +368,7 @@ DATA_KEYS = frozenset({
 NON_WEIGHT_KEYS = frozenset({
     "metrics", "diagnostic_metrics", "checkpoint_dir", "save_every_n_epochs", "log_to_wandb", "wandb_project",
     "wandb_run_name", "device", "num_workers", "channels_last", "compile_model", "deployment_prevalence",
-    "calibration", "gates", "go_no_go", "challenger", "max_nonfinite_pixel_frac",
+    "calibration", "gates", "go_no_go", "challenger", "max_nonfinite_pixel_frac", "real_validation",
 })
 
 

@@ -72,7 +72,8 @@ def radial_features(x: np.ndarray) -> np.ndarray:
 
 
 def metadata_features(meta: pd.DataFrame) -> np.ndarray:
-    cols = [c for c in METADATA_COLUMNS if c in meta.columns]
+    # a column with no value at all (real cutouts without depth or extinction metadata) carries nothing
+    cols = [c for c in METADATA_COLUMNS if c in meta.columns and meta[c].notna().any()]
     values = meta[cols].to_numpy(dtype=float) if cols else np.empty((len(meta), 0))
     fill = np.nanmedian(values, axis=0) if cols else []
     return np.where(np.isnan(values), fill, values)

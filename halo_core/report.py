@@ -20,6 +20,7 @@ from halo_core import uris
 from halo_core.calibration import FITS, Calibration, expected_calibration_error, sigmoid
 from halo_core.checkpoint import file_sha256, load_model, model_spec
 from halo_core.config import HaloConfig
+from halo_core.control_substitutes import control_substitutes, substitutes_html
 from halo_core.diagnostics import (
     ARC_SNR_BINS, PSF_FWHM_BINS_ARCSEC, THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_detection,
     completeness_trend, per_brick_auroc,
@@ -30,9 +31,10 @@ from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
 from halo_core.saliency import CORE_RADIUS_PX, MAX_SAMPLES, shortcut_diagnostics
 from halo_core.samples import CONTROL, STAMP, SampleSet
-from halo_core.shards import data_fingerprint, dataset_spec
+from halo_core.shards import data_fingerprint, dataset_spec, open_split
 from halo_core.splits import lrg_ids
 from halo_core.train import load_split_samples, predict_logits
+from halo_core.validation import real_lens_realism, realism_html
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 GALLERY_SIZE = 8  # stamps per row: highest-scoring negatives, lowest-scoring positives
@@ -265,6 +267,11 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
                      "progress": progress_summaries(sidecar["history"])},
         "monitors": monitor_report(sidecar["history"], cfg, sidecar["best_epoch"]),
         "shortcut_diagnostics": shortcut,
+        # real galaxies: what a 6-channel model gets without a control; do injections look real?
+        "control_substitutes": (control_substitutes(model, shards, samples, open_split(dataset_dir, "train"),
+                                                    cfg.batch_size, device, cfg.seed)
+                                if samples.with_control else None),
+        "realism_probe": real_lens_realism(cfg, model, model_spec(sidecar), shards, samples),
     }
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
@@ -385,6 +392,8 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 <h2>Training</h2><p>best epoch {report['training']['best_epoch'] + 1} of {len(report['training']['history'])}.</p>
 {_img(plots['training_curves'], 'training curves')}
 {_shortcut_section(report['shortcut_diagnostics'], plots['saliency'])}
+{substitutes_html(report['control_substitutes'])}
+{realism_html(report['realism_probe'])}
 <h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
 (preprocessed stamps, asinh g,r,z).</p>
 {_img(plots['gallery'], 'gallery of hardest cases')}

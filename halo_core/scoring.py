@@ -19,6 +19,7 @@ from halo_core.checkpoint import load_model, model_spec
 from halo_core.config import HaloConfig, InputKeysConfig
 from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
 from halo_core.gates import CORE_PX
+from halo_core.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
 from halo_core.preprocess import preprocess
 from halo_core.reader import read_parquet
 from halo_core.stamps import decode_cutout, decode_stamp
@@ -67,9 +68,10 @@ def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
 
 
 def score(model_path: str, inputs: list[str], *, calibration: Calibration | None = None,
-          prevalence: float | None = None) -> pd.DataFrame:
-    """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence;
-    ``status`` is SCORED or why the row was refused (its numbers are then empty)."""
+          prevalence: float | None = None, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> pd.DataFrame:
+    """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence,
+    and the nearest known lens (lenscat) within ``known_lens_radius_arcsec``; ``status`` is SCORED or why
+    the row was refused (its numbers are then empty)."""
     if prevalence is not None and not 0 < prevalence < 1:
         raise ConfigError(f"prevalence={prevalence}: a lens prevalence is in (0, 1), e.g. 1e-3")
     model, sidecar = load_model(model_path)
@@ -99,4 +101,4 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
         table["probability"] = calibration.probability(logits)
         table[f"probability_at_prevalence_{prevalence:g}"] = calibration.at_prevalence(logits, prevalence)
     table["nonfinite_pixels"] = ~np.isfinite(stamps).all(axis=(1, 2, 3))
-    return table
+    return pd.concat([table, crossmatch(table["ra"], table["dec"], known_lens_radius_arcsec)], axis=1)

@@ -160,3 +160,24 @@ def test_a_rebuild_on_s3_switches_the_pointer_and_a_failed_one_keeps_the_last_go
     assert uris.current(out) == second and len(open_split(out, "train")) == 6
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(out.removeprefix("s3://"))) == sorted(
         ["current.json", second.rsplit("/", 1)[-1]])
+
+
+def test_real_cutouts_are_read_from_a_parquet_on_s3(s3, tmp_path):
+    """halo inject's parquet layout: a `cutout` npz blob per galaxy, its meta_* fields as columns."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from halo_core.injection import read_cutouts
+
+    fixtures = sorted((Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts").glob("*.npz"))
+    if not fixtures:
+        pytest.skip("real DR10 cutouts not found")
+    local = read_cutouts([str(p) for p in fixtures])
+    frame = pd.DataFrame({"cutout": [p.read_bytes() for p in fixtures],
+                          **{f"meta_{k}": [c.meta[k] for c in local] for k in ("ra", "dec", "brickname")}})
+    frame.to_parquet(tmp_path / "cutouts.parquet", index=False)
+    uris.atomic_write_bytes(f"s3://{BUCKET}/cutouts/part-0.parquet", (tmp_path / "cutouts.parquet").read_bytes())
+    remote = read_cutouts(f"s3://{BUCKET}/cutouts")
+    assert len(remote) == 6 and all(r.control.tobytes() == c.control.tobytes() for r, c in zip(remote, local))
+    assert [r.meta["brickname"] for r in remote] == [c.meta["brickname"] for c in local]

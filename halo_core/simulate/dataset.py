@@ -129,6 +129,35 @@ def plan_bricks(rng: np.random.Generator, n_bricks: dict[str, int]) -> dict[str,
     return plan
 
 
+def draw_injections(rng: np.random.Generator, owner: np.ndarray, light_q: np.ndarray, light_phi: np.ndarray,
+                    deflector_r_mag: np.ndarray) -> dict[str, np.ndarray]:
+    """Lens and source parameters of one injection per entry of ``owner`` (an index into the per-LRG
+    arrays): the priors of the module docstring, the SIE aligned with the LRG's light (axis ratio
+    ``light_q``, position angle ``light_phi``). Shared by the simulator and the injection into real
+    cutouts (halo_core.injection), so both draw from one prior."""
+    n_inj = len(owner)
+    theta_e = rng.uniform(*THETA_E_ARCSEC, n_inj)
+    lens_q = np.clip(light_q[owner] + rng.normal(0.0, 0.05, n_inj), 0.4, 0.98)
+    lens_phi = np.mod(light_phi[owner] + rng.normal(0.0, np.radians(10.0), n_inj), np.pi)
+    shear = rng.uniform(0.0, 0.08, n_inj)
+    shear_angle = rng.uniform(0.0, np.pi, n_inj)
+    offset = SOURCE_OFFSET_MAX_THETA_E * theta_e * np.sqrt(rng.random(n_inj))
+    offset_angle = rng.uniform(0.0, 2 * np.pi, n_inj)
+    src_q = rng.uniform(0.4, 1.0, n_inj)
+    src_r = rng.uniform(*SOURCE_R_MAG_RANGE, n_inj)
+    src_g = src_r + rng.uniform(0.1, 0.6, n_inj)
+    src_z = src_r - rng.uniform(0.0, 0.6, n_inj)
+    return {
+        "owner": owner, "theta_e": theta_e, "lens_q": lens_q, "lens_phi": lens_phi,
+        "gamma1": shear * np.cos(2 * shear_angle), "gamma2": shear * np.sin(2 * shear_angle), "shear": shear,
+        "src_x": offset * np.cos(offset_angle), "src_y": offset * np.sin(offset_angle),
+        "src_n": rng.uniform(0.7, 2.0, n_inj), "src_reff": rng.uniform(*SOURCE_REFF_ARCSEC, n_inj),
+        "src_q": src_q, "src_phi": rng.uniform(0.0, np.pi, n_inj),
+        "src_flux": mag_to_flux_nmgy(np.stack([src_g, src_r, src_z], axis=1)),  # (n_inj, 3) unlensed
+        "src_dmag": src_r - deflector_r_mag[owner],  # source (unlensed) minus deflector r magnitude
+    }
+
+
 def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int, injections_per_lrg: int,
                 first_region: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """All per-LRG and per-injection parameters of one split (cheap; rendering comes later)."""
@@ -163,28 +192,9 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
         "wise_brightmask_frac": np.where(rng.random(n_lrg) < 0.1, rng.uniform(0.0, 0.3, n_lrg), 0.0),
     }
 
-    n_inj = n_lrg * injections_per_lrg
     owner = np.repeat(np.arange(n_lrg), injections_per_lrg)
-    theta_e = rng.uniform(*THETA_E_ARCSEC, n_inj)
-    lens_q = np.clip(lrg["q"][owner] + rng.normal(0.0, 0.05, n_inj), 0.4, 0.98)
-    lens_phi = np.mod(lrg["phi"][owner] + rng.normal(0.0, np.radians(10.0), n_inj), np.pi)
-    shear = rng.uniform(0.0, 0.08, n_inj)
-    shear_angle = rng.uniform(0.0, np.pi, n_inj)
-    offset = SOURCE_OFFSET_MAX_THETA_E * theta_e * np.sqrt(rng.random(n_inj))
-    offset_angle = rng.uniform(0.0, 2 * np.pi, n_inj)
-    src_q = rng.uniform(0.4, 1.0, n_inj)
-    src_r = rng.uniform(*SOURCE_R_MAG_RANGE, n_inj)
-    src_g = src_r + rng.uniform(0.1, 0.6, n_inj)
-    src_z = src_r - rng.uniform(0.0, 0.6, n_inj)
-    inj = {
-        "owner": owner, "theta_e": theta_e, "lens_q": lens_q, "lens_phi": lens_phi,
-        "gamma1": shear * np.cos(2 * shear_angle), "gamma2": shear * np.sin(2 * shear_angle), "shear": shear,
-        "src_x": offset * np.cos(offset_angle), "src_y": offset * np.sin(offset_angle),
-        "src_n": rng.uniform(0.7, 2.0, n_inj), "src_reff": rng.uniform(*SOURCE_REFF_ARCSEC, n_inj),
-        "src_q": src_q, "src_phi": rng.uniform(0.0, np.pi, n_inj),
-        "src_flux": mag_to_flux_nmgy(np.stack([src_g, src_r, src_z], axis=1)),  # (n_inj, 3) unlensed
-        "src_dmag": src_r - lrg["mags"][owner, 1],  # source (unlensed) minus deflector r magnitude
-    }
+    inj = draw_injections(rng, owner, lrg["q"], lrg["phi"], lrg["mags"][:, 1])
+    n_inj = len(owner)
     # data-quality fixtures: masked arcs and NaN pixels, at least one of each per split
     in_masked_brick = np.isin(lrg["brickname"][owner], list(MASKED_ARC_BRICKS))
     candidates = np.flatnonzero(~in_masked_brick)
@@ -214,6 +224,23 @@ def correlated_noise(rng: np.random.Generator, shape: tuple[int, ...],
     return sum(t * rows[..., k:k + h, :] for k, t in enumerate(taps))
 
 
+def render_arcs(rng: np.random.Generator, inj, rows: np.ndarray, kernels: np.ndarray, gain: np.ndarray,
+                oversample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The PSF-convolved lensed arcs of injections ``rows`` (n, 3, 64, 64) nmgy, their Poisson noise
+    (correlated like coadd pixels, variance arc / gain) and magnifications. ``kernels`` (n, 3, K, K)
+    and ``gain`` (n, 1, 1, 1) are per injection."""
+    unit_arc = render_lensed_sersic(
+        np.ones(len(rows)), inj["src_reff"][rows], inj["src_n"][rows], inj["src_q"][rows], inj["src_phi"][rows],
+        inj["src_x"][rows], inj["src_y"][rows], inj["theta_e"][rows], inj["lens_q"][rows], inj["lens_phi"][rows],
+        inj["gamma1"][rows], inj["gamma2"][rows], size_px=STAMP_SIZE, pixel_scale_arcsec=PIXEL_SCALE_ARCSEC,
+        oversample=oversample)
+    # unit unlensed flux in, so the image-plane sum is the magnification (of the flux inside the stamp)
+    magnification = unit_arc.sum(axis=(-2, -1))
+    arc = convolve(unit_arc[:, None] * inj["src_flux"][rows][:, :, None, None], kernels)
+    noise = correlated_noise(rng, arc.shape) * np.sqrt(np.clip(arc, 0, None) / gain)
+    return arc, noise, magnification
+
+
 def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, oversample: int):
     """Controls (n_lrg, 3, 64, 64), stamps (n_inj, 3, 64, 64), arc_snr, arc_snr_sum, magnification."""
     size, pix = STAMP_SIZE, PIXEL_SCALE_ARCSEC
@@ -230,15 +257,8 @@ def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, overs
 
     rows = np.flatnonzero(np.isin(inj["owner"], lrg_idx))
     local = np.searchsorted(lrg_idx, inj["owner"][rows])
-    unit_arc = render_lensed_sersic(
-        np.ones(len(rows)), inj["src_reff"][rows], inj["src_n"][rows], inj["src_q"][rows], inj["src_phi"][rows],
-        inj["src_x"][rows], inj["src_y"][rows], inj["theta_e"][rows], inj["lens_q"][rows], inj["lens_phi"][rows],
-        inj["gamma1"][rows], inj["gamma2"][rows], size_px=size, pixel_scale_arcsec=pix, oversample=oversample)
-    # unit unlensed flux in, so the image-plane sum is the magnification (of the flux inside the stamp)
-    magnification = unit_arc.sum(axis=(-2, -1))
-    arc = convolve(unit_arc[:, None] * inj["src_flux"][rows][:, :, None, None], kernels[local])
-    arc_noisy = arc + correlated_noise(rng, arc.shape) * np.sqrt(np.clip(arc, 0, None) / gain[local])
-    stamps = controls[local] + arc_noisy
+    arc, arc_noise, magnification = render_arcs(rng, inj, rows, kernels[local], gain[local], oversample)
+    stamps = controls[local] + (arc + arc_noise)
     sigma_r = sky[local, 1]
     arc_snr = (arc[:, 1] / sigma_r).max(axis=(-2, -1))
     # matched-filter (optimal) integrated SNR of the noiseless arc against sky noise

@@ -34,6 +34,8 @@ def test_scores_real_dr10_cutouts_with_the_models_preprocessing(trained, cutouts
     assert table["score"].between(0, 1).all() and table["probability"].between(0, 1).all()
     # at a 1e-3 prevalence, a probability can only go down
     assert (table["probability_at_prevalence_0.001"] < table["probability"]).all()
+    # every fixture is a lenscat candidate: the cross-match names it
+    assert table["known_lens_name"].str.startswith("DESI-").all() and (table["known_lens_sep_arcsec"] < 0.5).all()
 
 
 def test_scores_paired_parquet_rows(trained, paired_dir):

@@ -1,0 +1,64 @@
+"""The plan's Q7, by measurement: what does a model that reads a control stamp get on a real galaxy?
+
+A real survey galaxy has no arc-free control. The two candidates for channels 3-5 are the galaxy's
+own image duplicated, or a median LRG template (the per-pixel median of the train split's controls,
+preprocessed). The test split is scored with each in place of the true control; the AUROCs say what
+a deployment of a 6-channel model would actually get.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from halo_core.metrics import auroc
+from halo_core.samples import CONTROL, SampleSet
+from halo_core.shards import SplitShards
+
+SUBSTITUTES = ("true_control", "duplicated_image", "median_template")
+TEMPLATE_ROWS = 2000  # train controls in the median: a smooth template at the cost of a few MB
+
+
+def median_template(train: SplitShards, seed: int = 0) -> np.ndarray:
+    """(3, 64, 64) per-pixel median of (up to TEMPLATE_ROWS distinct) preprocessed train controls."""
+    rows = np.arange(len(train))
+    if len(rows) > TEMPLATE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, TEMPLATE_ROWS, replace=False))
+    return np.median(np.asarray(train.pairs[rows, CONTROL], np.float32), axis=0)
+
+
+@torch.no_grad()
+def substitute_scores(model: torch.nn.Module, shards: SplitShards, samples: SampleSet, template: np.ndarray,
+                      batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Logits of every 6-channel sample with each substitute as channels 3-5 (no augmentation)."""
+    model.eval()
+    out = {name: np.empty(len(samples), np.float64) for name in SUBSTITUTES}
+    for start in range(0, len(samples), batch_size):
+        idx = slice(start, start + batch_size)
+        rows, slots = samples.rows[idx], samples.slots[idx]
+        first = np.asarray(shards.pairs[rows, slots], np.float32)
+        seconds = {"true_control": np.asarray(shards.pairs[rows, CONTROL], np.float32), "duplicated_image": first,
+                   "median_template": np.broadcast_to(template, first.shape)}
+        for name, second in seconds.items():
+            x = torch.from_numpy(np.concatenate([first, second], axis=1)).to(device)
+            out[name][idx] = model(x).squeeze(1).float().cpu().numpy()
+    return out
+
+
+def control_substitutes(model, shards: SplitShards, samples: SampleSet, train: SplitShards, batch_size: int,
+                        device: torch.device, seed: int = 0) -> dict:
+    """Test AUROC with the true control, the image duplicated, and the median train template."""
+    logits = substitute_scores(model, shards, samples, median_template(train, seed), batch_size, device)
+    labels = samples.labels.astype(int)
+    return {"n": len(labels), "n_positives": int(labels.sum()), "template_rows": min(len(train), TEMPLATE_ROWS),
+            "auroc": {name: auroc(labels, s) for name, s in logits.items()}}
+
+
+def substitutes_html(result: dict | None) -> str:
+    if not result:
+        return ""
+    a = result["auroc"]
+    return (f"<h2>Without a control (the plan's Q7)</h2><p>Test AUROC (n={result['n']}) with the true control "
+            f"{a['true_control']:.4f}; with the image duplicated {a['duplicated_image']:.4f}; with a median LRG "
+            f"template of {result['template_rows']} train controls {a['median_template']:.4f}. A real galaxy "
+            "only ever offers the last two.</p>")

@@ -1,0 +1,316 @@
+"""Real galaxies in the loop: validation on real lenses and non-lenses, and the realism gate (DESIGN §8, §9).
+
+- Operating thresholds come from the synthetic test split (the evaluation report's TPR-at-FPR rows,
+  calibrated probabilities): FPR 1e-2 by default (``real_validation.operating_fpr``), the others
+  reported where the test split can measure them. Each result says which threshold it used.
+- Recall on the real lenses with Wilson 95 % intervals; FPR on the real non-lenses; the purity
+  those imply at the deployment prevalence; both score distributions; galleries of the missed lenses
+  and of the highest-scored non-lenses. Every galaxy is cross-matched to lenscat.
+- Realism gate: a cross-validated linear probe on the model's penultimate-layer features, injected
+  lenses (the test split's) against real lenses. An AUC near 0.5 says the injections look real to the
+  model; near 1, injection-based completeness is a lower bound, not an estimate. Below
+  ``min_real_lenses`` the AUC is reported as indicative only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import rankdata
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from halo_core import uris
+from halo_core.calibration import Calibration
+from halo_core.checkpoint import load_model, model_spec
+from halo_core.errors import ContractError
+from halo_core.injection import RealCutout, read_cutouts
+from halo_core.known_lenses import crossmatch
+from halo_core.metrics import auroc, precision_at_prevalence, wilson_interval
+from halo_core.preprocess import preprocess
+from halo_core.samples import STAMP, SampleSet
+from halo_core.shards import SplitShards
+from halo_core.splits import lrg_ids
+from halo_core.stamps import STAMP_SIZE
+
+log = logging.getLogger(__name__)
+
+VALIDATION_JSON, VALIDATION_HTML = "validation.json", "validation.html"
+PURITY_TARGET = 0.75  # the plan's target for sim-to-real purity
+GALLERY_SIZE = 8
+MAX_INJECTED = 1000  # injected lenses in the probe: enough for the AUC's injected side, seconds of CPU
+BOOTSTRAP = 1000
+STANDIN_LABEL = "STAND-IN non-lenses (outer sky of the lens cutouts), not real non-lens galaxies"
+
+
+@torch.no_grad()
+def logits_and_features(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and penultimate-layer features (the input of the final linear layer) of model inputs ``x``."""
+    model.eval()
+    device = next(model.parameters()).device
+    captured = []
+    handle = model.fc.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].float()))
+    try:
+        logits = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], np.float32)).to(device)).squeeze(1)
+                  for i in range(0, len(x), batch_size)]
+    finally:
+        handle.remove()
+    if not logits:
+        return np.zeros(0), np.zeros((0, model.fc.in_features))
+    return torch.cat(logits).double().cpu().numpy(), torch.cat(captured).double().cpu().numpy()
+
+
+def sky_standins(cutouts: list[RealCutout]) -> list[RealCutout]:
+    """Labelled stand-ins for the non-lens path when no real non-lenses exist: per cutout, 64x64
+    mosaics of its four 32x32 corner blocks (sky and neighbours at >= 7" from the LRG, no central
+    galaxy), in four arrangements. They exercise the mechanics; an FPR measured on them is not the FPR
+    on real galaxies, and every report that uses them says so."""
+    half = STAMP_SIZE // 2
+    out = []
+    for c in cutouts:
+        h, w = c.cutout.shape[:2]
+        corners = [c.cutout[top:top + half, left:left + half]
+                   for top, left in ((0, 0), (0, w - half), (h - half, w - half), (h - half, 0))]
+        for k in range(4):
+            a, b, d, e = corners[k:] + corners[:k]
+            mosaic = np.concatenate([np.concatenate([a, b], axis=1), np.concatenate([e, d], axis=1)], axis=0)
+            out.append(RealCutout(f"{c.galaxy_id}_sky{k}", c.cutout, mosaic.transpose(2, 0, 1).astype(np.float32),
+                                  # a mosaic of four sky patches has no one position: it matches no catalogue
+                                  {**c.meta, "ra": math.nan, "dec": math.nan, "standin": True},
+                                  f"{c.source} [corner mosaic {k}]"))
+    return out
+
+
+def _operating_thresholds(tpr_at_fpr: list[dict], operating_fpr: float) -> list[dict]:
+    """The synthetic test split's thresholds at FPR 1e-2, 1e-3, 1e-4, the configured one marked."""
+    return [{"fpr": p["fpr"], "threshold": p["threshold"], "measurable": p["measurable"],
+             "synthetic_tpr": p["tpr"], "n_synthetic_negatives": p["n_distinct_negatives"],
+             "operating": math.isclose(p["fpr"], operating_fpr)} for p in tpr_at_fpr]
+
+
+def _rate(hits: np.ndarray) -> dict:
+    n, k = int(len(hits)), int(hits.sum())
+    return {"n": n, "k": k, "rate": k / n if n else None, "ci95": list(wilson_interval(k, n))}
+
+
+def _table(cutouts: list[RealCutout], probs: np.ndarray, radius: float) -> pd.DataFrame:
+    table = pd.DataFrame({"galaxy_id": [c.galaxy_id for c in cutouts], "source": [c.source for c in cutouts],
+                          "ra": [float(c.meta["ra"]) for c in cutouts], "dec": [float(c.meta["dec"]) for c in cutouts],
+                          "probability": probs})
+    return pd.concat([table, crossmatch(table["ra"], table["dec"], radius)], axis=1)
+
+
+def realism_probe(injected: np.ndarray, injected_groups: np.ndarray, real: np.ndarray, real_groups: np.ndarray, *,
+                  folds: int, min_real: int, max_auc: float, seed: int = 0) -> dict:
+    """Cross-validated logistic regression on penultimate features, injected (0) vs real (1) lenses,
+    folds disjoint by galaxy; AUC with a bootstrap 95 % interval over the out-of-fold scores."""
+    n_real, n_inj = len(real), len(injected)
+    result = {"n_injected": n_inj, "n_real": n_real, "min_real_lenses": min_real, "max_auc": max_auc,
+              "folds": folds, "auc": None, "ci95": [None, None], "measurable": n_real >= min_real}
+    # every fold needs both classes in training: no more folds than galaxies of either class
+    k = min(folds, len(set(map(str, injected_groups))), len(set(map(str, real_groups))))
+    if k < 2:
+        return {**result, "status": f"not computed: {n_real} real and {n_inj} injected lenses "
+                                    f"({k} galaxy-disjoint fold(s) possible, 2 needed)"}
+    x = np.concatenate([injected, real])
+    y = np.concatenate([np.zeros(n_inj, int), np.ones(n_real, int)])
+    groups = np.concatenate([np.asarray(injected_groups, str), np.char.add("real:", np.asarray(real_groups, str))])
+    scores = np.empty(len(y))
+    for train, test in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y, groups):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        scores[test] = probe.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
+    value = auroc(y, scores)
+    lo, hi = _bootstrap_auc_interval(scores[y == 1], scores[y == 0], seed)
+    status = ("measured" if result["measurable"] else
+              f"not measurable: {n_real} real lenses < {min_real}; the AUC is indicative only")
+    return {**result, "auc": value, "ci95": [float(lo), float(hi)], "folds": k, "status": status,
+            "passed": bool(value <= max_auc)}
+
+
+def _bootstrap_auc_interval(pos: np.ndarray, neg: np.ndarray, seed: int) -> tuple[float, float]:
+    """95 % percentile interval of the AUC over BOOTSTRAP class-stratified resamples, all at once:
+    AUC = (rank sum of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg), ties averaged."""
+    rng = np.random.default_rng(seed)
+    resampled = np.concatenate([rng.choice(pos, (BOOTSTRAP, len(pos))), rng.choice(neg, (BOOTSTRAP, len(neg)))], axis=1)
+    ranks = rankdata(resampled, axis=1)[:, :len(pos)].sum(axis=1)
+    aucs = (ranks - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def injected_lens_features(model, shards: SplitShards, samples: SampleSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features of (up to MAX_INJECTED) injected lenses of a split, and their LRG ids."""
+    pos = np.flatnonzero((samples.labels == 1) & (samples.slots == STAMP))
+    if len(pos) > MAX_INJECTED:
+        pos = np.sort(np.random.default_rng(seed).choice(pos, MAX_INJECTED, replace=False))
+    rows = samples.rows[pos]
+    _, features = logits_and_features(model, np.asarray(shards.pairs[rows, STAMP], np.float32))
+    return features, lrg_ids(shards.meta.iloc[rows]).to_numpy()
+
+
+def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet) -> dict:
+    """The realism probe of the evaluation report: test-split injected lenses vs the configured real
+    lenses; ``configured: False`` when there are none."""
+    rv = cfg.real_validation
+    if not rv.lenses_path:
+        return {"configured": False, "status": "skipped: real_validation.lenses_path is not set"}
+    if samples.with_control:
+        return {"configured": True, "status": "skipped: a 6-channel model cannot read a real galaxy (no control)"}
+    lenses = read_cutouts(rv.lenses_path)
+    _, real = logits_and_features(model, preprocess(np.stack([c.control for c in lenses]), spec))
+    injected, groups = injected_lens_features(model, shards, samples, cfg.seed)
+    return {"configured": True, "lenses_path": rv.lenses_path,
+            **realism_probe(injected, groups, real, [c.galaxy_id for c in lenses], folds=rv.realism_folds,
+                            min_real=rv.min_real_lenses, max_auc=rv.max_realism_auc, seed=cfg.seed)}
+
+
+def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[dict], lenses_path: str,
+                  nonlenses_path: str, out_dir: str, *, operating_fpr: float, prevalence: float,
+                  radius_arcsec: float, realism: dict | None = None) -> dict:
+    """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
+    validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``."""
+    from halo_core.report import gallery_png  # matplotlib only when writing a report
+
+    model, sidecar = load_model(model_path)
+    if sidecar["needs_control"]:
+        raise ContractError(f"{model_path}: a 6-channel model needs a control stamp; real galaxies have none")
+    spec = model_spec(sidecar)
+    thresholds = _operating_thresholds(tpr_at_fpr, operating_fpr)
+    lenses = read_cutouts(lenses_path)
+    standin = not nonlenses_path
+    nonlenses = sky_standins(lenses) if standin else read_cutouts(nonlenses_path)
+    groups = {}
+    for name, cutouts in (("lenses", lenses), ("nonlenses", nonlenses)):
+        x = preprocess(np.stack([c.control for c in cutouts]), spec)
+        logits, _ = logits_and_features(model, np.nan_to_num(x))
+        groups[name] = (cutouts, x, calibration.probability(logits))
+    points = []
+    for t in thresholds:
+        if not t["measurable"]:
+            points.append({**t, "recall": None, "fpr_real": None})
+            continue
+        recall = _rate(groups["lenses"][2] >= t["threshold"])
+        fpr_real = _rate(groups["nonlenses"][2] >= t["threshold"])
+        purity_nominal = precision_at_prevalence(recall["rate"], t["fpr"], prevalence)
+        # no false positive among n bounds the FPR by its Wilson upper limit, not by 0 (purity 1)
+        fpr_for_purity = fpr_real["ci95"][1] if fpr_real["k"] == 0 else fpr_real["rate"]
+        points.append({**t, "recall": recall, "fpr_real": fpr_real,
+                       "purity_at_synthetic_fpr": purity_nominal,
+                       "purity_at_real_fpr": precision_at_prevalence(recall["rate"], fpr_for_purity, prevalence)})
+    operating = next(p for p in points if p["operating"])
+    if not operating["measurable"]:
+        log.warning("operating FPR %g is not measurable on the synthetic test split (%d distinct negatives): "
+                    "recall and FPR on real galaxies are reported as not measurable", operating_fpr,
+                    operating["n_synthetic_negatives"])
+    tables = {name: _table(c, p, radius_arcsec) for name, (c, _, p) in groups.items()}
+    scores = pd.concat([t.assign(label=name) for name, t in tables.items()], ignore_index=True)
+    uris.atomic_write_bytes(uris.join(out_dir, "scores.csv"), scores.to_csv(index=False).encode())
+
+    def gallery_row(name: str, order: np.ndarray) -> list:
+        cutouts, x, probs = groups[name]
+        return [(x[i], f"p={probs[i]:.3f}\n{cutouts[i].galaxy_id}") for i in order[:GALLERY_SIZE]]
+
+    lens_probs, non_probs = groups["lenses"][2], groups["nonlenses"][2]
+    # without a measurable threshold the gallery shows the lowest-scored lenses
+    missed = np.flatnonzero(lens_probs < (operating["threshold"] if operating["measurable"] else np.inf))
+    plots = {"scores": _score_histogram(lens_probs, non_probs, thresholds, standin),
+             "missed_lenses": gallery_png([gallery_row("lenses", missed[np.argsort(lens_probs[missed])])]),
+             "top_nonlenses": gallery_png([gallery_row("nonlenses", np.argsort(-non_probs, kind="stable"))])}
+    report = {
+        "model": model_path, "lenses_path": lenses_path,
+        "nonlenses_path": nonlenses_path or None, "nonlenses_are_standins": standin,
+        "nonlenses_label": STANDIN_LABEL if standin else "real non-lenses",
+        "n_lenses": len(lenses), "n_nonlenses": len(nonlenses),
+        "operating_fpr": operating_fpr, "operating_threshold": operating["threshold"],
+        "operating_measurable": operating["measurable"],
+        "threshold_source": "synthetic test split, calibrated probability at the nominal FPR",
+        "prevalence": prevalence, "purity_target": PURITY_TARGET,
+        "operating_points": points,
+        "known_lens_radius_arcsec": radius_arcsec,
+        "known_lens_matches": {n: int(t["known_lens_name"].notna().sum()) for n, t in tables.items()},
+        "scores": {n: t[["galaxy_id", "probability", "known_lens_name", "known_lens_grading"]].to_dict("records")
+                   for n, t in tables.items()},
+        "realism_probe": realism or {"configured": False, "status": "not computed"},
+        "plots": {name: f"plots/{name}.png" for name in plots},
+    }
+    for name, png in plots.items():
+        uris.atomic_write_bytes(uris.join(out_dir, report["plots"][name]), png)
+    uris.atomic_write_json(uris.join(out_dir, VALIDATION_JSON), report)
+    uris.atomic_write_bytes(uris.join(out_dir, VALIDATION_HTML), render_html(report, plots).encode())
+    return report
+
+
+def _score_histogram(lens: np.ndarray, non: np.ndarray, thresholds: list[dict], standin: bool) -> bytes:
+    import matplotlib.pyplot as plt
+
+    from halo_core.report import _png
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    bins = np.linspace(0, 1, 26)
+    ax.hist(non, bins=bins, alpha=0.6, label=f"{'stand-in ' if standin else ''}non-lenses (n={len(non)})")
+    ax.hist(lens, bins=bins, alpha=0.6, label=f"real lenses (n={len(lens)})")
+    for t in thresholds:
+        if t["measurable"]:
+            ax.axvline(t["threshold"], ls="--" if t["operating"] else ":", color="k", lw=1)
+            ax.text(t["threshold"], ax.get_ylim()[1] * 0.9, f" FPR {t['fpr']:g}", fontsize=7)
+    ax.set(xlabel="calibrated lens probability", ylabel="galaxies", yscale="log", title="real-galaxy scores")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _ci(rate: dict | None) -> str:
+    if not rate:
+        return "not measurable"
+    return f"{rate['rate']:.3f} [{rate['ci95'][0]:.3f}, {rate['ci95'][1]:.3f}] ({rate['k']}/{rate['n']})"
+
+
+def realism_html(probe: dict) -> str:
+    """The realism probe as an HTML section (shared by the evaluation and validation reports)."""
+    if probe.get("auc") is None:
+        return f"<h2>Injection realism</h2><p>{probe.get('status', 'not computed')}</p>"
+    lo, hi = probe["ci95"]
+    if not probe["measurable"]:
+        verdict = f"indicative only: fewer than {probe['min_real_lenses']} real lenses"
+    elif not probe["passed"]:
+        verdict = f"above {probe['max_auc']:g}: injection-based completeness is a LOWER BOUND, not an estimate"
+    else:
+        verdict = f"at most {probe['max_auc']:g}: the model does not tell the injections from real lenses"
+    return (f"<h2>Injection realism</h2><p>Linear probe on the model's penultimate features, injected lenses "
+            f"(n={probe['n_injected']}) vs real lenses (n={probe['n_real']}), {probe['folds']}-fold, folds "
+            f"disjoint by galaxy: AUC <b>{probe['auc']:.3f}</b> [bootstrap 95 %: {lo:.3f}, {hi:.3f}]; "
+            f"{verdict}. Status: {probe['status']}.</p>")
+
+
+def render_html(report: dict, plots: dict[str, bytes]) -> str:
+    import html
+
+    from halo_core.report import _img
+
+    rows = "".join(
+        f"<tr><td>{p['fpr']:g}{' (operating)' if p['operating'] else ''}</td>"
+        f"<td>{'not measurable' if p['threshold'] is None else format(p['threshold'], '.4f')}</td>"
+        f"<td>{_ci(p['recall'])}</td><td>{_ci(p['fpr_real'])}</td>"
+        f"<td>{'n/a' if p.get('purity_at_synthetic_fpr') is None else format(p['purity_at_synthetic_fpr'], '.3f')}</td>"
+        f"<td>{'n/a' if p.get('purity_at_real_fpr') is None else format(p['purity_at_real_fpr'], '.3f')}</td></tr>"
+        for p in report["operating_points"])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>halo real-galaxy validation</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
+img{{max-width:100%}}</style></head><body><h1>halo real-galaxy validation</h1>
+<p>Model {html.escape(report['model'])}; {report['n_lenses']} real lenses from {html.escape(report['lenses_path'])};
+{report['n_nonlenses']} {html.escape(report['nonlenses_label'])}.
+Thresholds: {html.escape(report['threshold_source'])}; operating FPR {report['operating_fpr']:g}.
+Purity at prevalence {report['prevalence']:g} (target &gt; {report['purity_target']:g}).</p>
+<table><tr><th>FPR (synthetic)</th><th>threshold</th><th>recall on real lenses [Wilson 95 %]</th>
+<th>FPR on non-lenses [Wilson 95 %]</th><th>purity at synthetic FPR</th><th>purity at real FPR</th></tr>{rows}</table>
+<p>Known lenses (lenscat, within {report['known_lens_radius_arcsec']:g}"): {report['known_lens_matches']}.</p>
+{_img(plots['scores'], 'score distributions')}
+<h2>Missed real lenses (below the operating threshold)</h2>{_img(plots['missed_lenses'], 'missed lenses')}
+<h2>Highest-scored non-lenses</h2>{_img(plots['top_nonlenses'], 'top non-lenses')}
+{realism_html(report['realism_probe'])}
+</body></html>"""

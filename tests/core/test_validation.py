@@ -1,0 +1,112 @@
+"""Real-galaxy validation, the realism probe and the plan's Q7 substitutes, on the smoke model and the
+six real DR10 fixtures (lens candidates, n = 6: mechanics, not science)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from halo_core.calibration import Calibration
+from halo_core.checkpoint import load_model
+from halo_core.cli import main
+from halo_core.control_substitutes import median_template, substitute_scores
+from halo_core.metrics import wilson_interval
+from halo_core.model import build_model
+from halo_core.samples import SampleSet, build_samples
+from halo_core.scoring import score
+from halo_core.shards import open_split
+from halo_core.train import predict_logits
+from halo_core.validation import (
+    STANDIN_LABEL, VALIDATION_HTML, VALIDATION_JSON, logits_and_features, realism_probe, validate_real,
+)
+
+REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
+CAL = Calibration(a=0.8, b=-0.3, train_prevalence=0.5, n_fit=100)
+
+
+@pytest.fixture(scope="module")
+def lenses():
+    if not sorted(REAL_CUTOUTS.glob("*.npz")):
+        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
+    return str(REAL_CUTOUTS)
+
+
+def _points(threshold: float) -> list[dict]:
+    """Synthetic-test operating points: FPR 1e-2 measurable at ``threshold``, the others not."""
+    return [{"fpr": f, "tpr": 0.9 if f == 1e-2 else None, "threshold": threshold if f == 1e-2 else None,
+             "measurable": f == 1e-2, "n_negatives": 500, "n_distinct_negatives": 500} for f in (1e-2, 1e-3, 1e-4)]
+
+
+def test_features_are_the_input_of_the_final_layer(trained):
+    model, _ = load_model(trained.model_path)
+    x = np.random.default_rng(0).normal(size=(5, 3, 64, 64)).astype(np.float32)
+    logits, features = logits_and_features(model, x, batch_size=2)
+    assert features.shape == (5, 512)
+    with torch.no_grad():
+        assert np.allclose(logits, model(torch.from_numpy(x)).squeeze(1).numpy(), atol=1e-5)
+        assert np.allclose(model.fc(torch.from_numpy(features).float()).squeeze(1).numpy(), logits, atol=1e-5)
+
+
+def test_realism_probe_separates_unlike_features_and_not_like_ones():
+    rng = np.random.default_rng(0)
+    injected, groups = rng.normal(size=(200, 16)), np.repeat(np.arange(50), 4).astype(str)
+    unlike = realism_probe(injected, groups, rng.normal(2.0, 1.0, (6, 16)), np.arange(6), folds=5, min_real=20,
+                           max_auc=0.9)
+    assert unlike["auc"] > 0.95 and not unlike["passed"] and not unlike["measurable"]
+    assert "not measurable" in unlike["status"] and unlike["n_real"] == 6 and unlike["ci95"][0] > 0.9
+    like = realism_probe(injected, groups, rng.normal(size=(60, 16)), np.arange(60), folds=5, min_real=20,
+                         max_auc=0.9)
+    assert like["measurable"] and like["passed"] and like["auc"] < 0.75 and like["ci95"][1] < unlike["ci95"][0]
+
+
+def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, lenses, tmp_path):
+    probs = score(trained.model_path, sorted(str(p) for p in Path(lenses).glob("*.npz")), calibration=CAL)
+    threshold = float(np.median(probs["probability"]))  # splits the six, so the count is not trivial
+    report = validate_real(trained.model_path, CAL, _points(threshold), lenses, "", str(tmp_path), operating_fpr=1e-2,
+                           prevalence=1e-3, radius_arcsec=2.0)
+    operating = next(p for p in report["operating_points"] if p["operating"])
+    k = int((probs["probability"] >= threshold).sum())
+    assert operating["recall"]["n"] == 6 and operating["recall"]["k"] == k
+    assert operating["recall"]["ci95"] == list(wilson_interval(k, 6))
+    assert [p["recall"] for p in report["operating_points"][1:]] == [None, None]  # not measurable: not made up
+    # no real non-lenses here: the labelled sky stand-ins, four per cutout
+    assert report["nonlenses_are_standins"] and report["nonlenses_label"] == STANDIN_LABEL
+    assert operating["fpr_real"]["n"] == 24 and report["known_lens_matches"] == {"lenses": 6, "nonlenses": 0}
+    saved = json.loads((tmp_path / VALIDATION_JSON).read_text())
+    assert saved["operating_threshold"] == threshold and STANDIN_LABEL in (tmp_path / VALIDATION_HTML).read_text()
+    assert all((tmp_path / p).stat().st_size > 1000 for p in saved["plots"].values())
+
+
+def test_halo_validate_takes_thresholds_from_a_report(trained, lenses, tmp_path, capsys):
+    (tmp_path / "report.json").write_text(json.dumps({"metrics": {"tpr_at_fpr": _points(0.5)}}))
+    (tmp_path / "cal.json").write_text(json.dumps(CAL.to_dict()))
+    assert main(["validate", "--preset", "smoke", "--model", trained.model_path, "--lenses", lenses,
+                 "--report", str(tmp_path / "report.json"), "--calibration", str(tmp_path / "cal.json"),
+                 "--out", str(tmp_path / "v")]) == 0
+    out = capsys.readouterr().out
+    assert "6 real lenses, 24 STAND-IN" in out and "FPR 0.01 (operating): threshold 0.5000" in out
+    assert "FPR 0.001: not measurable" in out and (tmp_path / "v" / VALIDATION_HTML).is_file()
+    # without test metrics anywhere there is no threshold to use: a clear error, exit 2
+    assert main(["validate", "--model", trained.model_path, "--lenses", lenses, "--out", str(tmp_path / "w")]) == 2
+
+
+def test_q7_substitutes_score_the_test_split_without_the_true_control(filtered_dir):
+    torch.manual_seed(0)
+    model = build_model("resnet18", 6).eval()
+    test, train = open_split(filtered_dir, "test"), open_split(filtered_dir, "train")
+    every = build_samples(test.meta, "paired_6ch", 0)
+    keep = np.r_[0:12, len(every) - 12:len(every)]  # 12 lenses (stamp, ctrl) and 12 non-lenses (ctrl, ctrl)
+    samples = SampleSet(every.rows[keep], every.slots[keep], every.labels[keep], True)
+    template = median_template(train)
+    assert template.shape == (3, 64, 64)
+    logits = substitute_scores(model, test, samples, template, 16, torch.device("cpu"))
+    reference = predict_logits(model, test, samples, 16, torch.device("cpu"), channels_last=False)
+    assert np.allclose(logits["true_control"], reference, atol=1e-4)
+    neg = samples.labels == 0  # (ctrl, ctrl): duplicating the image is the true control for a negative
+    assert np.allclose(logits["duplicated_image"][neg], logits["true_control"][neg], atol=1e-5)
+    assert not np.allclose(logits["duplicated_image"][~neg], logits["true_control"][~neg], atol=1e-3)
+    assert not np.allclose(logits["median_template"], logits["true_control"], atol=1e-3)
