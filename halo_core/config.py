@@ -143,6 +143,9 @@ class HaloConfig(_Strict):
     # benchmarks.trainer_overhead); workers restart every epoch, and in 10-step epochs 8 of them were
     # slower (26k). On real-size epochs on a GPU node, try 8.
     num_workers: int = Field(0, ge=0)
+    # filtered_dataset decodes and preprocesses its files in parallel Ray tasks (local Ray on the step's
+    # cores, or HALO_RAY_ADDRESS); the shards are byte-identical to the single-process build
+    filter_on_ray: bool = True
     nproc_per_node: int = Field(1, ge=1)  # >1: the trained_model asset runs the trainer under torchrun (DDP)
     channels_last: bool = True  # faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path
     compile_model: bool = False  # torch.compile the training forward/backward (GPU runs; minutes to compile)
@@ -181,7 +184,9 @@ class HaloConfig(_Strict):
         return _hash(self.model_dump(mode="json", exclude=EVALUATION_ONLY_KEYS))
 
 
-EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration"}
+EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration",
+                        # where the filter runs and what is scored after training never change the weights
+                        "filter_on_ray", "score_path", "catalog", "selection_function"}
 
 
 def _hash(data: dict) -> str:
