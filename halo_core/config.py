@@ -98,6 +98,30 @@ class GoNoGoConfig(_Strict):
     max_core_to_arc_occlusion_drop: float = 0.5
 
 
+class CatalogConfig(_Strict):
+    """The candidate catalogue (asset `candidate_catalog`, `halo catalog`) and its checks."""
+
+    batch_size: int = Field(256, ge=1)  # cutouts per model call in a scoring actor
+    gallery_top_n: int = Field(50, ge=1, le=10_000)
+    # WARN when the share above the operating threshold is more than this factor off the share the
+    # deployment prevalence predicts (prevalence x TPR + (1 - prevalence) x FPR), either way
+    max_share_above_ratio: float = Field(3.0, gt=1)
+    max_binary_score_frac: float = Field(0.5, ge=0, le=1)  # scores at exactly 0 or 1: a saturated model
+    max_refused_frac: float = Field(0.05, ge=0, le=1)
+
+
+class SelectionFunctionConfig(_Strict):
+    """Injection-recovery grid of the selection function: every combination of the axes is a cell.
+    The default is the embedded demo's small grid (24 cells, ~1 min on 2 cores with Ray's start)."""
+
+    theta_e_arcsec: tuple[float, ...] = Field((0.75, 1.25, 2.0), min_length=1)
+    psf_fwhm_arcsec: tuple[float, ...] = Field((1.1, 1.5), min_length=1)  # r band; g and z scale with it
+    psfdepth_r_mag: tuple[float, ...] = Field((24.3, 24.9), min_length=1)  # 5-sigma point-source depth
+    source_r_mag: tuple[float, ...] = Field((21.0, 22.5), min_length=1)  # unlensed source
+    injections_per_cell: int = Field(20, ge=1)
+    seed: int = 0
+
+
 class HaloConfig(_Strict):
     """Everything one training run needs; field names follow the Gen5-Prime plan where it has one."""
 
@@ -106,6 +130,8 @@ class HaloConfig(_Strict):
     input_channels: Literal[3, 6] = 3
     # data
     train_path: str = ""  # paired dataset URI with {train,val,test}; empty = synthesize the embedded one
+    # real cutouts the candidate catalogue scores (parquet with stamp_npz / npz folders, local or S3)
+    score_path: str = ""
     input_keys: tuple[str, str, str] = ("image_g", "image_r", "image_z")
     exclude_bricks: tuple[str, ...] = ("0460m800", "3252p267")
     quality_cuts: QualityCutsConfig = QualityCutsConfig()
@@ -156,6 +182,11 @@ class HaloConfig(_Strict):
     calibration: Literal["platt", "temperature"] = "platt"
     gates: GatesConfig = GatesConfig()
     go_no_go: GoNoGoConfig = GoNoGoConfig()
+    # the operating threshold (DESIGN §9): the calibrated probability at this FPR on the synthetic test
+    # split, used by the candidate catalogue and the selection function
+    operating_fpr: Literal[1e-2, 1e-3, 1e-4] = 1e-2
+    catalog: CatalogConfig = CatalogConfig()
+    selection_function: SelectionFunctionConfig = SelectionFunctionConfig()
 
     @model_validator(mode="after")
     def _channels_match_samples(self) -> "HaloConfig":
@@ -186,7 +217,7 @@ class HaloConfig(_Strict):
 
 EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration",
                         # where the filter runs and what is scored after training never change the weights
-                        "filter_on_ray", "score_path", "catalog", "selection_function"}
+                        "filter_on_ray", "score_path", "operating_fpr", "catalog", "selection_function"}
 
 
 def _hash(data: dict) -> str:
