@@ -139,17 +139,17 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
     }
 
 
-def _png(fig) -> str:
+def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
-def plots(result: dict) -> dict[str, str]:
-    """Base64 PNGs: the marginal completeness curves with their Wilson intervals, and the heat map of
+def plots(result: dict) -> dict[str, bytes]:
+    """PNGs: the marginal completeness curves with their Wilson intervals, and the heat map of
     theta_E x source magnitude pooled over PSF and depth."""
     import matplotlib
 
@@ -184,9 +184,10 @@ def plots(result: dict) -> dict[str, str]:
     return {"marginals": curves, "heatmap": _png(fig)}
 
 
-def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, str]]:
+def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
-    images = plots(result)
+    pngs = plots(result)
+    images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
     uris.atomic_write_json(uris.join(out_dir, SELECTION_JSON), result)
     head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
     body = "".join(
@@ -204,4 +205,4 @@ at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % 
 <h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""
     uri = uris.join(out_dir, SELECTION_HTML)
     uris.atomic_write_bytes(uri, page.encode())
-    return uri, images
+    return uri, pngs
