@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 PRESET ?= demo
 
-.PHONY: help venv install demo test ui validate bench clean
+.PHONY: help venv install demo test ui validate bench bench-survey clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,9 @@ bench: install  ## throughput benchmarks, one JSON line each (a few minutes on 2
 	$(BIN)/python -m benchmarks.data_path
 	$(BIN)/python -m benchmarks.trainer_overhead
 	$(BIN)/python -m benchmarks.gpu_step
+
+bench-survey: install  ## Ray: catalogue scoring, streaming memory, filter, selection grid (~30 min on 2 cores)
+	$(BIN)/python -m benchmarks.survey
 
 clean:  ## remove local artifacts (keeps .venv)
 	rm -rf halo_data .dagster_home .pytest_cache
