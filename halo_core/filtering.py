@@ -156,7 +156,8 @@ def _filtered_sources(cfg, spec, source_uri: str, split: str, files: list[str], 
     import ray
 
     task = ray.remote(_filter_source)
-    window = 2 * int(ray.cluster_resources().get("CPU", 1))  # enough to keep every core busy, no more
+    # enough to keep every core busy, no more (an autoscaling cluster may start with no worker CPUs)
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 0)))
     pending = [task.remote(cfg, spec, source_uri, split, f, set()) for f in files[:window]]
     for i, source in enumerate(files):
         result = ray.get(pending.pop(0))
