@@ -133,6 +133,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cutouts", type=int, default=10_000)
     p.add_argument("--big", type=int, default=50_000, help="cutouts of the memory comparison (a multiple of --cutouts)")
+    p.add_argument("--memory-only", action="store_true", help="only the two 1-worker catalogue runs")
     args = p.parse_args(argv)
     emit(benchmark="machine", **machine())
     with tempfile.TemporaryDirectory(prefix="halo-bench-survey-") as tmp:
@@ -141,6 +142,10 @@ def main(argv=None) -> None:
         model = CatalogModel.from_checkpoint(path)
         files = cutouts(root, args.cutouts)
         n = _rows(files)
+        if args.memory_only:
+            catalogue(model, files, root / "cat1", 1, n, "1_worker")
+            _big(args, root, model, files, n, None)
+            return
 
         started = time.perf_counter()
         with PeakRss() as mem:
@@ -169,17 +174,21 @@ def main(argv=None) -> None:
         result = selection_function(load_preset("demo"), model)
         emit(benchmark="selection_function_default_grid", cells=len(result["cells"]), injections=result["n"],
              seconds=result["seconds"])
-        copies = max(1, args.big // n)
-        big = []
-        for c in range(copies):  # the same files again under other names: n * copies cutouts
-            for f in files:
-                big.append(str(root / "survey" / f"again{c}-{Path(f).name}"))
-                shutil.copy(f, big[-1])
-        rate = catalogue(model, big, root / "catbig", 1, n * copies, "1_worker_big")
-        per_core = max(one, rate)  # one scoring worker = one core (its reader shares the second)
-        emit(benchmark="catalog_projection", cutouts=10**7, cores=16, per_core_cutouts_per_s=round(per_core, 1),
-             assumed_scoring_workers=12, hours=round(10**7 / (per_core * 12) / 3600, 2),
-             note="pool_size leaves a quarter of the cores to the readers; linear scaling assumed")
+        _big(args, root, model, files, n, one)
+
+
+def _big(args, root: Path, model: CatalogModel, files: list[str], n: int, one: float | None) -> None:
+    copies = max(1, args.big // n)
+    big = []
+    for c in range(copies):  # the same files again under other names: n * copies cutouts
+        for f in files:
+            big.append(str(root / "survey" / f"again{c}-{Path(f).name}"))
+            shutil.copy(f, big[-1])
+    rate = catalogue(model, big, root / "catbig", 1, n * copies, "1_worker_big")
+    per_core = max(one or 0, rate)  # one scoring worker = one core (its reader shares the second)
+    emit(benchmark="catalog_projection", cutouts=10**7, cores=16, per_core_cutouts_per_s=round(per_core, 1),
+         assumed_scoring_workers=12, hours=round(10**7 / (per_core * 12) / 3600, 2),
+         note="pool_size leaves a quarter of the cores to the readers; linear scaling assumed")
 
 
 def _rows(files: list[str]) -> int:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 RAY_ADDRESS_ENV = "HALO_RAY_ADDRESS"
+LOCAL_OBJECT_STORE_BYTES = 1 << 30
 
 
 def step_cpus() -> int:
@@ -31,7 +32,10 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or step_cpus(), include_dashboard=False, log_to_driver=False)
+        # Ray Data streams within the object store's budget: a bounded store bounds the step's memory,
+        # whatever the input size (by default Ray takes 30 % of the RAM)
+        ray.init(num_cpus=num_cpus or step_cpus(), object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                 include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
