@@ -315,6 +315,12 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
 
 def _clear(out_dir: str, bricks: list[str] | None) -> None:
     """A rebuild replaces what it rewrites: the whole catalogue, or just its bricks' partitions."""
+    fs, path = uris.filesystem(out_dir)
+    if bricks is None and fs.exists(path):
+        foreign = [p for p in fs.ls(path, detail=False) if not Path(p).name.startswith(("brick=", "_"))]
+        if foreign:
+            raise ContractError(f"{out_dir}: holds {len(foreign)} entries that are not a catalogue's "
+                                f"(e.g. {foreign[0]}); give an empty or catalogue folder")
     targets = [out_dir] if bricks is None else [uris.join(out_dir, f"brick={b}") for b in bricks]
     for target in targets:
         fs, path = uris.filesystem(target)

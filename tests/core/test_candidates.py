@@ -74,3 +74,6 @@ def test_halo_catalog_cli(ray_local, promoted, paired_dir, tmp_path):
     gallery = (out / "_gallery" / "index.html").read_text()
     assert gallery.count("<tr class=\"candidate\"") == 3 and "data:image/png;base64," in gallery
     assert len(read_catalog(str(out))) == len(npz)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["catalog", "--model", promoted, "--out", str(tmp_path), *npz]) == 2  # never wipes a foreign folder
+    assert (tmp_path / "notes.txt").read_text() == "mine"
