@@ -10,7 +10,7 @@ FILES_PORT ?= 3001
 export HALO_ROOT ?= $(CURDIR)/halo_data
 export HALO_FILES_URL ?= http://127.0.0.1:$(FILES_PORT)
 
-.PHONY: help venv install demo test ui validate bench clean
+.PHONY: help venv install demo test ui validate bench bench-survey clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,9 @@ bench: install  ## throughput benchmarks, one JSON line each (a few minutes on 2
 	$(BIN)/python -m benchmarks.data_path
 	$(BIN)/python -m benchmarks.trainer_overhead
 	$(BIN)/python -m benchmarks.gpu_step
+
+bench-survey: install  ## Ray: catalogue scoring, streaming memory, filter, selection grid (~30 min on 2 cores)
+	$(BIN)/python -m benchmarks.survey
 
 clean:  ## remove local artifacts (keeps .venv)
 	rm -rf halo_data .dagster_home .pytest_cache

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from halo_assets import assets, real_data
+from halo_assets import assets, real_data, survey
 from halo_assets.checks import CONFIG_REVIEW_CHECKS, DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
 from halo_assets.jobs import executor_for, retrain_job_for, weekly_retrain
 from halo_assets.real_data import REAL_DATA_CHECKS
@@ -18,11 +18,11 @@ ALERT_URL = dg.EnvVar("HALO_ALERT_WEBHOOK") if os.environ.get("HALO_ALERT_WEBHOO
 EXECUTOR = executor_for(os.environ.get("HALO_EXECUTOR", "default"))
 
 defs = dg.Definitions(
-    assets=assets.versioned(dg.load_assets_from_modules([assets, real_data]), DEPLOYMENT.config()),
+    assets=assets.versioned(dg.load_assets_from_modules([assets, real_data, survey]), DEPLOYMENT.config()),
     asset_checks=[*DATA_CHECKS, *CONFIG_REVIEW_CHECKS, *TRAINING_CHECKS, *GO_NO_GO_CHECKS, *REAL_DATA_CHECKS],
-    jobs=[retrain_job_for(EXECUTOR)],
+    jobs=[retrain_job_for(EXECUTOR), survey.catalog_job],
     schedules=[weekly_retrain],
-    sensors=[new_data_sensor, register_profiles, halo_alerts],
+    sensors=[new_data_sensor, register_profiles, halo_alerts, survey.new_cutouts_sensor],
     resources={"halo": DEPLOYMENT, "alerts": AlertWebhook(url=ALERT_URL)},
     executor=EXECUTOR,
 )

@@ -33,9 +33,11 @@ def executor_for(name: str) -> dg.ExecutorDefinition | None:
 
 
 def retrain_job_for(executor: dg.ExecutorDefinition | None):
-    """Whole graph, checks included: a retrain re-reads the data, so every data check runs again. Under
+    """Whole graph, checks included: a retrain re-reads the data, so every data check runs again. The
+    brick-partitioned catalogue has its own job (survey.catalog_job), run per brick by its sensor. Under
     the k8s executor the run pod only orchestrates: a GPU request on it would hold a GPU for the run."""
-    return dg.define_asset_job(RETRAIN_JOB, selection=dg.AssetSelection.all(), executor_def=executor,
+    selection = dg.AssetSelection.all() - dg.AssetSelection.assets("candidate_catalog")
+    return dg.define_asset_job(RETRAIN_JOB, selection=selection, executor_def=executor,
                                tags=None if executor else GPU_RUN_TAGS)
 
 

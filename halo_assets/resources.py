@@ -42,8 +42,10 @@ class HaloSettings(dg.ConfigurableResource):
     _partition: str | None = PrivateAttr(None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # the run's partition key, read once here so every asset and check of the run resolves the same profile
-        self._partition = context.run.tags.get(PARTITION_TAG) if context.run else None
+        # the run's partition key, read once here so every asset and check of the run resolves the same
+        # profile; a key that is no registered profile (a brick of the catalogue) leaves this resource's own
+        key = context.run.tags.get(PARTITION_TAG) if context.run else None
+        self._partition = key if key and context.instance.has_dynamic_partition(PROFILES.name, key) else None
 
     @field_validator("preset")
     @classmethod

@@ -10,6 +10,7 @@
     halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
     halo inject   --preset demo --out data/injected cutouts/          arcs injected into real cutouts
     halo validate --model promoted_model/model.pt --lenses lenses/ --nonlenses nonlenses/ --out validation/
+    halo catalog  --model halo_data/recommended/promoted_model/model.pt --out catalog/ cutouts/ survey/*.parquet
     halo config   --preset gen5_prime                      print the resolved configuration
     halo config   --config my_plan.yaml --set epochs=5     a user's file (the plan's dict as it is) + overrides
     halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
@@ -215,6 +216,20 @@ def cmd_validate(cfg, args) -> int:
     return 0
 
 
+def cmd_catalog(args) -> None:
+    from halo_core.calibration import Calibration
+    from halo_core.candidates import CatalogModel, build_catalog, publish
+
+    calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
+    model = CatalogModel.from_checkpoint(args.model, calibration=calibration, prevalence=args.prevalence)
+    report = build_catalog(model, args.inputs, args.out, batch_size=args.batch_size, top_n=args.top)
+    _, gallery = publish(report, model)
+    print(f"{report.rows} cutouts in {len(report.bricks)} bricks: {report.scored} scored, refused "
+          f"{dict(report.refused) or 'none'}; {report.above_threshold} above the operating threshold "
+          f"{model.threshold if model.threshold is not None else '(not measured)'} ({report.seconds:.1f} s)")
+    print(f"catalogue: {args.out}  gallery: {gallery}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halo", description="Train, evaluate and gate a strong-lens finder.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -283,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="filtered dataset: run the realism probe against its test-split injections")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("catalog", help="score a survey's cutouts on Ray into a brick-partitioned parquet "
+                                       "catalogue with a gallery of the top candidates")
+    p.add_argument("--model", required=True, help="model.pt (a promoted model carries its calibration)")
+    p.add_argument("inputs", nargs="+", help=".npz cutouts, paired .parquet files, or folders of them (local or s3://)")
+    p.add_argument("--calibration", help="calibration.json, for a model without one in its card")
+    p.add_argument("--prevalence", type=float, help="deployment lens prevalence (default: the model's config)")
+    p.add_argument("--batch-size", type=int, default=256, help="cutouts per model call")
+    p.add_argument("--top", type=int, default=50, help="candidates in the gallery")
+    p.add_argument("--out", required=True, help="catalogue folder or s3:// URI (replaced)")
+    p.set_defaults(run=cmd_catalog, needs_config=False)
 
     p = sub.add_parser("evaluate", help="calibrate on val, evaluate on test, write report.json/.html")
     config_args(p)

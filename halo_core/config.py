@@ -177,6 +177,30 @@ class ChallengerConfig(_Strict):
     bootstrap_resamples: int = Field(200, ge=20, le=10000)  # paired resamples of the test split
 
 
+class CatalogConfig(_Strict):
+    """The candidate catalogue (asset `candidate_catalog`, `halo catalog`) and its checks."""
+
+    batch_size: int = Field(256, ge=1)  # cutouts per model call in a scoring actor
+    gallery_top_n: int = Field(50, ge=1, le=10_000)
+    # WARN when the share above the operating threshold is more than this factor off the share the
+    # deployment prevalence predicts (prevalence x TPR + (1 - prevalence) x FPR), either way
+    max_share_above_ratio: float = Field(3.0, gt=1)
+    max_binary_score_frac: float = Field(0.5, ge=0, le=1)  # scores at exactly 0 or 1: a saturated model
+    max_refused_frac: float = Field(0.05, ge=0, le=1)
+
+
+class SelectionFunctionConfig(_Strict):
+    """Injection-recovery grid of the selection function: every combination of the axes is a cell.
+    The default is the embedded demo's small grid (24 cells, ~1 min on 2 cores with Ray's start)."""
+
+    theta_e_arcsec: tuple[float, ...] = Field((0.75, 1.25, 2.0), min_length=1)
+    psf_fwhm_arcsec: tuple[float, ...] = Field((1.1, 1.5), min_length=1)  # r band; g and z scale with it
+    psfdepth_r_mag: tuple[float, ...] = Field((24.3, 24.9), min_length=1)  # 5-sigma point-source depth
+    source_r_mag: tuple[float, ...] = Field((21.0, 22.5), min_length=1)  # unlensed source
+    injections_per_cell: int = Field(20, ge=1)
+    seed: int = 0
+
+
 class HaloConfig(_Strict):
     """Everything one training run needs. Every key of the Gen5-Prime plan's dict, spelled as the plan
     spells it (``presets/gen5_prime.yaml``), plus halo's own additions under halo's names."""
@@ -197,6 +221,8 @@ class HaloConfig(_Strict):
     # synthesizing; the third paired_stamps mode (DESIGN §9)
     lrg_cutouts_path: str = ""
     injection: InjectionConfig = InjectionConfig()
+    # real cutouts the candidate catalogue scores (parquet with stamp_npz / npz folders, local or S3)
+    score_path: str = ""
     exclude_bricks: tuple[str, ...] = ("0460m800", "3252p267")
     quality_cuts: QualityCutsConfig = QualityCutsConfig()
     simulation: SimulationConfig = SimulationConfig()
@@ -238,6 +264,9 @@ class HaloConfig(_Strict):
     # benchmarks.trainer_overhead); workers restart every epoch, and in 10-step epochs 8 of them were
     # slower (26k). On real-size epochs on a GPU node, try 8.
     num_workers: int = Field(0, ge=0)
+    # filtered_dataset decodes and preprocesses its files in parallel Ray tasks (local Ray on the step's
+    # cores, or HALO_RAY_ADDRESS); the shards are byte-identical to the single-process build
+    filter_on_ray: bool = True
     nproc_per_node: int = Field(1, ge=1)  # >1: the trained_model asset runs the trainer under torchrun (DDP)
     channels_last: bool = True  # faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path
     compile_model: bool = False  # torch.compile the training forward/backward (GPU runs; minutes to compile)
@@ -253,6 +282,11 @@ class HaloConfig(_Strict):
     go_no_go: GoNoGoConfig = GoNoGoConfig()
     challenger: ChallengerConfig = ChallengerConfig()
     real_validation: RealValidationConfig = RealValidationConfig()
+    # the operating threshold (DESIGN §9): the calibrated probability at this FPR on the synthetic test
+    # split, used by the candidate catalogue and the selection function
+    operating_fpr: Literal[1e-2, 1e-3, 1e-4] = 1e-2
+    catalog: CatalogConfig = CatalogConfig()
+    selection_function: SelectionFunctionConfig = SelectionFunctionConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -369,6 +403,8 @@ NON_WEIGHT_KEYS = frozenset({
     "metrics", "diagnostic_metrics", "checkpoint_dir", "save_every_n_epochs", "log_to_wandb", "wandb_project",
     "wandb_run_name", "device", "num_workers", "channels_last", "compile_model", "deployment_prevalence",
     "calibration", "gates", "go_no_go", "challenger", "max_nonfinite_pixel_frac", "real_validation",
+    # where the filter runs and what is scored after training never change the weights
+    "filter_on_ray", "score_path", "operating_fpr", "catalog", "selection_function",
 })
 
 

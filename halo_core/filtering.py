@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,18 +115,70 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
     return stamps, controls, meta
 
 
-def build_filtered_dataset(cfg, source_uri: Source, out_dir: str) -> DatasetReport:
+def build_filtered_dataset(cfg, source_uri: Source, out_dir: str, *, on_ray: bool | None = None,
+                           num_cpus: int | None = None) -> DatasetReport:
     """Read the paired dataset at ``source_uri`` (a root, or split -> location) and write the filtered,
-    preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is complete)."""
+    preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is
+    complete); on Ray (``on_ray``, default ``cfg.filter_on_ray``) with ``num_cpus`` for a local Ray."""
+    from halo_core.ray_runtime import ray_session
+
     for location in [source_uri] if isinstance(source_uri, str) else source_uri.values():
         if uris.overlaps(location, out_dir):
             raise ContractError(f"--out {out_dir} is, contains or lies inside --data {location}; "
                                 "the filtered dataset needs a location of its own")
-    with uris.staged_directory(out_dir, MANIFEST_FILE) as out:
-        return _build(cfg, source_uri, out, out_dir)
+    on_ray = cfg.filter_on_ray if on_ray is None else on_ray
+    with uris.staged_directory(out_dir, MANIFEST_FILE) as out, ray_session(num_cpus) if on_ray else nullcontext():
+        return _build(cfg, source_uri, out, out_dir, on_ray)
 
 
-def _build(cfg, source_uri: Source, out: Path, out_dir: str) -> DatasetReport:
+def _filter_source(cfg, spec: PreprocessSpec, source_uri: Source, split: str, source: str, seen_ids: set[str]):
+    """One file, decoded, vetted and preprocessed chunk by chunk: (its report, its chunks, the task_ids
+    that reached the duplicate test). The only state it shares with other files is ``seen_ids``."""
+    report = FilterReport(split)
+    chunks, checked = [], []
+    for _, table in read_split(source_uri, split, [source]):
+        for offset in range(0, table.num_rows, CHUNK_ROWS):
+            part = table.slice(offset, CHUNK_ROWS)
+            quarantined = len(report.quarantined)
+            stamps, controls, meta = _filter_file(part, source, cfg, report, seen_ids)
+            checked += [q["task_id"] for q in report.quarantined[quarantined:]] + meta["task_id"].tolist()
+            if not stamps:
+                continue
+            stamps, controls = np.stack(stamps), np.stack(controls)
+            identical = (stamps == controls).all(axis=(1, 2, 3))
+            report.identical_pairs_kept += int(identical.sum())
+            report.identical_pairs_with_arc += int((identical & (meta["arc_snr"].to_numpy(float) > 0)).sum())
+            chunks.append((preprocess(stamps, spec), preprocess(controls, spec), meta))
+    return report, chunks, checked
+
+
+def _filtered_sources(cfg, spec, source_uri: Source, split: str, files: list[str], seen_ids: set[str], on_ray: bool):
+    """Yield _filter_source's result for each file in order. On Ray the files are
+    filtered in Ray tasks (a bounded window of them at a time), each with an empty ``seen_ids``; a file
+    whose task_ids meet an earlier file's is redone here with the real set, so every decision, count
+    and byte written is the single-process build's."""
+    if not on_ray:
+        for source in files:
+            yield source, _filter_source(cfg, spec, source_uri, split, source, seen_ids)
+        return
+    import ray
+
+    task = ray.remote(_filter_source)
+    # enough to keep every core busy, no more (an autoscaling cluster may start with no worker CPUs)
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 0)))
+    pending = [task.remote(cfg, spec, source_uri, split, f, set()) for f in files[:window]]
+    for i, source in enumerate(files):
+        result = ray.get(pending.pop(0))
+        if i + window < len(files):
+            pending.append(task.remote(cfg, spec, source_uri, split, files[i + window], set()))
+        if seen_ids.intersection(result[2]):
+            result = _filter_source(cfg, spec, source_uri, split, source, seen_ids)
+        else:
+            seen_ids.update(t for _, _, meta in result[1] for t in meta["task_id"])
+        yield source, result
+
+
+def _build(cfg, source_uri: Source, out: Path, out_dir: str, on_ray: bool) -> DatasetReport:
     start = time.perf_counter()
     spec = PreprocessSpec.from_config(cfg)
     files = split_files(source_uri)
@@ -138,17 +191,15 @@ def _build(cfg, source_uri: Source, out: Path, out_dir: str) -> DatasetReport:
     for split in SPLITS:
         report = FilterReport(split)
         writer = ShardWriter(out / split)
-        for source, table in read_split(source_uri, split, files[split]):
+        for source, (part, chunks, _) in _filtered_sources(cfg, spec, source_uri, split, files[split], seen_ids, on_ray):
             report.sources.append(source)
-            for offset in range(0, table.num_rows, CHUNK_ROWS):
-                stamps, controls, meta = _filter_file(table.slice(offset, CHUNK_ROWS), source, cfg, report, seen_ids)
-                if not stamps:
-                    continue
-                stamps, controls = np.stack(stamps), np.stack(controls)
-                identical = (stamps == controls).all(axis=(1, 2, 3))
-                report.identical_pairs_kept += int(identical.sum())
-                report.identical_pairs_with_arc += int((identical & (meta["arc_snr"].to_numpy(float) > 0)).sum())
-                writer.append(preprocess(stamps, spec), preprocess(controls, spec), meta)
+            report.rows_in += part.rows_in
+            report.counts.update(part.counts)
+            report.quarantined += part.quarantined
+            report.identical_pairs_kept += part.identical_pairs_kept
+            report.identical_pairs_with_arc += part.identical_pairs_with_arc
+            for stamps, controls, meta in chunks:
+                writer.append(stamps, controls, meta)
         writer.close()
         report.rows_kept = writer.rows
         if report.rows_kept == 0:

@@ -20,7 +20,6 @@ column with the ``meta_*`` fields as columns):
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from halo_core.simulate.dataset import (
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import moffat_kernel
 from halo_core.simulate.source import DEFAULT_OVERSAMPLE
-from halo_core.stamps import BANDS, CUTOUT_KEY, PIXEL_SCALE_ARCSEC, STAMP_SIZE, decode_cutout, encode_stamp
+from halo_core.stamps import BANDS, CUTOUT_KEY, PIXEL_SCALE_ARCSEC, STAMP_SIZE, central_stamp, encode_stamp, read_cutout
 
 CUTOUT_SUFFIXES = (".npz", ".parquet")
 REQUIRED_META = ("ra", "dec", "brickname")
@@ -93,14 +92,8 @@ def cutout_files(paths: list[str] | str) -> list[str]:
 
 
 def _cutout(blob: bytes, source: str, meta: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            control, npz_meta = decode_cutout(source, npz)
-            cutout = npz[CUTOUT_KEY]
-    except StampDecodeError:
-        raise
-    except Exception as err:  # zip/zlib/format errors
-        raise StampDecodeError(f"{source}: corrupt cutout npz ({type(err).__name__}: {err})", "corrupt_npz") from err
+    cutout, npz_meta = read_cutout(blob, source)  # headers read before data: no decompression bombs
+    control = central_stamp(cutout)
     meta = {**npz_meta, **meta}
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:

@@ -8,6 +8,7 @@ model's sidecar, never the current preset's.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,12 @@ SCORED = "scored"
 EXIT_SOME_REFUSED = 3
 
 
+def cutout_row(path: str, meta: dict) -> dict:
+    """The identity of one single-cutout npz: its galaxy id (the file stem without one), sky position, brick."""
+    return {"id": str(meta.get("galaxy_id", Path(path).stem)), "source": path,
+            "ra": meta.get("ra"), "dec": meta.get("dec"), "brickname": meta.get("brickname")}
+
+
 def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame]:
     stamps, rows = [], []
     for path in paths:
@@ -43,8 +50,7 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
         if path.endswith(".npz"):
             stamp, meta = decode_cutout(path)
             stamps.append(stamp)
-            rows.append({"id": str(meta.get("galaxy_id", p.stem)), "source": path,
-                         "ra": meta.get("ra"), "dec": meta.get("dec"), "brickname": meta.get("brickname")})
+            rows.append(cutout_row(path, meta))
         elif path.endswith(".parquet"):
             table = read_parquet(path)
             columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
@@ -67,38 +73,81 @@ def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
     return SCORED
 
 
+@dataclass(frozen=True)
+class ScoringModel:
+    """A model ready to score real galaxies: weights in eval mode, the sidecar's preprocessing, its calibration."""
+
+    model: torch.nn.Module
+    sidecar: dict
+    calibration: Calibration | None
+    prevalence: float
+
+    @classmethod
+    def load(cls, model_path: str, calibration: Calibration | None = None, prevalence: float | None = None,
+             map_location="cpu") -> "ScoringModel":
+        if prevalence is not None and not 0 < prevalence < 1:
+            raise ConfigError(f"prevalence={prevalence}: a lens prevalence is in (0, 1), e.g. 1e-3")
+        model, sidecar = load_model(model_path, map_location)
+        if sidecar["needs_control"]:
+            raise CheckpointError(
+                f"{model_path}: this model reads {sidecar['input_channels']} channels (stamp + control stamp); "
+                "a real survey galaxy has no arc-free control, so it cannot score real data. "
+                "Train a 3-channel model (preset `recommended`).")
+        calibration = calibration or (Calibration.from_dict(sidecar["calibration"]) if "calibration" in sidecar else None)
+        return cls(model, sidecar, calibration, sidecar["config"]["deployment_prevalence"] if prevalence is None
+                   else prevalence)
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return InputKeysConfig.model_validate(self.sidecar["config"]["input_keys"]).npz_keys()["stamp_npz"]
+
+    @property
+    def max_nonfinite_frac(self) -> float:
+        return self.sidecar["config"].get("max_nonfinite_pixel_frac",
+                                          HaloConfig.model_fields["max_nonfinite_pixel_frac"].default)
+
+    @property
+    def columns(self) -> list[str]:
+        """The numbers predict() returns, in order."""
+        calibrated = ["probability", f"probability_at_prevalence_{self.prevalence:g}"] if self.calibration else []
+        return ["score", *calibrated]
+
+    def predict(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, 3, 64, 64) finite nanomaggies -> raw score and, with a calibration, the probabilities."""
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(preprocess(stamps, model_spec(self.sidecar))).to(device)
+        with torch.no_grad():
+            logits = self.model(x).squeeze(1).cpu().numpy().astype(np.float64)
+        out = {"score": sigmoid(logits)}
+        if self.calibration is not None:
+            out["probability"] = self.calibration.probability(logits)
+            out[f"probability_at_prevalence_{self.prevalence:g}"] = self.calibration.at_prevalence(logits, self.prevalence)
+        return out
+
+    def score_stamps(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+        """``status`` per stamp (SCORED or why not) and its numbers, NaN where refused. The few non-finite
+        pixels a scored stamp may have (outside the core) are set to 0, the sky level."""
+        status = np.array([refusal(s, self.max_nonfinite_frac) for s in stamps], dtype=object)
+        ok = status == SCORED
+        out = {"status": status, **{c: np.full(len(stamps), np.nan) for c in self.columns}}
+        if ok.any():
+            for column, values in self.predict(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0)).items():
+                out[column][ok] = values
+        return out
+
+
 def score(model_path: str, inputs: list[str], *, calibration: Calibration | None = None,
           prevalence: float | None = None, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> pd.DataFrame:
     """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence,
     and the nearest known lens (lenscat) within ``known_lens_radius_arcsec``; ``status`` is SCORED or why
     the row was refused (its numbers are then empty)."""
-    if prevalence is not None and not 0 < prevalence < 1:
-        raise ConfigError(f"prevalence={prevalence}: a lens prevalence is in (0, 1), e.g. 1e-3")
-    model, sidecar = load_model(model_path)
-    if sidecar["needs_control"]:
-        raise CheckpointError(
-            f"{model_path}: this model reads {sidecar['input_channels']} channels (stamp + control stamp); "
-            "a real survey galaxy has no arc-free control, so it cannot score real data. "
-            "Train a 3-channel model (preset `recommended`).")
-    calibration = calibration or (Calibration.from_dict(sidecar["calibration"]) if "calibration" in sidecar else None)
-    if prevalence is None:
-        prevalence = sidecar["config"]["deployment_prevalence"]
-    limit = sidecar["config"].get("max_nonfinite_pixel_frac", HaloConfig.model_fields["max_nonfinite_pixel_frac"].default)
-    keys = InputKeysConfig.model_validate(sidecar["config"]["input_keys"]).npz_keys()["stamp_npz"]
-    stamps, table = _read_inputs(inputs, keys)
-    table["status"] = [refusal(s, limit) for s in stamps]
-    ok = (table["status"] == SCORED).to_numpy()
-    if not ok.all():
-        log.warning("%d of %d cutouts not scored (non-finite pixels): %s", int((~ok).sum()), len(ok),
-                    list(table["id"][~ok]))
-    # the few non-finite pixels a scored cutout may have (outside the core) are set to 0, the sky level
-    x = torch.from_numpy(preprocess(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0), model_spec(sidecar)))
-    with torch.no_grad():
-        logits = np.full(len(ok), np.nan)
-        logits[ok] = model(x).squeeze(1).numpy().astype(np.float64) if ok.any() else []
-    table["score"] = sigmoid(logits)
-    if calibration is not None:
-        table["probability"] = calibration.probability(logits)
-        table[f"probability_at_prevalence_{prevalence:g}"] = calibration.at_prevalence(logits, prevalence)
+    scorer = ScoringModel.load(model_path, calibration, prevalence)
+    stamps, table = _read_inputs(inputs, scorer.input_keys)
+    for column, values in scorer.score_stamps(stamps).items():
+        table[column] = values
+    refused = table["status"] != SCORED
+    if refused.any():
+        log.warning("%d of %d cutouts not scored (non-finite pixels): %s", int(refused.sum()), len(table),
+                    list(table["id"][refused]))
     table["nonfinite_pixels"] = ~np.isfinite(stamps).all(axis=(1, 2, 3))
     return pd.concat([table, crossmatch(table["ra"], table["dec"], known_lens_radius_arcsec)], axis=1)

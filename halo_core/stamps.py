@@ -88,22 +88,34 @@ def decode_stamp(blob: bytes, *, source: str, task_id: str, column: str, keys=BA
     return np.stack(bands).astype(np.float32, copy=False)
 
 
-def decode_cutout(path: str) -> tuple[np.ndarray, dict]:
-    """A real survey cutout file (``cutout`` (101, 101, 3) HWC g,r,z) -> central (3, 64, 64) stamp and
-    its scalar ``meta_*`` entries; the crop keeps the galaxy at the stamp centre (rows/cols 18..81)."""
-    with open_npz(path, path) as archive:
+def read_cutout(data: bytes | str, where: str | None = None) -> tuple[np.ndarray, dict]:
+    """A real survey cutout (npz bytes or a file path; ``cutout`` (H, W, 3) HWC g,r,z) -> the checked
+    float32 cutout and its scalar ``meta_*`` entries, every member's header read before its data."""
+    where = where or str(data)
+    with open_npz(data, where) as archive:
         names = npz_names(archive)
         if CUTOUT_KEY not in names:
-            raise StampDecodeError(f"{path}: no {CUTOUT_KEY!r} array; has {names[:8]}", "missing_band")
-        cutout = read_member(archive, CUTOUT_KEY, path, (MAX_CUTOUT_SIDE, MAX_CUTOUT_SIDE, len(BANDS)))
+            raise StampDecodeError(f"{where}: no {CUTOUT_KEY!r} array; has {names[:8]}", "missing_band")
+        cutout = read_member(archive, CUTOUT_KEY, where, (MAX_CUTOUT_SIDE, MAX_CUTOUT_SIDE, len(BANDS)))
         meta = {}
         for name in (n for n in names if n.startswith("meta_")):
-            shape, dtype = member_header(archive, name, path)
+            shape, dtype = member_header(archive, name, where)
             if shape == () and dtype.itemsize <= 1024:  # scalars (numbers, short strings) only
                 with archive.open(f"{name}.npy") as f:
                     meta[name.removeprefix("meta_")] = np.lib.format.read_array(f, allow_pickle=False).item()
     if cutout.shape[2] != len(BANDS) or min(cutout.shape[:2]) < STAMP_SIZE:
-        raise StampDecodeError(f"{path}: cutout shape {cutout.shape}, want (H >= 64, W >= 64, 3)", "bad_shape")
+        raise StampDecodeError(f"{where}: cutout shape {cutout.shape}, want (H >= 64, W >= 64, 3)", "bad_shape")
+    return cutout.astype(np.float32), meta
+
+
+def central_stamp(cutout: np.ndarray) -> np.ndarray:
+    """(H, W, 3) HWC cutout -> its central (3, 64, 64) stamp: the galaxy stays at the stamp centre
+    (rows/cols 18..81 of a 101x101 cutout)."""
     top, left = (cutout.shape[0] - STAMP_SIZE) // 2, (cutout.shape[1] - STAMP_SIZE) // 2
-    stamp = cutout[top:top + STAMP_SIZE, left:left + STAMP_SIZE].transpose(2, 0, 1).astype(np.float32)
-    return stamp, meta
+    return cutout[top:top + STAMP_SIZE, left:left + STAMP_SIZE].transpose(2, 0, 1).astype(np.float32)
+
+
+def decode_cutout(data: bytes | str, where: str | None = None) -> tuple[np.ndarray, dict]:
+    """A real survey cutout -> its central (3, 64, 64) stamp and its scalar ``meta_*`` entries."""
+    cutout, meta = read_cutout(data, where)
+    return central_stamp(cutout), meta

@@ -33,3 +33,13 @@ def filtered_dir(tmp_path_factory, smoke_cfg, paired_dir):
 def trained(tmp_path_factory, smoke_cfg, filtered_dir):
     out = tmp_path_factory.mktemp("trained")
     return fit(smoke_cfg, filtered_dir, str(out))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session, on the 2 cores CI has (starting Ray costs seconds);
+    halo's ray_session uses a running Ray as it is."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

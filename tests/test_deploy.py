@@ -136,3 +136,16 @@ def test_every_compose_service_that_loads_the_instance_gets_its_config_and_the_d
         assert service["build"]["dockerfile"] == "deploy/Dockerfile", name  # installs .[deploy]
         assert set(PG_ENV) <= set(service["environment"]), name
     assert compose["services"]["halo_code"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_kuberay_cluster_has_a_gpu_worker_group_on_the_pinned_ray():
+    cluster = yaml.safe_load((DEPLOY / "kuberay" / "raycluster.yaml").read_text())
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["kind"] == "RayCluster"
+    pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
+    assert f'"ray[data]=={cluster["spec"]["rayVersion"]}"' in pyproject  # client and cluster on one Ray
+    groups = {g["groupName"]: g["template"]["spec"] for g in cluster["spec"]["workerGroupSpecs"]}
+    gpu = groups["gpu"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == "1" and groups["gpu"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    ports = {p["name"]: p["containerPort"] for p in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert ports["client"] == 10001  # HALO_RAY_ADDRESS=ray://halo-ray-head-svc:10001

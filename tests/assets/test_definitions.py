@@ -14,7 +14,8 @@ def _graph():
 
 def test_the_graph_has_the_designed_assets_in_order():
     graph = _graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {*ASSETS, "shortcut_gates", "real_validation"}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        *ASSETS, "shortcut_gates", "real_validation", "candidate_catalog", "selection_function"}
     for upstream, downstream in zip(ASSETS, ASSETS[1:]):
         assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
     # the gates read the filtered data and hold back promotion, not training
@@ -26,7 +27,7 @@ def test_the_graph_has_the_designed_assets_in_order():
 
 def test_training_is_the_only_gpu_step():
     job = defs.resolve_job_def("retrain_job")
-    for name in [*ASSETS, "shortcut_gates"]:
+    for name in [*ASSETS, "shortcut_gates", "selection_function"]:
         assert (job.graph.node_named(name).definition.pool == "gpu") == (name == "trained_model"), name
     tags = job.graph.node_named("trained_model").definition.tags
     assert json.loads(tags["dagster-k8s/config"]) == GPU_OP_TAGS["dagster-k8s/config"]  # stored as JSON

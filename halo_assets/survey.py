@@ -1,0 +1,137 @@
+"""The survey side of the graph (DESIGN §8 "Scale"), downstream of the production model, on Ray:
+`candidate_catalog` (partitioned by brick, registered by `new_cutouts_sensor` as input files appear)
+and `selection_function` (injection-recovery grid)."""
+
+import hashlib
+import json
+
+import dagster as dg
+
+from halo_assets.assets import promoted_model
+from halo_assets.metadata import image, number, table
+from halo_assets.resources import PROFILES, HaloSettings
+from halo_core import uris
+from halo_core.candidates import CatalogModel, CatalogReport, brick_index, build_catalog, publish
+from halo_core.selection import selection_function as measure_selection_function
+from halo_core.selection import write_report
+from halo_core.errors import RegistryError
+from halo_core.registry import production, production_model as registry_production_model
+
+BRICKS = dg.DynamicPartitionsDefinition(name="catalog_bricks")
+CATALOG_CHECKS = ("share_above_threshold", "binary_score_frac", "refused_share")
+
+
+def production_model(halo: HaloSettings) -> CatalogModel:
+    """The profile's production model (its registry's `production` pointer), whose card carries its
+    calibration and test operating points."""
+    registry = halo.uri("promoted_model")
+    try:
+        path = registry_production_model(registry)
+    except RegistryError as err:
+        raise dg.Failure(f"no production model for profile {halo.profile()!r}: {err}. Materialize "
+                         "promoted_model first (it promotes only on a GO verdict).") from None
+    return CatalogModel.from_checkpoint(path, version=production(registry), operating_fpr=halo.config().operating_fpr)
+
+
+def catalog_checks(report: CatalogReport, cfg) -> list[dg.AssetCheckResult]:
+    """Observed next to expected: the share above the operating threshold against what the deployment
+    prevalence predicts (WARN), saturated scores and refused cutouts (ERROR)."""
+    limits = cfg.catalog
+    expected = report.expected_share_above
+    ratio = report.share_above / expected if expected else None
+    off = ratio is not None and (ratio > limits.max_share_above_ratio or ratio < 1 / limits.max_share_above_ratio)
+    return [
+        dg.AssetCheckResult(
+            check_name="share_above_threshold", passed=not off, severity=dg.AssetCheckSeverity.WARN, metadata={
+                "observed_share": number(report.share_above), "expected_share": number(expected),
+                "ratio": number(ratio), "max_ratio": limits.max_share_above_ratio, "n_scored": report.scored,
+                "threshold": number(report.threshold), "operating_fpr": report.operating_fpr}),
+        dg.AssetCheckResult(
+            check_name="binary_score_frac", passed=report.binary_score_frac <= limits.max_binary_score_frac,
+            severity=dg.AssetCheckSeverity.ERROR, metadata={
+                "observed": number(report.binary_score_frac), "max": limits.max_binary_score_frac,
+                "n_scored": report.scored}),
+        dg.AssetCheckResult(
+            check_name="refused_share", passed=report.refused_frac <= limits.max_refused_frac,
+            severity=dg.AssetCheckSeverity.ERROR, metadata={
+                "observed": number(report.refused_frac), "max": limits.max_refused_frac, "n": report.rows,
+                "reasons": dg.MetadataValue.json(dict(report.refused))}),
+    ]
+
+
+@dg.asset(deps=[promoted_model], partitions_def=BRICKS, group_name="survey", kinds={"ray", "parquet"},
+          check_specs=[dg.AssetCheckSpec(name, asset="candidate_catalog") for name in CATALOG_CHECKS])
+def candidate_catalog(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
+    """One brick of the candidate catalogue: every cutout under `score_path` in that brick scored by
+    the production model on Ray Data, with its gallery of the top candidates. A new production model
+    makes every brick stale (its upstream changed)."""
+    cfg = halo.config()
+    if not cfg.score_path:
+        raise dg.Failure("score_path is empty: set it to the real cutouts to score (parquet or npz, local or s3://)")
+    model = production_model(halo)
+    brick = context.partition_key
+    files = brick_index([cfg.score_path]).get(brick)
+    if not files:
+        raise dg.Failure(f"brick {brick}: no cutouts under {cfg.score_path}")
+    report = build_catalog(model, files, halo.uri("candidate_catalog"), bricks=[brick],
+                           batch_size=cfg.catalog.batch_size, top_n=cfg.catalog.gallery_top_n)
+    _, gallery = publish(report, model, brick)
+    return dg.MaterializeResult(
+        metadata={
+            "uri": dg.MetadataValue.path(uris.join(halo.uri("candidate_catalog"), f"brick={brick}")),
+            "gallery": dg.MetadataValue.path(gallery), "model_version": model.version,
+            "rows": report.rows, "scored": report.scored, "above_threshold": report.above_threshold,
+            "threshold": number(model.threshold), "input_files": len(files), "seconds": report.seconds,
+            "top": table([{k: c[k] for k in ("galaxy_id", "ra", "dec", "score", "probability")} for c in report.top[:10]]),
+        },
+        check_results=catalog_checks(report, cfg),
+        # what the partition was scored from: the model's version and its input files' states
+        data_version=dg.DataVersion(_fingerprint([model.version, *[uris.file_state(f) for f in files]])),
+    )
+
+
+def _fingerprint(items: list) -> str:
+    return hashlib.sha256(json.dumps(items, default=str).encode()).hexdigest()[:16]
+
+
+catalog_job = dg.define_asset_job("catalog_job", selection=[candidate_catalog])
+
+
+@dg.sensor(job=catalog_job, minimum_interval_seconds=300)
+def new_cutouts_sensor(context: dg.SensorEvaluationContext, halo: HaloSettings):
+    """Registers the bricks of new or changed cutout files under `score_path` as partitions and
+    requests their scoring: a new data release scores only its own bricks. The cursor holds
+    (size, mtime) per file; a run key per (brick, its changed files) never scores the same twice."""
+    cfg = halo.config()
+    if not cfg.score_path:
+        return dg.SkipReason("score_path is empty: nothing to catalogue")
+    files = sorted(uris.find(cfg.score_path, ".parquet") + uris.find(cfg.score_path, ".npz"))
+    states = {f: list(uris.file_state(f)[1:]) for f in files}
+    known = json.loads(context.cursor) if context.cursor else {}
+    changed = [f for f in files if known.get(f) != states[f]]
+    if not changed:
+        return dg.SkipReason(f"no new or changed files among {len(files)}")
+    index = brick_index(changed)
+    new = [b for b in index if not context.instance.has_dynamic_partition(BRICKS.name, b)]
+    context.update_cursor(json.dumps(states))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=b, run_key=f"{b}-{_fingerprint([states[f] for f in index[b]])}",
+                                    tags={"halo/trigger": "new_cutouts"}) for b in index],
+        dynamic_partitions_requests=[BRICKS.build_add_request(new)] if new else [],
+    )
+
+
+@dg.asset(deps=[promoted_model], group_name="survey", kinds={"ray", "html"}, partitions_def=PROFILES)
+def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
+    """Completeness of the production model at its operating threshold over the (theta_E, PSF, depth,
+    source magnitude) grid of `selection_function` in the config, by injection-recovery on Ray."""
+    cfg = halo.config()
+    result = measure_selection_function(cfg, production_model(halo))
+    html, plots = write_report(result, halo.uri("selection_function"))
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.path(html), "model_version": result["model_version"],
+        "threshold": number(result["threshold"]), "operating_fpr": result["operating_fpr"],
+        "injections": result["n"], "cells": len(result["cells"]), "seconds": result["seconds"],
+        "completeness_by_theta_e": table(result["marginals"]["theta_e_arcsec"]),
+        "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude"),
+    })

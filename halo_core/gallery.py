@@ -1,0 +1,107 @@
+"""Inspection gallery: one self-contained HTML page of the top candidates of a catalogue, for the
+people who grade them. Each row shows the g,r,z colour composite, the model's input (the
+preprocessed residual, what the network sees), score and probabilities; the table sorts by any
+column in the browser, without a server or a network connection."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from halo_core import uris
+from halo_core.checkpoint import load_sidecar, model_spec
+from halo_core.preprocess import preprocess
+from halo_core.stamps import decode_cutout, decode_stamp
+
+COLUMNS = ("rank", "galaxy_id", "brick", "ra", "dec", "score", "probability", "probability_at_prevalence")
+ZOOM = 2  # 64 px stamps drawn at 128 px, nearest-neighbour: pixels stay pixels
+
+
+def _stamps(candidates: list[dict], input_keys) -> list[np.ndarray]:
+    """Re-read the candidates' raw (3, 64, 64) stamps from their source files (a few files for a top-N)."""
+    by_source: dict[str, list[str]] = {}
+    for c in candidates:
+        by_source.setdefault(c["source"], []).append(c["galaxy_id"])
+    found: dict[tuple[str, str], np.ndarray] = {}
+    for source, ids in by_source.items():
+        if source.endswith(".npz"):
+            found[(source, ids[0])] = decode_cutout(uris.read_bytes(source), source)[0]
+            continue
+        fs, inner = uris.filesystem(source)
+        with fs.open(inner, "rb") as f:
+            table = pq.read_table(f, columns=["stamp_npz", "task_id"], filters=[("task_id", "in", ids)])
+        for blob, task_id in zip(table["stamp_npz"].to_pylist(), table["task_id"].to_pylist()):
+            found[(source, task_id)] = decode_stamp(blob, source=source, task_id=task_id, column="stamp_npz",
+                                                    keys=input_keys)
+    return [found[(c["source"], c["galaxy_id"])] for c in candidates]
+
+
+def composite(stamp: np.ndarray) -> np.ndarray:
+    """(3, H, W) g,r,z nanomaggies -> (H, W, 3) RGB in [0, 1]: z red, r green, g blue, one asinh
+    stretch for all bands (colours stay comparable), softened at the sky's noise level."""
+    rgb = stamp[::-1].transpose(1, 2, 0).astype(np.float64)
+    sky = max(float(np.median(np.abs(rgb - np.median(rgb)))) * 1.4826, 1e-6)
+    stretched = np.arcsinh(np.clip(rgb, 0, None) / (3 * sky))
+    return np.clip(stretched / max(float(np.percentile(stretched, 99.5)), 1e-6), 0, 1)
+
+
+def residual(model_input: np.ndarray, limit: float = 5.0) -> np.ndarray:
+    """(3, H, W) preprocessed input in robust sigma -> (H, W, 3) in [0, 1], the same channel order."""
+    return np.clip((model_input[::-1].transpose(1, 2, 0) + limit) / (2 * limit), 0, 1)
+
+
+def _png(rgb: np.ndarray) -> str:
+    import matplotlib.image
+
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, np.kron(rgb, np.ones((ZOOM, ZOOM, 1))), format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f'<td data-v="{value!r}">{value:.4g}</td>'
+    return f'<td data-v="{html.escape(str(value))}">{html.escape(str(value))}</td>'
+
+
+SORT_JS = """
+document.querySelectorAll('th[data-col]').forEach(th => th.onclick = () => {
+  const body = th.closest('table').tBodies[0], i = th.cellIndex, up = th.dataset.up !== '1';
+  th.dataset.up = up ? '1' : '0';
+  const key = r => { const v = r.cells[i].dataset.v; const n = parseFloat(v); return isNaN(n) ? v : n; };
+  [...body.rows].sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (up ? 1 : -1))
+    .forEach(r => body.appendChild(r));
+});
+"""
+
+
+def write_gallery(candidates: list[dict], model_path: str, out_uri: str, *, title: str,
+                  threshold: float | None) -> str:
+    """Write the gallery of ``candidates`` (catalogue rows, best first) to ``out_uri``; returns it."""
+    sidecar = load_sidecar(model_path)
+    raw = _stamps(candidates, tuple(sidecar["config"]["input_keys"]))
+    inputs = preprocess(np.stack(raw), model_spec(sidecar)) if raw else []
+    rows = []
+    for rank, (c, stamp, x) in enumerate(zip(candidates, raw, inputs), start=1):
+        values = {**c, "rank": rank}
+        cells = "".join(_cell(values[k]) for k in COLUMNS)
+        rows.append(f'<tr class="candidate">{cells}<td><img src="{_png(composite(stamp))}" alt="g,r,z"></td>'
+                    f'<td><img src="{_png(residual(x))}" alt="model input"></td></tr>')
+    head = "".join(f'<th data-col="{k}">{k}</th>' for k in COLUMNS)
+    cut = "not measured" if threshold is None else f"{threshold:.4g}"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:1em}} td,th{{padding:2px 8px;text-align:right}}
+th[data-col]{{cursor:pointer;text-decoration:underline dotted}} img{{image-rendering:pixelated}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>{len(rows)} top candidates by calibrated probability; operating threshold {cut}. Click a header to sort.
+Images: g,r,z composite (z red, g blue; asinh stretch) and the model's input (preprocessed residual,
+&plusmn;5 robust sigma).</p>
+<table><thead><tr>{head}<th>g,r,z</th><th>model input</th></tr></thead><tbody>
+{''.join(rows)}
+</tbody></table><script>{SORT_JS}</script></body></html>"""
+    uris.atomic_write_bytes(out_uri, page.encode())
+    return out_uri

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from halo_core.calibration import Calibration
+from halo_core.candidates import CatalogModel, brick_index, build_catalog, read_catalog
+from halo_core.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.cli import main
+from halo_core.scoring import score
+
+REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
+CAL = Calibration(a=0.8, b=-0.5, train_prevalence=0.5, n_fit=100)
+
+
+@pytest.fixture(scope="module")
+def promoted(trained, tmp_path_factory):
+    """The smoke model with a promoted model's card: calibration and test operating points."""
+    state, sidecar = load_checkpoint(trained.model_path)
+    path = str(tmp_path_factory.mktemp("promoted") / "model.pt")
+    points = [{"fpr": 1e-2, "tpr": 0.6, "threshold": 0.7}, {"fpr": 1e-3, "tpr": None, "threshold": None}]
+    save_checkpoint(path, state, {**sidecar, "calibration": CAL.to_dict(), "test_metrics": {"tpr_at_fpr": points}})
+    return path
+
+
+def _inputs(paired_dir):
+    parquet = sorted(str(p) for p in Path(paired_dir, "test").glob("*.parquet"))
+    npz = sorted(str(p) for p in REAL_CUTOUTS.glob("*.npz"))
+    return parquet, npz
+
+
+def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, promoted, paired_dir, tmp_path):
+    parquet, npz = _inputs(paired_dir)
+    model = CatalogModel.from_checkpoint(promoted)
+    report = build_catalog(model, [*parquet, str(REAL_CUTOUTS)], str(tmp_path / "cat"), batch_size=16)
+    catalog = read_catalog(str(tmp_path / "cat"))
+    reference = score(promoted, [*parquet, *npz])
+    assert len(catalog) == len(reference) == report.rows
+    merged = catalog.merge(reference, left_on="galaxy_id", right_on="id")
+    scored = merged[merged["status"] == "scored"]
+    # halo score zeroes non-finite pixels; the catalogue refuses those cutouts instead
+    assert (merged["status"] != "scored").sum() == merged["nonfinite_pixels"].sum() >= 1
+    assert set(merged.loc[merged["status"] != "scored", "status"]) == {"refused: nonfinite_pixels"}
+    assert merged.loc[merged["status"] != "scored", "score_x"].isna().all()
+    np.testing.assert_allclose(scored["score_x"], scored["score_y"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(scored["probability_x"], scored["probability_y"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(scored["probability_at_prevalence"], scored["probability_at_prevalence_0.001"],
+                               atol=1e-6, rtol=0)
+    # one partition folder per brick, holding exactly that brick's galaxies
+    bricks = sorted(p.name.removeprefix("brick=") for p in (tmp_path / "cat").glob("brick=*"))
+    assert bricks == sorted(set(reference["brickname"].fillna("unknown")))
+    one = read_catalog(str(tmp_path / "cat"), [bricks[0]])
+    assert set(one["galaxy_id"]) == set(reference.loc[reference["brickname"] == bricks[0], "id"])
+    assert (catalog["model_version"] == model.version).all() and model.version.startswith("sha256:")
+    assert report.above_threshold == int((scored["probability_x"] >= 0.7).sum())
+    assert report.top[0]["probability"] == scored["probability_x"].max()
+
+    # a brick rebuilt alone (as a Dagster partition is) replaces its folder and leaves the others be
+    brick, files = next(iter(brick_index(parquet).items()))
+    others = {p: p.read_bytes() for p in (tmp_path / "cat").glob("brick=*/*.parquet") if f"brick={brick}" not in str(p)}
+    again = build_catalog(model, files, str(tmp_path / "cat"), bricks=[brick])
+    assert set(again.bricks) == {brick} and again.rows == int((reference["brickname"] == brick).sum())
+    assert {p: p.read_bytes() for p in others} == others
+    assert sorted(read_catalog(str(tmp_path / "cat"))["galaxy_id"]) == sorted(catalog["galaxy_id"])
+
+
+def test_halo_catalog_cli(ray_local, promoted, paired_dir, tmp_path):
+    _, npz = _inputs(paired_dir)
+    if not npz:
+        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
+    out = tmp_path / "cat"
+    assert main(["catalog", "--model", promoted, "--out", str(out), "--top", "3", *npz]) == 0
+    gallery = (out / "_gallery" / "index.html").read_text()
+    assert gallery.count("<tr class=\"candidate\"") == 3 and "data:image/png;base64," in gallery
+    assert len(read_catalog(str(out))) == len(npz)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["catalog", "--model", promoted, "--out", str(tmp_path), *npz]) == 2  # never wipes a foreign folder
+    assert (tmp_path / "notes.txt").read_text() == "mine"
