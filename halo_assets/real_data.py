@@ -26,7 +26,7 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
     report = uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
     out = halo.uri("real_validation")
     result = validate_real(model_path(halo), load_calibration(halo), report["metrics"]["tpr_at_fpr"], rv.lenses_path,
-                           rv.nonlenses_path, out, operating_fpr=rv.operating_fpr, prevalence=cfg.deployment_prevalence,
+                           rv.nonlenses_path, out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
                            radius_arcsec=rv.known_lens_radius_arcsec, realism=report["realism_probe"])
     points = [{"fpr": p["fpr"], "operating": p["operating"], "threshold": p["threshold"],
                "recall": p["recall"]["rate"] if p["recall"] else None,
@@ -37,7 +37,7 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={
         "skipped": False, "report": dg.MetadataValue.path(uris.join(out, VALIDATION_HTML)),
         "n_lenses": result["n_lenses"], "n_nonlenses": result["n_nonlenses"],
-        "nonlenses": result["nonlenses_label"], "operating_fpr": rv.operating_fpr,
+        "nonlenses": result["nonlenses_label"], "operating_fpr": cfg.operating_fpr,
         "recall_at_operating": number(operating["recall"]["rate"] if operating["recall"] else None),
         "fpr_real_at_operating": number(operating["fpr_real"]["rate"] if operating["fpr_real"] else None),
         "operating_points": table(points), "known_lens_matches": dg.MetadataValue.json(result["known_lens_matches"]),

@@ -199,7 +199,7 @@ def cmd_validate(cfg, args) -> int:
         realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}), model,
                                     PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
     result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
-                           args.out, operating_fpr=rv.operating_fpr, prevalence=cfg.deployment_prevalence,
+                           args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
                            radius_arcsec=rv.known_lens_radius_arcsec, realism=realism)
     print(f"{result['n_lenses']} real lenses, {result['n_nonlenses']} {result['nonlenses_label']}")
     for p in result["operating_points"]:

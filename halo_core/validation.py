@@ -1,7 +1,7 @@
 """Real galaxies in the loop: validation on real lenses and non-lenses, and the realism gate (DESIGN §8, §9).
 
 - Operating thresholds come from the synthetic test split (the evaluation report's TPR-at-FPR rows,
-  calibrated probabilities): FPR 1e-2 by default (``real_validation.operating_fpr``), the others
+  calibrated probabilities): FPR 1e-2 by default (``operating_fpr``), the others
   reported where the test split can measure them. Each result says which threshold it used.
 - Recall on the real lenses with Wilson 95 % intervals; FPR on the real non-lenses; the purity
   those imply at the deployment prevalence; both score distributions; galleries of the missed lenses
