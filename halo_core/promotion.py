@@ -186,7 +186,7 @@ def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_
         tolerance = max(cfg.min_tolerance, half)
         rows[name] = {"production": a, "challenger": b, "difference": b - a, "ci_half_width": half,
                       "tolerance": tolerance, "not_worse": b - a >= -tolerance}
-    return {"n_test": int(len(labels)), "n_positives": int(len(pos)), "n_negatives": int(len(neg)),
+    return {"n_test": len(labels), "n_positives": len(pos), "n_negatives": len(neg),
             "n_distinct_negatives": n_distinct_negatives, "ci": cfg.ci, "resamples": cfg.bootstrap_resamples,
             "metrics": rows, "not_compared": [] if "tpr_at_fpr_0.01" in metrics else
             [f"tpr_at_fpr_0.01: {n_distinct_negatives} distinct non-lenses, it needs {math.ceil(1 / COMPARED_FPR)}"],

@@ -25,7 +25,7 @@ class RegistryError(HaloError):
 
 def version_name(training_hash: str, now: dt.datetime | None = None) -> str:
     """Sortable and readable: when it was promoted, and which training configuration made it."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{training_hash[:8]}"
 
 
@@ -83,7 +83,7 @@ def set_production(registry: str, version: str, reason: str) -> None:
         raise RegistryError(f"version {version} is NO-GO ({failed}); it cannot become production")
     uris.atomic_write_json(uris.join(registry, POINTER), {
         "version": version, "previous": production(registry), "reason": reason,
-        "set_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        "set_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
 
 
 def resolve_model(path: str) -> str:

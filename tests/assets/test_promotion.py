@@ -86,7 +86,7 @@ def test_no_go_is_refused_in_run_and_when_promoted_model_is_selected_alone(go_ru
 
 
 def test_a_model_never_evaluated_is_refused(go_run, instance, tmp_path):
-    _, root, registry = go_run
+    _, root, _ = go_run
     report = root / "smoke" / "evaluation_report" / "report.json"
     shutil.move(report, tmp_path / "report.json")
     try:

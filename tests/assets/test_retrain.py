@@ -2,6 +2,7 @@
 hash and the data fingerprint, so the same data reuses the finished run and new data trains anew."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import torch
@@ -40,7 +41,7 @@ def test_new_data_under_the_same_path_trains_a_new_model(tmp_path):
     assert not new["reused"] and new["epochs_run"] == 2 and new["model_path"] != first["model_path"]
     assert new["data_fingerprint"] != first["data_fingerprint"] and new["training_hash"] == first["training_hash"]
     manifest = json.loads((tmp_path / "root" / "smoke" / "filtered_dataset" / "manifest.json").read_text())
-    sidecar = json.loads(open(new["model_path"].removesuffix(".pt") + ".json").read())
+    sidecar = json.loads(Path(new["model_path"]).with_suffix(".json").read_text())
     assert sidecar["data_fingerprint"] == manifest["data_fingerprint"] == new["data_fingerprint"]
     a, b = _weights(first["model_path"]), _weights(new["model_path"])
     assert any(not torch.equal(a[k], b[k]) for k in a)
