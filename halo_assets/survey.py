@@ -126,7 +126,16 @@ def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
     """Completeness of the production model at its operating threshold over the (theta_E, PSF, depth,
     source magnitude) grid of `selection_function` in the config, by injection-recovery on Ray."""
     cfg = halo.config()
-    result = measure_selection_function(cfg, production_model(halo))
+    model = production_model(halo)
+    if model.threshold is None:
+        # a small test split has too few distinct negatives for FPR 1e-2: no threshold, no completeness
+        # (never a made-up 0.5); the report says the same of TPR at that FPR
+        return dg.MaterializeResult(metadata={
+            "completeness": dg.MetadataValue.text(
+                f"not measurable: the production model has no threshold at FPR {model.operating_fpr:g} "
+                "(too few distinct negatives in its test split)"),
+            "model_version": model.version})
+    result = measure_selection_function(cfg, model)
     html, plots = write_report(result, halo.uri("selection_function"))
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(html), "model_version": result["model_version"],

@@ -121,3 +121,16 @@ def test_selection_function_follows_promotion_in_the_retrain_job():
     nodes = {n.name for n in defs.resolve_job_def("retrain_job").graph.nodes}
     assert "selection_function" in nodes and "candidate_catalog" not in nodes
     assert defs.resolve_sensor_def("new_cutouts_sensor").job_name == "catalog_job"
+
+
+def test_selection_function_without_a_measured_threshold_says_not_measurable(trained, tmp_path):
+    from halo_assets.survey import selection_function
+
+    halo = HaloSettings(preset="smoke", root_uri=str(tmp_path))
+    state, sidecar = load_checkpoint(trained.model_path)
+    card = {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
+            "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": None, "threshold": None}]}}
+    save_checkpoint(uris.join(halo.uri("promoted_model"), "model.pt"), state, card)
+    result = dg.materialize([selection_function], resources={"halo": halo})
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["completeness"].value.startswith("not measurable")
