@@ -9,13 +9,13 @@ import dagster as dg
 
 from halo_assets.assets import promoted_model
 from halo_assets.metadata import image, number, table
-from halo_assets.resources import PROFILES, HaloSettings
+from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.candidates import CatalogModel, CatalogReport, brick_index, build_catalog, publish
 from halo_core.selection import selection_function as measure_selection_function
 from halo_core.selection import write_report
-from halo_core.errors import RegistryError
-from halo_core.registry import production, production_model as registry_production_model
+from halo_core.registry import RegistryError, production
+from halo_core.registry import production_model as registry_production_model
 
 BRICKS = dg.DynamicPartitionsDefinition(name="catalog_bricks")
 CATALOG_CHECKS = ("share_above_threshold", "binary_score_frac", "refused_share")
@@ -59,7 +59,10 @@ def catalog_checks(report: CatalogReport, cfg) -> list[dg.AssetCheckResult]:
     ]
 
 
-@dg.asset(deps=[promoted_model], partitions_def=BRICKS, group_name="survey", kinds={"ray", "parquet"},
+# Every brick is scored by the code location's own profile's production model: each depends on that
+# profile's promoted_model partition, so a new production model there marks every brick stale.
+@dg.asset(deps=[dg.AssetDep(promoted_model, partition_mapping=dg.SpecificPartitionsPartitionMapping(
+              [DEPLOYMENT.own_profile()]))], partitions_def=BRICKS, group_name="survey", kinds={"ray", "parquet"},
           check_specs=[dg.AssetCheckSpec(name, asset="candidate_catalog") for name in CATALOG_CHECKS])
 def candidate_catalog(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """One brick of the candidate catalogue: every cutout under `score_path` in that brick scored by

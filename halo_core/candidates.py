@@ -27,6 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from halo_core import uris
+from halo_core.config import stamp_keys
 from halo_core.calibration import Calibration
 from halo_core.checkpoint import load_sidecar
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
@@ -332,7 +333,7 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
     wanted = None if bricks is None else set(bricks)
     with ray_session(num_cpus):
         quiet_progress()
-        input_keys = tuple(load_sidecar(model.path)["config"]["input_keys"])
+        input_keys = stamp_keys(load_sidecar(model.path)["config"]["input_keys"])
         actors, gpus = pool_size()
         scored = _dataset(parquet, npz, input_keys, wanted).map_batches(
             ScoreBatches, fn_constructor_kwargs={"model": model, "torch_threads": 1 if not gpus else 4},

@@ -75,6 +75,12 @@ class InputKeysConfig(_Strict):
                 for role, column in zip(("positive", "control"), BLOB_COLUMNS)}
 
 
+def stamp_keys(input_keys) -> tuple[str, ...]:
+    """The npz keys of the stamp (``stamp_npz``) under a model's stored ``input_keys``: what scoring a
+    real galaxy reads."""
+    return InputKeysConfig.model_validate(input_keys).npz_keys()["stamp_npz"]
+
+
 # The plan's `metrics` names. `precision@R` is precision at the score threshold where recall reaches R,
 # and `recall@P` is recall at the threshold where precision reaches P: the plan states its own target
 # as "precision at 90 % recall", so a bare number after `precision@` is the recall held fixed, and the

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from halo_core import uris
+from halo_core.config import stamp_keys
 from halo_core.checkpoint import load_sidecar, model_spec
 from halo_core.preprocess import preprocess
 from halo_core.stamps import decode_cutout, decode_stamp
@@ -83,7 +84,7 @@ def write_gallery(candidates: list[dict], model_path: str, out_uri: str, *, titl
                   threshold: float | None) -> str:
     """Write the gallery of ``candidates`` (catalogue rows, best first) to ``out_uri``; returns it."""
     sidecar = load_sidecar(model_path)
-    raw = _stamps(candidates, tuple(sidecar["config"]["input_keys"]))
+    raw = _stamps(candidates, stamp_keys(sidecar["config"]["input_keys"]))
     inputs = preprocess(np.stack(raw), model_spec(sidecar)) if raw else []
     rows = []
     for rank, (c, stamp, x) in enumerate(zip(candidates, raw, inputs), start=1):

@@ -17,7 +17,7 @@ import torch
 
 from halo_core.calibration import Calibration, sigmoid
 from halo_core.checkpoint import load_model, model_spec
-from halo_core.config import HaloConfig, InputKeysConfig
+from halo_core.config import HaloConfig, stamp_keys
 from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
 from halo_core.gates import CORE_PX
 from halo_core.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
@@ -99,7 +99,7 @@ class ScoringModel:
 
     @property
     def input_keys(self) -> tuple[str, ...]:
-        return InputKeysConfig.model_validate(self.sidecar["config"]["input_keys"]).npz_keys()["stamp_npz"]
+        return stamp_keys(self.sidecar["config"]["input_keys"])
 
     @property
     def max_nonfinite_frac(self) -> float:

@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from halo_assets.definitions import defs
-from halo_assets.resources import HaloSettings
+from halo_assets.assets import versioned
+from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_assets.survey import BRICKS, candidate_catalog, new_cutouts_sensor
-from halo_core import uris
 from halo_core.calibration import Calibration
 from halo_core.candidates import brick_index, read_catalog
-from halo_core.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.registry import add_version, set_production
 from tests.factories import make_paired_table
 
 
@@ -30,15 +30,19 @@ def halo(tmp_path):
     return HaloSettings(preset="smoke", overrides=[f"score_path={tmp_path / 'survey'}"], root_uri=str(tmp_path / "root"))
 
 
-def _promote(trained, halo, threshold=0.5):
-    state, sidecar = load_checkpoint(trained.model_path)
-    card = {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
-            "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": 0.9, "threshold": threshold}]}}
-    save_checkpoint(uris.join(halo.uri("promoted_model"), "model.pt"), state, card)
+def _promote(trained, halo, threshold=0.5) -> str:
+    """A GO version of the trained model in the profile's registry, made production; its version."""
+    registry = halo.uri("promoted_model")
+    version = add_version(registry, trained.model_path, {
+        "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(), "go_no_go": {"go": True, "failed": []},
+        "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": 0.9, "threshold": threshold}]}})
+    set_production(registry, version, reason="test")
+    return version
 
 
 def _materialize(instance, halo, brick):
-    return dg.materialize([candidate_catalog], partition_key=brick, instance=instance, resources={"halo": halo},
+    # the code location's asset, with its code version, so its staleness is the UI's
+    return dg.materialize(versioned([candidate_catalog], DEPLOYMENT.config()), partition_key=brick, instance=instance, resources={"halo": halo},
                           raise_on_error=False)
 
 
@@ -80,8 +84,13 @@ def test_a_brick_is_scored_checked_and_goes_stale_with_a_new_production_model(ra
     halo = HaloSettings(preset="smoke", overrides=[f"score_path={survey}"], root_uri=str(tmp_path / "root"))
     brick, files = next(iter(brick_index([str(survey)]).items()))
     rows = pq.read_table(files[0], columns=["brickname"])["brickname"].to_pylist().count(brick)
-    _promote(trained, halo)
+    version = _promote(trained, halo)
+    # a promotion run of the profile whose production model the catalogue scores with (its body is not under test)
+    profile = DEPLOYMENT.own_profile()
+    promotion = dg.asset(name="promoted_model", partitions_def=PROFILES)(lambda: dg.MaterializeResult())
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(PROFILES.name, [profile])
+        dg.materialize([promotion], instance=instance, partition_key=profile)
         instance.add_dynamic_partitions(BRICKS.name, [brick])
         result = _materialize(instance, halo, brick)
         assert result.success
@@ -89,7 +98,7 @@ def test_a_brick_is_scored_checked_and_goes_stale_with_a_new_production_model(ra
         assert set(checks) == {"share_above_threshold", "binary_score_frac", "refused_share"}
         assert checks["refused_share"].passed and checks["binary_score_frac"].passed
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
-        assert metadata["rows"].value == rows and metadata["model_version"].value.startswith("sha256:")
+        assert metadata["rows"].value == rows and metadata["model_version"].value == version
         assert (tmp_path / "root" / "smoke" / "candidate_catalog" / "_gallery" / f"{brick}.html").is_file()
         assert set(read_catalog(str(tmp_path / "root" / "smoke" / "candidate_catalog"))["brick"]) == {brick}
 
@@ -99,7 +108,7 @@ def test_a_brick_is_scored_checked_and_goes_stale_with_a_new_production_model(ra
             return resolver.get_status(key, brick)
         assert status() == StaleStatus.FRESH
         # a new production model: a run materializes promoted_model again (its body is not under test here)
-        dg.materialize([dg.asset(name="promoted_model")(lambda: dg.MaterializeResult())], instance=instance)
+        dg.materialize([promotion], instance=instance, partition_key=profile)
         assert status() == StaleStatus.STALE
 
 
@@ -127,10 +136,9 @@ def test_selection_function_without_a_measured_threshold_says_not_measurable(tra
     from halo_assets.survey import selection_function
 
     halo = HaloSettings(preset="smoke", root_uri=str(tmp_path))
-    state, sidecar = load_checkpoint(trained.model_path)
-    card = {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
-            "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": None, "threshold": None}]}}
-    save_checkpoint(uris.join(halo.uri("promoted_model"), "model.pt"), state, card)
-    result = dg.materialize([selection_function], resources={"halo": halo})
+    _promote(trained, halo, threshold=None)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(PROFILES.name, ["smoke"])
+        result = dg.materialize([selection_function], resources={"halo": halo}, instance=instance, partition_key="smoke")
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["completeness"].value.startswith("not measurable")
