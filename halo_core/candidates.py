@@ -31,6 +31,7 @@ from halo_core.config import stamp_keys
 from halo_core.calibration import Calibration
 from halo_core.checkpoint import load_sidecar
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
+from halo_core.known_lenses import crossmatch
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
 from halo_core.scoring import SCORED
 from halo_core.stamps import STAMP_SIZE, decode_cutout, decode_stamp
@@ -203,6 +204,8 @@ class ScoreBatches:
             out["probability_at_prevalence"][decoded] = scored[f"probability_at_prevalence_{self.model.prevalence:g}"]
         out["deployment_prevalence"] = np.full(n, self.model.prevalence)
         out["model_version"] = np.full(n, self.model.version, dtype=object)
+        for column, values in crossmatch(out["ra"], out["dec"]).items():  # the known lens at each position
+            out[column] = values.to_numpy(dtype=float if column == "known_lens_sep_arcsec" else object)
         return out
 
 
