@@ -75,6 +75,10 @@ class GatesConfig(_Strict):
     n_samples: int = Field(2000, ge=20)  # per gate, drawn class-balanced from the train split
     folds: int = Field(5, ge=2)
     max_auc: float = 0.65  # above this a linear model on the feature alone separates the classes
+    # max_auc flags a data-level probe (reported evidence, a WARN; DESIGN §8). What blocks is the selection null: the probes on arc-free inputs (positives' own controls vs negatives);
+    # at n = 2000 with LRG-grouped folds a null AUC scatters by ~0.02, so 0.55 is ~2.5 sigma
+    null_n_samples: int = Field(2000, ge=20)
+    max_null_auc: float = Field(0.55, ge=0.5, le=1.0)
 
 
 class GoNoGoConfig(_Strict):
