@@ -383,8 +383,23 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
+@dg.asset_check(asset=evaluation_report, blocking=True)
+def core_perturbation(halo: HaloSettings) -> dg.AssetCheckResult:
+    """PSF-shaped light of the LRGs' own core-brightness spread, added to and removed from the centre and
+    near it (r < 5 px), moves each class's mean test score by at most `go_no_go.max_core_perturbation_change`
+    (DESIGN §8): a model that reads core brightness fails. Too few samples: not measurable (WARN)."""
+    d = _report(halo)["core_perturbation"]
+    metadata = {"threshold": d["max_mean_abs_change"], "min_per_class": d["min_per_class"],
+                "spread_sigma_px": dg.MetadataValue.json(d["spread_sigma_px"]),
+                "per_class": table([{"class": k, "n": v["n"], "mean_abs_change": v["mean_abs_change"], **v["by_variant"]}
+                                    for k, v in d["per_class"].items()])}
+    if not d["measurable"]:
+        return _not_measurable(f"fewer than {d['min_per_class']} test samples in a class", metadata)
+    return dg.AssetCheckResult(passed=d["passed"], metadata={"measurable": True, **metadata})
+
+
 DATA_CHECKS = [schema_contract, split_integrity, excluded_bricks_absent, finite_pixels, class_balance,
                arc_snr_zero_accounted]
 GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, train_val_gap, deployable_without_control, brick_auroc_std,
                    theta_e_completeness_non_decreasing, arc_snr_zero_scored_as_negative, calibration_ece,
-                   arc_localised_focus, *GATE_CHECKS]
+                   arc_localised_focus, core_perturbation, *GATE_CHECKS]

@@ -100,6 +100,10 @@ class GoNoGoConfig(_Strict):
     # an absolute core limit would fail an honest arc finder on its smallest lenses)
     min_arc_occlusion_drop: float = 0.30
     max_core_to_arc_occlusion_drop: float = 0.5
+    # core perturbation (DESIGN §8): PSF-shaped light of the LRGs' own core-brightness spread added to and
+    # removed from r < 5 px moves the mean score of each class by at most this, over at least n per class
+    max_core_perturbation_change: float = Field(0.05, ge=0, le=1)
+    core_perturbation_min_per_class: int = Field(500, ge=1)
 
 
 class HaloConfig(_Strict):

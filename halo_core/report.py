@@ -27,10 +27,15 @@ from halo_core.diagnostics import (
 from halo_core.metrics import classification_metrics
 from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
-from halo_core.saliency import CORE_RADIUS_PX, MAX_SAMPLES, shortcut_diagnostics
+from halo_core.loader import gather
+from halo_core.preprocess import reapply_to_input
+from halo_core.saliency import (
+    CORE_RADIUS_PX, MAX_SAMPLES, core_brightness_spread, core_perturbation, shortcut_diagnostics,
+)
 from halo_core.samples import CONTROL, STAMP, SampleSet
 from halo_core.shards import dataset_spec
 from halo_core.splits import lrg_ids
+from halo_core.stamps import BANDS, PIXEL_SCALE_ARCSEC
 from halo_core.train import load_split_samples, predict_logits
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -193,10 +198,42 @@ def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibra
         max_core_to_arc_drop=go_no_go.max_core_to_arc_occlusion_drop)
 
 
+PERTURBATION_MAX_PER_CLASS = 1000  # test samples per class the core-perturbation test scores (5 passes each)
+NOMINAL_PSF_FWHM_ARCSEC = (1.45, 1.30, 1.20)  # g, r, z, where a dataset has no psf_fwhm_used_* columns
+
+
+def psf_fwhm_px(meta) -> np.ndarray:
+    """(N, 3) per-band PSF FWHM in pixels from the psf_fwhm_used_* columns (nominal DR10 seeing where absent)."""
+    cols = [meta[f"psf_fwhm_used_{b}"].to_numpy(float) if f"psf_fwhm_used_{b}" in meta.columns
+            else np.full(len(meta), nominal) for b, nominal in zip(BANDS, NOMINAL_PSF_FWHM_ARCSEC)]
+    fwhm = np.stack(cols, axis=1)
+    return np.where(np.isfinite(fwhm), fwhm, np.array(NOMINAL_PSF_FWHM_ARCSEC)) / PIXEL_SCALE_ARCSEC
+
+
+def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calibration: Calibration, device,
+                                  go_no_go) -> dict:
+    """The core-perturbation test on up to PERTURBATION_MAX_PER_CLASS test samples of each class, with the
+    spread of the split's own LRG core brightness (distinct LRGs, measured on the raw controls when the
+    filtered dataset was built)."""
+    rng = np.random.default_rng(0)
+    chosen = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(samples.labels == c))[:PERTURBATION_MAX_PER_CLASS] for c in (0, 1)]))
+    x = gather(shards, samples, chosen)
+    meta = shards.meta.iloc[samples.rows[chosen]]
+    lrgs = shards.meta.loc[~lrg_ids(shards.meta).duplicated()]
+    spread = core_brightness_spread(lrgs[[f"ctrl_core_flux_sigma_{b}" for b in BANDS]].to_numpy(float))
+    result = core_perturbation(model, x, samples.labels[chosen], psf_fwhm_px(meta), spread,
+                               lambda v: reapply_to_input(v, spec), calibration.probability, device=device,
+                               max_mean_change=go_no_go.max_core_perturbation_change,
+                               min_per_class=go_no_go.core_perturbation_min_per_class)
+    return {**result, "n_lrgs_for_spread": int(len(lrgs))}
+
+
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
     """Score the test split with the trained, calibrated model; write report.json, report.html and plots/."""
     model, sidecar = load_model(model_path)
-    dataset_spec(dataset_dir).require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
+    spec = dataset_spec(dataset_dir)
+    spec.require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
     device = pick_device(cfg.device)
     model = model.to(device)
     shards, samples = load_split_samples(cfg, dataset_dir, "test")
@@ -254,6 +291,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
                      "progress": progress_summaries(sidecar["history"])},
         "monitors": monitor_report(sidecar["history"], cfg, sidecar["best_epoch"]),
         "shortcut_diagnostics": shortcut,
+        "core_perturbation": core_perturbation_diagnostics(model, shards, samples, spec, calibration, device,
+                                                           cfg.go_no_go),
     }
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
@@ -318,6 +357,23 @@ core drop &le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['p
 {_img(png, 'mean saliency per theta_E bin')}"""
 
 
+def _core_perturbation_section(d: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{c['n']}</td><td>{_fmt(c['mean_abs_change'], 4)}</td>"
+        + "".join(f"<td>{_fmt(v, 4)}</td>" for v in c["by_variant"].values()) + "</tr>"
+        for name, c in d["per_class"].items())
+    variants = next(iter(d["per_class"].values()))["by_variant"]
+    spread = ", ".join(f"{b} {v:.1f}" for b, v in zip(BANDS, d["spread_sigma_px"]))
+    return f"""<h2>Core perturbation (does the score follow core brightness?)</h2>
+<p>PSF-shaped light added to and removed from the centre and at ~3 px from it (inside r &lt; {CORE_RADIUS_PX:g} px),
+of the test LRGs' own core-brightness spread (half their central 68 % range, over {d['n_lrgs_for_spread']} LRGs;
+sky sigma &times; px: {spread}), preprocessed as the raw stamp would be. Limit: mean |score change| &le;
+{d['max_mean_abs_change']:g} per class over &ge; {d['min_per_class']} samples: <b>{d['passed']}</b>
+(measurable: {d['measurable']}).</p>
+<table><tr><th>class</th><th>n</th><th>mean |change|</th>{''.join(f'<th>{html.escape(k)}</th>' for k in variants)}</tr>
+{rows}</table>"""
+
+
 def render_html(report: dict, plots: dict[str, bytes]) -> str:
     m = report["metrics"]
     rows = "".join(
@@ -372,6 +428,7 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 <h2>Training</h2><p>best epoch {report['training']['best_epoch'] + 1} of {len(report['training']['history'])}.</p>
 {_img(plots['training_curves'], 'training curves')}
 {_shortcut_section(report['shortcut_diagnostics'], plots['saliency'])}
+{_core_perturbation_section(report['core_perturbation'])}
 <h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
 (preprocessed stamps, asinh g,r,z).</p>
 {_img(plots['gallery'], 'gallery of hardest cases')}
