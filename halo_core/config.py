@@ -109,6 +109,20 @@ class GoNoGoConfig(_Strict):
     core_perturbation_min_per_class: int = Field(500, ge=1)
 
 
+class ShiftConfig(_Strict):
+    """The shift suite of evaluation_report (halo_core/shift.py): test sets outside the training distribution.
+    Fixed seed; never used for training or for choosing parameters."""
+
+    enabled: bool = True
+    # 200 lenses and 200 non-lenses per set: >= 100 distinct negatives make TPR at FPR 1e-2 measurable
+    n_per_class: int = Field(200, ge=100)
+    seed: int = 2026
+    min_independent_tpr: float = Field(0.6, ge=0, le=1)  # blocking: TPR at FPR 1e-2 on the independent renderer's set
+    max_independent_drop: float = Field(0.2, ge=0, le=1)  # blocking: its drop from the in-distribution TPR
+    max_stress_drop: float = Field(0.2, ge=0, le=1)  # WARN per stress set
+    max_raw_ece: float = Field(0.05, ge=0, le=1)  # WARN: uncalibrated ECE on any shift set
+
+
 class HaloConfig(_Strict):
     """Everything one training run needs; field names follow the Gen5-Prime plan where it has one."""
 
@@ -164,6 +178,7 @@ class HaloConfig(_Strict):
     calibration: Literal["platt", "temperature"] = "platt"
     gates: GatesConfig = GatesConfig()
     go_no_go: GoNoGoConfig = GoNoGoConfig()
+    shift: ShiftConfig = ShiftConfig()
 
     @model_validator(mode="after")
     def _channels_match_samples(self) -> "HaloConfig":
@@ -192,7 +207,7 @@ class HaloConfig(_Strict):
         return _hash(self.model_dump(mode="json", exclude=EVALUATION_ONLY_KEYS))
 
 
-EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration"}
+EVALUATION_ONLY_KEYS = {"go_no_go", "gates", "deployment_prevalence", "calibration", "shift"}
 
 
 def _hash(data: dict) -> str:

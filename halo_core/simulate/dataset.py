@@ -209,12 +209,6 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
         "wise_brightmask_frac": np.where(rng.random(n_lrg) < 0.1, rng.uniform(0.0, 0.3, n_lrg), 0.0),
     }
 
-    if randomize:
-        lrg.update(reff=rng.uniform(*DR_LRG_REFF_ARCSEC, n_lrg), n=rng.uniform(*DR_LRG_N, n_lrg),
-                   q=rng.uniform(*DR_LRG_Q, n_lrg))
-        lrg.update(_draw_field(rng, n_lrg))
-        lrg["bad_pixel_frac"] = np.minimum(lrg["bad_pixel_frac"] + lrg["masked_columns"].sum(1) / STAMP_SIZE, 1.0)
-
     n_inj = n_lrg * injections_per_lrg
     owner = np.repeat(np.arange(n_lrg), injections_per_lrg)
     theta_e = rng.uniform(*THETA_E_ARCSEC, n_inj)
@@ -228,24 +222,11 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
     src_r = rng.uniform(*SOURCE_R_MAG_RANGE, n_inj)
     src_g = src_r + rng.uniform(0.1, 0.6, n_inj)
     src_z = src_r - rng.uniform(0.0, 0.6, n_inj)
-    src_reff = rng.uniform(*SOURCE_REFF_ARCSEC, n_inj)
-    src_n = rng.uniform(0.7, 2.0, n_inj)
-    clump_share = np.zeros(n_inj)
-    if randomize:
-        compact = rng.random(n_inj) < DR_COMPACT_SOURCE_FRACTION
-        src_reff = np.where(compact, np.exp(rng.uniform(*np.log(DR_SOURCE_REFF_ARCSEC), n_inj)),
-                            rng.uniform(*DR_EXTENDED_SOURCE_REFF_ARCSEC, n_inj))
-        src_n = rng.uniform(*DR_SOURCE_N, n_inj)
-        clump_share = np.where(rng.random(n_inj) < DR_CLUMPY_FRACTION, rng.uniform(*DR_CLUMP_FLUX_SHARE, n_inj), 0.0)
-    clump_r = src_reff * np.sqrt(rng.random(n_inj))
-    clump_angle = rng.uniform(0.0, 2 * np.pi, n_inj)
     inj = {
-        "clump_share": clump_share, "clump_reff": rng.uniform(*DR_CLUMP_REFF_ARCSEC, n_inj),
-        "clump_dx": clump_r * np.cos(clump_angle), "clump_dy": clump_r * np.sin(clump_angle),
         "owner": owner, "theta_e": theta_e, "lens_q": lens_q, "lens_phi": lens_phi,
         "gamma1": shear * np.cos(2 * shear_angle), "gamma2": shear * np.sin(2 * shear_angle), "shear": shear,
         "src_x": offset * np.cos(offset_angle), "src_y": offset * np.sin(offset_angle),
-        "src_n": src_n, "src_reff": src_reff,
+        "src_n": rng.uniform(0.7, 2.0, n_inj), "src_reff": rng.uniform(*SOURCE_REFF_ARCSEC, n_inj),
         "src_q": src_q, "src_phi": rng.uniform(0.0, np.pi, n_inj),
         "src_flux": mag_to_flux_nmgy(np.stack([src_g, src_r, src_z], axis=1)),  # (n_inj, 3) unlensed
         "src_dmag": src_r - lrg["mags"][owner, 1],  # source (unlensed) minus deflector r magnitude
@@ -260,7 +241,30 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
     inj["masked"][picked[:n_masked]] = True
     inj["nan"] = np.zeros(n_inj, dtype=bool)
     inj["nan"][picked[n_masked:]] = True
+    inj["clump_share"] = np.zeros(n_inj)
+    if randomize:  # drawn last, so the nominal simulator's draws (and data) stay what they were
+        _randomize(rng, lrg, inj)
     return lrg, inj
+
+
+def _randomize(rng: np.random.Generator, lrg: dict, inj: dict) -> None:
+    """Domain randomisation of one split's draw (in place; the DR_* ranges above)."""
+    n_lrg, n_inj = len(lrg["reff"]), len(inj["theta_e"])
+    lrg.update(reff=rng.uniform(*DR_LRG_REFF_ARCSEC, n_lrg), n=rng.uniform(*DR_LRG_N, n_lrg),
+               q=rng.uniform(*DR_LRG_Q, n_lrg))
+    lrg.update(_draw_field(rng, n_lrg))
+    lrg["bad_pixel_frac"] = np.minimum(lrg["bad_pixel_frac"] + lrg["masked_columns"].sum(1) / STAMP_SIZE, 1.0)
+    # the SIE still follows the light: re-derive its axis ratio from the new LRG shape
+    inj["lens_q"] = np.clip(lrg["q"][inj["owner"]] + rng.normal(0.0, 0.05, n_inj), 0.4, 0.98)
+    compact = rng.random(n_inj) < DR_COMPACT_SOURCE_FRACTION
+    inj["src_reff"] = np.where(compact, np.exp(rng.uniform(*np.log(DR_SOURCE_REFF_ARCSEC), n_inj)),
+                               rng.uniform(*DR_EXTENDED_SOURCE_REFF_ARCSEC, n_inj))
+    inj["src_n"] = rng.uniform(*DR_SOURCE_N, n_inj)
+    inj["clump_share"] = np.where(rng.random(n_inj) < DR_CLUMPY_FRACTION, rng.uniform(*DR_CLUMP_FLUX_SHARE, n_inj), 0.0)
+    clump_r = inj["src_reff"] * np.sqrt(rng.random(n_inj))
+    clump_angle = rng.uniform(0.0, 2 * np.pi, n_inj)
+    inj.update(clump_reff=rng.uniform(*DR_CLUMP_REFF_ARCSEC, n_inj), clump_dx=clump_r * np.cos(clump_angle),
+               clump_dy=clump_r * np.sin(clump_angle))
 
 
 MAX_NEIGHBOURS = 3
@@ -294,7 +298,7 @@ def _draw_field(rng: np.random.Generator, n_lrg: int) -> dict[str, np.ndarray]:
             "nb_q": rng.uniform(0.3, 1.0, shape), "nb_phi": rng.uniform(0.0, np.pi, shape),
             "star_flux": star_flux, "star_px": star_px,
             "sky_gradient": rng.normal(0.0, DR_SKY_GRADIENT_SIGMA / 2, (n_lrg, 3, 2)),  # sky sigma per half stamp
-            "masked_columns": masked_columns}
+            "masked_columns": masked_columns, "noise_correlation_px": DR_NOISE_CORRELATION_SIGMA_PX}
 
 
 def _field_light(lrg, lrg_idx: np.ndarray, oversample: int) -> np.ndarray:
@@ -354,7 +358,7 @@ def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, overs
     field_light = _field_light(lrg, lrg_idx, oversample) if randomized else 0.0
     lrg_image = convolve(shape[:, None] * lrg_flux + field_light, kernels)  # (n, 3, 64, 64) nmgy
     noise_var = sky**2 + np.clip(lrg_image, 0, None) / gain
-    noise_sigma_px = rng.uniform(*DR_NOISE_CORRELATION_SIGMA_PX) if randomized else NOISE_CORRELATION_SIGMA_PX
+    noise_sigma_px = rng.uniform(*lrg["noise_correlation_px"]) if randomized else NOISE_CORRELATION_SIGMA_PX
     controls = lrg_image + correlated_noise(rng, lrg_image.shape, noise_sigma_px) * np.sqrt(noise_var)
     if randomized:  # a residual sky plane: (gx, gy) sky sigma from the centre to the stamp edge
         ramp = (np.arange(size) - size // 2) / (size / 2)
