@@ -22,6 +22,7 @@ from halo_core.report import REPORT_JSON
 from halo_core.review import INFO, RULES, Finding, measure_step_seconds, training_budget
 from halo_core.samples import build_samples
 from halo_core.shards import open_split, read_manifest
+from halo_core.shift import STRESS_SETS
 from halo_core.train import load_split_samples
 
 FINITE_CHECK_ROWS = 4096  # per split: a deterministic sample, so the check costs seconds on 1.4 M rows
@@ -398,8 +399,65 @@ def core_perturbation(halo: HaloSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=d["passed"], metadata={"measurable": True, **metadata})
 
 
+def _shift_sets(halo: HaloSettings) -> tuple[dict, dict]:
+    suite = _report(halo)["shift_suite"]
+    return suite, suite["sets"]
+
+
+SHIFT_COLUMNS = ("n", "auroc", "tpr_at_fpr_1e-2", "threshold_at_fpr_1e-2", "tpr_drop", "auroc_drop", "ece_raw",
+                 "ece_calibrated")
+
+
+@dg.asset_check(asset=evaluation_report, blocking=True)
+def independent_renderer_shift(halo: HaloSettings) -> dg.AssetCheckResult:
+    """On the test set rendered by another code base (lenstronomy, its own models), TPR at FPR 1e-2 is at
+    least `shift.min_independent_tpr` and drops by at most `shift.max_independent_drop` from the test split."""
+    suite, sets = _shift_sets(halo)
+    limits = halo.config().shift
+    metadata = {"min_tpr": limits.min_independent_tpr, "max_drop": limits.max_independent_drop,
+                "in_distribution": dg.MetadataValue.json(suite["in_distribution"])}
+    if not suite["measurable"] or sets["independent"]["tpr_drop"] is None:
+        return _not_measurable(suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split", metadata)
+    d = sets["independent"]
+    passed = d["tpr_at_fpr_1e-2"] >= limits.min_independent_tpr and d["tpr_drop"] <= limits.max_independent_drop
+    return dg.AssetCheckResult(passed=passed, metadata={
+        **metadata, "measurable": True, **{k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS}})
+
+
+def _stress_check(name: str):
+    @dg.asset_check(asset=evaluation_report, name=f"shift_{name}_drop",
+                    description=f"WARN when TPR at FPR 1e-2 on the {name} stress set drops by more than "
+                                f"`shift.max_stress_drop` from the test split (the sets differ in difficulty by design).")
+    def check(halo: HaloSettings) -> dg.AssetCheckResult:
+        suite, sets = _shift_sets(halo)
+        limit = halo.config().shift.max_stress_drop
+        if not suite["measurable"] or sets[name]["tpr_drop"] is None:
+            return _not_measurable(suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split",
+                                   {"max_drop": limit})
+        d = sets[name]
+        return dg.AssetCheckResult(passed=d["tpr_drop"] <= limit, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "max_drop": limit, **{k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS}})
+
+    return check
+
+
+@dg.asset_check(asset=evaluation_report)
+def shift_raw_ece(halo: HaloSettings) -> dg.AssetCheckResult:
+    """WARN when the uncalibrated ECE on any shift set exceeds `shift.max_raw_ece`: probabilities are
+    calibrated in-distribution only."""
+    suite, sets = _shift_sets(halo)
+    limit = halo.config().shift.max_raw_ece
+    rows = [{"set": k, "ece_raw": v["ece_raw"], "ece_calibrated": v["ece_calibrated"], "n": v["n"]} for k, v in sets.items()]
+    if not suite["measurable"]:
+        return _not_measurable(suite["reason"], {"max_raw_ece": limit})
+    return dg.AssetCheckResult(passed=all(r["ece_raw"] <= limit for r in rows), severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"max_raw_ece": limit, "sets": table(rows)})
+
+
+SHIFT_CHECKS = [independent_renderer_shift, *(_stress_check(name) for name in STRESS_SETS), shift_raw_ece]
+
 DATA_CHECKS = [schema_contract, split_integrity, excluded_bricks_absent, finite_pixels, class_balance,
                arc_snr_zero_accounted]
 GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, train_val_gap, deployable_without_control, brick_auroc_std,
                    theta_e_completeness_non_decreasing, arc_snr_zero_scored_as_negative, calibration_ece,
-                   arc_localised_focus, core_perturbation, *GATE_CHECKS]
+                   arc_localised_focus, core_perturbation, *SHIFT_CHECKS, *GATE_CHECKS]
