@@ -39,22 +39,22 @@ def draw_systems(n: int, seed: int):
     return draw_split(np.random.default_rng(seed), bricks, n, lrgs_per_brick=n, injections_per_lrg=1, first_region=0)
 
 
-def render_ours(lrg, inj) -> np.ndarray:
+def render_ours(lrg, inj, oversample: int = OVERSAMPLE) -> np.ndarray:
     """(N, 3, 64, 64) noiseless model stamps, vectorised over systems."""
     kernels = moffat_kernel(lrg["fwhm"] / PIX)
     lrg_shape = render_sersic(np.ones(len(lrg["reff"])), lrg["reff"], lrg["n"], lrg["q"], lrg["phi"],
-                              size_px=STAMP_SIZE, pixel_scale_arcsec=PIX, oversample=OVERSAMPLE)
+                              size_px=STAMP_SIZE, pixel_scale_arcsec=PIX, oversample=oversample)
     arc_shape = render_lensed_sersic(
         np.ones(len(inj["theta_e"])), inj["src_reff"], inj["src_n"], inj["src_q"], inj["src_phi"], inj["src_x"],
         inj["src_y"], inj["theta_e"], inj["lens_q"], inj["lens_phi"], inj["gamma1"], inj["gamma2"],
-        size_px=STAMP_SIZE, pixel_scale_arcsec=PIX, oversample=OVERSAMPLE)
+        size_px=STAMP_SIZE, pixel_scale_arcsec=PIX, oversample=oversample)
     lrg_flux = mag_to_flux_nmgy(lrg["mags"]).astype(np.float32)  # float32 keeps the FFTs single precision
     model = (lrg_shape[:, None] * lrg_flux[:, :, None, None]
              + arc_shape[:, None] * inj["src_flux"].astype(np.float32)[:, :, None, None])
     return convolve(model, kernels)
 
 
-def render_lenstronomy(lrg, inj) -> np.ndarray:
+def render_lenstronomy(lrg, inj, oversample: int = OVERSAMPLE) -> np.ndarray:
     from lenstronomy.Data.imaging_data import ImageData
     from lenstronomy.Data.psf import PSF
     from lenstronomy.ImSim.image_model import ImageModel
@@ -65,7 +65,7 @@ def render_lenstronomy(lrg, inj) -> np.ndarray:
     data = ImageData(image_data=np.zeros((STAMP_SIZE, STAMP_SIZE)), ra_at_xy_0=-32 * PIX, dec_at_xy_0=-32 * PIX,
                      transform_pix2angle=np.diag([PIX, PIX]))
     lens_model, sersic = LensModel(["SIE", "SHEAR"]), LightModel(["SERSIC_ELLIPSE"])
-    numerics = {"supersampling_factor": OVERSAMPLE, "supersampling_convolution": False}
+    numerics = {"supersampling_factor": oversample, "supersampling_convolution": False}
     kernels = moffat_kernel(lrg["fwhm"] / PIX)
     lrg_flux = mag_to_flux_nmgy(lrg["mags"])
     out = np.empty((len(inj["theta_e"]), 3, STAMP_SIZE, STAMP_SIZE))

@@ -154,12 +154,13 @@ def filtered_dataset(halo: HaloSettings) -> dg.MaterializeResult:
 
 @dg.asset(deps=[filtered_dataset], group_name="data", kinds={"scikitlearn"}, partitions_def=PROFILES)
 def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
-    """Cross-validated logistic-regression AUCs on the model's input: central 10x10 core, radial
-    profile, metadata. Its checks gate promotion, not training: a shortcut-prone model is still
-    trained and evaluated, so the report shows what the shortcut buys."""
+    """Cross-validated logistic-regression AUCs on the model's input (central 10x10 core, radial
+    profile, metadata) as evidence, and the same probes on arc-free inputs (the selection null). Its
+    checks gate promotion, not training: a shortcut-prone model is still trained and evaluated, so the
+    report shows what the shortcut buys."""
     gates = measure_shortcut_gates(halo.config(), halo.uri("filtered_dataset"))
     uris.atomic_write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
-        **{g: r.to_dict() for g, r in gates.items()}, "data_fingerprint": data_fingerprint(halo.uri("filtered_dataset"))})
+        **gates.to_dict(), "data_fingerprint": data_fingerprint(halo.uri("filtered_dataset"))})
     return dg.MaterializeResult(metadata=gates_metadata(gates))
 
 

@@ -27,6 +27,7 @@ from halo_core.report import REPORT_JSON
 from halo_core.review import INFO, RULES, Finding, measure_step_seconds, training_budget
 from halo_core.samples import build_samples
 from halo_core.shards import open_split, read_manifest
+from halo_core.shift import STRESS_SETS
 from halo_core.train import load_split_samples
 
 # Partitioned checks are a preview API in Dagster 1.13; they are what keeps a profile's check history its own.
@@ -219,22 +220,42 @@ def config_training_budget(halo: HaloSettings) -> dg.AssetCheckResult:
 CONFIG_REVIEW_CHECKS = [*(_config_review_check(rule) for rule in RULES), config_training_budget]
 
 
+def _gates_file(halo: HaloSettings) -> dict:
+    return uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
+
+
 def _gate_check(gate: str):
-    @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc", blocking=True,
-                    description=f"The {gate} shortcut gate's cross-validated AUC is at most `gates.max_auc`.",
+    """A data-level probe: evidence with its CI and n (DESIGN §8), so a WARN, never blocking."""
+
+    @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc",
+                    description=f"The {gate} probe's cross-validated AUC with its bootstrap 95 % interval; "
+                                f"WARN above `gates.max_auc` (evidence: arc light in the core is signal).",
                     partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
-        gates = uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
-        result = gates[gate]
-        return check_result(passed=gate_criteria(gates)[f"shortcut_{gate}_auc"].passed, metadata={
-            "auc": number(result["auc"]), "threshold": result["threshold"],
-            "n": result["n"], "strata": table(result["strata"]),
+        result = _gates_file(halo)["gates"][gate]
+        return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
+            "auc": number(result["auc"]), "ci95": dg.MetadataValue.json(result["ci95"]),
+            "threshold": result["threshold"], "n": result["n"], "strata": table(result["strata"]),
         })
 
     return check
 
 
-GATE_CHECKS = [_gate_check(g) for g in GATES]
+@dg.asset_check(asset=shortcut_gates, blocking=True, partitions_def=PROFILES)
+def selection_null(halo: HaloSettings) -> dg.AssetCheckResult:
+    """The probes on arc-free inputs (the positives' own controls against the negatives) stay at or
+    below `gates.max_null_auc`: the galaxies chosen as lenses are not separable without their arcs.
+    Paired constructions pass as not informative (both sides are the same images)."""
+    gates = _gates_file(halo)
+    null, probes = gates["selection_null"], gates["selection_null"]["probes"]
+    return check_result(passed=gate_criteria(gates)["selection_null"].passed, metadata={
+        "informative": null["informative"], "reason": null["reason"] or "-", "max_auc": number(null["max_auc"]),
+        "threshold": null["threshold"],
+        "probes": table([{"probe": k, "auc": v["auc"], "ci95": v["ci95"], "n": v["n"]} for k, v in probes.items()]),
+    })
+
+
+GATE_CHECKS = [*(_gate_check(g) for g in GATES), selection_null]
 
 
 def _report(halo: HaloSettings) -> dict:
@@ -381,8 +402,81 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     })
 
 
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
+def core_perturbation(halo: HaloSettings) -> dg.AssetCheckResult:
+    """PSF-shaped light of the LRGs' own core-brightness spread, added to and removed from the centre and
+    near it (r < 5 px), moves each class's mean test score by at most `go_no_go.max_core_perturbation_change`
+    (DESIGN §8): a model that reads core brightness fails. Too few samples: not measurable (WARN)."""
+    report = _report(halo)
+    d, criterion = report["core_perturbation"], _criterion(halo, report, "core_perturbation")
+    metadata = {"threshold": d["max_mean_abs_change"], "min_per_class": d["min_per_class"],
+                "spread_sigma_px": dg.MetadataValue.json(d["spread_sigma_px"]),
+                "per_class": table([{"class": k, "n": v["n"], "mean_abs_change": v["mean_abs_change"], **v["by_variant"]}
+                                    for k, v in d["per_class"].items()])}
+    if not criterion.measurable:
+        return _not_measurable(criterion.reason, metadata)
+    return check_result(passed=criterion.passed, metadata={"measurable": True, **metadata})
+
+
+def _shift_sets(halo: HaloSettings) -> tuple[dict, dict]:
+    suite = _report(halo)["shift_suite"]
+    return suite, suite["sets"]
+
+
+SHIFT_COLUMNS = ("n", "auroc", "tpr_at_fpr_1e-2", "threshold_at_fpr_1e-2", "tpr_drop", "auroc_drop", "ece_raw",
+                 "ece_calibrated")
+
+
+@dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES)
+def independent_renderer_shift(halo: HaloSettings) -> dg.AssetCheckResult:
+    """On the test set rendered by another code base (lenstronomy, its own models), TPR at FPR 1e-2 is at
+    least `shift.min_independent_tpr` and drops by at most `shift.max_independent_drop` from the test split."""
+    report = _report(halo)
+    suite, criterion = report["shift_suite"], _criterion(halo, report, "independent_renderer_shift")
+    limits = halo.config().shift
+    metadata = {"min_tpr": limits.min_independent_tpr, "max_drop": limits.max_independent_drop,
+                "in_distribution": dg.MetadataValue.json(suite["in_distribution"])}
+    if not criterion.measurable:
+        return _not_measurable(criterion.reason, metadata)
+    d = suite["sets"]["independent"]
+    return check_result(passed=criterion.passed, metadata={
+        **metadata, "measurable": True, **{k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS}})
+
+
+def _stress_check(name: str):
+    @dg.asset_check(asset=evaluation_report, name=f"shift_{name}_drop", partitions_def=PROFILES,
+                    description=f"WARN when TPR at FPR 1e-2 on the {name} stress set drops by more than "
+                                f"`shift.max_stress_drop` from the test split (the sets differ in difficulty by design).")
+    def check(halo: HaloSettings) -> dg.AssetCheckResult:
+        suite, sets = _shift_sets(halo)
+        limit = halo.config().shift.max_stress_drop
+        if not suite["measurable"] or sets[name]["tpr_drop"] is None:
+            return _not_measurable(suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split",
+                                   {"max_drop": limit})
+        d = sets[name]
+        return check_result(passed=d["tpr_drop"] <= limit, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "max_drop": limit, **{k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS}})
+
+    return check
+
+
+@dg.asset_check(asset=evaluation_report, partitions_def=PROFILES)
+def shift_raw_ece(halo: HaloSettings) -> dg.AssetCheckResult:
+    """WARN when the uncalibrated ECE on any shift set exceeds `shift.max_raw_ece`: probabilities are
+    calibrated in-distribution only."""
+    suite, sets = _shift_sets(halo)
+    limit = halo.config().shift.max_raw_ece
+    rows = [{"set": k, "ece_raw": v["ece_raw"], "ece_calibrated": v["ece_calibrated"], "n": v["n"]} for k, v in sets.items()]
+    if not suite["measurable"]:
+        return _not_measurable(suite["reason"], {"max_raw_ece": limit})
+    return check_result(passed=all(r["ece_raw"] <= limit for r in rows), severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"max_raw_ece": limit, "sets": table(rows)})
+
+
+SHIFT_CHECKS = [independent_renderer_shift, *(_stress_check(name) for name in STRESS_SETS), shift_raw_ece]
+
 DATA_CHECKS = [schema_contract, split_integrity, excluded_bricks_absent, finite_pixels, class_balance,
                arc_snr_zero_accounted]
 GO_NO_GO_CHECKS = [test_auroc, precision_at_recall_0_90, train_val_gap, deployable_without_control, brick_auroc_std,
                    theta_e_completeness_non_decreasing, arc_snr_zero_scored_as_negative, calibration_ece,
-                   arc_localised_focus, *GATE_CHECKS]
+                   arc_localised_focus, core_perturbation, *SHIFT_CHECKS, *GATE_CHECKS]

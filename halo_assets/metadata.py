@@ -169,10 +169,15 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes],
     }
 
 
-def gates_metadata(gates: dict) -> dict:
+def gates_metadata(gates) -> dict:
+    probes, null = gates.probes, gates.selection_null
     return {
-        "gates": table([{"gate": g.gate, "auc": g.auc, "n": g.n, "n_features": g.n_features,
-                         "threshold": g.threshold, "passed": g.passed} for g in gates.values()]),
-        **{f"{name}_auc": number(g.auc) for name, g in gates.items()},
-        "strata": table([{"gate": g.gate, **s} for g in gates.values() for s in g.strata]),
+        "gates": table([{"gate": g.gate, "auc": round(g.auc, 4), "ci95": [round(v, 4) for v in g.ci95], "n": g.n,
+                         "n_features": g.n_features, "threshold": g.threshold, "passed": g.passed}
+                        for g in probes.values()]),
+        **{f"{name}_auc": number(g.auc) for name, g in probes.items()},
+        "strata": table([{"gate": g.gate, **s} for g in probes.values() for s in g.strata]),
+        "selection_null_max_auc": number(null.max_auc),
+        "selection_null_informative": null.informative,
+        "deployable": gates.deployable,
     }

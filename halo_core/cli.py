@@ -76,20 +76,27 @@ def cmd_gates(cfg, args) -> int:
     from halo_core.gates import shortcut_gates
 
     gates = shortcut_gates(cfg, args.data, args.split)
-    passed = all(g.passed for g in gates.values())
+    null = gates.selection_null
     # the table as JSON on stdout (for scripts and CI), a readable summary on stderr
     print(uris.json_text({"split": args.split, "sample_construction": cfg.sample_construction,
-                          "normalization": cfg.normalization, "max_auc": cfg.gates.max_auc, "passed": passed,
-                          "gates": {name: g.to_dict() for name, g in gates.items()}}))
-    print(f"shortcut gates on {args.split} ({cfg.sample_construction}, {cfg.normalization}), "
-          f"fail above AUC {cfg.gates.max_auc}:", file=sys.stderr)
-    for g in gates.values():
-        print(f"  {'pass' if g.passed else 'FAIL'}  {g.gate:<9} AUC {g.auc:.3f}  n={g.n}  features={g.n_features}",
-              file=sys.stderr)
+                          "normalization": cfg.normalization, "max_auc": cfg.gates.max_auc, **gates.to_dict()}))
+    print(f"shortcut gates on {args.split} ({cfg.sample_construction}, {cfg.normalization}); blocking: the "
+          f"selection null (AUC <= {cfg.gates.max_null_auc}) and deployability; the probes are evidence:",
+          file=sys.stderr)
+    print(f"  {'pass' if gates.deployable else 'FAIL'}  deployable without a control stamp: {gates.deployable}",
+          file=sys.stderr)
+    if not null.informative:
+        print(f"  pass  selection null: not informative ({null.reason})", file=sys.stderr)
+    for g in null.probes.values():
+        print(f"  {'pass' if g.passed else 'FAIL'}  null {g.gate:<9} AUC {g.auc:.3f} "
+              f"[{g.ci95[0]:.3f}, {g.ci95[1]:.3f}]  n={g.n}", file=sys.stderr)
+    for g in gates.probes.values():
+        print(f"  {'info' if g.passed else 'WARN'}  probe {g.gate:<8} AUC {g.auc:.3f} [{g.ci95[0]:.3f}, "
+              f"{g.ci95[1]:.3f}]  n={g.n}  features={g.n_features}", file=sys.stderr)
         for s in g.strata:
             print(f"          {s['stratum']:<22} AUC {s['auc']:.3f}  ({s['n_pos']} lenses, {s['n_neg']} non-lenses)",
                   file=sys.stderr)
-    return 0 if passed else 1
+    return 0 if gates.passed else 1
 
 
 def cmd_evaluate(cfg, args) -> None:
@@ -263,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("gates", help="shortcut gates: can core, radial profile or metadata alone tell the classes?")
+    p = sub.add_parser("gates", help="shortcut gates: selection null, deployability, and core / radial / metadata probes")
     config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory")
     p.add_argument("--split", default="train", choices=["train", "val", "test"])

@@ -16,12 +16,12 @@ import pyarrow as pa
 
 from halo_core import uris
 from halo_core.errors import ContractError, StampDecodeError
-from halo_core.preprocess import PreprocessSpec, preprocess
+from halo_core.preprocess import PreprocessSpec, core_brightness, preprocess
 from halo_core.config import BLOB_COLUMNS
 from halo_core.reader import SPLITS, Source, read_split, split_files
 from halo_core.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
 from halo_core.splits import SplitReport, split_report
-from halo_core.stamps import decode_stamp
+from halo_core.stamps import BANDS, decode_stamp
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -148,6 +148,9 @@ def _filter_source(cfg, spec: PreprocessSpec, source_uri: Source, split: str, so
             identical = (stamps == controls).all(axis=(1, 2, 3))
             report.identical_pairs_kept += int(identical.sum())
             report.identical_pairs_with_arc += int((identical & (meta["arc_snr"].to_numpy(float) > 0)).sum())
+            # the LRG's own core brightness, for the spread the core-perturbation test spans
+            core = core_brightness(controls, spec)
+            meta = meta.assign(**{f"ctrl_core_flux_sigma_{b}": core[:, i] for i, b in enumerate(BANDS)})
             chunks.append((preprocess(stamps, spec), preprocess(controls, spec), meta))
     return report, chunks, checked
 

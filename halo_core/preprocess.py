@@ -84,15 +84,41 @@ def preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         center, scale = _robust_center_scale(flat, spec.mad_factor)
         out = (flat - center) / scale
     else:
-        rings = ring_index(h)
-        outer = rings >= spec.annulus_min_radius_px * h / spec.stamp_size
+        outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
         center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
         out = (flat - center) / scale
-        # Subtract the azimuthal-median profile: a round LRG (and flux added to its PSF core) goes,
-        # an arc, which covers a small part of its ring, stays. The profile is interpolated to each
-        # pixel's radius: a steep core changes by several sigma across one 1-px ring, and a stepwise
-        # profile leaves that slope behind as a fixed pattern a classifier can read.
-        medians = np.stack([np.median(out[..., rings == r], axis=-1) for r in range(rings.max() + 1)], axis=-1)
-        lower, upper, weight = _profile_interpolation(h)
-        out -= medians[..., lower] * (1 - weight) + medians[..., upper] * weight
+        out = subtract_radial_profile(out, h)
     return np.clip(out, *spec.clip_range).reshape(n, c, h, w)
+
+
+def subtract_radial_profile(flat: np.ndarray, size: int) -> np.ndarray:
+    """(..., size*size) minus its azimuthal-median profile. A round LRG (and flux added to its PSF core)
+    goes, an arc, which covers a small part of its ring, stays. The profile is interpolated to each
+    pixel's radius: a steep core changes by several sigma across one 1-px ring, and a stepwise profile
+    leaves that slope behind as a fixed pattern a classifier can read."""
+    rings = ring_index(size)
+    medians = np.stack([np.median(flat[..., rings == r], axis=-1) for r in range(rings.max() + 1)], axis=-1)
+    lower, upper, weight = _profile_interpolation(size)
+    return flat - (medians[..., lower] * (1 - weight) + medians[..., upper] * weight)
+
+
+def reapply_to_input(x: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Preprocess light added to (N, C, H, W) model inputs, already in robust-sigma units, as it would
+    have been in the raw stamp: the radial profile subtracted again (residual_radial) and the clip.
+    The robust centre and scale are kept: a few hundred sigma px of core light barely moves them."""
+    n, c, h, w = x.shape
+    flat = np.asarray(x, np.float32).reshape(n, c, h * w)
+    if spec.normalization == "residual_radial":
+        flat = subtract_radial_profile(flat, h)
+    return np.clip(flat, *spec.clip_range).reshape(n, c, h, w)
+
+
+def core_brightness(images: np.ndarray, spec: PreprocessSpec, radius_px: float = 5.0) -> np.ndarray:
+    """(N, 3, H, W) nanomaggies -> (N, 3) light inside r < radius_px above the outer-annulus median, in
+    robust sky-sigma x pixel units: the brightness of an LRG core as the model's input measures it."""
+    n, c, h, w = images.shape
+    flat = images.reshape(n, c, h * w).astype(np.float32, copy=False)
+    outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
+    center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
+    core = pixel_radius(h) < radius_px
+    return ((flat[..., core] - center) / scale).sum(axis=-1)

@@ -79,6 +79,24 @@ def _arc_snr_zero(cfg, r) -> Criterion:
 
 
 # each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion
+def _core_perturbation(cfg: HaloConfig, r: dict) -> Criterion:
+    d = r["core_perturbation"]
+    if not d["measurable"]:
+        return _unmeasured("core_perturbation", f"fewer than {d['min_per_class']} test samples in a class")
+    return Criterion("core_perturbation", d["passed"])
+
+
+def _independent_renderer_shift(cfg: HaloConfig, r: dict) -> Criterion:
+    suite = r["shift_suite"]
+    d = suite["sets"].get("independent") if suite["measurable"] else None
+    if d is None or d["tpr_drop"] is None:
+        return _unmeasured("independent_renderer_shift",
+                           suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split")
+    limits = cfg.shift
+    return Criterion("independent_renderer_shift", d["tpr_at_fpr_1e-2"] >= limits.min_independent_tpr
+                     and d["tpr_drop"] <= limits.max_independent_drop)
+
+
 REPORT_CRITERIA = {
     "test_auroc": _test_auroc,
     "precision_at_recall_0_90": _precision_at_recall_0_90,
@@ -91,6 +109,8 @@ REPORT_CRITERIA = {
         "calibration_ece", r["calibration"]["ece_after"]["ece"] <= cfg.go_no_go.max_ece_after_calibration),
     "arc_localised_focus": lambda cfg, r: Criterion(
         "arc_localised_focus", r["shortcut_diagnostics"]["arc_localised_focus"]["passed"]),
+    "core_perturbation": _core_perturbation,
+    "independent_renderer_shift": _independent_renderer_shift,
 }
 
 
@@ -100,9 +120,9 @@ def report_criteria(cfg: HaloConfig, report: dict) -> dict[str, Criterion]:
 
 
 def gate_criteria(gates: dict) -> dict[str, Criterion]:
-    """The shortcut gates (gates.json), each already judged against `gates.max_auc` where measured."""
-    return {f"shortcut_{name}_auc": Criterion(f"shortcut_{name}_auc", result["passed"]) for name, result in gates.items()
-            if name != "data_fingerprint"}
+    """What blocks among the data-level gates (gates.json): the selection null (DESIGN §8). The probes are
+    evidence, and deployability is judged on the trained model (deployable_without_control)."""
+    return {"selection_null": Criterion("selection_null", gates["selection_null"]["passed"])}
 
 
 @dataclass(frozen=True)

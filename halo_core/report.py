@@ -29,10 +29,16 @@ from halo_core.errors import CheckpointError
 from halo_core.metrics import classification_metrics
 from halo_core.model import pick_device
 from halo_core.monitors import monitor_report, progress_summaries
-from halo_core.saliency import CORE_RADIUS_PX, MAX_SAMPLES, shortcut_diagnostics
+from halo_core.loader import gather
+from halo_core.preprocess import reapply_to_input
+from halo_core.saliency import (
+    CORE_RADIUS_PX, MAX_SAMPLES, core_brightness_spread, core_perturbation, shortcut_diagnostics,
+)
 from halo_core.samples import CONTROL, STAMP, SampleSet
 from halo_core.shards import data_fingerprint, dataset_spec, open_split
+from halo_core.shift import shift_suite
 from halo_core.splits import lrg_ids
+from halo_core.stamps import BANDS, PIXEL_SCALE_ARCSEC
 from halo_core.train import load_split_samples, predict_logits
 from halo_core.validation import real_lens_realism, realism_html
 
@@ -196,13 +202,69 @@ def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibra
         max_core_to_arc_drop=go_no_go.max_core_to_arc_occlusion_drop)
 
 
+PERTURBATION_MAX_PER_CLASS = 1000  # test samples per class the core-perturbation test scores (5 passes each)
+NOMINAL_PSF_FWHM_ARCSEC = (1.45, 1.30, 1.20)  # g, r, z, where a dataset has no psf_fwhm_used_* columns
+
+
+def psf_fwhm_px(meta) -> np.ndarray:
+    """(N, 3) per-band PSF FWHM in pixels from the psf_fwhm_used_* columns (nominal DR10 seeing where absent)."""
+    cols = [meta[f"psf_fwhm_used_{b}"].to_numpy(float) if f"psf_fwhm_used_{b}" in meta.columns
+            else np.full(len(meta), nominal) for b, nominal in zip(BANDS, NOMINAL_PSF_FWHM_ARCSEC)]
+    fwhm = np.stack(cols, axis=1)
+    return np.where(np.isfinite(fwhm), fwhm, np.array(NOMINAL_PSF_FWHM_ARCSEC)) / PIXEL_SCALE_ARCSEC
+
+
+def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calibration: Calibration, device,
+                                  go_no_go) -> dict:
+    """The core-perturbation test on up to PERTURBATION_MAX_PER_CLASS test samples of each class, with the
+    spread of the split's own LRG core brightness (distinct LRGs, measured on the raw controls when the
+    filtered dataset was built)."""
+    rng = np.random.default_rng(0)
+    chosen = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(samples.labels == c))[:PERTURBATION_MAX_PER_CLASS] for c in (0, 1)]))
+    x = gather(shards, samples, chosen)
+    meta = shards.meta.iloc[samples.rows[chosen]]
+    lrgs = shards.meta.loc[~lrg_ids(shards.meta).duplicated()]
+    spread = core_brightness_spread(lrgs[[f"ctrl_core_flux_sigma_{b}" for b in BANDS]].to_numpy(float))
+    result = core_perturbation(model, x, samples.labels[chosen], psf_fwhm_px(meta), spread,
+                               lambda v: reapply_to_input(v, spec), calibration.probability, device=device,
+                               max_mean_change=go_no_go.max_core_perturbation_change,
+                               min_per_class=go_no_go.core_perturbation_min_per_class)
+    return {**result, "n_lrgs_for_spread": int(len(lrgs))}
+
+
+def shift_report(model, spec, calibration: Calibration, device, report: dict, raw_ece: float, cfg: HaloConfig) -> dict:
+    """The shift suite against this test split's own numbers (DESIGN §8)."""
+    point = next(t for t in report["metrics"]["tpr_at_fpr"] if t["fpr"] == 1e-2)
+    in_distribution = {"auroc": report["metrics"]["auroc"], "tpr_at_fpr_1e-2": point["tpr"], "ece_raw": raw_ece}
+    if not cfg.shift.enabled:
+        return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution}
+    return shift_suite(model, spec, calibration.probability, device, in_distribution, cfg.shift,
+                       report["needs_control"])
+
+
+def shift_reliability_png(sets: dict[str, dict]) -> bytes:
+    """Reliability of the calibrated probabilities on each shift set (equal-mass bins)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
+    for name, d in sets.items():
+        ax.plot([b["mean_p"] for b in d["reliability"]], [b["frac_pos"] for b in d["reliability"]], "o-", ms=3,
+                label=f"{name} (ECE {d['ece_calibrated']:.3f})")
+    ax.set(xlabel="mean predicted probability (calibrated)", ylabel="fraction of lenses",
+           title="reliability under shift")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
     """Score the test split with the trained, calibrated model; write report.json, report.html and plots/."""
     model, sidecar = load_model(model_path)
     if "best_epoch" not in sidecar:
         raise CheckpointError(f"{model_path}: a per-epoch checkpoint (best.pt, last.pt, epoch_*.pt) has no training "
                               "summary; evaluate the model.pt that `halo train` writes beside it")
-    dataset_spec(dataset_dir).require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
+    spec = dataset_spec(dataset_dir)
+    spec.require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
     device = pick_device(cfg.device)
     model = model.to(device)
     shards, samples = load_split_samples(cfg, dataset_dir, "test")
@@ -272,7 +334,10 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
                                                     cfg.batch_size, device, cfg.seed)
                                 if samples.with_control else None),
         "realism_probe": real_lens_realism(cfg, model, model_spec(sidecar), shards, samples),
+        "core_perturbation": core_perturbation_diagnostics(model, shards, samples, spec, calibration, device,
+                                                           cfg.go_no_go),
     }
+    report["shift_suite"] = shift_report(model, spec, calibration, device, report, ece["uncalibrated"]["ece"], cfg)
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
         "reliability": reliability_png(ece),
@@ -284,6 +349,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "gallery": gallery(shards, samples, probs, meta),
         "saliency": saliency_png(saliency_figure),
     }
+    if report["shift_suite"]["sets"]:
+        plots["shift_reliability"] = shift_reliability_png(report["shift_suite"]["sets"])
     report["plots"] = {name: f"plots/{name}.png" for name in plots}
     for name, png in plots.items():
         uris.atomic_write_bytes(uris.join(out_dir, report["plots"][name]), png)
@@ -334,6 +401,46 @@ core drop &le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['p
 <table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in arc</th><th>arc area share</th>
 <th>saliency in core</th><th>mean score</th><th>arc-occlusion drop</th><th>core-occlusion drop</th></tr>{body}</table>
 {_img(png, 'mean saliency per theta_E bin')}"""
+
+
+def _core_perturbation_section(d: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{c['n']}</td><td>{_fmt(c['mean_abs_change'], 4)}</td>"
+        + "".join(f"<td>{_fmt(v, 4)}</td>" for v in c["by_variant"].values()) + "</tr>"
+        for name, c in d["per_class"].items())
+    variants = next(iter(d["per_class"].values()))["by_variant"]
+    spread = ", ".join(f"{b} {v:.1f}" for b, v in zip(BANDS, d["spread_sigma_px"]))
+    return f"""<h2>Core perturbation (does the score follow core brightness?)</h2>
+<p>PSF-shaped light added to and removed from the centre and at ~3 px from it (inside r &lt; {CORE_RADIUS_PX:g} px),
+of the test LRGs' own core-brightness spread (half their central 68 % range, over {d['n_lrgs_for_spread']} LRGs;
+sky sigma &times; px: {spread}), preprocessed as the raw stamp would be. Limit: mean |score change| &le;
+{d['max_mean_abs_change']:g} per class over &ge; {d['min_per_class']} samples: <b>{d['passed']}</b>
+(measurable: {d['measurable']}).</p>
+<table><tr><th>class</th><th>n</th><th>mean |change|</th>{''.join(f'<th>{html.escape(k)}</th>' for k in variants)}</tr>
+{rows}</table>"""
+
+
+def _shift_section(d: dict, plots: dict[str, bytes]) -> str:
+    ref = d["in_distribution"]
+    head = (f"<h2>Shift suite: test sets outside the training distribution</h2><p>Calibrated probabilities hold "
+            f"<b>in-distribution only</b>: the calibration was fitted on val, and each set below shows its raw and "
+            f"calibrated ECE. In-distribution (test split): AUROC {_fmt(ref['auroc'])}, TPR at FPR 1e-2 "
+            f"{_fmt(ref['tpr_at_fpr_1e-2'], 3)}, raw ECE {_fmt(ref['ece_raw'], 3)}.</p>")
+    if not d["measurable"]:
+        return head + f"<p>Not measured: {html.escape(d['reason'])}.</p>"
+    lim = d["limits"]
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{s['n_lenses']} / {s['n_non_lenses']}</td><td>{_fmt(s['auroc'])}</td>"
+        f"<td>{_fmt(s['tpr_at_fpr_1e-2'], 3, 'not measurable')}</td><td>{_fmt(s['threshold_at_fpr_1e-2'], 3)}</td>"
+        f"<td>{_fmt(s['tpr_drop'], 3)}</td><td>{_fmt(s['auroc_drop'], 4)}</td><td>{_fmt(s['ece_raw'], 3)}</td>"
+        f"<td>{_fmt(s['ece_calibrated'], 3)}</td></tr>" for name, s in d["sets"].items())
+    return head + f"""<p>Each set has its own lenses and non-lenses and its own threshold at FPR 1e-2 (seed {d['seed']}).
+<code>independent</code> is rendered by lenstronomy with its own mass, source, neighbour, PSF and noise models; blocking:
+TPR &ge; {lim['min_independent_tpr']:g} and drop &le; {lim['max_independent_drop']:g}. Stress sets move one axis of our
+simulator: WARN on a TPR drop &gt; {lim['max_stress_drop']:g}; WARN on raw ECE &gt; {lim['max_raw_ece']:g} on any set.</p>
+<table><tr><th>set</th><th>n lenses / non-lenses</th><th>AUROC</th><th>TPR at FPR 1e-2</th><th>threshold</th>
+<th>TPR drop</th><th>AUROC drop</th><th>raw ECE</th><th>calibrated ECE</th></tr>{rows}</table>
+{_img(plots['shift_reliability'], 'reliability under shift')}"""
 
 
 def render_html(report: dict, plots: dict[str, bytes]) -> str:
@@ -394,6 +501,8 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 {_shortcut_section(report['shortcut_diagnostics'], plots['saliency'])}
 {substitutes_html(report['control_substitutes'])}
 {realism_html(report['realism_probe'])}
+{_core_perturbation_section(report['core_perturbation'])}
+{_shift_section(report['shift_suite'], plots)}
 <h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
 (preprocessed stamps, asinh g,r,z).</p>
 {_img(plots['gallery'], 'gallery of hardest cases')}

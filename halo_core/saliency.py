@@ -20,6 +20,7 @@ from torch import nn
 
 from halo_core.diagnostics import THETA_E_BINS_ARCSEC
 from halo_core.preprocess import pixel_radius
+from halo_core.simulate.psf import moffat_kernel
 from halo_core.stamps import STAMP_SIZE
 
 ARC_FOOTPRINT_SIGMA = 1.0  # inputs are in robust sky-sigma units after preprocessing
@@ -121,3 +122,73 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
                   "min_arc_occlusion_drop": min_arc_drop, "max_core_to_arc_drop": max_core_to_arc_drop,
                   "passed": bool(n) and arc_drop >= min_arc_drop and core_drop <= max_core_to_arc_drop * arc_drop}}
     return result, figure
+
+
+# Core perturbation (DESIGN §8): does the score follow the LRG's core brightness? PSF-shaped light is
+# added to and removed from the centre and near it (integer offsets of ~3 px, inside r < 5 px), in
+# amounts of the LRGs' own core-brightness spread. A lens finder's score must not move: LRG cores vary
+# this much in the sky with no lens at all.
+PERTURBATION_OFFSETS_PX = ((3, 0), (0, 3), (-3, 0), (0, -3), (2, 2), (-2, 2), (2, -2), (-2, -2))
+PERTURBATION_FACTORS = (1.0, -1.0)  # x the spread: add, remove
+SPREAD_QUANTILES = (0.16, 0.84)  # the spread is half the central 68 % range of the LRGs' core brightness
+
+
+def core_brightness_spread(core_flux: np.ndarray) -> np.ndarray:
+    """(N, 3) core brightness of distinct LRGs (sigma x px) -> (3,) half their central 68 % range."""
+    lo, hi = np.quantile(np.asarray(core_flux, float), SPREAD_QUANTILES, axis=0)
+    return (hi - lo) / 2
+
+
+def psf_light(fwhm_px: np.ndarray, offsets_px: np.ndarray, size: int = STAMP_SIZE) -> np.ndarray:
+    """(N, 3, size, size) unit-flux Moffat PSFs per band, each centred on the stamp centre (pixel size//2,
+    as the simulator and the real cutouts put the LRG) plus its (dx, dy) offset."""
+    kernels = moffat_kernel(fwhm_px)  # (N, 3, K, K)
+    k = kernels.shape[-1]
+    pad = np.zeros((len(kernels), 3, size + 2 * k, size + 2 * k), np.float32)
+    for i, (dx, dy) in enumerate(np.asarray(offsets_px, int)):
+        y0, x0 = k + size // 2 + dy - k // 2, k + size // 2 + dx - k // 2
+        pad[i, :, y0:y0 + k, x0:x0 + k] = kernels[i]
+    return pad[:, :, k:k + size, k:k + size]
+
+
+def core_perturbation(model: nn.Module, x: np.ndarray, labels: np.ndarray, fwhm_px: np.ndarray, spread: np.ndarray,
+                      reapply, probability, *, device: torch.device, max_mean_change: float, min_per_class: int,
+                      seed: int = 0, batch_size: int = 256) -> dict:
+    """Mean |score change| of (N, C, H, W) inputs when PSF-shaped core light of +-``spread`` (3,) sigma px
+    per band is added at the centre and at an offset; ``reapply`` preprocesses the perturbed input as
+    the raw stamp would have been. The light goes into every 3-channel group (a 6-channel input's
+    control is the same galaxy). Passes when each class's mean change is at most ``max_mean_change``
+    over at least ``min_per_class`` samples."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    offsets = np.asarray(PERTURBATION_OFFSETS_PX)[rng.integers(0, len(PERTURBATION_OFFSETS_PX), n)]
+    variants = [(f, centred) for f in PERTURBATION_FACTORS for centred in (True, False)]
+    change = np.empty((n, len(variants)))
+    model.eval()
+    for lo in range(0, n, batch_size):
+        sl = slice(lo, lo + batch_size)
+        xb = np.asarray(x[sl], np.float32)
+        groups = xb.shape[1] // 3
+        centred_psf = psf_light(fwhm_px[sl], np.zeros((len(xb), 2)))
+        shifted_psf = psf_light(fwhm_px[sl], offsets[sl])
+        inputs = [reapply(xb)]
+        for factor, centred in variants:
+            light = factor * spread.astype(np.float32)[None, :, None, None] * (centred_psf if centred else shifted_psf)
+            inputs.append(reapply(xb + np.tile(light, (1, groups, 1, 1))))
+        with torch.no_grad():
+            scores = [probability(model(torch.from_numpy(np.ascontiguousarray(v)).to(device)).squeeze(1).float()
+                                  .cpu().numpy()) for v in inputs]
+        change[sl] = np.abs(np.stack(scores[1:], axis=1) - scores[0][:, None])
+    labels = np.asarray(labels).astype(int)
+    per_class = {}
+    for name, c in (("non_lens", 0), ("lens", 1)):
+        rows = change[labels == c]
+        per_class[name] = {"n": int(len(rows)), "mean_abs_change": float(rows.mean()) if len(rows) else None,
+                           "by_variant": {f"{'add' if f > 0 else 'remove'}_{'centred' if ctr else 'offset'}":
+                                          float(rows[:, j].mean()) if len(rows) else None
+                                          for j, (f, ctr) in enumerate(variants)}}
+    measurable = all(v["n"] >= min_per_class for v in per_class.values())
+    return {"per_class": per_class, "spread_sigma_px": [float(v) for v in spread],
+            "offsets_px": [list(o) for o in PERTURBATION_OFFSETS_PX], "max_mean_abs_change": max_mean_change,
+            "min_per_class": min_per_class, "measurable": measurable,
+            "passed": measurable and all(v["mean_abs_change"] <= max_mean_change for v in per_class.values())}

@@ -86,6 +86,8 @@ LENIENT_GO_NO_GO = [  # the loosest limits the config's bounds allow
     "go_no_go.max_ece_after_calibration=0.99", "go_no_go.max_arc_snr_zero_accuracy_as_lens=0.99",
     "go_no_go.max_brick_auroc_std=0.49", "go_no_go.brick_min_per_class=2", "go_no_go.min_bricks=2",
     "go_no_go.min_arc_occlusion_drop=0.0", "go_no_go.max_core_to_arc_occlusion_drop=1",
+    "go_no_go.max_core_perturbation_change=0.99", "go_no_go.core_perturbation_min_per_class=1",
+    "gates.max_null_auc=0.99",
 ]
 
 

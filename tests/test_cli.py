@@ -29,16 +29,25 @@ def test_simulate_filter_train_evaluate_from_the_command_line(tmp_path, capsys):
 
 
 def test_gates_command_prints_the_gate_table_as_json_and_exits_1_on_a_failure(capsys, filtered_dir):
-    code = main(["gates", "--preset", "smoke", "--set", "gates.n_samples=60", "--data", filtered_dir])
+    small = ["--set", "gates.n_samples=60", "--set", "gates.null_n_samples=60", "--data", filtered_dir]
+    code = main(["gates", "--preset", "smoke", *small])
     captured = capsys.readouterr()
     table = json.loads(captured.out)
     assert sorted(table["gates"]) == ["core", "metadata", "radial"]
     core = table["gates"]["core"]
     assert 0 < core["n"] <= 60 and core["n_features"] == 300 and 0 <= core["auc"] <= 1 and core["strata"]
-    assert code == (0 if table["passed"] else 1) and table["passed"] == all(g["passed"] for g in table["gates"].values())
-    assert "core" in captured.err  # the readable summary
-    assert main(["gates", "--preset", "smoke", "--set", "gates.max_auc=0.5", "--data", filtered_dir]) == 1
-    assert json.loads(capsys.readouterr().out)["passed"] is False
+    assert len(core["ci95"]) == 2
+    null = table["selection_null"]
+    assert null["informative"] and sorted(null["probes"]) == ["core", "metadata", "radial"]
+    assert code == (0 if table["passed"] else 1) and table["passed"] == (null["passed"] and table["deployable"])
+    assert "selection null" in captured.err or "null core" in captured.err  # the readable summary
+    assert main(["gates", "--preset", "smoke", "--set", "gates.max_null_auc=0.5", *small]) == (
+        0 if json.loads(capsys.readouterr().out)["selection_null"]["max_auc"] <= 0.5 else 1)
+    # the plan's 6-channel input needs the control stamp: not deployable, so the gates fail
+    assert main(["gates", "--preset", "smoke", "--set", "sample_construction=paired_6ch",
+                 "--set", "input_channels=6", *small]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["deployable"] is False and out["passed"] is False and out["selection_null"]["informative"] is False
 
 
 def test_halo_core_imports_without_dagster():

@@ -64,6 +64,52 @@ SOURCE_R_MAG_RANGE = (20.1, 22.9)
 SOURCE_OFFSET_MAX_THETA_E = 1.0
 SOURCE_REFF_ARCSEC = (0.5, 1.5)
 
+# Domain randomisation (on by default for the training presets, `simulation.domain_randomization`): the
+# model must not learn this simulator's particulars. Every range is wider than the measurement it is
+# anchored to, so the data we score (real galaxies, another renderer) falls inside the training support.
+# - sources: DR_COMPACT_SOURCE_FRACTION log-uniform over DR_SOURCE_REFF_ARCSEC, compact knots to extended
+#   discs, the rest over DR_EXTENDED_SOURCE_REFF_ARCSEC, so that the 41 % core-flux anchor stays the centre of
+#   the distribution (median core share for theta_E < 0.75": 0.43 with, 0.44 without; test_simulate.py);
+#   Sersic n over DR_SOURCE_N; a DR_CLUMPY_FRACTION of sources carry a compact star-forming clump
+#   (DR_CLUMP_FLUX_SHARE of the flux, r_eff DR_CLUMP_REFF_ARCSEC, within 1 r_eff of the source centre).
+DR_SOURCE_REFF_ARCSEC = (0.05, 1.5)
+DR_EXTENDED_SOURCE_REFF_ARCSEC = (0.6, 1.8)  # the other sources: re-centres the core share on 41 % (below)
+DR_COMPACT_SOURCE_FRACTION = 0.15
+DR_SOURCE_N = (0.5, 2.5)
+DR_CLUMPY_FRACTION = 0.1
+DR_CLUMP_FLUX_SHARE = (0.1, 0.4)
+DR_CLUMP_REFF_ARCSEC = (0.1, 0.2)  # on the 9x grid (each clump costs 9x a source on the 3x grid)
+# - LRGs: Sersic n from exponential-like to steeper than de Vaucouleurs (the parent sample's fits
+#   scatter around n = 4), r_eff 0.3-2.5", axis ratio 0.3-1.
+DR_LRG_N = (2.5, 6.0)
+DR_LRG_REFF_ARCSEC = (0.3, 2.5)
+DR_LRG_Q = (0.3, 1.0)
+# - neighbours: Poisson(DR_NEIGHBOURS_MEAN) galaxies 2-8" from the LRG (LRGs live in groups: companions
+#   were the highest-scored false positives on independent data, DESIGN §8), r 19.5-23, red or blue;
+#   foreground stars with probability DR_STAR_FRACTION, r 17-22 at 3-12". Both are in stamp and control.
+DR_NEIGHBOURS_MEAN = 0.8
+DR_NEIGHBOUR_RADIUS_ARCSEC = (2.0, 8.0)
+DR_NEIGHBOUR_R_MAG = (19.5, 23.0)
+DR_STAR_FRACTION = 0.15
+DR_STAR_R_MAG = (17.0, 22.0)
+DR_STAR_RADIUS_ARCSEC = (3.0, 12.0)
+# - PSF: brick seeing lognormal sigma 0.18 (nominal 0.1) and per-band jitter 8 % (nominal 3 %): beyond
+#   DR10's FWHM range (r ~ 0.9-2.0") and its band-to-band differences.
+DR_SEEING_SIGMA = 0.18
+DR_BAND_JITTER = 0.08
+# - noise: correlation length per chunk of LRGs over DR_NOISE_CORRELATION_SIGMA_PX around the measured
+#   0.5 px; a sky-subtraction residual plane of up to DR_SKY_GRADIENT_SIGMA sky sigma across the stamp;
+#   with probability DR_MASKED_COLUMN_FRACTION 1-3 masked (zero) columns, counted in bad_pixel_frac.
+DR_NOISE_CORRELATION_SIGMA_PX = (0.3, 0.8)
+DR_SKY_GRADIENT_SIGMA = 1.0
+DR_MASKED_COLUMN_FRACTION = 0.05
+
+# A source smaller than a few sub-pixels is under-sampled on the 3x grid: after the PSF, a 3x grid is off by
+# 46 % of the peak at r_eff 0.05", 16 % at 0.1", 5 % at 0.2" (against 45x). Smaller sources are ray-shot on
+# finer grids, (r_eff below, factor on the oversampling): 15x for < 0.1" (1.1 % off at 0.05"), 9x for < 0.3"
+# (1.2 % at 0.1", 0.3 % at 0.2"); validated against lenstronomy (test_simulate.py).
+COMPACT_OVERSAMPLE_FACTORS = ((0.1, 5), (0.3, 3))
+
 MASKED_ROW_FRACTION = 0.01
 NAN_ROW_FRACTION = 0.002
 BAD_PIXEL_ROW_FRACTION = 0.02  # rows whose cutout fails the bad_pixel_frac <= 0.2 quality cut
@@ -71,6 +117,7 @@ _LRG_CHUNK = 32  # LRGs rendered per vectorised batch: ~40 MB per (N, 192, 192) 
 
 EXPERIMENT_ID = "halo-sim"
 CONFIG_ID = "sie_shear_sersic_moffat_v1"
+CONFIG_ID_RANDOMIZED = "sie_shear_sersic_moffat_dr_v1"
 
 SCHEMA = pa.schema([
     ("stamp_npz", pa.binary()), ("ctrl_stamp_npz", pa.binary()), ("task_id", pa.string()),
@@ -155,16 +202,17 @@ def draw_injections(rng: np.random.Generator, owner: np.ndarray, light_q: np.nda
         "src_q": src_q, "src_phi": rng.uniform(0.0, np.pi, n_inj),
         "src_flux": mag_to_flux_nmgy(np.stack([src_g, src_r, src_z], axis=1)),  # (n_inj, 3) unlensed
         "src_dmag": src_r - deflector_r_mag[owner],  # source (unlensed) minus deflector r magnitude
+        "clump_share": np.zeros(n_inj),  # smooth sources; domain randomisation makes some clumpy
     }
 
 
 def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int, injections_per_lrg: int,
-                first_region: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                first_region: int, randomize: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """All per-LRG and per-injection parameters of one split (cheap; rendering comes later)."""
     n_bricks = len(bricks)
     brick_of_lrg = np.minimum(np.arange(n_lrg) // lrgs_per_brick, n_bricks - 1)
     # brick-level observing conditions
-    seeing = np.exp(rng.normal(0.0, 0.1, n_bricks))
+    seeing = np.exp(rng.normal(0.0, DR_SEEING_SIGMA if randomize else 0.1, n_bricks))
     brick_fwhm = PSF_FWHM_ARCSEC[None, :] * seeing[:, None]  # (n_bricks, 3) arcsec
     brick_sky = rng.uniform(SKY_SIGMA_NMGY[:, 0], SKY_SIGMA_NMGY[:, 1], (n_bricks, 3))
     # point-source 5-sigma depth with a Gaussian-PSF noise-equivalent area 4 pi sigma_psf^2
@@ -184,7 +232,7 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
         "brickname": np.array([bricks[i][0] for i in b]), "ra": ra, "dec": dec,
         "mags": draw_lrg_mags(rng, n_lrg), "reff": rng.uniform(0.5, 1.5, n_lrg),
         "n": rng.uniform(3.5, 4.5, n_lrg), "q": rng.uniform(0.5, 1.0, n_lrg), "phi": rng.uniform(0, np.pi, n_lrg),
-        "fwhm": brick_fwhm[b] * np.exp(rng.normal(0.0, 0.03, (n_lrg, 3))),
+        "fwhm": brick_fwhm[b] * np.exp(rng.normal(0.0, DR_BAND_JITTER if randomize else 0.03, (n_lrg, 3))),
         "sky": brick_sky[b], "gain": rng.uniform(*GAIN_E_PER_NMGY, n_lrg),
         "psfsize_r": brick_fwhm[b, 1], "psfdepth_r": psfdepth_r[b], "ebv": brick_ebv[b], "region_id": region[b],
         # clean cutouts have a few per cent masked pixels; the bad ones fail the <= 0.2 cut
@@ -205,7 +253,82 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
     inj["masked"][picked[:n_masked]] = True
     inj["nan"] = np.zeros(n_inj, dtype=bool)
     inj["nan"][picked[n_masked:]] = True
+    if randomize:  # drawn last, so the nominal simulator's draws (and data) stay what they were
+        _randomize(rng, lrg, inj)
     return lrg, inj
+
+
+def _randomize(rng: np.random.Generator, lrg: dict, inj: dict) -> None:
+    """Domain randomisation of one split's draw (in place; the DR_* ranges above)."""
+    n_lrg, n_inj = len(lrg["reff"]), len(inj["theta_e"])
+    lrg.update(reff=rng.uniform(*DR_LRG_REFF_ARCSEC, n_lrg), n=rng.uniform(*DR_LRG_N, n_lrg),
+               q=rng.uniform(*DR_LRG_Q, n_lrg))
+    lrg.update(_draw_field(rng, n_lrg))
+    lrg["bad_pixel_frac"] = np.minimum(lrg["bad_pixel_frac"] + lrg["masked_columns"].sum(1) / STAMP_SIZE, 1.0)
+    # the SIE still follows the light: re-derive its axis ratio from the new LRG shape
+    inj["lens_q"] = np.clip(lrg["q"][inj["owner"]] + rng.normal(0.0, 0.05, n_inj), 0.4, 0.98)
+    compact = rng.random(n_inj) < DR_COMPACT_SOURCE_FRACTION
+    inj["src_reff"] = np.where(compact, np.exp(rng.uniform(*np.log(DR_SOURCE_REFF_ARCSEC), n_inj)),
+                               rng.uniform(*DR_EXTENDED_SOURCE_REFF_ARCSEC, n_inj))
+    inj["src_n"] = rng.uniform(*DR_SOURCE_N, n_inj)
+    inj["clump_share"] = np.where(rng.random(n_inj) < DR_CLUMPY_FRACTION, rng.uniform(*DR_CLUMP_FLUX_SHARE, n_inj), 0.0)
+    clump_r = inj["src_reff"] * np.sqrt(rng.random(n_inj))
+    clump_angle = rng.uniform(0.0, 2 * np.pi, n_inj)
+    inj.update(clump_reff=rng.uniform(*DR_CLUMP_REFF_ARCSEC, n_inj), clump_dx=clump_r * np.cos(clump_angle),
+               clump_dy=clump_r * np.sin(clump_angle))
+
+
+MAX_NEIGHBOURS = 3
+
+
+def _draw_field(rng: np.random.Generator, n_lrg: int) -> dict[str, np.ndarray]:
+    """Per-LRG field of the domain randomisation: neighbours, a star, sky gradient, masked columns, noise."""
+    n_nb = np.minimum(rng.poisson(DR_NEIGHBOURS_MEAN, n_lrg), MAX_NEIGHBOURS)
+    shape = (n_lrg, MAX_NEIGHBOURS)
+    radius = rng.uniform(*DR_NEIGHBOUR_RADIUS_ARCSEC, shape)
+    angle = rng.uniform(0.0, 2 * np.pi, shape)
+    nb_r = rng.uniform(*DR_NEIGHBOUR_R_MAG, shape)
+    red = rng.random(shape) < 0.5  # group members (red) or field spirals (blue)
+    nb_gr = np.where(red, rng.uniform(1.0, 1.9, shape), rng.uniform(0.2, 0.8, shape))
+    nb_rz = np.where(red, rng.uniform(0.8, 1.4, shape), rng.uniform(0.1, 0.6, shape))
+    nb_flux = mag_to_flux_nmgy(np.stack([nb_r + nb_gr, nb_r, nb_r - nb_rz], axis=-1))
+    nb_flux[np.arange(MAX_NEIGHBOURS)[None, :] >= n_nb[:, None]] = 0.0
+    star = rng.random(n_lrg) < DR_STAR_FRACTION
+    star_r = rng.uniform(*DR_STAR_R_MAG, n_lrg)
+    star_gr, star_rz = rng.uniform(0.3, 1.5, n_lrg), rng.uniform(0.0, 1.0, n_lrg)
+    star_flux = mag_to_flux_nmgy(np.stack([star_r + star_gr, star_r, star_r - star_rz], axis=1)) * star[:, None]
+    star_radius = rng.uniform(*DR_STAR_RADIUS_ARCSEC, n_lrg) / PIXEL_SCALE_ARCSEC
+    star_angle = rng.uniform(0.0, 2 * np.pi, n_lrg)
+    star_px = np.clip(np.round(STAMP_SIZE // 2 + star_radius[:, None] * np.stack(
+        [np.sin(star_angle), np.cos(star_angle)], axis=1)), 0, STAMP_SIZE - 1).astype(int)  # (y, x)
+    masked_columns = np.zeros((n_lrg, STAMP_SIZE), bool)
+    for i in np.flatnonzero(rng.random(n_lrg) < DR_MASKED_COLUMN_FRACTION):
+        masked_columns[i, rng.choice(STAMP_SIZE, rng.integers(1, 4), replace=False)] = True
+    return {"nb_x": radius * np.cos(angle), "nb_y": radius * np.sin(angle), "nb_flux": nb_flux,
+            "nb_reff": rng.uniform(0.2, 1.0, shape), "nb_n": rng.uniform(0.5, 4.0, shape),
+            "nb_q": rng.uniform(0.3, 1.0, shape), "nb_phi": rng.uniform(0.0, np.pi, shape),
+            "star_flux": star_flux, "star_px": star_px,
+            "sky_gradient": rng.normal(0.0, DR_SKY_GRADIENT_SIGMA / 2, (n_lrg, 3, 2)),  # sky sigma per half stamp
+            "masked_columns": masked_columns, "noise_correlation_px": DR_NOISE_CORRELATION_SIGMA_PX}
+
+
+def _field_light(lrg, lrg_idx: np.ndarray, oversample: int) -> np.ndarray:
+    """(n, 3, 64, 64) unconvolved nmgy of the neighbours and stars around LRGs ``lrg_idx``."""
+    n = len(lrg_idx)
+    out = np.zeros((n, 3, STAMP_SIZE, STAMP_SIZE), np.float32)
+    i, k = np.nonzero(lrg["nb_flux"][lrg_idx, :, 1] > 0)
+    if len(i):
+        zeros = np.zeros(len(i))
+        # theta_E = 0: no deflection, so the lensed renderer draws an unlensed Sersic off the centre
+        shapes = render_lensed_sersic(
+            np.ones(len(i)), lrg["nb_reff"][lrg_idx][i, k], lrg["nb_n"][lrg_idx][i, k], lrg["nb_q"][lrg_idx][i, k],
+            lrg["nb_phi"][lrg_idx][i, k], lrg["nb_x"][lrg_idx][i, k], lrg["nb_y"][lrg_idx][i, k], zeros,
+            np.full(len(i), 0.9), zeros, zeros, zeros, size_px=STAMP_SIZE, pixel_scale_arcsec=PIXEL_SCALE_ARCSEC,
+            oversample=oversample)
+        np.add.at(out, i, shapes[:, None] * lrg["nb_flux"][lrg_idx][i, k][:, :, None, None].astype(np.float32))
+    y, x = lrg["star_px"][lrg_idx].T
+    out[np.arange(n), :, y, x] += lrg["star_flux"][lrg_idx].astype(np.float32)
+    return out
 
 
 def correlated_noise(rng: np.random.Generator, shape: tuple[int, ...],
@@ -224,16 +347,41 @@ def correlated_noise(rng: np.random.Generator, shape: tuple[int, ...],
     return sum(t * rows[..., k:k + h, :] for k, t in enumerate(taps))
 
 
+def oversample_factors(r_eff_arcsec: np.ndarray) -> np.ndarray:
+    """Per source, the factor on the base oversampling its size needs (COMPACT_OVERSAMPLE_FACTORS)."""
+    factors = np.ones(len(r_eff_arcsec), int)
+    for limit, factor in reversed(COMPACT_OVERSAMPLE_FACTORS):
+        factors[np.asarray(r_eff_arcsec) < limit] = factor
+    return factors
+
+
 def render_arcs(rng: np.random.Generator, inj, rows: np.ndarray, kernels: np.ndarray, gain: np.ndarray,
                 oversample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The PSF-convolved lensed arcs of injections ``rows`` (n, 3, 64, 64) nmgy, their Poisson noise
     (correlated like coadd pixels, variance arc / gain) and magnifications. ``kernels`` (n, 3, K, K)
-    and ``gain`` (n, 1, 1, 1) are per injection."""
-    unit_arc = render_lensed_sersic(
-        np.ones(len(rows)), inj["src_reff"][rows], inj["src_n"][rows], inj["src_q"][rows], inj["src_phi"][rows],
-        inj["src_x"][rows], inj["src_y"][rows], inj["theta_e"][rows], inj["lens_q"][rows], inj["lens_phi"][rows],
-        inj["gamma1"][rows], inj["gamma2"][rows], size_px=STAMP_SIZE, pixel_scale_arcsec=PIXEL_SCALE_ARCSEC,
-        oversample=oversample)
+    and ``gain`` (n, 1, 1, 1) are per injection; compact sources get finer sub-pixel grids."""
+    size, pix = STAMP_SIZE, PIXEL_SCALE_ARCSEC
+    unit_arc = np.empty((len(rows), size, size), np.float32)
+    factors = oversample_factors(inj["src_reff"][rows])
+    for factor in np.unique(factors):
+        subset = factors == factor
+        r = rows[subset]
+        if len(r):
+            unit_arc[subset] = render_lensed_sersic(
+                np.ones(len(r)), inj["src_reff"][r], inj["src_n"][r], inj["src_q"][r], inj["src_phi"][r],
+                inj["src_x"][r], inj["src_y"][r], inj["theta_e"][r], inj["lens_q"][r], inj["lens_phi"][r],
+                inj["gamma1"][r], inj["gamma2"][r], size_px=size, pixel_scale_arcsec=pix,
+                oversample=oversample * int(factor))
+    clumpy = np.flatnonzero(inj["clump_share"][rows] > 0)
+    if len(clumpy):  # a compact clump replaces its share of the smooth light, at the same source-plane flux
+        r = rows[clumpy]
+        clump = render_lensed_sersic(
+            np.ones(len(r)), inj["clump_reff"][r], np.ones(len(r)), np.ones(len(r)), np.zeros(len(r)),
+            inj["src_x"][r] + inj["clump_dx"][r], inj["src_y"][r] + inj["clump_dy"][r], inj["theta_e"][r],
+            inj["lens_q"][r], inj["lens_phi"][r], inj["gamma1"][r], inj["gamma2"][r], size_px=size,
+            pixel_scale_arcsec=pix, oversample=oversample * COMPACT_OVERSAMPLE_FACTORS[1][1])
+        share = inj["clump_share"][r].astype(np.float32)[:, None, None]
+        unit_arc[clumpy] = (1 - share) * unit_arc[clumpy] + share * clump
     # unit unlensed flux in, so the image-plane sum is the magnification (of the flux inside the stamp)
     magnification = unit_arc.sum(axis=(-2, -1))
     arc = convolve(unit_arc[:, None] * inj["src_flux"][rows][:, :, None, None], kernels)
@@ -251,9 +399,16 @@ def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, overs
     shape = render_sersic(np.ones(len(lrg_idx)), lrg["reff"][lrg_idx], lrg["n"][lrg_idx], lrg["q"][lrg_idx],
                           lrg["phi"][lrg_idx], size_px=size, pixel_scale_arcsec=pix, oversample=oversample)
     lrg_flux = mag_to_flux_nmgy(lrg["mags"][lrg_idx])[:, :, None, None]
-    lrg_image = convolve(shape[:, None] * lrg_flux, kernels)  # (n, 3, 64, 64) nmgy
+    randomized = "nb_flux" in lrg
+    field_light = _field_light(lrg, lrg_idx, oversample) if randomized else 0.0
+    lrg_image = convolve(shape[:, None] * lrg_flux + field_light, kernels)  # (n, 3, 64, 64) nmgy
     noise_var = sky**2 + np.clip(lrg_image, 0, None) / gain
-    controls = lrg_image + correlated_noise(rng, lrg_image.shape) * np.sqrt(noise_var)
+    noise_sigma_px = rng.uniform(*lrg["noise_correlation_px"]) if randomized else NOISE_CORRELATION_SIGMA_PX
+    controls = lrg_image + correlated_noise(rng, lrg_image.shape, noise_sigma_px) * np.sqrt(noise_var)
+    if randomized:  # a residual sky plane: (gx, gy) sky sigma from the centre to the stamp edge
+        ramp = (np.arange(size) - size // 2) / (size / 2)
+        g = lrg["sky_gradient"][lrg_idx]
+        controls += sky * (g[..., 0, None, None] * ramp[None, :] + g[..., 1, None, None] * ramp[:, None])
 
     rows = np.flatnonzero(np.isin(inj["owner"], lrg_idx))
     local = np.searchsorted(lrg_idx, inj["owner"][rows])
@@ -264,6 +419,10 @@ def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, overs
     # matched-filter (optimal) integrated SNR of the noiseless arc against sky noise
     arc_snr_sum = np.sqrt(((arc[:, 1] / sigma_r) ** 2).sum(axis=(-2, -1)))
 
+    if randomized:  # masked columns are zero-weight pixels in both images (bad_pixel_frac counts them)
+        columns = lrg["masked_columns"][lrg_idx][:, None, None, :]
+        controls = np.where(columns, 0.0, controls)
+        stamps = np.where(columns[local], 0.0, stamps)
     masked = inj["masked"][rows]
     stamps[masked] = controls[local[masked]]
     arc_snr[masked] = 0.0
@@ -283,7 +442,7 @@ def _write_part(table: pa.Table, split_dir: Path, index: int) -> None:
 
 def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections_per_lrg: int = 4,
                      lrgs_per_brick: int = 10, seed: int = 0, rows_per_file: int = 1000,
-                     oversample: int = DEFAULT_OVERSAMPLE) -> SimulationReport:
+                     oversample: int = DEFAULT_OVERSAMPLE, domain_randomization: bool = False) -> SimulationReport:
     """Write out_dir/{train,val,test}/part-NNNNN.parquet in the §3 schema; same seed -> same bytes."""
     started = time.perf_counter()
     n_lrg = dict(n_lrg or {"train": 300, "val": 80, "test": 120})
@@ -304,7 +463,7 @@ def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections
     first_region = 0
     for split_index, split in enumerate(SPLITS):
         lrg, inj = draw_split(np.random.default_rng([seed, 1, split_index]), plan[split], n_lrg[split],
-                               lrgs_per_brick, injections_per_lrg, first_region)
+                               lrgs_per_brick, injections_per_lrg, first_region, domain_randomization)
         first_region = int(lrg["region_id"].max()) + 1
         split_dir = root / split
         split_dir.mkdir(parents=True, exist_ok=True)
@@ -367,7 +526,7 @@ def _chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps, a
         "psf_bin": np.digitize(lrg["psfsize_r"][owner], PSF_BIN_EDGES_ARCSEC).astype(np.int64),
         "depth_bin": np.digitize(lrg["psfdepth_r"][owner], DEPTH_BIN_EDGES_MAG).astype(np.int64),
         "region_id": lrg["region_id"][owner].astype(np.int64),
-        "experiment_id": [EXPERIMENT_ID] * n, "config_id": [CONFIG_ID] * n, "bandset": ["grz"] * n,
+        "experiment_id": [EXPERIMENT_ID] * n, "config_id": [CONFIG_ID_RANDOMIZED if "nb_flux" in lrg else CONFIG_ID] * n, "bandset": ["grz"] * n,
         "stamp_size": np.full(n, STAMP_SIZE, dtype=np.int64), "split": [split] * n,
     }
     return pa.table(columns, schema=SCHEMA)

@@ -200,3 +200,52 @@ def test_schema_contract_fails_rather_than_crashes_on_a_truncated_file(tmp_path)
     path.write_bytes(path.read_bytes()[:64])
     result = schema_contract(halo=halo)
     assert not result.passed and "train/part-00000.parquet: not a readable parquet file" in result.metadata["problems"].value
+
+
+def _shift(independent_tpr: float, faint_drop: float, raw_ece: float) -> dict:
+    def one(tpr, drop, ece):
+        return {"n": 400, "auroc": 0.95, "tpr_at_fpr_1e-2": tpr, "threshold_at_fpr_1e-2": 0.9, "tpr_drop": drop,
+                "auroc_drop": 0.04, "ece_raw": ece, "ece_calibrated": ece, "measurable": True}
+
+    sets = {"independent": one(independent_tpr, 0.95 - independent_tpr, raw_ece),
+            **{name: one(0.9, 0.05, 0.02) for name in ("compact_sources", "crowded_fields", "psf_extremes")},
+            "faint_arcs": one(0.95 - faint_drop, faint_drop, 0.02)}
+    return {"shift_suite": {"measurable": True, "reason": "", "sets": sets,
+                            "in_distribution": {"auroc": 0.99, "tpr_at_fpr_1e-2": 0.95, "ece_raw": 0.02}}}
+
+
+def test_independent_renderer_shift_blocks_a_model_that_does_not_transfer(tmp_path):
+    from halo_assets.checks import independent_renderer_shift, shift_raw_ece
+
+    good = _with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))
+    assert independent_renderer_shift(halo=good).passed and shift_raw_ece(halo=good).passed
+    bad = _with_report(tmp_path / "b", _shift(0.36, 0.1, 0.146))  # the demo model on the independent data
+    failed = independent_renderer_shift(halo=bad)
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    warned = shift_raw_ece(halo=bad)
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_stress_set_drop_warns(tmp_path):
+    from halo_assets.checks import SHIFT_CHECKS
+
+    faint = next(c for c in SHIFT_CHECKS if c.check_specs and next(iter(c.check_specs)).name == "shift_faint_arcs_drop")
+    assert faint(halo=_with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))).passed
+    warned = faint(halo=_with_report(tmp_path / "b", _shift(0.85, 0.5, 0.03)))
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_core_perturbation_check_blocks_and_says_when_it_cannot_measure(tmp_path):
+    from halo_assets.checks import core_perturbation
+
+    def report(change: float, n: int) -> dict:
+        cls = {"n": n, "mean_abs_change": change, "by_variant": {"add_centred": change}}
+        return {"core_perturbation": {"per_class": {"non_lens": cls, "lens": cls}, "spread_sigma_px": [1, 2, 3],
+                                      "max_mean_abs_change": 0.05, "min_per_class": 500, "measurable": n >= 500,
+                                      "passed": n >= 500 and change <= 0.05}}
+
+    assert core_perturbation(halo=_with_report(tmp_path / "a", report(0.01, 600))).passed
+    failed = core_perturbation(halo=_with_report(tmp_path / "b", report(0.2, 600)))
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    unmeasured = core_perturbation(halo=_with_report(tmp_path / "c", report(0.01, 100)))
+    assert not unmeasured.passed and unmeasured.severity == dg.AssetCheckSeverity.WARN

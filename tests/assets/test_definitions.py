@@ -41,8 +41,11 @@ def test_data_and_go_no_go_checks_are_blocking():
     for key in [("filtered_dataset", "split_integrity"), ("filtered_dataset", "excluded_bricks_absent"),
                 ("filtered_dataset", "finite_pixels"), ("evaluation_report", "test_auroc"),
                 ("evaluation_report", "deployable_without_control"), ("paired_stamps", "schema_contract"),
-                ("shortcut_gates", "shortcut_core_auc"), ("shortcut_gates", "shortcut_radial_auc")]:
+                ("shortcut_gates", "selection_null"), ("evaluation_report", "core_perturbation"),
+                ("evaluation_report", "arc_localised_focus"), ("evaluation_report", "independent_renderer_shift")]:
         assert key in blocking, key
+    # data-level probes are evidence (DESIGN §8): reported, never blocking
+    assert not blocking & {("shortcut_gates", f"shortcut_{g}_auc") for g in ("core", "radial", "metadata")}
 
 
 def test_weekly_schedule_runs_the_retrain_job():

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 from torch import nn
@@ -85,3 +86,36 @@ def test_a_class_at_100_percent_on_val_fails_per_class_accuracy():
     result = per_class_accuracy(labels, np.array([-1.0, 1.0, 1.0, -1.0]))
     assert result["passed"] and result["non_lens"] == result["lens"] == {"n": 2, "accuracy": 0.5}
     assert not per_class_accuracy(labels, np.array([-1.0, 1.0, 1.0, 1.0]))["passed"]  # lenses all found
+
+
+# The core-perturbation gate, both ways, under each shipped preprocessing, on 64 px inputs
+def _perturbation(model, normalization: str, n: int = 40):
+    from halo_core.preprocess import PreprocessSpec, reapply_to_input
+    from halo_core.saliency import core_perturbation
+
+    spec = PreprocessSpec(normalization, (-5.0, 20.0))
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, (2 * n, 3, 64, 64)).astype(np.float32)
+    x[n:] += 3.0 * (np.abs(pixel_radius(64) - 12) < 1.5).reshape(64, 64)  # lenses: a ring outside the core
+    return core_perturbation(model, x, np.repeat([0, 1], n), np.full((2 * n, 3), 5.0), np.array([40.0, 60.0, 80.0]),
+                             lambda v: reapply_to_input(v, spec), lambda z: 1 / (1 + np.exp(-z)),
+                             device=torch.device("cpu"), max_mean_change=0.05, min_per_class=n)
+
+
+CORE_64 = pixel_radius(64).reshape(64, 64) < 5
+RING_64 = (np.abs(pixel_radius(64) - 12) < 1.5).reshape(64, 64)
+
+
+@pytest.mark.parametrize("normalization", ["per_sample_robust", "residual_radial"])
+def test_core_perturbation_fails_a_model_that_reads_core_brightness(normalization):
+    # residual_radial removes the centred light; the light 3 px off centre survives and moves this model
+    result = _perturbation(MaskSum(CORE_64, 0.3), normalization)
+    assert result["measurable"] and not result["passed"]
+    assert result["per_class"]["non_lens"]["by_variant"]["add_offset"] > 0.05
+    assert result["per_class"]["lens"]["n"] == 40 and len(result["spread_sigma_px"]) == 3
+
+
+@pytest.mark.parametrize("normalization", ["per_sample_robust", "residual_radial"])
+def test_core_perturbation_passes_a_model_that_reads_the_arc(normalization):
+    result = _perturbation(MaskSum(RING_64, 0.02), normalization)
+    assert result["passed"], result["per_class"]
