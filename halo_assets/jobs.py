@@ -36,7 +36,7 @@ def retrain_job_for(executor: dg.ExecutorDefinition | None):
     """Whole graph, checks included: a retrain re-reads the data, so every data check runs again. The
     brick-partitioned catalogue has its own job (survey.catalog_job), run per brick by its sensor. Under
     the k8s executor the run pod only orchestrates: a GPU request on it would hold a GPU for the run."""
-    selection = dg.AssetSelection.all() - dg.AssetSelection.assets("candidate_catalog")
+    selection = dg.AssetSelection.all() - dg.AssetSelection.groups("catalog")
     return dg.define_asset_job(RETRAIN_JOB, selection=selection, executor_def=executor,
                                tags=None if executor else GPU_RUN_TAGS)
 

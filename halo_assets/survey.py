@@ -62,7 +62,7 @@ def catalog_checks(report: CatalogReport, cfg) -> list[dg.AssetCheckResult]:
 # Every brick is scored by the code location's own profile's production model: each depends on that
 # profile's promoted_model partition, so a new production model there marks every brick stale.
 @dg.asset(deps=[dg.AssetDep(promoted_model, partition_mapping=dg.SpecificPartitionsPartitionMapping(
-              [DEPLOYMENT.own_profile()]))], partitions_def=BRICKS, group_name="survey", kinds={"ray", "parquet"},
+              [DEPLOYMENT.own_profile()]))], partitions_def=BRICKS, group_name="catalog", kinds={"ray", "parquet"},
           check_specs=[dg.AssetCheckSpec(name, asset="candidate_catalog") for name in CATALOG_CHECKS])
 def candidate_catalog(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """One brick of the candidate catalogue: every cutout under `score_path` in that brick scored by

@@ -134,13 +134,12 @@ def cmd_score(args) -> int:
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = resolve_model(args.model)
-    print(f"model: {model}", file=sys.stderr)
     table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence,
                   known_lens_radius_arcsec=args.known_lens_radius)
     uris.atomic_write_bytes(args.out, table.to_csv(index=False).encode())
     print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     refused = table["status"][table["status"] != SCORED].value_counts().to_dict()
-    print(f"wrote {len(table)} rows to {args.out}: {len(table) - sum(refused.values())} scored"
+    print(f"wrote {len(table)} rows to {args.out} (model {model}): {len(table) - sum(refused.values())} scored"
           + (f", {sum(refused.values())} not scored {refused}" if refused else ""))
     return EXIT_SOME_REFUSED if refused else 0
 

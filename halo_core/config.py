@@ -161,7 +161,8 @@ class GoNoGoConfig(_Strict):
     # that cannot fail is a defect); a limit of 0 (or an AUROC of 1) could never pass
     min_test_auroc: float = Field(0.97, ge=0.5, lt=1)
     min_precision_at_recall_0_90: float = Field(0.90, gt=0, lt=1)
-    max_train_val_gap: float = Field(0.1, gt=0, le=10)  # val minus train BCE loss, in nats
+    # val minus train BCE loss, in nats; a one-epoch model on a handful of galaxies reaches 13
+    max_train_val_gap: float = Field(0.1, gt=0, le=100)
     max_quarantine_frac: float = Field(0.02, gt=0, lt=1)  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
     max_brick_auroc_std: float = Field(0.05, gt=0, lt=0.5)  # the std of values in [0, 1] is at most 0.5
     max_grad_norm: float = Field(10.0, gt=0)  # largest per-step gradient norm of a run (the plan's §3.1 monitor)

@@ -35,7 +35,7 @@ def make_paired_table(n: int, *, seed: int = 0, bricks=("1000p010", "1001p010"),
         masked = i in masked_rows
         stamp, control = _image(rng, 0.0 if masked else 1.0, core_boost)
         if i in nan_rows:
-            stamp[1, 5, 5] = np.nan
+            stamp[1, 32, 32] = np.nan  # in the core: the filter quarantines it, a scorer refuses it
         s_blob, c_blob = encode_stamp(stamp), encode_stamp(control)
         if i in corrupt_rows:
             s_blob = s_blob[: len(s_blob) // 2]
@@ -82,7 +82,7 @@ def three_splits(root: Path, n: int = 12, **train_kwargs) -> Path:
 
 # go/no-go thresholds a smoke-size model passes: tests of the promotion machinery, never of science
 LENIENT_GO_NO_GO = [  # the loosest limits the config's bounds allow
-    "go_no_go.min_test_auroc=0.5", "go_no_go.min_precision_at_recall_0_90=0.01", "go_no_go.max_train_val_gap=10",
+    "go_no_go.min_test_auroc=0.5", "go_no_go.min_precision_at_recall_0_90=0.01", "go_no_go.max_train_val_gap=100",
     "go_no_go.max_ece_after_calibration=0.99", "go_no_go.max_arc_snr_zero_accuracy_as_lens=0.99",
     "go_no_go.max_brick_auroc_std=0.49", "go_no_go.brick_min_per_class=2", "go_no_go.min_bricks=2",
     "go_no_go.min_arc_occlusion_drop=0.0", "go_no_go.max_core_to_arc_occlusion_drop=1",

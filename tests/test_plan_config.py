@@ -5,12 +5,14 @@ reason. One tiny 6-channel run on three separate split paths (the plan's form) s
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+
 import yaml
 
 from halo_core import uris
@@ -162,10 +164,13 @@ def _checkpoints(r):
 def _checkpoint_dir(r):
     from halo_assets.assets import training_dir
     from halo_assets.resources import HaloSettings
+    from halo_core.train import run_key
 
     halo = HaloSettings(config_path=str(r["tmp"] / "user.yaml"), root_uri=str(r["tmp"] / "root"))
     (r["tmp"] / "user.yaml").write_text(yaml.safe_dump({**PLAN, "checkpoint_dir": r["cfg"].checkpoint_dir}))
-    assert training_dir(halo) == uris.join(r["cfg"].checkpoint_dir, halo.config().training_hash())
+    shutil.copytree(r["data"], halo.uri("filtered_dataset"))  # the run key names the data trained on
+    # the root under which the keyed run folders go (DESIGN §9), never the folder itself
+    assert training_dir(halo) == uris.join(r["cfg"].checkpoint_dir, run_key(halo.config(), r["data"]))
 
 
 def _wandb(r):

@@ -45,7 +45,8 @@ def test_report_metadata_links_the_report_and_gives_each_metric_its_n():
     ece = {"ece": 0.0123456}
     report = {"metrics": metrics, "calibration": {"method": "platt", "ece_before": ece, "ece_after": ece,
                                                   "alternative": {"method": "temperature", "ece_after": ece}},
-              "theta_e_bins": bins, "psf_fwhm_bins": bins, "arc_snr_bins": bins,
+              "theta_e_bins": bins, "psf_fwhm_bins": bins, "arc_snr_bins": bins, "model_sha256": "ab" * 32,
+              "model_data_fingerprint": "f" * 16, "data_fingerprint": "e" * 16,
               "plots": {n: f"plots/{n}.png" for n in ("roc", "reliability", "completeness", "training_curves")}}
     plots = {n: b"png" for n in report["plots"]}
     md = report_metadata(report, "/r/report.html", plots, lambda rel: f"http://127.0.0.1:1/p/evaluation_report/{rel}")
