@@ -72,16 +72,16 @@ def roc_png(labels: np.ndarray, probs: np.ndarray, title: str) -> bytes:
     return _png(fig)
 
 
-def reliability_png(curves: dict[str, dict]) -> bytes:
-    """Observed lens fraction against mean predicted probability, per equal-mass bin, per scaling."""
+def reliability_png(curves: dict[str, dict], title: str = "reliability (test, equal-mass bins)") -> bytes:
+    """Observed lens fraction against mean predicted probability, per equal-mass bin, one curve per
+    entry of ``curves`` ({"ece", "bins"}: a scaling on test, or a shift set)."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
     for name, ece in curves.items():
         ax.plot([b["mean_p"] for b in ece["bins"]], [b["frac_pos"] for b in ece["bins"]], "o-", ms=4,
                 label=f"{name} (ECE {ece['ece']:.3f})")
-    ax.set(xlabel="mean predicted probability", ylabel="fraction of lenses",
-           title="reliability (test, equal-mass bins)")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="mean predicted probability", ylabel="fraction of lenses", title=title)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -245,16 +245,8 @@ def shift_report(model, spec, calibration: Calibration, device, report: dict, ra
 
 def shift_reliability_png(sets: dict[str, dict]) -> bytes:
     """Reliability of the calibrated probabilities on each shift set (equal-mass bins)."""
-    fig, ax = plt.subplots(figsize=(4.8, 4))
-    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    for name, d in sets.items():
-        ax.plot([b["mean_p"] for b in d["reliability"]], [b["frac_pos"] for b in d["reliability"]], "o-", ms=3,
-                label=f"{name} (ECE {d['ece_calibrated']:.3f})")
-    ax.set(xlabel="mean predicted probability (calibrated)", ylabel="fraction of lenses",
-           title="reliability under shift")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    return reliability_png({name: {"ece": d["ece_calibrated"], "bins": d["reliability"]} for name, d in sets.items()},
+                           "reliability under shift (calibrated)")
 
 
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
