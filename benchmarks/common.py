@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from halo_core.config import load_preset
-from halo_core.filtering import build_filtered_dataset
+from halo_core.data.filtering import build_filtered_dataset
 from halo_core.simulate import simulate_dataset
 
 

@@ -27,12 +27,12 @@ import torch
 torch.set_num_threads(1)
 
 from benchmarks.common import machine, synthetic_dataset  # noqa: E402
-from halo_core.augment import apply_d4  # noqa: E402
 from halo_core.config import load_preset  # noqa: E402
-from halo_core.loader import BatchStream  # noqa: E402
-from halo_core.preprocess import MAD_TO_SIGMA  # noqa: E402
-from halo_core.stamps import decode_stamp  # noqa: E402
-from halo_core.train import load_split_samples  # noqa: E402
+from halo_core.data.augment import apply_d4  # noqa: E402
+from halo_core.data.loader import BatchStream  # noqa: E402
+from halo_core.data.preprocess import MAD_TO_SIGMA  # noqa: E402
+from halo_core.data.samples import load_split_samples  # noqa: E402
+from halo_core.data.stamps import decode_stamp  # noqa: E402
 
 
 def ours(cfg, filtered: str, batch_size: int, epochs: int) -> float:

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from halo_core.config import load_preset
-from halo_core.filtering import build_filtered_dataset
-from halo_core.gates import shortcut_gates
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.evaluation.gates import shortcut_gates
 from halo_core.simulate import dataset, simulate_dataset
 
 SETTINGS = {

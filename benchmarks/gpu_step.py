@@ -13,7 +13,7 @@ import time
 import torch
 
 from benchmarks.common import machine
-from halo_core.model import bare_training_step
+from halo_core.model.network import bare_training_step
 
 
 def step_rate(batch: int, bf16: bool, channels_last: bool, compiled: bool, steps: int = 50) -> float:

@@ -29,15 +29,15 @@ import torch
 torch.set_num_threads(1)
 
 from benchmarks.common import machine  # noqa: E402
-from halo_core.calibration import Calibration  # noqa: E402
-from halo_core.candidates import CatalogModel, build_catalog  # noqa: E402
-from halo_core.checkpoint import save_checkpoint  # noqa: E402
 from halo_core.config import load_preset  # noqa: E402
-from halo_core.filtering import build_filtered_dataset  # noqa: E402
-from halo_core.model import build_model  # noqa: E402
-from halo_core.preprocess import PreprocessSpec  # noqa: E402
-from halo_core.scoring import score  # noqa: E402
+from halo_core.data.filtering import build_filtered_dataset  # noqa: E402
+from halo_core.data.preprocess import PreprocessSpec  # noqa: E402
+from halo_core.evaluation.calibration import Calibration  # noqa: E402
+from halo_core.model.checkpoint import save_checkpoint  # noqa: E402
+from halo_core.model.network import build_model  # noqa: E402
 from halo_core.simulate import simulate_dataset  # noqa: E402
+from halo_core.survey.candidates import CatalogModel, build_catalog  # noqa: E402
+from halo_core.survey.scoring import score  # noqa: E402
 
 
 def load() -> float:
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
             rows = sum(r.rows_in for r in report.splits.values())
             emit(benchmark=f"filter_{label}", rows=rows, seconds=round(seconds, 1), rows_per_s=round(rows / seconds, 1))
 
-        from halo_core.selection import selection_function
+        from halo_core.survey.selection import selection_function
 
         result = selection_function(load_preset("demo"), model)
         emit(benchmark="selection_function_default_grid", cells=len(result["cells"]), injections=result["n"],

@@ -20,8 +20,9 @@ import torch
 
 from benchmarks.common import machine, synthetic_dataset
 from halo_core.config import load_preset
-from halo_core.model import bare_training_step, pick_device
-from halo_core.train import fit, load_split_samples
+from halo_core.data.samples import load_split_samples
+from halo_core.model.network import bare_training_step, pick_device
+from halo_core.training.trainer import fit
 
 
 def bare_loop(cfg, steps: int, device: torch.device, channels_last: bool = True) -> float:
@@ -57,9 +58,9 @@ def main() -> None:
         t0 = time.perf_counter()
         result = fit(cfg, filtered, str(Path(tmp) / "run"), resume=False)
         fit_s = time.perf_counter() - t0
-    epoch_rates = [h["samples_per_s"] for h in result.history]
+    epoch_rates = [h.samples_per_s for h in result.history]
     ours = max(epoch_rates[1:] or epoch_rates)  # the first epoch pays one-off warm-up, as the bare loop's skip
-    whole = sum(h["samples_seen"] for h in result.history) / fit_s
+    whole = sum(h.samples_seen for h in result.history) / fit_s
     print(json.dumps({
         "benchmark": "trainer_overhead", "batch_size": cfg.batch_size, "steps_per_epoch": steps,
         "epochs": args.epochs, "channels_last": cfg.channels_last,

@@ -10,26 +10,39 @@ import sys
 import dagster as dg
 
 from halo_assets.metadata import (
-    KEY_PLOTS, comparison_metadata, dataset_metadata, gates_metadata, number, report_metadata, table, tidy,
+    KEY_PLOTS,
+    comparison_metadata,
+    dataset_metadata,
+    gates_metadata,
+    number,
+    report_metadata,
+    table,
+    tidy,
     training_metadata,
 )
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import __version__, uris
-from halo_core.calibration import Calibration, calibrate_on_val
-from halo_core.checkpoint import file_sha256, load_sidecar
 from halo_core.config import HaloConfig
-from halo_core.filtering import build_filtered_dataset
-from halo_core.gates import shortcut_gates as measure_shortcut_gates
-from halo_core.injection import inject_dataset
-from halo_core.preprocess import PreprocessSpec
-from halo_core.promotion import compare, require_go, score_test_split
-from halo_core.reader import SPLITS, Source, split_files
-from halo_core.registry import add_version, find_version, production, set_production, version_model
-from halo_core.report import REPORT_HTML, REPORT_JSON, evaluate
-from halo_core.shards import data_fingerprint
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.preprocess import PreprocessSpec
+from halo_core.data.reader import SPLITS, Source, split_files
+from halo_core.data.shards import data_fingerprint
+from halo_core.evaluation.calibration import Calibration, calibrate_on_val
+from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
+from halo_core.evaluation.promotion import compare, require_go, score_test_split
+from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.model.checkpoint import file_sha256, load_sidecar
+from halo_core.model.registry import (
+    add_version,
+    find_version,
+    production,
+    set_production,
+    version_model,
+)
 from halo_core.simulate import build_simulated_dataset
-from halo_core.tracking import log_model_artifact
-from halo_core.train import FINAL, fit, run_key, training_result
+from halo_core.simulate.injection import inject_dataset
+from halo_core.training.tracking import log_model_artifact
+from halo_core.training.trainer import FINAL, fit, run_key, training_result
 
 CALIBRATION_FILE = "calibration.json"
 INJECTION_FILE = "injection.json"

@@ -11,24 +11,36 @@ import dagster as dg
 import numpy as np
 
 from halo_assets.assets import (
-    GATES_FILE, evaluation_report, filtered_dataset, model_path, paired_stamps, shortcut_gates, source_uri, trained_model,
+    GATES_FILE,
+    evaluation_report,
+    filtered_dataset,
+    model_path,
+    paired_stamps,
+    shortcut_gates,
+    source_uri,
+    trained_model,
 )
 from halo_assets.metadata import check_result, number, other_calibration, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
-from halo_core.checkpoint import load_sidecar
+from halo_core.data.reader import SPLITS, check_schema, read_parquet_schema, split_files
+from halo_core.data.samples import build_samples, load_split_samples
+from halo_core.data.shards import open_split, read_manifest
 from halo_core.errors import ContractError
-from halo_core.gates import GATES
-from halo_core.metrics import TARGET_METRIC
-from halo_core.monitors import monitor_report, promoted_record
-from halo_core.promotion import REPORT_CRITERIA, Criterion, gate_criteria
-from halo_core.reader import SPLITS, check_schema, read_parquet_schema, split_files
-from halo_core.report import REPORT_JSON
-from halo_core.review import INFO, RULES, Finding, measure_step_seconds, training_budget
-from halo_core.samples import build_samples
-from halo_core.shards import open_split, read_manifest
-from halo_core.shift import STRESS_SETS
-from halo_core.train import load_split_samples
+from halo_core.evaluation.gates import GATES
+from halo_core.evaluation.metrics import TARGET_METRIC
+from halo_core.evaluation.promotion import REPORT_CRITERIA, Criterion, gate_criteria
+from halo_core.evaluation.report import REPORT_JSON
+from halo_core.evaluation.shift import STRESS_SETS
+from halo_core.model.checkpoint import load_sidecar
+from halo_core.training.monitors import monitor_report, promoted_record, run_history
+from halo_core.training.review import (
+    INFO,
+    RULES,
+    Finding,
+    measure_step_seconds,
+    training_budget,
+)
 
 # Partitioned checks are a preview API in Dagster 1.13; they are what keeps a profile's check history its own.
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
@@ -138,7 +150,7 @@ def _training_monitor(name: str, description: str):
     @dg.asset_check(asset=trained_model, name=name, description=description, partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         sidecar = load_sidecar(model_path(halo))
-        result = monitor_report(sidecar["history"], halo.config(), sidecar["best_epoch"])[name]
+        result = monitor_report(run_history(sidecar), halo.config(), sidecar["best_epoch"])[name]
         return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
                                    metadata={k: v for k, v in result.items() if k != "passed"})
 
@@ -151,7 +163,7 @@ def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
     easier than arcs (the plan's reviewer question Q8). Read from the promoted epoch's training record,
     which scored val with exactly these weights."""
     sidecar = load_sidecar(model_path(halo))
-    result = promoted_record(sidecar["history"], sidecar["best_epoch"])["val_per_class_accuracy"]
+    result = promoted_record(run_history(sidecar), sidecar["best_epoch"]).val_per_class_accuracy
     return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
         "per_class": table([{"class": c, **result[c]} for c in ("non_lens", "lens")]),
         "threshold": "each class's val accuracy below 1.0 (logit 0 = p 0.5)",
@@ -263,7 +275,7 @@ def _report(halo: HaloSettings) -> dict:
 
 
 def _criterion(halo: HaloSettings, report: dict, name: str) -> Criterion:
-    """The verdict's own judgement of criterion ``name`` (halo_core.promotion, which promoted_model reuses)."""
+    """The verdict's own judgement of criterion ``name`` (halo_core.evaluation.promotion, which promoted_model reuses)."""
     return REPORT_CRITERIA[name](halo.config(), report)
 
 

@@ -13,10 +13,16 @@ from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-from halo_assets.resources import DEFAULT_FILES_URL, DEFAULT_ROOT, PARTITION_TAG, PROFILES, HaloSettings
+from halo_assets.resources import (
+    DEFAULT_FILES_URL,
+    DEFAULT_ROOT,
+    PARTITION_TAG,
+    PROFILES,
+    HaloSettings,
+)
 from halo_core import uris
-from halo_core.config import preset_names
-from halo_core.report import REPORT_HTML
+from halo_core.config import config_args
+from halo_core.evaluation.report import REPORT_HTML
 
 ROOT = Path(__file__).resolve().parents[1]  # where workspace.yaml names the code location
 DEFINITIONS_MODULE, JOB = "halo_assets.definitions", "retrain_job"
@@ -59,17 +65,14 @@ def verdict(result) -> tuple[bool, list[dg.AssetCheckEvaluation]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", default="demo", help=f"one of: {', '.join(preset_names())}")
-    which.add_argument("--config", default="", metavar="FILE.yaml", help="a YAML config file instead of a preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    config_args(p, default_preset="demo")
     p.add_argument("--root", default=DEFAULT_ROOT, help="artifact root (local folder or s3:// URI)")
     args = p.parse_args(argv)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)  # persistent, so `make ui` shows this run afterwards
-    settings = HaloSettings(preset=args.preset, config_path=args.config, root_uri=args.root,
+    settings = HaloSettings(preset=args.preset, config_path=args.config or "", root_uri=args.root,
                             files_url=DEFAULT_FILES_URL if args.root == DEFAULT_ROOT else "")
-    result = run_retrain(args.preset, args.set, args.root, dg.DagsterInstance.get(), args.config)
+    result = run_retrain(args.preset, args.set, args.root, dg.DagsterInstance.get(), args.config or "")
     go, evaluations = verdict(result)
     print(f"\nrun {result.run_id} ({settings.own_profile()}): {'succeeded' if result.success else 'stopped by a failed step or check'}")
     for e in sorted(evaluations, key=lambda e: (e.asset_key.to_user_string(), e.check_name)):

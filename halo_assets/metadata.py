@@ -10,8 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from halo_core.report import REPORT_HTML, bin_label
-
+from halo_core.evaluation.report import REPORT_HTML, bin_label
 
 NOT_MEASURABLE = "not measurable"
 DIGITS = 4  # significant digits a person reads; report.json keeps full precision
@@ -81,24 +80,24 @@ def dataset_metadata(report) -> dict:
     }
 
 
-def history_row(h: dict) -> dict:
+def history_row(record) -> dict:
     """One epoch of the trainer's record as flat columns (the per-class val accuracy is nested there)."""
+    h = record.to_dict()
     flat = {"epoch": h["epoch"] + 1, **{k: v for k, v in h.items() if k not in ("epoch", "val_per_class_accuracy")}}
-    for name, acc in h.get("val_per_class_accuracy", {}).items():
+    for name, acc in h["val_per_class_accuracy"].items():
         if isinstance(acc, dict):
             flat[f"val_accuracy_{name}"] = acc["accuracy"]
     return flat
 
 
 def training_metadata(result) -> dict:
-    last = result.history[-1]
     return {
         "model_path": dg.MetadataValue.path(result.model_path),
         "best_epoch": dg.MetadataValue.int(result.best_epoch + 1),
         "epochs_run": dg.MetadataValue.int(len(result.history)),
         "stopped_early": dg.MetadataValue.bool(result.stopped_early),
-        "val_auroc": number(last["val_auroc"]),
-        "val_loss": number(last["val_loss"]),
+        "val_auroc": number(result.history[-1].val_auroc),
+        "val_loss": number(result.history[-1].val_loss),
         "history": records([history_row(h) for h in result.history]),
         "samples": table([{"split": s, **c} for s, c in result.samples.items()]),
         "seconds": number(result.seconds),

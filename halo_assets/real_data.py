@@ -8,8 +8,8 @@ from halo_assets.assets import evaluation_report, load_calibration, model_path
 from halo_assets.metadata import number, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
-from halo_core.report import REPORT_JSON
-from halo_core.validation import VALIDATION_HTML, validate_real
+from halo_core.evaluation.report import REPORT_JSON
+from halo_core.evaluation.validation import VALIDATION_HTML, validate_real
 
 
 @dg.asset(deps=[evaluation_report], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)

@@ -11,11 +11,17 @@ from halo_assets.assets import promoted_model
 from halo_assets.metadata import image, number, table
 from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_core import uris
-from halo_core.candidates import CatalogModel, CatalogReport, brick_index, build_catalog, publish
-from halo_core.selection import selection_function as measure_selection_function
-from halo_core.selection import write_report
-from halo_core.registry import RegistryError, production
-from halo_core.registry import production_model as registry_production_model
+from halo_core.model.registry import RegistryError, production
+from halo_core.model.registry import production_model as registry_production_model
+from halo_core.survey.candidates import (
+    CatalogModel,
+    CatalogReport,
+    brick_index,
+    build_catalog,
+    publish,
+)
+from halo_core.survey.selection import selection_function as measure_selection_function
+from halo_core.survey.selection import write_report
 
 BRICKS = dg.DynamicPartitionsDefinition(name="catalog_bricks")
 CATALOG_CHECKS = ("share_above_threshold", "binary_score_frac", "refused_share")

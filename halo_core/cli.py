@@ -26,20 +26,10 @@ import sys
 import yaml
 
 from halo_core import uris
-from halo_core.config import load_config, parse_overrides, preset_names
+from halo_core.config import config_args, load_config, parse_overrides
+from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
-from halo_core.known_lenses import DEFAULT_RADIUS_ARCSEC
-
-
-def config_args(p: argparse.ArgumentParser) -> None:
-    """--preset NAME or --config FILE.yaml, then --set overrides: the same on every command and torchrun."""
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", default="recommended",
-                       help=f"one of: {', '.join(preset_names())} (default recommended)")
-    which.add_argument("--config", metavar="FILE.yaml",
-                       help="a YAML config: the plan's dict as it is and/or halo's keys (`base: PRESET` optional)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (YAML value), e.g. --set epochs=2 --set scheduler.T_0=5")
+from halo_core.train import get_args_parser, train
 
 
 def cmd_config(cfg, args) -> None:
@@ -55,7 +45,7 @@ def cmd_simulate(cfg, args) -> None:
 
 
 def cmd_filter(cfg, args) -> None:
-    from halo_core.filtering import build_filtered_dataset
+    from halo_core.data.filtering import build_filtered_dataset
 
     report = build_filtered_dataset(cfg, args.data, args.out)
     for split, r in report.splits.items():
@@ -64,16 +54,13 @@ def cmd_filter(cfg, args) -> None:
 
 
 def cmd_train(cfg, args) -> None:
-    from halo_core.train import fit
-
-    result = fit(cfg, args.data, args.out, resume=args.resume)
-    best = result.history[result.best_epoch] if result.best_epoch >= 0 else result.history[-1]
-    print(f"model: {result.model_path}  best epoch {result.best_epoch + 1}: val_loss {best['val_loss']:.4f} "
-          f"val_auroc {best['val_auroc']:.4f}  ({result.seconds:.0f} s)")
+    result = train(cfg, args)
+    print(f"model: {result.model_path}  best epoch {result.best_epoch + 1}: val_loss {result.best.val_loss:.4f} "
+          f"val_auroc {result.best.val_auroc:.4f}  ({result.seconds:.0f} s)")
 
 
 def cmd_gates(cfg, args) -> int:
-    from halo_core.gates import shortcut_gates
+    from halo_core.evaluation.gates import shortcut_gates
 
     gates = shortcut_gates(cfg, args.data, args.split)
     null = gates.selection_null
@@ -100,8 +87,8 @@ def cmd_gates(cfg, args) -> int:
 
 
 def cmd_evaluate(cfg, args) -> None:
-    from halo_core.calibration import calibrate_on_val
-    from halo_core.report import REPORT_HTML, evaluate
+    from halo_core.evaluation.calibration import calibrate_on_val
+    from halo_core.evaluation.report import REPORT_HTML, evaluate
 
     calibration, _ = calibrate_on_val(cfg, args.data, args.model)
     report = evaluate(cfg, args.data, args.model, calibration, args.out)
@@ -112,8 +99,8 @@ def cmd_evaluate(cfg, args) -> None:
 
 
 def cmd_review(cfg, args) -> int:
-    from halo_core.review import ERROR, measure_step_seconds, review_config
-    from halo_core.train import load_split_samples
+    from halo_core.data.samples import load_split_samples
+    from halo_core.training.review import ERROR, measure_step_seconds, review_config
 
     n_train = len(load_split_samples(cfg, args.data, "train")[1]) if args.data else None
     findings = review_config(cfg, n_train, measure_step_seconds(cfg))
@@ -128,9 +115,9 @@ def cmd_review(cfg, args) -> int:
 
 
 def cmd_score(args) -> int:
-    from halo_core.calibration import Calibration
-    from halo_core.registry import resolve_model
-    from halo_core.scoring import EXIT_SOME_REFUSED, SCORED, score
+    from halo_core.evaluation.calibration import Calibration
+    from halo_core.model.registry import resolve_model
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED, SCORED, score
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = resolve_model(args.model)
@@ -150,7 +137,7 @@ def _operating_tpr(card: dict) -> str:
 
 
 def cmd_models_list(args) -> None:
-    from halo_core.registry import production, versions
+    from halo_core.model.registry import production, versions
 
     current = production(args.registry)
     cards = versions(args.registry)
@@ -165,7 +152,7 @@ def cmd_models_list(args) -> None:
 
 
 def cmd_models_promote(args) -> None:
-    from halo_core.registry import production, set_production
+    from halo_core.model.registry import production, set_production
 
     before = production(args.registry)
     set_production(args.registry, args.version, reason="halo models promote")
@@ -173,18 +160,22 @@ def cmd_models_promote(args) -> None:
 
 
 def cmd_inject(cfg, args) -> None:
-    from halo_core.injection import inject_dataset
+    from halo_core.simulate.injection import inject_dataset
 
     report = inject_dataset(args.cutouts, args.out, cfg.injection)
     print(json.dumps(report.to_dict(), indent=1, default=str))
 
 
 def cmd_validate(cfg, args) -> int:
-    from halo_core.calibration import Calibration
-    from halo_core.checkpoint import load_model, load_sidecar
-    from halo_core.preprocess import PreprocessSpec
-    from halo_core.train import load_split_samples
-    from halo_core.validation import VALIDATION_HTML, real_lens_realism, validate_real
+    from halo_core.data.preprocess import PreprocessSpec
+    from halo_core.data.samples import load_split_samples
+    from halo_core.evaluation.calibration import Calibration
+    from halo_core.evaluation.validation import (
+        VALIDATION_HTML,
+        real_lens_realism,
+        validate_real,
+    )
+    from halo_core.model.checkpoint import load_model, load_sidecar
 
     # the synthetic test split's operating points and the calibration: from a report, else the model card
     card = load_sidecar(args.model)
@@ -223,8 +214,8 @@ def cmd_validate(cfg, args) -> int:
 
 
 def cmd_catalog(args) -> None:
-    from halo_core.calibration import Calibration
-    from halo_core.candidates import CatalogModel, build_catalog, publish
+    from halo_core.evaluation.calibration import Calibration
+    from halo_core.survey.candidates import CatalogModel, build_catalog, publish
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = CatalogModel.from_checkpoint(args.model, calibration=calibration, prevalence=args.prevalence)
@@ -262,11 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_filter)
 
-    p = sub.add_parser("train", help="train on filtered shards (same trainer as the Dagster asset)")
-    config_args(p)
-    p.add_argument("--data", required=True, help="filtered dataset directory")
-    p.add_argument("--out", required=True, help="checkpoint directory")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")
+    p = sub.add_parser("train", parents=[get_args_parser(add_help=False)],
+                       help="train on filtered shards (same trainer as the Dagster asset and torchrun)")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("gates", help="shortcut gates: selection null, deployability, and core / radial / metadata probes")

@@ -9,6 +9,7 @@ a plan key halo cannot honour is refused with the reason.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -17,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from halo_core.errors import ConfigError
 
@@ -84,10 +93,10 @@ def stamp_keys(input_keys) -> tuple[str, ...]:
 # The plan's `metrics` names. `precision@R` is precision at the score threshold where recall reaches R,
 # and `recall@P` is recall at the threshold where precision reaches P: the plan states its own target
 # as "precision at 90 % recall", so a bare number after `precision@` is the recall held fixed, and the
-# rate after `recall@` is read the same way (the other rate is fixed). halo_core.metrics computes them.
+# rate after `recall@` is read the same way (the other rate is fixed). halo_core.evaluation.metrics computes them.
 RATE_AT = re.compile(r"^(precision|recall)@(0\.\d+|1\.0)$")
 PLAIN_METRICS = ("auroc", "auprc", "accuracy")
-# the plan's diagnostics, computed by halo_core.report; the go/no-go table (DESIGN §5) needs all three
+# the plan's diagnostics, computed by halo_core.evaluation.report; the go/no-go table (DESIGN §5) needs all three
 DIAGNOSTICS = ("arc_snr_0_accuracy", "per_brick_auroc", "theta_e_binned_auroc")
 
 
@@ -117,7 +126,7 @@ class SimulationConfig(_Strict):
 
 
 class InjectionConfig(_Strict):
-    """Arcs injected into the real cutouts of ``lrg_cutouts_path`` (halo_core.injection); whole bricks
+    """Arcs injected into the real cutouts of ``lrg_cutouts_path`` (halo_core.simulate.injection); whole bricks
     go to one split, so the fractions are of bricks."""
 
     injections_per_galaxy: int = Field(4, ge=1, le=100)
@@ -130,7 +139,7 @@ class InjectionConfig(_Strict):
 
 
 class RealValidationConfig(_Strict):
-    """Scoring real known lenses and real non-lenses (halo_core.validation); empty paths = skipped."""
+    """Scoring real known lenses and real non-lenses (halo_core.evaluation.validation); empty paths = skipped."""
 
     lenses_path: str = ""  # real lens cutouts (.npz files / folder, or parquet with a cutout column)
     nonlenses_path: str = ""  # real non-lens cutouts, same layouts
@@ -550,3 +559,14 @@ def profile_name(config_path: str | Path, taken: Mapping[str, str] | None = None
     if stem in preset_names() or (owner is not None and Path(owner).resolve() != path.resolve()):
         return f"{stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
     return stem
+
+
+def config_args(p: argparse.ArgumentParser, default_preset: str = "recommended") -> None:
+    """--preset NAME or --config FILE.yaml, then --set overrides: the same on every command and torchrun."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", default=default_preset,
+                       help=f"one of: {', '.join(preset_names())} (default {default_preset})")
+    which.add_argument("--config", metavar="FILE.yaml",
+                       help="a YAML config: the plan's dict as it is and/or halo's keys (`base: PRESET` optional)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. --set epochs=2 --set scheduler.T_0=5")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from halo_core.config import load_preset
-from halo_core.filtering import build_filtered_dataset
+from halo_core.data.filtering import build_filtered_dataset
 from halo_core.simulate import simulate_dataset
-from halo_core.train import fit
+from halo_core.training.trainer import fit
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from halo_core.stamps import encode_stamp
+from halo_core.data.stamps import encode_stamp
 
 
 def _image(rng: np.random.Generator, arc: float, core_boost: float) -> tuple[np.ndarray, np.ndarray]:

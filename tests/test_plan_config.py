@@ -12,19 +12,24 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 import yaml
 
 from halo_core import uris
 from halo_core.config import DIAGNOSTICS, PRESETS_DIR, load_config_file, profile_name
-from halo_core.checkpoint import load_checkpoint
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.samples import load_split_samples
+from halo_core.data.shards import open_split, read_manifest
 from halo_core.errors import ConfigError
-from halo_core.filtering import build_filtered_dataset
-from halo_core.metrics import classification_metrics, precision_at_recall, recall_at_precision
-from halo_core.model import build_model
-from halo_core.monitors import expected_lr
-from halo_core.shards import open_split, read_manifest
-from halo_core.train import fit, load_split_samples, predict_logits
+from halo_core.evaluation.metrics import (
+    classification_metrics,
+    precision_at_recall,
+    recall_at_precision,
+)
+from halo_core.model.checkpoint import load_checkpoint
+from halo_core.model.inference import predict_logits
+from halo_core.model.network import build_model
+from halo_core.training.monitors import expected_lr
+from halo_core.training.trainer import fit
 from tests.factories import make_paired_table
 
 ADDITIONS = "# ---- halo's additions"
@@ -122,12 +127,12 @@ def _optimisation(r):
     assert group["weight_decay"] == cfg.weight_decay == 1e-4 and group["initial_lr"] == 1e-3
     assert state["scheduler"]["T_0"] == 10 and state["scheduler"]["T_mult"] == 2 and state["scheduler"]["eta_min"] == 1e-6
     # whole batches only (a ragged last batch is dropped)
-    assert history[0]["samples_seen"] % cfg.batch_size == 0
+    assert history[0].samples_seen % cfg.batch_size == 0
 
 
 def _early_stopping(r):
     state, _ = load_checkpoint(str(r["out"] / "last.pt"))
-    val = [h["val_loss"] for h in r["result"].history]
+    val = [h.val_loss for h in r["result"].history]
     best = state["early_stopping"]["best"]  # monitor: val_loss, mode min, improvements above min_delta
     assert best in val and min(val) >= best - r["cfg"].early_stopping.min_delta
 
@@ -141,11 +146,11 @@ def _loss(r):
     shards, samples = load_split_samples(cfg, r["data"], "val")
     logits = predict_logits(model, shards, samples, 8, torch.device("cpu"), channels_last=False)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(samples.labels))
-    assert float(bce) == pytest.approx(res.history[res.best_epoch]["val_loss"], rel=1e-3)
+    assert float(bce) == pytest.approx(res.best.val_loss, rel=1e-3)
 
 
 def _augmentation(r):
-    from halo_core.loader import BatchStream
+    from halo_core.data.loader import BatchStream
 
     shards, samples = load_split_samples(r["cfg"], r["data"], "train")
     on = BatchStream(shards, samples, 8, seed=0, train=True, augmentation=r["cfg"].augmentation)
@@ -164,7 +169,7 @@ def _checkpoints(r):
 def _checkpoint_dir(r):
     from halo_assets.assets import training_dir
     from halo_assets.resources import HaloSettings
-    from halo_core.train import run_key
+    from halo_core.training.trainer import run_key
 
     halo = HaloSettings(config_path=str(r["tmp"] / "user.yaml"), root_uri=str(r["tmp"] / "root"))
     (r["tmp"] / "user.yaml").write_text(yaml.safe_dump({**PLAN, "checkpoint_dir": r["cfg"].checkpoint_dir}))

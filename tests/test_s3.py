@@ -121,7 +121,13 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
 
 def test_model_versions_and_production_pointer_on_s3(s3, trained, capsys):
     from halo_core import cli
-    from halo_core.registry import add_version, production, resolve_model, set_production, versions
+    from halo_core.model.registry import (
+        add_version,
+        production,
+        resolve_model,
+        set_production,
+        versions,
+    )
 
     registry = f"s3://{BUCKET}/registry_test/smoke/promoted_model"  # apart from the graph test's registry
     card = {"go_no_go": {"go": True, "failed": []}, "evaluated_on": "f" * 16,
@@ -138,9 +144,9 @@ def test_model_versions_and_production_pointer_on_s3(s3, trained, capsys):
 
 def test_a_rebuild_on_s3_switches_the_pointer_and_a_failed_one_keeps_the_last_good(s3, tmp_path):
     from halo_core.config import load_preset
+    from halo_core.data.filtering import build_filtered_dataset
+    from halo_core.data.shards import open_split
     from halo_core.errors import ContractError
-    from halo_core.filtering import build_filtered_dataset
-    from halo_core.shards import open_split
     from tests.factories import make_paired_table, write_split_dirs
 
     fs, _ = s3
@@ -168,7 +174,7 @@ def test_real_cutouts_are_read_from_a_parquet_on_s3(s3, tmp_path):
 
     import pandas as pd
 
-    from halo_core.injection import read_cutouts
+    from halo_core.simulate.injection import read_cutouts
 
     fixtures = sorted((Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts").glob("*.npz"))
     if not fixtures:

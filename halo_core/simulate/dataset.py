@@ -39,11 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from halo_core import uris
+from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
-from halo_core.simulate.source import DEFAULT_OVERSAMPLE, render_lensed_sersic, render_sersic
-from halo_core.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
+from halo_core.simulate.source import (
+    DEFAULT_OVERSAMPLE,
+    render_lensed_sersic,
+    render_sersic,
+)
 
 SPLITS = ("train", "val", "test")
 # Real bricks whose every row has the arc masked (arc_snr == 0); the seed plan excludes them.
@@ -181,7 +185,7 @@ def draw_injections(rng: np.random.Generator, owner: np.ndarray, light_q: np.nda
     """Lens and source parameters of one injection per entry of ``owner`` (an index into the per-LRG
     arrays): the priors of the module docstring, the SIE aligned with the LRG's light (axis ratio
     ``light_q``, position angle ``light_phi``). Shared by the simulator and the injection into real
-    cutouts (halo_core.injection), so both draw from one prior."""
+    cutouts (halo_core.simulate.injection), so both draw from one prior."""
     n_inj = len(owner)
     theta_e = rng.uniform(*THETA_E_ARCSEC, n_inj)
     lens_q = np.clip(light_q[owner] + rng.normal(0.0, 0.05, n_inj), 0.4, 0.98)

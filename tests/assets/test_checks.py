@@ -5,14 +5,22 @@ import numpy as np
 import pytest
 
 from halo_assets.checks import (
-    arc_snr_zero_accounted, arc_snr_zero_scored_as_negative, brick_auroc_std, calibration_ece, class_balance,
-    excluded_bricks_absent, finite_pixels, schema_contract, split_integrity, theta_e_completeness_non_decreasing,
+    arc_snr_zero_accounted,
+    arc_snr_zero_scored_as_negative,
+    brick_auroc_std,
+    calibration_ece,
+    class_balance,
+    excluded_bricks_absent,
+    finite_pixels,
+    schema_contract,
+    split_integrity,
+    theta_e_completeness_non_decreasing,
 )
 from halo_assets.resources import HaloSettings
 from halo_core import uris
-from halo_core.diagnostics import binned_detection, completeness_trend
-from halo_core.filtering import build_filtered_dataset
-from halo_core.report import REPORT_JSON
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.evaluation.diagnostics import binned_detection, completeness_trend
+from halo_core.evaluation.report import REPORT_JSON
 from tests.factories import make_paired_table, three_splits, write_split_dirs
 
 

@@ -5,7 +5,15 @@ import math
 
 import dagster as dg
 
-from halo_assets.metadata import check_result, history_row, image, number, records, report_metadata, table
+from halo_assets.metadata import (
+    check_result,
+    history_row,
+    image,
+    number,
+    records,
+    report_metadata,
+    table,
+)
 
 
 def test_numbers_are_rounded_and_unmeasured_ones_say_so():

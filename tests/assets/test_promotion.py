@@ -10,7 +10,7 @@ import pytest
 
 from halo_assets.demo import run_retrain
 from halo_core import cli
-from halo_core.registry import add_version, production, versions
+from halo_core.model.registry import add_version, production, versions
 from tests.factories import LENIENT_GO_NO_GO
 
 GO = [*LENIENT_GO_NO_GO, "log_to_wandb=true"]

@@ -8,13 +8,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from halo_assets.definitions import defs
 from halo_assets.assets import versioned
+from halo_assets.definitions import defs
 from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_assets.survey import BRICKS, candidate_catalog, new_cutouts_sensor
-from halo_core.calibration import Calibration
-from halo_core.candidates import brick_index, read_catalog
-from halo_core.registry import add_version, set_production
+from halo_core.evaluation.calibration import Calibration
+from halo_core.model.registry import add_version, set_production
+from halo_core.survey.candidates import brick_index, read_catalog
 from tests.factories import make_paired_table
 
 
@@ -72,7 +72,10 @@ def test_without_a_production_model_the_catalogue_fails_saying_so(halo):
 
 
 def test_a_brick_is_scored_checked_and_goes_stale_with_a_new_production_model(ray_local, trained, paired_dir, tmp_path):
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.definitions.data_version import (
+        CachingStaleStatusResolver,
+        StaleStatus,
+    )
     from dagster._core.loader import LoadingContextForTest
 
     # the simulator's test split: the cutouts the smoke model was trained for (on the factories' toy

@@ -3,11 +3,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from halo_core.calibration import Calibration
-from halo_core.candidates import CatalogModel, brick_index, build_catalog, read_catalog
-from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.cli import main
-from halo_core.scoring import score
+from halo_core.evaluation.calibration import Calibration
+from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.survey.candidates import (
+    CatalogModel,
+    brick_index,
+    build_catalog,
+    read_catalog,
+)
+from halo_core.survey.scoring import score
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 CAL = Calibration(a=0.8, b=-0.5, train_prevalence=0.5, n_fit=100)

@@ -98,7 +98,7 @@ def test_weight_keys_change_the_training_hash(override):
 
 
 def test_recommended_fixes_what_the_review_flags_in_the_plan():
-    from halo_core.review import RULES
+    from halo_core.training.review import RULES
 
     def rules(name):
         cfg = load_preset(name)

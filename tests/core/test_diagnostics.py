@@ -4,8 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from halo_core.diagnostics import (
-    ARC_SNR_BINS, arc_snr_zero_behaviour, binned_detection, completeness_trend, per_brick_auroc,
+from halo_core.evaluation.diagnostics import (
+    ARC_SNR_BINS,
+    arc_snr_zero_behaviour,
+    binned_detection,
+    completeness_trend,
+    per_brick_auroc,
 )
 
 

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from halo_core.loader import BatchStream, make_loader
-from halo_core.train import load_split_samples
+from halo_core.data.loader import BatchStream, make_loader
+from halo_core.data.samples import load_split_samples
 
 
 def test_each_sample_once_per_epoch_across_ranks_and_workers(filtered_dir, smoke_cfg):

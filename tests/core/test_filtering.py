@@ -2,11 +2,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from halo_core.config import load_preset
 from halo_core import uris
+from halo_core.config import load_preset
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.shards import open_split, read_manifest
 from halo_core.errors import BuildLockedError, ContractError, StorageError
-from halo_core.filtering import build_filtered_dataset
-from halo_core.shards import open_split, read_manifest
 from tests.factories import make_paired_table, three_splits, write_split_dirs
 
 CFG = load_preset("smoke")

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from halo_core.config import load_preset
-from halo_core.filtering import build_filtered_dataset
-from halo_core.reader import SPLITS
-from halo_core.shards import MANIFEST_FILE
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.reader import SPLITS
+from halo_core.data.shards import MANIFEST_FILE
 from tests.factories import make_paired_table
 
 TIMING = {"seconds", "out_dir"}

@@ -5,10 +5,10 @@ import shutil
 import numpy as np
 
 from halo_core.config import load_preset
-from halo_core.filtering import build_filtered_dataset
-from halo_core.preprocess import PreprocessSpec
-from halo_core.reader import SPLITS
-from halo_core.shards import PAIRS_FILE, data_fingerprint, fingerprint_shards
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.preprocess import PreprocessSpec
+from halo_core.data.reader import SPLITS
+from halo_core.data.shards import PAIRS_FILE, data_fingerprint, fingerprint_shards
 from tests.factories import three_splits
 
 

@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 
 from halo_core.config import load_preset
-from halo_core.filtering import build_filtered_dataset
-from halo_core.gates import core_features, radial_features, shortcut_gates
-from halo_core.samples import lrg_half
-from halo_core.stamps import encode_stamp
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.samples import lrg_half
+from halo_core.data.stamps import encode_stamp
+from halo_core.evaluation.gates import core_features, radial_features, shortcut_gates
 from tests.factories import make_paired_table, three_splits, write_split_dirs
 
 PREPROCESSINGS = ("per_sample_robust", "residual_radial")

@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from halo_core.config import load_preset
+from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
 from halo_core.errors import ConfigError, ContractError
-from halo_core.filtering import build_filtered_dataset
-from halo_core.injection import inject_cutouts, inject_dataset, read_cutouts
+from halo_core.simulate.injection import inject_cutouts, inject_dataset, read_cutouts
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic
-from halo_core.stamps import PIXEL_SCALE_ARCSEC
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 

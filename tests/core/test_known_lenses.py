@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from halo_core.known_lenses import COLUMNS, catalogue, crossmatch
+from halo_core.data.known_lenses import COLUMNS, catalogue, crossmatch
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 

@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from halo_core.augment import apply_d4
 from halo_core.config import AugmentationConfig
-from halo_core.loader import BatchStream
-from halo_core.samples import build_samples
-from halo_core.shards import SplitShards
+from halo_core.data.augment import apply_d4
+from halo_core.data.loader import BatchStream
+from halo_core.data.samples import build_samples
+from halo_core.data.shards import SplitShards
 
 
 def _shards(n=50):

@@ -3,11 +3,22 @@ import math
 import numpy as np
 import pytest
 
-from halo_core.calibration import (
-    Calibration, bce_with_logits, expected_calibration_error, fit_platt, fit_temperature, prior_shift, sigmoid,
+from halo_core.evaluation.calibration import (
+    Calibration,
+    bce_with_logits,
+    expected_calibration_error,
+    fit_platt,
+    fit_temperature,
+    prior_shift,
+    sigmoid,
 )
-from halo_core.metrics import (
-    classification_metrics, operating_points, precision_at_prevalence, precision_at_recall, tpr_at_fpr, wilson_interval,
+from halo_core.evaluation.metrics import (
+    classification_metrics,
+    operating_points,
+    precision_at_prevalence,
+    precision_at_recall,
+    tpr_at_fpr,
+    wilson_interval,
 )
 
 

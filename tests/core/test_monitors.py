@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from halo_core.config import load_preset
-from halo_core.monitors import expected_lr, monitor_report, progress_summaries
+from halo_core.training.monitors import EpochRecord, expected_lr, monitor_report, progress_summaries
 
 
 def test_expected_lr_matches_torch_scheduler_with_restarts():
@@ -17,9 +17,9 @@ def test_expected_lr_matches_torch_scheduler_with_restarts():
 def _history(n, lr_scale=1.0, grad=1.0, gap=0.02):
     cfg = load_preset("smoke", {"epochs": n})
     s = cfg.scheduler
-    return cfg, [{"epoch": e, "lr": lr_scale * expected_lr(e, cfg.learning_rate, s.T_0, s.T_mult, s.eta_min),
-                  "train_loss": 0.3, "val_loss": 0.3 + gap, "val_auroc": 0.9, "grad_norm_max": grad,
-                  "grad_norm_p99": grad} for e in range(n)]
+    return cfg, [EpochRecord(epoch=e, lr=lr_scale * expected_lr(e, cfg.learning_rate, s.T_0, s.T_mult, s.eta_min),
+                             train_loss=0.3, val_loss=0.3 + gap, val_auroc=0.9, grad_norm_max=grad, grad_norm_p99=grad,
+                             samples_per_s=100.0, data_wait_share=0.1, samples_seen=64) for e in range(n)]
 
 
 def test_monitors_pass_on_a_healthy_run_and_fail_on_each_fault():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from halo_core.data.preprocess import PreprocessSpec, preprocess
 from halo_core.errors import CheckpointError
-from halo_core.preprocess import PreprocessSpec, preprocess
 
 ROBUST = PreprocessSpec("per_sample_robust", (-5.0, 20.0))
 RESIDUAL = PreprocessSpec("residual_radial", (-5.0, 20.0))

@@ -2,8 +2,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from halo_core.data.reader import read_split, split_files
 from halo_core.errors import ContractError
-from halo_core.reader import read_split, split_files
 from tests.factories import make_paired_table, three_splits
 
 

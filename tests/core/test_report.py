@@ -4,8 +4,14 @@ import re
 import numpy as np
 import pytest
 
-from halo_core.calibration import calibrate_on_val
-from halo_core.report import REPORT_HTML, REPORT_JSON, asinh_rgb, bin_label, evaluate
+from halo_core.evaluation.calibration import calibrate_on_val
+from halo_core.evaluation.report import (
+    REPORT_HTML,
+    REPORT_JSON,
+    asinh_rgb,
+    bin_label,
+    evaluate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,7 @@ def test_temperature_scaling_can_be_the_calibration_in_use(tmp_path, smoke_cfg, 
 
 def test_an_interrupted_evaluate_leaves_the_previous_report_intact(evaluated, smoke_cfg, filtered_dir, trained,
                                                                   monkeypatch):
-    import halo_core.report
+    import halo_core.evaluation.report
 
     out, _ = evaluated
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -72,7 +78,7 @@ def test_an_interrupted_evaluate_leaves_the_previous_report_intact(evaluated, sm
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C (or a kill) halfway through the measurements
 
-    monkeypatch.setattr(halo_core.report, "shortcut_diagnostics", interrupted)
+    monkeypatch.setattr(halo_core.evaluation.report, "shortcut_diagnostics", interrupted)
     calibration, _ = calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path)
     with pytest.raises(KeyboardInterrupt):
         evaluate(smoke_cfg, filtered_dir, trained.model_path, calibration, str(out))

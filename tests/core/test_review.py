@@ -1,9 +1,16 @@
 import pytest
 
 from halo_core.config import load_preset
-from halo_core.monitors import expected_lr
-from halo_core.review import (
-    ERROR, INFO, RULES, WARN, cycle_starts, measure_step_seconds, review_config, training_budget,
+from halo_core.training.monitors import expected_lr
+from halo_core.training.review import (
+    ERROR,
+    INFO,
+    RULES,
+    WARN,
+    cycle_starts,
+    measure_step_seconds,
+    review_config,
+    training_budget,
 )
 
 GEN5 = load_preset("gen5_prime")

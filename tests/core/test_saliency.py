@@ -1,12 +1,18 @@
-import pytest
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from halo_core.preprocess import pixel_radius
-from halo_core.metrics import per_class_accuracy
-from halo_core.saliency import arc_masks, core_mask, mask_fraction, occlude, shortcut_diagnostics
-from halo_core.stamps import PIXEL_SCALE_ARCSEC
+from halo_core.data.preprocess import pixel_radius
+from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
+from halo_core.evaluation.metrics import per_class_accuracy
+from halo_core.evaluation.saliency import (
+    arc_masks,
+    core_mask,
+    mask_fraction,
+    occlude,
+    shortcut_diagnostics,
+)
 
 SIZE = 32
 THETA_E = 10 * PIXEL_SCALE_ARCSEC  # ring at 10 px
@@ -90,8 +96,8 @@ def test_a_class_at_100_percent_on_val_fails_per_class_accuracy():
 
 # The core-perturbation gate, both ways, under each shipped preprocessing, on 64 px inputs
 def _perturbation(model, normalization: str, n: int = 40):
-    from halo_core.preprocess import PreprocessSpec, reapply_to_input
-    from halo_core.saliency import core_perturbation
+    from halo_core.data.preprocess import PreprocessSpec, reapply_to_input
+    from halo_core.evaluation.saliency import core_perturbation
 
     spec = PreprocessSpec(normalization, (-5.0, 20.0))
     rng = np.random.default_rng(1)

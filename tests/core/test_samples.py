@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from halo_core.data.samples import CONTROL, STAMP, build_samples
+from halo_core.data.splits import lrg_ids
 from halo_core.errors import ContractError
-from halo_core.samples import CONTROL, STAMP, build_samples
-from halo_core.splits import lrg_ids
 
 
 def _meta(n_lrg=40, per_lrg=3, masked=(0, 5)):

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from halo_core.calibration import Calibration
-from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.cli import main
 from halo_core.errors import CheckpointError
-from halo_core.model import build_model
-from halo_core.scoring import EXIT_SOME_REFUSED, score
+from halo_core.evaluation.calibration import Calibration
+from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.model.network import build_model
+from halo_core.survey.scoring import EXIT_SOME_REFUSED, score
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 GALAXIES = ["0001m040_4091", "0001m060_2396", "0001m372_9677", "0003m005_293", "0006p270_2574"]

@@ -3,13 +3,21 @@ import json
 import numpy as np
 import pytest
 
-from halo_core.calibration import Calibration
-from halo_core.candidates import CatalogModel
-from halo_core.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.config import load_preset
 from halo_core.errors import CheckpointError
-from halo_core.scoring import ScoringModel
-from halo_core.selection import AXES, SELECTION_JSON, Cell, SimulatedInjections, cells, selection_function, write_report
+from halo_core.evaluation.calibration import Calibration
+from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
+from halo_core.survey.candidates import CatalogModel
+from halo_core.survey.scoring import ScoringModel
+from halo_core.survey.selection import (
+    AXES,
+    SELECTION_JSON,
+    Cell,
+    SimulatedInjections,
+    cells,
+    selection_function,
+    write_report,
+)
 
 GRID = {"selection_function": {"theta_e_arcsec": [0.8, 2.0], "psf_fwhm_arcsec": [1.2], "psfdepth_r_mag": [24.6],
                                "source_r_mag": [20.5, 23.5], "injections_per_cell": 6, "seed": 3}}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from halo_core.shift import render_shift_set, shift_metrics
+from halo_core.evaluation.shift import render_shift_set, shift_metrics
 
 
 def _arc_light(images, labels):

@@ -9,8 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from halo_core.simulate import SimulationReport, simulate_dataset
-from halo_core.simulate import dataset
+from halo_core.simulate import SimulationReport, dataset, simulate_dataset
 from halo_core.simulate.dataset import _render_chunk, draw_split, plan_bricks
 from halo_core.simulate.lens import q_phi_to_e1e2, sie_shear_deflection
 from halo_core.simulate.psf import convolve, moffat_kernel

@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from halo_core.data.stamps import decode_cutout, decode_stamp, encode_stamp
 from halo_core.errors import StampDecodeError
-from halo_core.stamps import decode_cutout, decode_stamp, encode_stamp
 
 
 def _decode(blob):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from halo_core.checkpoint import load_checkpoint, load_model
 from halo_core.config import load_preset
+from halo_core.data.filtering import build_filtered_dataset
 from halo_core.errors import CheckpointError, ContractError
-from halo_core.filtering import build_filtered_dataset
-from halo_core.train import FINAL, LAST, fit
+from halo_core.model.checkpoint import load_checkpoint, load_model
+from halo_core.training.trainer import FINAL, LAST, fit
 from tests.factories import make_paired_table, write_split_dirs
 
 
@@ -21,8 +21,8 @@ def test_fit_writes_a_model_with_its_provenance(trained, smoke_cfg):
     assert len(trained.history) == smoke_cfg.epochs == len(sidecar["history"])
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 1)
     for key in ("train_loss", "val_loss", "val_auroc", "lr", "grad_norm_max", "samples_per_s"):
-        assert np.isfinite(trained.history[-1][key]), key
-    assert trained.history[0]["lr"] == smoke_cfg.learning_rate
+        assert np.isfinite(getattr(trained.history[-1], key)), key
+    assert trained.history[0].lr == smoke_cfg.learning_rate
 
 
 def test_checkpoints_load_without_pickle(trained):
@@ -50,7 +50,7 @@ def test_truncated_last_checkpoint_is_skipped_with_a_warning(tmp_path, smoke_cfg
     (tmp_path / FINAL).unlink()  # killed while writing last.pt: the run never finished
     last = tmp_path / LAST
     last.write_bytes(last.read_bytes()[:1000])
-    with caplog.at_level(logging.WARNING, logger="halo_core.train"):
+    with caplog.at_level(logging.WARNING, logger="halo_core.training.trainer"):
         result = fit(smoke_cfg, filtered_dir, str(tmp_path))
     assert "ignoring unusable" in caplog.text and result.resumed_from_epoch is None
     assert load_checkpoint(str(last))[0]["epoch"] == smoke_cfg.epochs - 1  # rewritten whole
@@ -84,8 +84,8 @@ def test_wandb_logs_offline_without_an_api_key(tmp_path, filtered_dir, monkeypat
 
 
 def test_warm_start_begins_from_the_given_weights_and_keys_its_run(tmp_path, trained, filtered_dir):
-    from halo_core.checkpoint import file_sha256
-    from halo_core.train import run_key
+    from halo_core.model.checkpoint import file_sha256
+    from halo_core.training.trainer import run_key
 
     cfg = load_preset("smoke", {"warm_start": True, "epochs": 1, "learning_rate": 1e-9})
     result = fit(cfg, filtered_dir, str(tmp_path), warm_start_from=trained.model_path)

@@ -10,19 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from halo_core.calibration import Calibration
-from halo_core.checkpoint import load_model
 from halo_core.cli import main
-from halo_core.control_substitutes import median_template, substitute_scores
-from halo_core.metrics import wilson_interval
-from halo_core.model import build_model
-from halo_core.samples import SampleSet, build_samples
-from halo_core.scoring import score
-from halo_core.shards import open_split
-from halo_core.train import predict_logits
-from halo_core.validation import (
-    STANDIN_LABEL, VALIDATION_HTML, VALIDATION_JSON, logits_and_features, realism_probe, validate_real,
+from halo_core.data.samples import SampleSet, build_samples
+from halo_core.data.shards import open_split
+from halo_core.evaluation.calibration import Calibration
+from halo_core.evaluation.control_substitutes import median_template, substitute_scores
+from halo_core.evaluation.metrics import wilson_interval
+from halo_core.evaluation.validation import (
+    STANDIN_LABEL,
+    VALIDATION_HTML,
+    VALIDATION_JSON,
+    logits_and_features,
+    realism_probe,
+    validate_real,
 )
+from halo_core.model.checkpoint import load_model
+from halo_core.model.inference import predict_logits
+from halo_core.model.network import build_model
+from halo_core.survey.scoring import score
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 CAL = Calibration(a=0.8, b=-0.3, train_prevalence=0.5, n_fit=100)

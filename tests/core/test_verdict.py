@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from halo_core.config import ChallengerConfig, load_preset
-from halo_core.promotion import PromotionError, compare, require_go
+from halo_core.evaluation.promotion import PromotionError, compare, require_go
 
 LABELS = np.r_[np.ones(200), np.zeros(300)].astype(int)
 GOOD = LABELS * 1.5 + np.random.default_rng(0).normal(size=500)

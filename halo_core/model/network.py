@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import ConfigError
-from halo_core.stamps import STAMP_SIZE
 
 MODELS = {"resnet18": resnet18}
 

@@ -38,14 +38,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from halo_core.diagnostics import THETA_E_BINS_ARCSEC
-from halo_core.loader import gather
-from halo_core.metrics import auroc
-from halo_core.preprocess import ring_index
-from halo_core.samples import CONTROL, SampleSet, build_samples
-from halo_core.shards import open_split
-from halo_core.splits import lrg_ids
-from halo_core.train import check_dataset
+from halo_core.data.loader import gather
+from halo_core.data.preprocess import ring_index
+from halo_core.data.samples import CONTROL, SampleSet, build_samples
+from halo_core.data.shards import check_dataset, open_split
+from halo_core.data.splits import lrg_ids
+from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
+from halo_core.evaluation.metrics import auroc
 
 CORE_PX = 10
 METADATA_COLUMNS = ("psfsize_r", "psf_fwhm_used_g", "psf_fwhm_used_r", "psf_fwhm_used_z", "psfdepth_r", "ebv",

@@ -22,16 +22,21 @@ import math
 import numpy as np
 import torch
 
-from halo_core.calibration import expected_calibration_error, sigmoid
-from halo_core.metrics import auroc, tpr_at_fpr
-from halo_core.preprocess import preprocess
+from halo_core.data.preprocess import preprocess
+from halo_core.data.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
+from halo_core.evaluation.calibration import expected_calibration_error, sigmoid
+from halo_core.evaluation.metrics import auroc, tpr_at_fpr
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.dataset import (
-    _LRG_CHUNK, PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, _draw_field, _render_chunk, draw_split,
+    _LRG_CHUNK,
+    PSF_FWHM_ARCSEC,
+    SKY_SIGMA_NMGY,
+    _draw_field,
+    _render_chunk,
+    draw_split,
 )
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.source import sersic_amplitude
-from halo_core.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
 
 INDEPENDENT = "independent"
 STRESS_SETS = ("compact_sources", "crowded_fields", "psf_extremes", "faint_arcs")

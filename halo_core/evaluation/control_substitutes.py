@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from halo_core.metrics import auroc
-from halo_core.samples import CONTROL, SampleSet
-from halo_core.shards import SplitShards
+from halo_core.data.samples import CONTROL, SampleSet
+from halo_core.data.shards import SplitShards
+from halo_core.evaluation.metrics import auroc
 
 SUBSTITUTES = ("true_control", "duplicated_image", "median_template")
 TEMPLATE_ROWS = 2000  # train controls in the median: a smooth template at the cost of a few MB

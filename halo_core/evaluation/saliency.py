@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from halo_core.diagnostics import THETA_E_BINS_ARCSEC
-from halo_core.preprocess import pixel_radius
+from halo_core.data.preprocess import pixel_radius
+from halo_core.data.stamps import STAMP_SIZE
+from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
 from halo_core.simulate.psf import moffat_kernel
-from halo_core.stamps import STAMP_SIZE
 
 ARC_FOOTPRINT_SIGMA = 1.0  # inputs are in robust sky-sigma units after preprocessing
 CORE_RADIUS_PX = 5.0

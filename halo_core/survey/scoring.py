@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from halo_core.calibration import Calibration, sigmoid
-from halo_core.checkpoint import load_model, model_spec
 from halo_core.config import HaloConfig, stamp_keys
+from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
+from halo_core.data.preprocess import preprocess
+from halo_core.data.reader import read_parquet
+from halo_core.data.stamps import decode_cutout, decode_stamp
 from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
-from halo_core.gates import CORE_PX
-from halo_core.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
-from halo_core.preprocess import preprocess
-from halo_core.reader import read_parquet
-from halo_core.stamps import decode_cutout, decode_stamp
+from halo_core.evaluation.calibration import Calibration, sigmoid
+from halo_core.evaluation.gates import CORE_PX
+from halo_core.model.checkpoint import load_model, model_spec
 
 log = logging.getLogger(__name__)
 

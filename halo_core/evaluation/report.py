@@ -17,30 +17,52 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from halo_core import uris
-from halo_core.calibration import FITS, Calibration, expected_calibration_error, sigmoid
-from halo_core.checkpoint import file_sha256, load_model, model_spec
 from halo_core.config import HaloConfig
-from halo_core.control_substitutes import control_substitutes, substitutes_html
-from halo_core.diagnostics import (
-    ARC_SNR_BINS, PSF_FWHM_BINS_ARCSEC, THETA_E_BINS_ARCSEC, arc_snr_zero_behaviour, binned_detection,
-    completeness_trend, per_brick_auroc,
-)
+from halo_core.data.loader import gather
+from halo_core.data.preprocess import reapply_to_input
+from halo_core.data.samples import CONTROL, STAMP, SampleSet, load_split_samples
+from halo_core.data.shards import data_fingerprint, dataset_spec, open_split
+from halo_core.data.splits import lrg_ids
+from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC
 from halo_core.errors import CheckpointError
-from halo_core.metrics import classification_metrics
-from halo_core.model import pick_device
-from halo_core.monitors import monitor_report, progress_summaries
-from halo_core.loader import gather
-from halo_core.preprocess import reapply_to_input
-from halo_core.saliency import (
-    CORE_RADIUS_PX, MAX_SAMPLES, core_brightness_spread, core_perturbation, shortcut_diagnostics,
+from halo_core.evaluation.calibration import (
+    FITS,
+    Calibration,
+    expected_calibration_error,
+    sigmoid,
 )
-from halo_core.samples import CONTROL, STAMP, SampleSet
-from halo_core.shards import data_fingerprint, dataset_spec, open_split
-from halo_core.shift import shift_suite
-from halo_core.splits import lrg_ids
-from halo_core.stamps import BANDS, PIXEL_SCALE_ARCSEC
-from halo_core.train import load_split_samples, predict_logits
-from halo_core.validation import real_lens_realism, realism_html
+from halo_core.evaluation.control_substitutes import (
+    control_substitutes,
+    substitutes_html,
+)
+from halo_core.evaluation.diagnostics import (
+    ARC_SNR_BINS,
+    PSF_FWHM_BINS_ARCSEC,
+    THETA_E_BINS_ARCSEC,
+    arc_snr_zero_behaviour,
+    binned_detection,
+    completeness_trend,
+    per_brick_auroc,
+)
+from halo_core.evaluation.metrics import classification_metrics
+from halo_core.evaluation.saliency import (
+    CORE_RADIUS_PX,
+    MAX_SAMPLES,
+    core_brightness_spread,
+    core_perturbation,
+    shortcut_diagnostics,
+)
+from halo_core.evaluation.shift import shift_suite
+from halo_core.evaluation.validation import real_lens_realism, realism_html
+from halo_core.model.checkpoint import file_sha256, load_model, model_spec
+from halo_core.model.inference import predict_logits
+from halo_core.model.network import pick_device
+from halo_core.training.monitors import (
+    EpochRecord,
+    monitor_report,
+    progress_summaries,
+    run_history,
+)
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 GALLERY_SIZE = 8  # stamps per row: highest-scoring negatives, lowest-scoring positives
@@ -86,16 +108,16 @@ def reliability_png(curves: dict[str, dict], title: str = "reliability (test, eq
     return _png(fig)
 
 
-def training_curves_png(history: list[dict]) -> bytes:
-    epochs = [h["epoch"] + 1 for h in history]
+def training_curves_png(history: list[EpochRecord]) -> bytes:
+    epochs = [h.epoch + 1 for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", ms=3, label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", ms=3, label="val")
+    axes[0].plot(epochs, [h.train_loss for h in history], "o-", ms=3, label="train")
+    axes[0].plot(epochs, [h.val_loss for h in history], "o-", ms=3, label="val")
     axes[0].set(xlabel="epoch", ylabel="BCE loss")
     axes[0].legend(fontsize=8)
-    axes[1].plot(epochs, [h["val_auroc"] for h in history], "o-", ms=3)
+    axes[1].plot(epochs, [h.val_auroc for h in history], "o-", ms=3)
     axes[1].set(xlabel="epoch", ylabel="val AUROC")
-    axes[2].plot(epochs, [h["lr"] for h in history], "o-", ms=3)
+    axes[2].plot(epochs, [h.lr for h in history], "o-", ms=3)
     axes[2].set(xlabel="epoch", ylabel="learning rate", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -255,6 +277,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     if "best_epoch" not in sidecar:
         raise CheckpointError(f"{model_path}: a per-epoch checkpoint (best.pt, last.pt, epoch_*.pt) has no training "
                               "summary; evaluate the model.pt that `halo train` writes beside it")
+    history = run_history(sidecar)
     spec = dataset_spec(dataset_dir)
     spec.require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
     device = pick_device(cfg.device)
@@ -318,8 +341,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
         "psf_fwhm_bins": bins("psfsize_r", PSF_FWHM_BINS_ARCSEC, negatives_binned=True),
         "arc_snr_bins": bins("arc_snr", ARC_SNR_BINS),
         "training": {"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
-                     "progress": progress_summaries(sidecar["history"])},
-        "monitors": monitor_report(sidecar["history"], cfg, sidecar["best_epoch"]),
+                     "progress": progress_summaries(history)},
+        "monitors": monitor_report(history, cfg, sidecar["best_epoch"]),
         "shortcut_diagnostics": shortcut,
         # real galaxies: what a 6-channel model gets without a control; do injections look real?
         "control_substitutes": (control_substitutes(model, shards, samples, open_split(dataset_dir, "train"),
@@ -333,7 +356,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
         "reliability": reliability_png(ece),
-        "training_curves": training_curves_png(sidecar["history"]),
+        "training_curves": training_curves_png(history),
         "confusion": confusion_png(report["metrics"]["confusion_at_threshold"]),
         "completeness": binned_completeness_png({"theta_E (arcsec)": theta_e_bins,
                                                  "PSF FWHM r (arcsec)": report["psf_fwhm_bins"],

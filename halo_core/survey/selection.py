@@ -21,9 +21,9 @@ from typing import Protocol
 import numpy as np
 
 from halo_core import uris
-from halo_core.metrics import wilson_interval
-from halo_core.ray_runtime import ray_session
-from halo_core.stamps import PIXEL_SCALE_ARCSEC
+from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
+from halo_core.evaluation.metrics import wilson_interval
+from halo_core.survey.ray_runtime import ray_session
 
 AXES = ("theta_e_arcsec", "psf_fwhm_arcsec", "psfdepth_r_mag", "source_r_mag")
 SELECTION_JSON = "selection_function.json"
@@ -49,7 +49,12 @@ class SimulatedInjections:
 
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         from halo_core.simulate.catalog import mag_to_flux_nmgy
-        from halo_core.simulate.dataset import PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, _render_chunk, draw_split
+        from halo_core.simulate.dataset import (
+            PSF_FWHM_ARCSEC,
+            SKY_SIGMA_NMGY,
+            _render_chunk,
+            draw_split,
+        )
         from halo_core.simulate.source import DEFAULT_OVERSAMPLE
 
         rng = np.random.default_rng(seed)
@@ -83,7 +88,7 @@ def _score_cells(model, cell_list: list[Cell], n: int, seeds: list[tuple[int, in
     """One Ray task: a group of cells rendered and scored with one loaded model."""
     import torch
 
-    from halo_core.scoring import ScoringModel
+    from halo_core.survey.scoring import ScoringModel
 
     torch.set_num_threads(1)
     scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)

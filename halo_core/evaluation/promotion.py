@@ -12,14 +12,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from halo_core.checkpoint import load_model, model_spec
 from halo_core.config import ChallengerConfig, HaloConfig
+from halo_core.data.samples import load_split_samples
+from halo_core.data.shards import dataset_spec
+from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
-from halo_core.metrics import TARGET_METRIC, auroc, tpr_at_fpr
-from halo_core.model import pick_device
-from halo_core.shards import dataset_spec
-from halo_core.splits import lrg_ids
-from halo_core.train import load_split_samples, predict_logits
+from halo_core.evaluation.metrics import TARGET_METRIC, auroc, tpr_at_fpr
+from halo_core.model.checkpoint import load_model, model_spec
+from halo_core.model.inference import predict_logits
+from halo_core.model.network import pick_device
 
 COMPARED_FPR = 1e-2  # the operating point the champion / challenger comparison uses beside AUROC
 

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 
 from halo_core import uris
 from halo_core.config import stamp_keys
-from halo_core.checkpoint import load_sidecar, model_spec
-from halo_core.preprocess import preprocess
-from halo_core.stamps import decode_cutout, decode_stamp
+from halo_core.data.preprocess import preprocess
+from halo_core.data.stamps import decode_cutout, decode_stamp
+from halo_core.model.checkpoint import load_sidecar, model_spec
 
 COLUMNS = ("rank", "galaxy_id", "brick", "ra", "dec", "score", "probability", "probability_at_prevalence")
 ZOOM = 2  # 64 px stamps drawn at 128 px, nearest-neighbour: pixels stay pixels

@@ -27,17 +27,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from halo_core import uris
-from halo_core.calibration import Calibration
-from halo_core.checkpoint import load_model, model_spec
+from halo_core.data.known_lenses import crossmatch
+from halo_core.data.preprocess import preprocess
+from halo_core.data.samples import STAMP, SampleSet
+from halo_core.data.shards import SplitShards
+from halo_core.data.splits import lrg_ids
+from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import ContractError
-from halo_core.injection import RealCutout, read_cutouts
-from halo_core.known_lenses import crossmatch
-from halo_core.metrics import auroc, precision_at_prevalence, wilson_interval
-from halo_core.preprocess import preprocess
-from halo_core.samples import STAMP, SampleSet
-from halo_core.shards import SplitShards
-from halo_core.splits import lrg_ids
-from halo_core.stamps import STAMP_SIZE
+from halo_core.evaluation.calibration import Calibration
+from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_interval
+from halo_core.model.checkpoint import load_model, model_spec
+from halo_core.simulate.injection import RealCutout, read_cutouts
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
                   radius_arcsec: float, realism: dict | None = None) -> dict:
     """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``."""
-    from halo_core.report import gallery_png  # matplotlib only when writing a report
+    from halo_core.evaluation.report import (
+        gallery_png,  # matplotlib only when writing a report
+    )
 
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:
@@ -249,7 +251,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
 def _score_histogram(lens: np.ndarray, non: np.ndarray, thresholds: list[dict], standin: bool) -> bytes:
     import matplotlib.pyplot as plt
 
-    from halo_core.report import _png
+    from halo_core.evaluation.report import _png
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     bins = np.linspace(0, 1, 26)
@@ -290,7 +292,7 @@ def realism_html(probe: dict) -> str:
 def render_html(report: dict, plots: dict[str, bytes]) -> str:
     import html
 
-    from halo_core.report import _img
+    from halo_core.evaluation.report import _img
 
     rows = "".join(
         f"<tr><td>{p['fpr']:g}{' (operating)' if p['operating'] else ''}</td>"

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from halo_core import __version__, uris
+from halo_core.data.preprocess import PreprocessSpec
 from halo_core.errors import CheckpointError
-from halo_core.model import build_model
-from halo_core.preprocess import PreprocessSpec
+from halo_core.model.network import build_model
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 
 from halo_core import uris
 from halo_core.config import stamp_keys
-from halo_core.calibration import Calibration
-from halo_core.checkpoint import load_sidecar
+from halo_core.data.known_lenses import crossmatch
+from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
-from halo_core.known_lenses import crossmatch
-from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
-from halo_core.scoring import SCORED
-from halo_core.stamps import STAMP_SIZE, decode_cutout, decode_stamp
+from halo_core.evaluation.calibration import Calibration
+from halo_core.model.checkpoint import load_sidecar
+from halo_core.survey.ray_runtime import pool_size, quiet_progress, ray_session
+from halo_core.survey.scoring import SCORED
 
 log = logging.getLogger(__name__)
 UNKNOWN_BRICK = "unknown"  # a cutout without a brickname still gets a partition
@@ -181,7 +181,7 @@ class ScoreBatches:
     def __init__(self, model: CatalogModel, torch_threads: int):
         import torch
 
-        from halo_core.scoring import ScoringModel
+        from halo_core.survey.scoring import ScoringModel
 
         torch.set_num_threads(torch_threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -363,7 +363,7 @@ def read_catalog(out_dir: str, bricks: list[str] | None = None) -> pd.DataFrame:
 
 def publish(report: CatalogReport, model: CatalogModel, name: str = "index") -> tuple[str, str]:
     """The summary (JSON) and the gallery of the top candidates beside the catalogue; their URIs."""
-    from halo_core.gallery import write_gallery
+    from halo_core.survey.gallery import write_gallery
 
     summary = uris.join(report.out_dir, f"_summary_{name}.json" if name != "index" else SUMMARY_FILE)
     uris.atomic_write_json(summary, report.to_dict())

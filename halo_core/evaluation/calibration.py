@@ -84,9 +84,10 @@ FITS = {"platt": fit_platt, "temperature": fit_temperature}
 
 def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> tuple[Calibration, dict]:
     """``cfg.calibration`` fitted on the val split's logits; (calibration, val ECE before/after)."""
-    from halo_core.checkpoint import load_model
-    from halo_core.model import pick_device
-    from halo_core.train import load_split_samples, predict_logits
+    from halo_core.data.samples import load_split_samples
+    from halo_core.model.checkpoint import load_model
+    from halo_core.model.inference import predict_logits
+    from halo_core.model.network import pick_device
 
     model, _ = load_model(model_path)
     device = pick_device(cfg.device)

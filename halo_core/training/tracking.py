@@ -35,9 +35,9 @@ class Tracker:
                               settings=wandb.Settings(silent=True, console="off"))
         log.info("wandb %s run %s in %s", mode, self.run.id, self.run.dir)
 
-    def log_epoch(self, record: dict) -> None:
+    def log_epoch(self, record) -> None:
         if self.run is not None:
-            self.run.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+            self.run.log({k: v for k, v in record.to_dict().items() if k != "epoch"}, step=record.epoch)
 
     def finish(self) -> None:
         if self.run is not None:

@@ -30,15 +30,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from halo_core import uris
+from halo_core.data.stamps import (
+    BANDS,
+    CUTOUT_KEY,
+    PIXEL_SCALE_ARCSEC,
+    STAMP_SIZE,
+    central_stamp,
+    encode_stamp,
+    read_cutout,
+)
 from halo_core.errors import ContractError, StampDecodeError
 from halo_core.simulate.catalog import AB_ZERO_POINT_MAG
 from halo_core.simulate.dataset import (
-    GAIN_E_PER_NMGY, PSF_BIN_EDGES_ARCSEC, PSF_FWHM_ARCSEC, DEPTH_BIN_EDGES_MAG, SPLITS, draw_injections, render_arcs,
+    DEPTH_BIN_EDGES_MAG,
+    GAIN_E_PER_NMGY,
+    PSF_BIN_EDGES_ARCSEC,
+    PSF_FWHM_ARCSEC,
+    SPLITS,
+    draw_injections,
+    render_arcs,
 )
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import moffat_kernel
 from halo_core.simulate.source import DEFAULT_OVERSAMPLE
-from halo_core.stamps import BANDS, CUTOUT_KEY, PIXEL_SCALE_ARCSEC, STAMP_SIZE, central_stamp, encode_stamp, read_cutout
 
 CUTOUT_SUFFIXES = (".npz", ".parquet")
 REQUIRED_META = ("ra", "dec", "brickname")

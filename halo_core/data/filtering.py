@@ -15,13 +15,13 @@ import pandas as pd
 import pyarrow as pa
 
 from halo_core import uris
-from halo_core.errors import ContractError, StampDecodeError
-from halo_core.preprocess import PreprocessSpec, core_brightness, preprocess
 from halo_core.config import BLOB_COLUMNS
-from halo_core.reader import SPLITS, Source, read_split, split_files
-from halo_core.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
-from halo_core.splits import SplitReport, split_report
-from halo_core.stamps import BANDS, decode_stamp
+from halo_core.data.preprocess import PreprocessSpec, core_brightness, preprocess
+from halo_core.data.reader import SPLITS, Source, read_split, split_files
+from halo_core.data.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
+from halo_core.data.splits import SplitReport, split_report
+from halo_core.data.stamps import BANDS, decode_stamp
+from halo_core.errors import ContractError, StampDecodeError
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -120,7 +120,7 @@ def build_filtered_dataset(cfg, source_uri: Source, out_dir: str, *, on_ray: boo
     """Read the paired dataset at ``source_uri`` (a root, or split -> location) and write the filtered,
     preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is
     complete); on Ray (``on_ray``, default ``cfg.filter_on_ray``) with ``num_cpus`` for a local Ray."""
-    from halo_core.ray_runtime import ray_session
+    from halo_core.survey.ray_runtime import ray_session
 
     for location in [source_uri] if isinstance(source_uri, str) else source_uri.values():
         if uris.overlaps(location, out_dir):

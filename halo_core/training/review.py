@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from halo_core.config import HaloConfig
-from halo_core.metrics import TARGET_METRIC
-from halo_core.model import bare_training_step, pick_device
-from halo_core.monitors import expected_lr
+from halo_core.evaluation.metrics import TARGET_METRIC
+from halo_core.model.network import bare_training_step, pick_device
+from halo_core.training.monitors import expected_lr
 
 INFO, WARN, ERROR = "info", "warn", "error"
 # the last epoch's LR counts as annealed below this share of the way from eta_min back up to the peak

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from halo_core.data.shards import SplitShards, open_split
+from halo_core.data.splits import lrg_ids
 from halo_core.errors import ContractError
-from halo_core.splits import lrg_ids
 
 STAMP, CONTROL = 0, 1
 MATCH_COLUMNS = ("psf_bin", "depth_bin")
@@ -82,3 +83,9 @@ def build_samples(meta: pd.DataFrame, construction: str, seed: int) -> SampleSet
         labels=np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32),
         with_control=construction == "paired_6ch",
     )
+
+
+def load_split_samples(cfg, dataset_dir: str, split: str) -> tuple[SplitShards, SampleSet]:
+    """A split's shards and the samples ``cfg.sample_construction`` builds from them."""
+    shards = open_split(dataset_dir, split)
+    return shards, build_samples(shards.meta, cfg.sample_construction, cfg.seed)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from halo_core.augment import d4_elements
-from halo_core.samples import CONTROL, SampleSet
-from halo_core.shards import SplitShards
+from halo_core.data.augment import d4_elements
+from halo_core.data.samples import CONTROL, SampleSet
+from halo_core.data.shards import SplitShards
 
 
 def gather(shards: SplitShards, samples: SampleSet, index: np.ndarray, dtype=np.float32) -> np.ndarray:

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from halo_core import uris
+from halo_core.data.preprocess import PreprocessSpec
+from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import ContractError
-from halo_core.preprocess import PreprocessSpec
-from halo_core.stamps import STAMP_SIZE
 
 PAIRS_FILE = "pairs.f16"
 META_FILE = "meta.parquet"
@@ -112,3 +112,11 @@ def open_split(dataset_dir: str, split: str) -> SplitShards:
 
 def dataset_spec(dataset_dir: str) -> PreprocessSpec:
     return PreprocessSpec.from_dict(read_manifest(dataset_dir)["preprocess"])
+
+
+def check_dataset(cfg, dataset_dir: str) -> None:
+    """Refuse a leaking dataset or one preprocessed differently from what ``cfg`` asks for."""
+    manifest = read_manifest(dataset_dir)
+    if not manifest["integrity"]["ok"]:
+        raise ContractError(f"{dataset_dir}: splits share bricks or LRGs: {manifest['integrity']}")
+    dataset_spec(dataset_dir).require_same(PreprocessSpec.from_config(cfg), f"{dataset_dir} vs config")

@@ -13,8 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import CheckpointError
-from halo_core.stamps import STAMP_SIZE
 
 MAD_TO_SIGMA = 1.4826  # Gaussian sigma per unit median absolute deviation
 

@@ -1,0 +1,1 @@
+"""The network, its checkpoints and model registry, and the one inference loop that scores samples."""
