@@ -28,11 +28,7 @@ from halo_core.simulate.catalog import mag_to_flux_nmgy
 from halo_core.simulate.dataset import draw_split, plan_bricks
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
-from halo_core.simulate.source import (
-    render_lensed_sersic,
-    render_sersic,
-    sersic_amplitude,
-)
+from halo_core.simulate.source import render_lensed_sersic, render_sersic, sersic_amplitude
 
 OVERSAMPLE = 3
 

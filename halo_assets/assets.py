@@ -27,18 +27,13 @@ from halo_core.data.filtering import build_filtered_dataset
 from halo_core.data.preprocess import PreprocessSpec
 from halo_core.data.reader import SPLITS, Source, split_files
 from halo_core.data.shards import data_fingerprint
-from halo_core.evaluation.calibration import Calibration, calibrate_on_val
+from halo_core.evaluation.calibration import Calibration, ValidationFit, calibrate_on_val
 from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.evaluation.promotion import compare, require_go, score_test_split
 from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
-from halo_core.model.registry import (
-    add_version,
-    find_version,
-    production,
-    set_production,
-    version_model,
-)
+from halo_core.model.registry import add_version, find_version, production, set_production, version_model
 from halo_core.simulate import build_simulated_dataset
 from halo_core.simulate.injection import inject_dataset
 from halo_core.training.tracking import log_model_artifact
@@ -232,19 +227,24 @@ def model_path(halo: HaloSettings) -> str:
 
 @dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"}, partitions_def=PROFILES)
 def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
-    """Platt scaling fitted on the validation split, stored beside the model as calibration.json."""
+    """The configured scaling (and the other, for the report) fitted on the validation split, stored
+    as calibration.json."""
     cfg = halo.config()
-    calibration, ece = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
+    fit = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
     uris.atomic_write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
-                           {**calibration.to_dict(), "model": model_path(halo), "val_ece": ece})
+                           {**fit.to_dict(), "model": model_path(halo)})
     return dg.MaterializeResult(metadata=tidy({
-        "platt_a": calibration.a, "platt_b": calibration.b, "n_val": calibration.n_fit,
-        "val_ece_before": ece["before"], "val_ece_after": ece["after"],
+        "method": fit.chosen.method, "platt_a": fit.chosen.a, "platt_b": fit.chosen.b, "n_val": fit.chosen.n_fit,
+        "val_ece_before": fit.val_ece["before"], "val_ece_after": fit.val_ece["after"],
     }))
 
 
+def load_validation_fit(halo: HaloSettings) -> ValidationFit:
+    return ValidationFit.from_dict(uris.read_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE)))
+
+
 def load_calibration(halo: HaloSettings) -> Calibration:
-    return Calibration.from_dict(uris.read_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE)))
+    return load_validation_fit(halo).chosen
 
 
 @dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)
@@ -252,8 +252,8 @@ def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
     """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html."""
     cfg = halo.config()
     out = halo.uri("evaluation_report")
-    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_calibration(halo), out)
-    plots = {name: uris.read_bytes(uris.join(out, report["plots"][name])) for name in KEY_PLOTS}
+    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out)
+    plots = {name: uris.read_bytes(uris.join(out, report.plots[name])) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(
         report, uris.join(out, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
 
@@ -275,7 +275,7 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     identity = {"sha256": file_sha256(model), "training_hash": sidecar["training_hash"],
                 "data_fingerprint": sidecar["data_fingerprint"]}
     report_path, gates_path = uris.join(halo.uri("evaluation_report"), REPORT_JSON), uris.join(halo.uri("shortcut_gates"), GATES_FILE)
-    report = uris.read_json(report_path) if uris.exists(report_path) else None
+    report = EvaluationReport.read(report_path) if uris.exists(report_path) else None
     gates = uris.read_json(gates_path) if uris.exists(gates_path) else None
     verdict = require_go(cfg, report, gates, identity)
 
@@ -289,11 +289,11 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
         labels, challenger_logits, n_distinct = score_test_split(cfg, data, model)
         _, champion_logits, _ = score_test_split(cfg, data, champion_model)
         comparison = compare(labels, champion_logits, challenger_logits, n_distinct, cfg.challenger)
-    comparison.update(production_version=champion, test_data_fingerprint=report["data_fingerprint"])
+    comparison.update(production_version=champion, test_data_fingerprint=report.data_fingerprint)
 
     version = find_version(registry, identity["sha256"]) or add_version(registry, model, {
-        "calibration": load_calibration(halo).to_dict(), "test_metrics": report["metrics"],
-        "evaluated_on": report["data_fingerprint"], "go_no_go": verdict.to_dict(), "champion_challenger": comparison,
+        "calibration": load_calibration(halo).to_dict(), "test_metrics": report.metrics,
+        "evaluated_on": report.data_fingerprint, "go_no_go": verdict.to_dict(), "champion_challenger": comparison,
         "dagster_run_id": context.run.run_id})
     promoted = comparison["promote"]
     if promoted and champion != version:
@@ -305,15 +305,15 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
         "version": dg.MetadataValue.text(version), "production": dg.MetadataValue.text(production(registry)),
         "promoted": dg.MetadataValue.bool(promoted), "model_path": dg.MetadataValue.path(card_model),
         "model_sha256": identity["sha256"], "training_hash": identity["training_hash"],
-        "trained_on_data": identity["data_fingerprint"], "evaluated_on_data": report["data_fingerprint"],
+        "trained_on_data": identity["data_fingerprint"], "evaluated_on_data": report.data_fingerprint,
         **comparison_metadata(comparison),
-        "model_card": dg.MetadataValue.md(f"```json\n{json.dumps(report['metrics'], indent=1)}\n```"),
+        "model_card": dg.MetadataValue.md(f"```json\n{json.dumps(report.metrics, indent=1)}\n```"),
     }
     if cfg.log_to_wandb:
         metadata["wandb_run"] = dg.MetadataValue.text(log_model_artifact(
             cfg, card_model, card_model.removesuffix(".pt") + ".json", f"halo-{halo.profile()}",
             [version, *(["production"] if promoted else [])],
             {"training_hash": identity["training_hash"], "data_fingerprint": identity["data_fingerprint"],
-             "test_auroc": report["metrics"]["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
+             "test_auroc": report.metrics["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
     check = dg.AssetCheckResult(check_name=CHALLENGER_CHECK, passed=promoted, metadata=comparison_metadata(comparison))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])

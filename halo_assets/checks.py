@@ -31,16 +31,11 @@ from halo_core.evaluation.gates import GATES
 from halo_core.evaluation.metrics import TARGET_METRIC
 from halo_core.evaluation.promotion import REPORT_CRITERIA, Criterion, gate_criteria
 from halo_core.evaluation.report import REPORT_JSON
+from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.shift import STRESS_SETS
 from halo_core.model.checkpoint import load_sidecar
 from halo_core.training.monitors import monitor_report, promoted_record, run_history
-from halo_core.training.review import (
-    INFO,
-    RULES,
-    Finding,
-    measure_step_seconds,
-    training_budget,
-)
+from halo_core.training.review import INFO, RULES, Finding, measure_step_seconds, training_budget
 
 # Partitioned checks are a preview API in Dagster 1.13; they are what keeps a profile's check history its own.
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
@@ -270,20 +265,20 @@ def selection_null(halo: HaloSettings) -> dg.AssetCheckResult:
 GATE_CHECKS = [*(_gate_check(g) for g in GATES), selection_null]
 
 
-def _report(halo: HaloSettings) -> dict:
-    return uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
+def _report(halo: HaloSettings) -> EvaluationReport:
+    return EvaluationReport.read(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
 
 
-def _criterion(halo: HaloSettings, report: dict, name: str) -> Criterion:
+def _criterion(halo: HaloSettings, report: EvaluationReport, name: str) -> Criterion:
     """The verdict's own judgement of criterion ``name`` (halo_core.evaluation.promotion, which promoted_model reuses)."""
     return REPORT_CRITERIA[name](halo.config(), report)
 
 
 def _at_least(halo: HaloSettings, name: str, metric: str, threshold: float) -> dg.AssetCheckResult:
     report = _report(halo)
-    value = report["metrics"][metric]
+    value = report.metrics[metric]
     return check_result(passed=_criterion(halo, report, name).passed, metadata={
-        metric: value, "threshold": threshold, "n_test": report["metrics"]["n"],
+        metric: value, "threshold": threshold, "n_test": report.metrics["n"],
     })
 
 
@@ -304,7 +299,7 @@ def precision_at_recall_0_90(halo: HaloSettings) -> dg.AssetCheckResult:
 def train_val_gap(halo: HaloSettings) -> dg.AssetCheckResult:
     """At the promoted (best) epoch, val loss minus train loss is below `go_no_go.max_train_val_gap`."""
     report = _report(halo)
-    result = report["monitors"]["train_val_gap"]
+    result = report.monitors["train_val_gap"]
     return check_result(passed=_criterion(halo, report, "train_val_gap").passed, metadata={
         "gap": result["value"], "threshold": result["limit"], "epoch": result["epoch"] + 1})
 
@@ -315,9 +310,9 @@ def deployable_without_control(halo: HaloSettings) -> dg.AssetCheckResult:
     report = _report(halo)
     # what a deployment would get instead of the control (the plan's Q7), measured on the test split
     substitutes = {f"test_auroc_{name}": number(v)
-                   for name, v in (report.get("control_substitutes") or {}).get("auroc", {}).items()}
+                   for name, v in (report.control_substitutes or {}).get("auroc", {}).items()}
     return check_result(passed=_criterion(halo, report, "deployable_without_control").passed, metadata={
-        "needs_control": report["needs_control"], "sample_construction": report["sample_construction"],
+        "needs_control": report.needs_control, "sample_construction": report.sample_construction,
         "expected": "a 3-channel model of the stamp alone", **substitutes,
     })
 
@@ -337,7 +332,7 @@ def brick_auroc_std(halo: HaloSettings) -> dg.AssetCheckResult:
     `go_no_go.brick_min_per_class` samples of each class, is below `go_no_go.max_brick_auroc_std`."""
     limits = halo.config().go_no_go
     report = _report(halo)
-    bricks, criterion = report["per_brick"], _criterion(halo, report, "brick_auroc_std")
+    bricks, criterion = report.per_brick, _criterion(halo, report, "brick_auroc_std")
     metadata = {"threshold": limits.max_brick_auroc_std, "n_bricks": bricks["n_bricks"],
                 "n_bricks_total": bricks["n_bricks_total"], "min_per_class": bricks["min_per_class"],
                 "min_bricks": limits.min_bricks, "worst_bricks": table(bricks["worst"])}
@@ -352,7 +347,7 @@ def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResu
     """Bigger arcs are found at least as often: no theta_E bin's completeness lies below an earlier
     bin's with disjoint Wilson 95 % intervals."""
     report = _report(halo)
-    trend, bins = report["theta_e_completeness_trend"], report["theta_e_bins"]
+    trend, bins = report.theta_e_completeness_trend, report.theta_e_bins
     criterion = _criterion(halo, report, "theta_e_completeness_non_decreasing")
     metadata = {"threshold": "each bin's Wilson upper bound >= every smaller-theta_E bin's lower bound",
                 "n_bins_measured": trend["n_bins_measured"], "n": sum(b["n"] for b in bins),
@@ -369,7 +364,7 @@ def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
     """Stamps whose arc was masked (arc_snr == 0) hold no lens: the share scored as lens is below
     `go_no_go.max_arc_snr_zero_accuracy_as_lens`."""
     report = _report(halo)
-    masked, criterion = report["arc_snr_zero"], _criterion(halo, report, "arc_snr_zero_scored_as_negative")
+    masked, criterion = report.arc_snr_zero, _criterion(halo, report, "arc_snr_zero_scored_as_negative")
     limit = halo.config().go_no_go.max_arc_snr_zero_accuracy_as_lens
     metadata = {"threshold": limit, "n": masked["n"]}
     if not criterion.measurable:
@@ -383,7 +378,7 @@ def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
 def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     """Test ECE (equal-mass bins) of the calibration in use is at most `go_no_go.max_ece_after_calibration`."""
     report = _report(halo)
-    cal = report["calibration"]
+    cal = report.calibration
     limit = halo.config().go_no_go.max_ece_after_calibration
     return check_result(passed=_criterion(halo, report, "calibration_ece").passed, metadata={
         "ece_after": cal["ece_after"]["ece"], "threshold": limit, "n_test": cal["ece_after"]["n"],
@@ -402,7 +397,7 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     the mean score by at least 0.30, and doing so inside the core drops it by at most half that (the
     plan's 'arc-localised focus', measured by occlusion)."""
     report = _report(halo)
-    d = report["shortcut_diagnostics"]
+    d = report.shortcut_diagnostics
     focus = d["arc_localised_focus"]
     return check_result(passed=_criterion(halo, report, "arc_localised_focus").passed, metadata={
         "arc_occlusion_drop": number(d["arc_occlusion_drop"]), "core_occlusion_drop": number(d["core_occlusion_drop"]),
@@ -420,7 +415,7 @@ def core_perturbation(halo: HaloSettings) -> dg.AssetCheckResult:
     near it (r < 5 px), moves each class's mean test score by at most `go_no_go.max_core_perturbation_change`
     (DESIGN §8): a model that reads core brightness fails. Too few samples: not measurable (WARN)."""
     report = _report(halo)
-    d, criterion = report["core_perturbation"], _criterion(halo, report, "core_perturbation")
+    d, criterion = report.core_perturbation, _criterion(halo, report, "core_perturbation")
     metadata = {"threshold": d["max_mean_abs_change"], "min_per_class": d["min_per_class"],
                 "spread_sigma_px": dg.MetadataValue.json(d["spread_sigma_px"]),
                 "per_class": table([{"class": k, "n": v["n"], "mean_abs_change": v["mean_abs_change"], **v["by_variant"]}
@@ -444,7 +439,7 @@ def independent_renderer_shift(halo: HaloSettings) -> dg.AssetCheckResult:
     """On the test set rendered by another code base (lenstronomy, its own models), TPR at FPR 1e-2 is at
     least `shift.min_independent_tpr` and drops by at most `shift.max_independent_drop` from the test split."""
     report = _report(halo)
-    suite, criterion = report["shift_suite"], _criterion(halo, report, "independent_renderer_shift")
+    suite, criterion = report.shift_suite, _criterion(halo, report, "independent_renderer_shift")
     limits = halo.config().shift
     metadata = {"min_tpr": limits.min_independent_tpr, "max_drop": limits.max_independent_drop,
                 "in_distribution": dg.MetadataValue.json(suite["in_distribution"])}

@@ -5,21 +5,11 @@ import os
 import dagster as dg
 
 from halo_assets import assets, real_data, survey
-from halo_assets.checks import (
-    CONFIG_REVIEW_CHECKS,
-    DATA_CHECKS,
-    GO_NO_GO_CHECKS,
-    TRAINING_CHECKS,
-)
+from halo_assets.checks import CONFIG_REVIEW_CHECKS, DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
 from halo_assets.jobs import executor_for, retrain_job_for, weekly_retrain
 from halo_assets.real_data import REAL_DATA_CHECKS
 from halo_assets.resources import DEPLOYMENT
-from halo_assets.sensors import (
-    AlertWebhook,
-    halo_alerts,
-    new_data_sensor,
-    register_profiles,
-)
+from halo_assets.sensors import AlertWebhook, halo_alerts, new_data_sensor, register_profiles
 
 # The webhook URL is a secret: read from the environment when the resource is built, never stored in
 # config or metadata; without it alerts go to the log only.

@@ -13,13 +13,7 @@ from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-from halo_assets.resources import (
-    DEFAULT_FILES_URL,
-    DEFAULT_ROOT,
-    PARTITION_TAG,
-    PROFILES,
-    HaloSettings,
-)
+from halo_assets.resources import DEFAULT_FILES_URL, DEFAULT_ROOT, PARTITION_TAG, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.config import config_args
 from halo_core.evaluation.report import REPORT_HTML

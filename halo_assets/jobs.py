@@ -24,9 +24,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition | None:
     """HALO_EXECUTOR: "k8s" (the Helm chart) runs each step in its own pod, so only trained_model's pod
     asks for the GPU; anything else keeps Dagster's default (all steps in the run's container)."""
     if name == "k8s":
-        from dagster_k8s import (
-            k8s_job_executor,  # the `deploy` extra; only Kubernetes images need it
-        )
+        from dagster_k8s import k8s_job_executor  # the `deploy` extra; only Kubernetes images need it
 
         return k8s_job_executor
     if name in ("", "default"):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from halo_core.evaluation.report import REPORT_HTML, bin_label
+from halo_core.evaluation.results import EvaluationReport
 
 NOT_MEASURABLE = "not measurable"
 DIGITS = 4  # significant digits a person reads; report.json keeps full precision
@@ -136,18 +137,18 @@ def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
                    "n_negatives": b["n_negatives"]} for b in rows])
 
 
-def report_metadata(report: dict, html_path: str, plots: dict[str, bytes],
+def report_metadata(report: EvaluationReport, html_path: str, plots: dict[str, bytes],
                     link: Callable[[str], str | None] = lambda relative: None) -> dict:
     """``link(relative path under the report folder)`` is its browser URL, or None when nothing serves it."""
-    m = report["metrics"]
-    cal = report["calibration"]
+    m = report.metrics
+    cal = report.calibration
     named = [k for k, v in m.items() if k not in ("n", "n_positives", "n_negatives") and not isinstance(v, (dict, list))]
     html_url = link(REPORT_HTML)
     return {
         "report_html": dg.MetadataValue.url(html_url) if html_url else dg.MetadataValue.path(html_path),
-        "model_sha256": dg.MetadataValue.text(report["model_sha256"]),
-        "trained_on_data": dg.MetadataValue.text(report["model_data_fingerprint"]),
-        "evaluated_on_data": dg.MetadataValue.text(report["data_fingerprint"]),
+        "model_sha256": dg.MetadataValue.text(report.model_sha256),
+        "trained_on_data": dg.MetadataValue.text(report.model_data_fingerprint),
+        "evaluated_on_data": dg.MetadataValue.text(report.data_fingerprint),
         "n_test": dg.MetadataValue.int(m["n"]),
         # each metric as its own number, so the UI plots it across runs; the table gives its n beside it
         **{name: number(m[name]) for name in named},
@@ -161,10 +162,10 @@ def report_metadata(report: dict, html_path: str, plots: dict[str, bytes],
         "ece_after_calibration": number(cal["ece_after"]["ece"]),
         "calibration": dg.MetadataValue.text(cal["method"]),
         **other_calibration(cal),
-        "theta_e_bins": _bins(report["theta_e_bins"]),
-        "psf_fwhm_bins": _bins(report["psf_fwhm_bins"]),
-        "arc_snr_bins": _bins(report["arc_snr_bins"]),
-        **{f"plot_{name}": image(plots[name], name, link(report["plots"][name])) for name in KEY_PLOTS},
+        "theta_e_bins": _bins(report.theta_e_bins),
+        "psf_fwhm_bins": _bins(report.psf_fwhm_bins),
+        "arc_snr_bins": _bins(report.arc_snr_bins),
+        **{f"plot_{name}": image(plots[name], name, link(report.plots[name])) for name in KEY_PLOTS},
     }
 
 

@@ -9,6 +9,7 @@ from halo_assets.metadata import number, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.report import REPORT_JSON
+from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.validation import VALIDATION_HTML, validate_real
 
 
@@ -23,11 +24,11 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={
             "skipped": True, "reason": "no real lenses configured: set real_validation.lenses_path (and "
                                        "real_validation.nonlenses_path) to cutout folders or parquet files"})
-    report = uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
+    report = EvaluationReport.read(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
     out = halo.uri("real_validation")
-    result = validate_real(model_path(halo), load_calibration(halo), report["metrics"]["tpr_at_fpr"], rv.lenses_path,
+    result = validate_real(model_path(halo), load_calibration(halo), report.metrics["tpr_at_fpr"], rv.lenses_path,
                            rv.nonlenses_path, out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
-                           radius_arcsec=rv.known_lens_radius_arcsec, realism=report["realism_probe"])
+                           radius_arcsec=rv.known_lens_radius_arcsec, realism=report.realism_probe)
     points = [{"fpr": p["fpr"], "operating": p["operating"], "threshold": p["threshold"],
                "recall": p["recall"]["rate"] if p["recall"] else None,
                "recall_ci95": p["recall"]["ci95"] if p["recall"] else None,
@@ -49,7 +50,7 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
     "cross-validated AUC is at most real_validation.max_realism_auc. Above it, injection-based completeness "
     "is a lower bound, not an estimate."))
 def injection_realism(halo: HaloSettings) -> dg.AssetCheckResult:
-    probe = uris.read_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON))["realism_probe"]
+    probe = EvaluationReport.read(uris.join(halo.uri("evaluation_report"), REPORT_JSON)).realism_probe
     metadata = {"status": probe["status"], "n_real": probe.get("n_real", 0), "n_injected": probe.get("n_injected", 0),
                 "auc": number(probe.get("auc")), "ci95": dg.MetadataValue.json(probe.get("ci95")),
                 "max_auc": halo.config().real_validation.max_realism_auc}

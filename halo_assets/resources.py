@@ -9,13 +9,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, field_validator
 
 from halo_core import uris
-from halo_core.config import (
-    HaloConfig,
-    check_preset_name,
-    load_config,
-    parse_overrides,
-    profile_name,
-)
+from halo_core.config import HaloConfig, check_preset_name, load_config, parse_overrides, profile_name
 from halo_core.errors import ConfigError
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")

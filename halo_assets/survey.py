@@ -13,13 +13,7 @@ from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.model.registry import RegistryError, production
 from halo_core.model.registry import production_model as registry_production_model
-from halo_core.survey.candidates import (
-    CatalogModel,
-    CatalogReport,
-    brick_index,
-    build_catalog,
-    publish,
-)
+from halo_core.survey.candidates import CatalogModel, CatalogReport, brick_index, build_catalog, publish
 from halo_core.survey.selection import selection_function as measure_selection_function
 from halo_core.survey.selection import write_report
 

@@ -90,9 +90,8 @@ def cmd_evaluate(cfg, args) -> None:
     from halo_core.evaluation.calibration import calibrate_on_val
     from halo_core.evaluation.report import REPORT_HTML, evaluate
 
-    calibration, _ = calibrate_on_val(cfg, args.data, args.model)
-    report = evaluate(cfg, args.data, args.model, calibration, args.out)
-    m = report["metrics"]
+    report = evaluate(cfg, args.data, args.model, calibrate_on_val(cfg, args.data, args.model), args.out)
+    m = report.metrics
     print(f"test n={m['n']}: AUROC {m['auroc']:.4f}  AUPRC {m['auprc']:.4f}  "
           f"precision@0.90 (at recall 0.90) {m['precision@0.90']:.4f}")
     print(f"report: {uris.join(args.out, REPORT_HTML)}")
@@ -170,17 +169,14 @@ def cmd_validate(cfg, args) -> int:
     from halo_core.data.preprocess import PreprocessSpec
     from halo_core.data.samples import load_split_samples
     from halo_core.evaluation.calibration import Calibration
-    from halo_core.evaluation.validation import (
-        VALIDATION_HTML,
-        real_lens_realism,
-        validate_real,
-    )
+    from halo_core.evaluation.results import EvaluationReport
+    from halo_core.evaluation.validation import VALIDATION_HTML, real_lens_realism, validate_real
     from halo_core.model.checkpoint import load_model, load_sidecar
 
     # the synthetic test split's operating points and the calibration: from a report, else the model card
     card = load_sidecar(args.model)
-    report = uris.read_json(args.report) if args.report else {}
-    metrics = report.get("metrics") or card.get("test_metrics")
+    report = EvaluationReport.read(args.report) if args.report else None
+    metrics = report.metrics if report else card.get("test_metrics")
     if not metrics:
         raise HaloError(f"{args.model}: no test metrics to set thresholds from; pass --report "
                         "evaluation_report/report.json or a promoted model (its card carries them)")
@@ -189,7 +185,7 @@ def cmd_validate(cfg, args) -> int:
     if calibration is None:
         raise HaloError(f"{args.model}: no calibration; pass --calibration calibrated_model/calibration.json")
     rv = cfg.real_validation.model_copy(update={"lenses_path": args.lenses})
-    realism = report.get("realism_probe")
+    realism = report.realism_probe if report else None
     if args.data:  # injected lenses of this test split against the real lenses
         model, sidecar = load_model(args.model)
         shards, samples = load_split_samples(cfg, args.data, "test")

@@ -6,6 +6,8 @@ import pytest
 
 from halo_core.config import load_preset
 from halo_core.data.filtering import build_filtered_dataset
+from halo_core.evaluation.calibration import calibrate_on_val
+from halo_core.evaluation.report import evaluate
 from halo_core.simulate import simulate_dataset
 from halo_core.training.trainer import fit
 
@@ -33,6 +35,15 @@ def filtered_dir(tmp_path_factory, smoke_cfg, paired_dir):
 def trained(tmp_path_factory, smoke_cfg, filtered_dir):
     out = tmp_path_factory.mktemp("trained")
     return fit(smoke_cfg, filtered_dir, str(out))
+
+
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory, smoke_cfg, filtered_dir, trained):
+    """(report folder, EvaluationReport) of the smoke model on its test split: the one real report the
+    tests that read a report share (none builds a copy by hand)."""
+    out = tmp_path_factory.mktemp("report")
+    return out, evaluate(smoke_cfg, filtered_dir, trained.model_path,
+                         calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path), str(out))
 
 
 @pytest.fixture(scope="session")

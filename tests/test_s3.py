@@ -121,13 +121,7 @@ def test_whole_graph_reads_and_writes_s3_through_transient_errors(s3, tmp_path):
 
 def test_model_versions_and_production_pointer_on_s3(s3, trained, capsys):
     from halo_core import cli
-    from halo_core.model.registry import (
-        add_version,
-        production,
-        resolve_model,
-        set_production,
-        versions,
-    )
+    from halo_core.model.registry import add_version, production, resolve_model, set_production, versions
 
     registry = f"s3://{BUCKET}/registry_test/smoke/promoted_model"  # apart from the graph test's registry
     card = {"go_no_go": {"go": True, "failed": []}, "evaluated_on": "f" * 16,

@@ -82,8 +82,26 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 FITS = {"platt": fit_platt, "temperature": fit_temperature}
 
 
-def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> tuple[Calibration, dict]:
-    """``cfg.calibration`` fitted on the val split's logits; (calibration, val ECE before/after)."""
+@dataclass(frozen=True)
+class ValidationFit:
+    """Both scalings fitted on the same val logits: ``chosen`` (config ``calibration``) is used downstream,
+    ``alternative`` is reported beside it; ``val_ece`` is the chosen one's val ECE before and after."""
+
+    chosen: Calibration
+    alternative: Calibration
+    val_ece: dict
+
+    def to_dict(self) -> dict:
+        """calibration.json: the chosen scaling's keys at the top (what ``--calibration`` reads)."""
+        return {**self.chosen.to_dict(), "alternative": self.alternative.to_dict(), "val_ece": self.val_ece}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ValidationFit:
+        return cls(Calibration.from_dict(d), Calibration.from_dict(d["alternative"]), d["val_ece"])
+
+
+def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> ValidationFit:
+    """``cfg.calibration`` and the other scaling, fitted on the val split's logits (scored once)."""
     from halo_core.data.samples import load_split_samples
     from halo_core.model.checkpoint import load_model
     from halo_core.model.inference import predict_logits
@@ -93,7 +111,8 @@ def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> tuple[Calibratio
     device = pick_device(cfg.device)
     shards, samples = load_split_samples(cfg, dataset_dir, "val")
     logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
-    cal = FITS[cfg.calibration](logits, samples.labels)
+    chosen = FITS[cfg.calibration](logits, samples.labels)
+    other = next(name for name in FITS if name != cfg.calibration)
     ece = {"before": expected_calibration_error(sigmoid(logits), samples.labels)["ece"],
-           "after": expected_calibration_error(cal.probability(logits), samples.labels)["ece"]}
-    return cal, ece
+           "after": expected_calibration_error(chosen.probability(logits), samples.labels)["ece"]}
+    return ValidationFit(chosen, FITS[other](logits, samples.labels), ece)

@@ -18,6 +18,7 @@ from halo_core.data.shards import dataset_spec
 from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
 from halo_core.evaluation.metrics import TARGET_METRIC, auroc, tpr_at_fpr
+from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import load_model, model_spec
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
@@ -48,17 +49,17 @@ def _unmeasured(name: str, reason: str) -> Criterion:
 
 
 def _test_auroc(cfg, r) -> Criterion:
-    value = r["metrics"]["auroc"]
+    value = r.metrics["auroc"]
     return Criterion("test_auroc", value is not None and value >= cfg.go_no_go.min_test_auroc)
 
 
 def _precision_at_recall_0_90(cfg, r) -> Criterion:
-    value = r["metrics"][TARGET_METRIC]
+    value = r.metrics[TARGET_METRIC]
     return Criterion("precision_at_recall_0_90", value is not None and value >= cfg.go_no_go.min_precision_at_recall_0_90)
 
 
 def _brick_auroc_std(cfg, r) -> Criterion:
-    b, g = r["per_brick"], cfg.go_no_go
+    b, g = r.per_brick, cfg.go_no_go
     if b["n_bricks"] < g.min_bricks:
         return _unmeasured("brick_auroc_std", f"{b['n_bricks']} bricks have >= {b['min_per_class']} test samples "
                                               f"of each class; the std needs {g.min_bricks}")
@@ -66,29 +67,29 @@ def _brick_auroc_std(cfg, r) -> Criterion:
 
 
 def _theta_e_trend(cfg, r) -> Criterion:
-    name, trend = "theta_e_completeness_non_decreasing", r["theta_e_completeness_trend"]
+    name, trend = "theta_e_completeness_non_decreasing", r.theta_e_completeness_trend
     if not trend["measurable"]:
         return _unmeasured(name, f"{trend['n_bins_measured']} theta_E bin(s) hold test lenses; a trend needs 2")
     return Criterion(name, not trend["violations"])
 
 
 def _arc_snr_zero(cfg, r) -> Criterion:
-    name, masked = "arc_snr_zero_scored_as_negative", r["arc_snr_zero"]
+    name, masked = "arc_snr_zero_scored_as_negative", r.arc_snr_zero
     if not masked["n"]:
         return _unmeasured(name, "no arc_snr == 0 rows in the test split")
     return Criterion(name, masked["accuracy_as_lens"] < cfg.go_no_go.max_arc_snr_zero_accuracy_as_lens)
 
 
 # each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion
-def _core_perturbation(cfg: HaloConfig, r: dict) -> Criterion:
-    d = r["core_perturbation"]
+def _core_perturbation(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
+    d = r.core_perturbation
     if not d["measurable"]:
         return _unmeasured("core_perturbation", f"fewer than {d['min_per_class']} test samples in a class")
     return Criterion("core_perturbation", d["passed"])
 
 
-def _independent_renderer_shift(cfg: HaloConfig, r: dict) -> Criterion:
-    suite = r["shift_suite"]
+def _independent_renderer_shift(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
+    suite = r.shift_suite
     d = suite["sets"].get("independent") if suite["measurable"] else None
     if d is None or d["tpr_drop"] is None:
         return _unmeasured("independent_renderer_shift",
@@ -101,21 +102,21 @@ def _independent_renderer_shift(cfg: HaloConfig, r: dict) -> Criterion:
 REPORT_CRITERIA = {
     "test_auroc": _test_auroc,
     "precision_at_recall_0_90": _precision_at_recall_0_90,
-    "train_val_gap": lambda cfg, r: Criterion("train_val_gap", r["monitors"]["train_val_gap"]["passed"]),
-    "deployable_without_control": lambda cfg, r: Criterion("deployable_without_control", not r["needs_control"]),
+    "train_val_gap": lambda cfg, r: Criterion("train_val_gap", r.monitors["train_val_gap"]["passed"]),
+    "deployable_without_control": lambda cfg, r: Criterion("deployable_without_control", not r.needs_control),
     "brick_auroc_std": _brick_auroc_std,
     "theta_e_completeness_non_decreasing": _theta_e_trend,
     "arc_snr_zero_scored_as_negative": _arc_snr_zero,
     "calibration_ece": lambda cfg, r: Criterion(
-        "calibration_ece", r["calibration"]["ece_after"]["ece"] <= cfg.go_no_go.max_ece_after_calibration),
+        "calibration_ece", r.calibration["ece_after"]["ece"] <= cfg.go_no_go.max_ece_after_calibration),
     "arc_localised_focus": lambda cfg, r: Criterion(
-        "arc_localised_focus", r["shortcut_diagnostics"]["arc_localised_focus"]["passed"]),
+        "arc_localised_focus", r.shortcut_diagnostics["arc_localised_focus"]["passed"]),
     "core_perturbation": _core_perturbation,
     "independent_renderer_shift": _independent_renderer_shift,
 }
 
 
-def report_criteria(cfg: HaloConfig, report: dict) -> dict[str, Criterion]:
+def report_criteria(cfg: HaloConfig, report: EvaluationReport) -> dict[str, Criterion]:
     """The go/no-go criteria measured by the evaluation report, against ``cfg``'s thresholds."""
     return {name: judge(cfg, report) for name, judge in REPORT_CRITERIA.items()}
 
@@ -139,24 +140,24 @@ class Verdict:
         return {"go": self.go, "failed": self.failed, "criteria": {n: asdict(c) for n, c in self.criteria.items()}}
 
 
-def go_no_go(cfg: HaloConfig, report: dict, gates: dict) -> Verdict:
+def go_no_go(cfg: HaloConfig, report: EvaluationReport, gates: dict) -> Verdict:
     """GO when no measured criterion failed (the data-quality checks gate the dataset upstream)."""
     criteria = {**report_criteria(cfg, report), **gate_criteria(gates)}
     return Verdict(not any(c.blocks for c in criteria.values()), criteria)
 
 
-def require_go(cfg: HaloConfig, report: dict | None, gates: dict | None, model: dict) -> Verdict:
+def require_go(cfg: HaloConfig, report: EvaluationReport | None, gates: dict | None, model: dict) -> Verdict:
     """The verdict on ``model`` (its sha256, training hash, data fingerprint), or PromotionError when it
     is NO-GO, was never evaluated, or the report and gates describe another model or other data."""
     name = f"model {model['sha256'][:12]} (training hash {model['training_hash']}, data {model['data_fingerprint']})"
     if report is None:
         raise PromotionError(f"{name} was never evaluated: no report.json; materialize evaluation_report first")
-    if report.get("model_sha256") != model["sha256"]:
-        raise PromotionError(f"the evaluation report describes model {str(report.get('model_sha256'))[:12]}, not {name}; "
+    if report.model_sha256 != model["sha256"]:
+        raise PromotionError(f"the evaluation report describes model {str(report.model_sha256)[:12]}, not {name}; "
                              "materialize evaluation_report for this model first")
-    if gates is None or gates.get("data_fingerprint") != report["data_fingerprint"]:
+    if gates is None or gates.get("data_fingerprint") != report.data_fingerprint:
         raise PromotionError(f"the shortcut gates were not measured on the data the report evaluated "
-                             f"({report['data_fingerprint']}); materialize shortcut_gates first")
+                             f"({report.data_fingerprint}); materialize shortcut_gates first")
     verdict = go_no_go(cfg, report, gates)
     if not verdict.go:
         raise PromotionError(f"NO-GO for {name}: failed {', '.join(verdict.failed)}; it is not promoted")

@@ -25,16 +25,8 @@ from halo_core.data.shards import data_fingerprint, dataset_spec, open_split
 from halo_core.data.splits import lrg_ids
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC
 from halo_core.errors import CheckpointError
-from halo_core.evaluation.calibration import (
-    FITS,
-    Calibration,
-    expected_calibration_error,
-    sigmoid,
-)
-from halo_core.evaluation.control_substitutes import (
-    control_substitutes,
-    substitutes_html,
-)
+from halo_core.evaluation.calibration import Calibration, ValidationFit, expected_calibration_error, sigmoid
+from halo_core.evaluation.control_substitutes import control_substitutes, substitutes_html
 from halo_core.evaluation.diagnostics import (
     ARC_SNR_BINS,
     PSF_FWHM_BINS_ARCSEC,
@@ -45,6 +37,7 @@ from halo_core.evaluation.diagnostics import (
     per_brick_auroc,
 )
 from halo_core.evaluation.metrics import classification_metrics
+from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.saliency import (
     CORE_RADIUS_PX,
     MAX_SAMPLES,
@@ -57,12 +50,7 @@ from halo_core.evaluation.validation import real_lens_realism, realism_html
 from halo_core.model.checkpoint import file_sha256, load_model, model_spec
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
-from halo_core.training.monitors import (
-    EpochRecord,
-    monitor_report,
-    progress_summaries,
-    run_history,
-)
+from halo_core.training.monitors import EpochRecord, monitor_report, progress_summaries, run_history
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 GALLERY_SIZE = 8  # stamps per row: highest-scoring negatives, lowest-scoring positives
@@ -255,14 +243,15 @@ def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calib
     return {**result, "n_lrgs_for_spread": int(len(lrgs))}
 
 
-def shift_report(model, spec, calibration: Calibration, device, report: dict, raw_ece: float, cfg: HaloConfig) -> dict:
+def shift_report(model, spec, calibration: Calibration, device, report: EvaluationReport, raw_ece: float,
+                 cfg: HaloConfig) -> dict:
     """The shift suite against this test split's own numbers (DESIGN §8)."""
-    point = next(t for t in report["metrics"]["tpr_at_fpr"] if t["fpr"] == 1e-2)
-    in_distribution = {"auroc": report["metrics"]["auroc"], "tpr_at_fpr_1e-2": point["tpr"], "ece_raw": raw_ece}
+    in_distribution = {"auroc": report.metrics["auroc"], "tpr_at_fpr_1e-2": report.tpr_at(1e-2)["tpr"],
+                       "ece_raw": raw_ece}
     if not cfg.shift.enabled:
         return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution}
     return shift_suite(model, spec, calibration.probability, device, in_distribution, cfg.shift,
-                       report["needs_control"])
+                       report.needs_control)
 
 
 def shift_reliability_png(sets: dict[str, dict]) -> bytes:
@@ -271,8 +260,10 @@ def shift_reliability_png(sets: dict[str, dict]) -> bytes:
                            "reliability under shift (calibrated)")
 
 
-def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Calibration, out_dir: str) -> dict:
-    """Score the test split with the trained, calibrated model; write report.json, report.html and plots/."""
+def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: ValidationFit, out_dir: str) -> EvaluationReport:
+    """Score the test split with the trained model and ``fit.chosen`` calibration (``fit.alternative`` for
+    comparison); write report.json, report.html and plots/."""
+    calibration = fit.chosen
     model, sidecar = load_model(model_path)
     if "best_epoch" not in sidecar:
         raise CheckpointError(f"{model_path}: a per-epoch checkpoint (best.pt, last.pt, epoch_*.pt) has no training "
@@ -289,14 +280,10 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
     meta = shards.meta.iloc[samples.rows].reset_index(drop=True)
     pos = labels == 1
 
-    # the calibration not in use, fitted on the same val split, for comparison
-    other = "temperature" if calibration.method == "platt" else "platt"
-    val_shards, val_samples = load_split_samples(cfg, dataset_dir, "val")
-    alternative = FITS[other](predict_logits(model, val_shards, val_samples, cfg.batch_size, device),
-                              val_samples.labels)
+    alternative = fit.alternative  # the scaling not in use, fitted on the same val logits
     ece = {"uncalibrated": expected_calibration_error(sigmoid(logits), labels),
            calibration.method: expected_calibration_error(probs, labels),
-           other: expected_calibration_error(alternative.probability(logits), labels)}
+           alternative.method: expected_calibration_error(alternative.probability(logits), labels)}
 
     masked_rows = np.flatnonzero(shards.meta["arc_snr"].to_numpy(dtype=float) == 0)
     masked = SampleSet(masked_rows, np.full(len(masked_rows), STAMP, np.int8),
@@ -310,66 +297,65 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, calibration: Ca
 
     theta_e_bins = bins("theta_e_arcsec", THETA_E_BINS_ARCSEC)
     shortcut, saliency_figure = saliency_diagnostics(model, shards, samples, calibration, device, cfg.go_no_go)
-    report = {
-        "split": "test",
-        "model": model_path,
+    report = EvaluationReport(
+        split="test",
+        model=model_path,
         # which model, trained on which data, was evaluated on which data: promotion refuses a report
         # that names another model (DESIGN §9)
-        "model_sha256": file_sha256(model_path),
-        "model_training_hash": sidecar["training_hash"],
-        "model_data_fingerprint": sidecar["data_fingerprint"],
-        "data_fingerprint": data_fingerprint(dataset_dir),
-        "config_hash": cfg.config_hash(),
-        "model_config_hash": sidecar["config_hash"],
-        "needs_control": sidecar["needs_control"],
-        "sample_construction": cfg.sample_construction,
-        "metrics": classification_metrics(labels, probs, prevalence=cfg.deployment_prevalence,
-                                          n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique()),
-                                          names=cfg.metrics),
-        "calibration": {
+        model_sha256=file_sha256(model_path),
+        model_training_hash=sidecar["training_hash"],
+        model_data_fingerprint=sidecar["data_fingerprint"],
+        data_fingerprint=data_fingerprint(dataset_dir),
+        config_hash=cfg.config_hash(),
+        model_config_hash=sidecar["config_hash"],
+        needs_control=sidecar["needs_control"],
+        sample_construction=cfg.sample_construction,
+        metrics=classification_metrics(labels, probs, prevalence=cfg.deployment_prevalence,
+                                       n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique()), names=cfg.metrics),
+        calibration={
             **calibration.to_dict(),
             "ece_before": ece["uncalibrated"],
             "ece_after": ece[calibration.method],
-            "alternative": {**alternative.to_dict(), "ece_after": ece[other]},
+            "alternative": {**alternative.to_dict(), "ece_after": ece[alternative.method]},
         },
-        "deployment_prevalence": cfg.deployment_prevalence,
-        "arc_snr_zero": arc_snr_zero_behaviour(masked_probs),
-        "per_brick": per_brick_auroc(meta, labels, probs, cfg.go_no_go.brick_min_per_class),
-        "theta_e_bins": theta_e_bins,
-        "theta_e_completeness_trend": completeness_trend(theta_e_bins),
+        deployment_prevalence=cfg.deployment_prevalence,
+        arc_snr_zero=arc_snr_zero_behaviour(masked_probs),
+        per_brick=per_brick_auroc(meta, labels, probs, cfg.go_no_go.brick_min_per_class),
+        theta_e_bins=theta_e_bins,
+        theta_e_completeness_trend=completeness_trend(theta_e_bins),
         # controls share their LRG's PSF, so PSF bins compare lenses with non-lenses seen alike
-        "psf_fwhm_bins": bins("psfsize_r", PSF_FWHM_BINS_ARCSEC, negatives_binned=True),
-        "arc_snr_bins": bins("arc_snr", ARC_SNR_BINS),
-        "training": {"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
-                     "progress": progress_summaries(history)},
-        "monitors": monitor_report(history, cfg, sidecar["best_epoch"]),
-        "shortcut_diagnostics": shortcut,
+        psf_fwhm_bins=bins("psfsize_r", PSF_FWHM_BINS_ARCSEC, negatives_binned=True),
+        arc_snr_bins=bins("arc_snr", ARC_SNR_BINS),
+        training={"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
+                  "progress": progress_summaries(history)},
+        monitors=monitor_report(history, cfg, sidecar["best_epoch"]),
+        shortcut_diagnostics=shortcut,
         # real galaxies: what a 6-channel model gets without a control; do injections look real?
-        "control_substitutes": (control_substitutes(model, shards, samples, open_split(dataset_dir, "train"),
-                                                    cfg.batch_size, device, cfg.seed)
-                                if samples.with_control else None),
-        "realism_probe": real_lens_realism(cfg, model, model_spec(sidecar), shards, samples),
-        "core_perturbation": core_perturbation_diagnostics(model, shards, samples, spec, calibration, device,
-                                                           cfg.go_no_go),
-    }
-    report["shift_suite"] = shift_report(model, spec, calibration, device, report, ece["uncalibrated"]["ece"], cfg)
+        control_substitutes=(control_substitutes(model, shards, samples, open_split(dataset_dir, "train"),
+                                                 cfg.batch_size, device, cfg.seed)
+                             if samples.with_control else None),
+        realism_probe=real_lens_realism(cfg, model, model_spec(sidecar), shards, samples),
+        core_perturbation=core_perturbation_diagnostics(model, shards, samples, spec, calibration, device,
+                                                        cfg.go_no_go),
+    )
+    report.shift_suite = shift_report(model, spec, calibration, device, report, ece["uncalibrated"]["ece"], cfg)
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
         "reliability": reliability_png(ece),
         "training_curves": training_curves_png(history),
-        "confusion": confusion_png(report["metrics"]["confusion_at_threshold"]),
+        "confusion": confusion_png(report.metrics["confusion_at_threshold"]),
         "completeness": binned_completeness_png({"theta_E (arcsec)": theta_e_bins,
-                                                 "PSF FWHM r (arcsec)": report["psf_fwhm_bins"],
-                                                 "arc SNR (max pixel)": report["arc_snr_bins"]}),
+                                                 "PSF FWHM r (arcsec)": report.psf_fwhm_bins,
+                                                 "arc SNR (max pixel)": report.arc_snr_bins}),
         "gallery": gallery(shards, samples, probs, meta),
         "saliency": saliency_png(saliency_figure),
     }
-    if report["shift_suite"]["sets"]:
-        plots["shift_reliability"] = shift_reliability_png(report["shift_suite"]["sets"])
-    report["plots"] = {name: f"plots/{name}.png" for name in plots}
+    if report.shift_suite["sets"]:
+        plots["shift_reliability"] = shift_reliability_png(report.shift_suite["sets"])
+    report.plots = {name: f"plots/{name}.png" for name in plots}
     for name, png in plots.items():
-        uris.atomic_write_bytes(uris.join(out_dir, report["plots"][name]), png)
-    uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report)
+        uris.atomic_write_bytes(uris.join(out_dir, report.plots[name]), png)
+    uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report.to_dict())
     uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, plots).encode())
     return report
 
@@ -458,32 +444,32 @@ simulator: WARN on a TPR drop &gt; {lim['max_stress_drop']:g}; WARN on raw ECE &
 {_img(plots['shift_reliability'], 'reliability under shift')}"""
 
 
-def render_html(report: dict, plots: dict[str, bytes]) -> str:
-    m = report["metrics"]
+def render_html(report: EvaluationReport, plots: dict[str, bytes]) -> str:
+    m = report.metrics
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
         for k, v in m.items() if isinstance(v, float) or v is None
     )
-    pi = report["deployment_prevalence"]
+    pi = report.deployment_prevalence
     operating = "".join(
         f"<tr><td>{t['fpr']:g}</td><td>{_fmt(t['tpr'], missing='not measurable')}</td>"
         f"<td>{_fmt(t['threshold'])}</td><td>{_fmt(t['precision_at_prevalence'], 3, 'not measurable')}</td>"
         f"<td>{t['n_negatives']} ({t['n_distinct_negatives']} distinct)</td></tr>" for t in m["tpr_at_fpr"]
     )
-    cal = report["calibration"]
+    cal = report.calibration
     alt = cal["alternative"]
-    trend = report["theta_e_completeness_trend"]
-    brick = report["per_brick"]
-    masked = report["arc_snr_zero"]
+    trend = report.theta_e_completeness_trend
+    brick = report.per_brick
+    masked = report.arc_snr_zero
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>halo evaluation report</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
 img{{max-width:100%}}</style>
 </head><body><h1>halo evaluation report</h1>
 <p>Test split: n={m['n']} ({m['n_positives']} positives, {m['n_negatives']} negatives);
-sample construction <code>{html.escape(report['sample_construction'])}</code>;
-model needs a control stamp: <b>{report['needs_control']}</b>; config {report['config_hash']}.<br>
-model sha256 {report['model_sha256'][:16]}, training hash {report['model_training_hash']}, trained on data
-{report['model_data_fingerprint']}, evaluated on data {report['data_fingerprint']}.</p>
+sample construction <code>{html.escape(report.sample_construction)}</code>;
+model needs a control stamp: <b>{report.needs_control}</b>; config {report.config_hash}.<br>
+model sha256 {report.model_sha256[:16]}, training hash {report.model_training_hash}, trained on data
+{report.model_data_fingerprint}, evaluated on data {report.data_fingerprint}.</p>
 <h2>Metrics (calibrated probabilities)</h2><table>{rows}</table>
 <h2>Operating points</h2>
 <p>Expected precision when a fraction {pi:g} of galaxies are lenses:
@@ -503,23 +489,23 @@ Not measurable where the test split has fewer than 1/FPR distinct negatives (inj
 <p>AUROC: the bin's lenses against all non-lenses (theta_E, arc SNR) or against the non-lenses of the same PSF bin.
 Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not trend['violations']}</b>
 ({trend['n_bins_measured']} bins measured; violations: {html.escape(json.dumps(trend['violations']))}).</p>
-{_bins_table(report['theta_e_bins'], 'theta_E (arcsec)')}
-{_bins_table(report['psf_fwhm_bins'], 'PSF FWHM r (arcsec)')}
-{_bins_table(report['arc_snr_bins'], 'arc SNR (max pixel)')}
+{_bins_table(report.theta_e_bins, 'theta_E (arcsec)')}
+{_bins_table(report.psf_fwhm_bins, 'PSF FWHM r (arcsec)')}
+{_bins_table(report.arc_snr_bins, 'arc SNR (max pixel)')}
 {_img(plots['completeness'], 'completeness by bin')}
 <h2>Per-brick AUROC</h2><p>{brick['n_bricks']} of {brick['n_bricks_total']} bricks have at least
 {brick['min_per_class']} test samples of each class; std of their AUROC: {_fmt(brick['std'])}.</p>
 <h2>Masked arcs (arc_snr == 0)</h2><p>n={masked['n']}, scored as lens: {_fmt(masked['accuracy_as_lens'], 3)}
 [{_fmt(masked['ci95'][0], 3)}, {_fmt(masked['ci95'][1], 3)}]</p>
-<h2>Training</h2><p>best epoch {report['training']['best_epoch'] + 1} of {len(report['training']['history'])}.</p>
+<h2>Training</h2><p>best epoch {report.training['best_epoch'] + 1} of {len(report.training['history'])}.</p>
 {_img(plots['training_curves'], 'training curves')}
-{_shortcut_section(report['shortcut_diagnostics'], plots['saliency'])}
-{substitutes_html(report['control_substitutes'])}
-{realism_html(report['realism_probe'])}
-{_core_perturbation_section(report['core_perturbation'])}
-{_shift_section(report['shift_suite'], plots)}
+{_shortcut_section(report.shortcut_diagnostics, plots['saliency'])}
+{substitutes_html(report.control_substitutes)}
+{realism_html(report.realism_probe)}
+{_core_perturbation_section(report.core_perturbation)}
+{_shift_section(report.shift_suite, plots)}
 <h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
 (preprocessed stamps, asinh g,r,z).</p>
 {_img(plots['gallery'], 'gallery of hardest cases')}
-<h2>Raw JSON</h2><pre>{html.escape(json.dumps(report['metrics'], indent=1))}</pre>
+<h2>Raw JSON</h2><pre>{html.escape(json.dumps(report.metrics, indent=1))}</pre>
 </body></html>"""

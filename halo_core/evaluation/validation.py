@@ -175,9 +175,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
                   radius_arcsec: float, realism: dict | None = None) -> dict:
     """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``."""
-    from halo_core.evaluation.report import (
-        gallery_png,  # matplotlib only when writing a report
-    )
+    from halo_core.evaluation.report import gallery_png  # matplotlib only when writing a report
 
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:

@@ -14,12 +14,7 @@ import datetime as dt
 
 from halo_core import uris
 from halo_core.errors import HaloError
-from halo_core.model.checkpoint import (
-    file_sha256,
-    load_checkpoint,
-    load_sidecar,
-    save_checkpoint,
-)
+from halo_core.model.checkpoint import file_sha256, load_checkpoint, load_sidecar, save_checkpoint
 
 VERSIONS, POINTER, MODEL = "versions", "production.json", "model.pt"
 

@@ -1,10 +1,5 @@
 """Physically grounded simulator of the paired lens-injection dataset (DESIGN §4)."""
 
-from halo_core.simulate.dataset import (
-    SIMULATION_FILE,
-    SimulationReport,
-    build_simulated_dataset,
-    simulate_dataset,
-)
+from halo_core.simulate.dataset import SIMULATION_FILE, SimulationReport, build_simulated_dataset, simulate_dataset
 
 __all__ = ["SIMULATION_FILE", "SimulationReport", "build_simulated_dataset", "simulate_dataset"]

@@ -43,11 +43,7 @@ from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
-from halo_core.simulate.source import (
-    DEFAULT_OVERSAMPLE,
-    render_lensed_sersic,
-    render_sersic,
-)
+from halo_core.simulate.source import DEFAULT_OVERSAMPLE, render_lensed_sersic, render_sersic
 
 SPLITS = ("train", "val", "test")
 # Real bricks whose every row has the arc masked (arc_snr == 0); the seed plan excludes them.

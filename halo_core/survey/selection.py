@@ -49,12 +49,7 @@ class SimulatedInjections:
 
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         from halo_core.simulate.catalog import mag_to_flux_nmgy
-        from halo_core.simulate.dataset import (
-            PSF_FWHM_ARCSEC,
-            SKY_SIGMA_NMGY,
-            _render_chunk,
-            draw_split,
-        )
+        from halo_core.simulate.dataset import PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, _render_chunk, draw_split
         from halo_core.simulate.source import DEFAULT_OVERSAMPLE
 
         rng = np.random.default_rng(seed)

@@ -5,15 +5,8 @@ import math
 
 import dagster as dg
 
-from halo_assets.metadata import (
-    check_result,
-    history_row,
-    image,
-    number,
-    records,
-    report_metadata,
-    table,
-)
+from halo_assets.metadata import check_result, history_row, image, number, records, report_metadata, table
+from halo_core.training.monitors import EpochRecord
 
 
 def test_numbers_are_rounded_and_unmeasured_ones_say_so():
@@ -27,9 +20,10 @@ def test_numbers_are_rounded_and_unmeasured_ones_say_so():
 
 
 def test_history_is_a_table_of_flat_columns():
-    h = {"epoch": 0, "lr": 1e-3, "train_loss": 0.69314718, "val_loss": 0.7, "val_auroc": math.nan,
-         "val_per_class_accuracy": {"non_lens": {"n": 4, "accuracy": 0.5}, "lens": {"n": 4, "accuracy": 0.25},
-                                    "passed": True}}
+    h = EpochRecord(epoch=0, lr=1e-3, train_loss=0.69314718, grad_norm_max=2.0, grad_norm_p99=1.5, samples_per_s=80.0,
+                    data_wait_share=0.1, samples_seen=64, val_loss=0.7, val_auroc=math.nan,
+                    val_per_class_accuracy={"non_lens": {"n": 4, "accuracy": 0.5}, "lens": {"n": 4, "accuracy": 0.25},
+                                            "passed": True})
     value = records([history_row(h)])
     assert isinstance(value, dg.TableMetadataValue)
     row = value.records[0].data
@@ -44,23 +38,16 @@ def test_a_served_plot_is_short_markdown_linking_the_png():
     assert image(b"\x89PNG", "roc", None).value.startswith("![roc](data:image/png;base64,")
 
 
-def test_report_metadata_links_the_report_and_gives_each_metric_its_n():
-    metrics = {"n": 40, "n_positives": 20, "n_negatives": 20, "auroc": 0.987654, "precision@0.90": 0.9,
-               "tpr_at_fpr": [{"fpr": 1e-3, "tpr": None, "threshold": None, "measurable": False,
-                               "precision_at_prevalence": None, "n_negatives": 20, "n_distinct_negatives": 10}],
-               "confusion_at_threshold": {}}
-    bins = [{"lo": 0.0, "hi": 1.0, "n": 5, "completeness": 0.8, "ci95": [0.4, 0.96], "auroc": 0.9, "n_negatives": 20}]
-    ece = {"ece": 0.0123456}
-    report = {"metrics": metrics, "calibration": {"method": "platt", "ece_before": ece, "ece_after": ece,
-                                                  "alternative": {"method": "temperature", "ece_after": ece}},
-              "theta_e_bins": bins, "psf_fwhm_bins": bins, "arc_snr_bins": bins, "model_sha256": "ab" * 32,
-              "model_data_fingerprint": "f" * 16, "data_fingerprint": "e" * 16,
-              "plots": {n: f"plots/{n}.png" for n in ("roc", "reliability", "completeness", "training_curves")}}
-    plots = {n: b"png" for n in report["plots"]}
+def test_report_metadata_links_the_report_and_gives_each_metric_its_n(evaluated):
+    _, report = evaluated
+    m = report.metrics
+    assert not report.tpr_at(1e-3)["measurable"]  # the smoke test split has far fewer than 1000 non-lenses
+    plots = {n: b"png" for n in report.plots}
     md = report_metadata(report, "/r/report.html", plots, lambda rel: f"http://127.0.0.1:1/p/evaluation_report/{rel}")
     assert md["report_html"].value == "http://127.0.0.1:1/p/evaluation_report/report.html"
     assert isinstance(md["report_html"], dg.UrlMetadataValue)
-    assert md["auroc"].value == 0.9877 and "| auroc " in md["metrics"].value and "40" in md["metrics"].value
+    assert md["auroc"].value == float(f"{m['auroc']:.4g}") and md["n_test"].value == m["n"]
+    assert "| auroc " in md["metrics"].value and f"|  {m['n']} |" in md["metrics"].value
     assert "not measurable" in md["tpr_at_fpr"].value and "nan" not in md["tpr_at_fpr"].value
     assert "plots/roc.png" in md["plot_roc"].value
     unserved = report_metadata(report, "/r/report.html", plots)

@@ -10,12 +10,7 @@ import dagster as dg
 import pytest
 
 from halo_assets.resources import PROFILES, HaloSettings
-from halo_assets.sensors import (
-    AlertWebhook,
-    halo_alerts,
-    new_data_sensor,
-    register_profiles,
-)
+from halo_assets.sensors import AlertWebhook, halo_alerts, new_data_sensor, register_profiles
 from halo_core.config import preset_names
 from tests.factories import free_port, three_splits
 

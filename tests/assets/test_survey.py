@@ -72,10 +72,7 @@ def test_without_a_production_model_the_catalogue_fails_saying_so(halo):
 
 
 def test_a_brick_is_scored_checked_and_goes_stale_with_a_new_production_model(ray_local, trained, paired_dir, tmp_path):
-    from dagster._core.definitions.data_version import (
-        CachingStaleStatusResolver,
-        StaleStatus,
-    )
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._core.loader import LoadingContextForTest
 
     # the simulator's test split: the cutouts the smoke model was trained for (on the factories' toy

@@ -6,9 +6,7 @@ import shutil
 import dagster as dg
 import pytest
 from dagster._core.definitions.data_version import StaleStatus
-from dagster._utils.test.data_versions import (
-    get_stale_status_resolver,  # the webserver's staleness, without a server
-)
+from dagster._utils.test.data_versions import get_stale_status_resolver  # the webserver's staleness, without a server
 
 from halo_assets.assets import filtered_dataset, paired_stamps, versioned
 from halo_assets.resources import PROFILES, HaloSettings

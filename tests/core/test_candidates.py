@@ -6,12 +6,7 @@ import pytest
 from halo_core.cli import main
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
-from halo_core.survey.candidates import (
-    CatalogModel,
-    brick_index,
-    build_catalog,
-    read_catalog,
-)
+from halo_core.survey.candidates import CatalogModel, brick_index, build_catalog, read_catalog
 from halo_core.survey.scoring import score
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"

@@ -1,33 +1,22 @@
 import json
 import re
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
-from halo_core.evaluation.calibration import calibrate_on_val
-from halo_core.evaluation.report import (
-    REPORT_HTML,
-    REPORT_JSON,
-    asinh_rgb,
-    bin_label,
-    evaluate,
-)
-
-
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, smoke_cfg, filtered_dir, trained):
-    out = tmp_path_factory.mktemp("report")
-    calibration, _ = calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path)
-    return out, evaluate(smoke_cfg, filtered_dir, trained.model_path, calibration, str(out))
+from halo_core.evaluation.calibration import ValidationFit, calibrate_on_val
+from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, asinh_rgb, bin_label, evaluate
+from halo_core.evaluation.results import EvaluationReport
 
 
 def test_report_html_is_one_file_with_every_plot_embedded(evaluated):
     out, report = evaluated
     page = (out / REPORT_HTML).read_text()
-    assert page.count("data:image/png;base64,") == len(report["plots"]) == 7
+    assert page.count("data:image/png;base64,") == len(report.plots) == 7
     # self-contained: every src/href is a data URI, nothing to fetch beside the file
     assert all(ref.startswith("data:") for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
-    assert all((out / path).read_bytes().startswith(b"\x89PNG") for path in report["plots"].values())
+    assert all((out / path).read_bytes().startswith(b"\x89PNG") for path in report.plots.values())
 
 
 def test_report_json_carries_the_diagnostics_with_counts(evaluated):
@@ -42,6 +31,9 @@ def test_report_json_carries_the_diagnostics_with_counts(evaluated):
     assert temperature["method"] == "temperature" and temperature["b"] == 0.0
     assert temperature["a"] > 0 and temperature["ece_after"]["n"] == on_disk["metrics"]["n"]
     assert on_disk["calibration"]["method"] == "platt"
+    # report.json is the typed record and nothing else: every field written, read back by attribute
+    assert sorted(on_disk) == sorted(f.name for f in fields(EvaluationReport))
+    assert EvaluationReport.from_dict(on_disk).model_sha256 == report.model_sha256
 
 
 def test_asinh_rgb_maps_a_stamp_to_a_colour_image():
@@ -60,11 +52,12 @@ def test_bin_labels_name_the_open_bin():
 def test_temperature_scaling_can_be_the_calibration_in_use(tmp_path, smoke_cfg, filtered_dir, trained):
     cfg = smoke_cfg.model_copy(update={"calibration": "temperature"})
     assert cfg.training_hash() == smoke_cfg.training_hash()  # re-evaluates the model, never retrains it
-    calibration, ece = calibrate_on_val(cfg, filtered_dir, trained.model_path)
-    assert calibration.method == "temperature" and calibration.b == 0.0 and ece["after"] >= 0
-    report = evaluate(cfg, filtered_dir, trained.model_path, calibration, str(tmp_path))
-    assert report["calibration"]["method"] == "temperature"
-    assert report["calibration"]["alternative"]["method"] == "platt"
+    fit = calibrate_on_val(cfg, filtered_dir, trained.model_path)
+    assert fit.chosen.method == "temperature" and fit.chosen.b == 0.0 and fit.val_ece["after"] >= 0
+    assert fit.alternative.method == "platt" and ValidationFit.from_dict(fit.to_dict()) == fit
+    report = evaluate(cfg, filtered_dir, trained.model_path, fit, str(tmp_path))
+    assert report.calibration["method"] == "temperature"
+    assert report.calibration["alternative"]["method"] == "platt"
     assert "temperature (T=" in (tmp_path / REPORT_HTML).read_text()
 
 
@@ -79,7 +72,7 @@ def test_an_interrupted_evaluate_leaves_the_previous_report_intact(evaluated, sm
         raise KeyboardInterrupt  # Ctrl-C (or a kill) halfway through the measurements
 
     monkeypatch.setattr(halo_core.evaluation.report, "shortcut_diagnostics", interrupted)
-    calibration, _ = calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path)
+    fit = calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(smoke_cfg, filtered_dir, trained.model_path, calibration, str(out))
+        evaluate(smoke_cfg, filtered_dir, trained.model_path, fit, str(out))
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

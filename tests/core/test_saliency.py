@@ -6,13 +6,7 @@ from torch import nn
 from halo_core.data.preprocess import pixel_radius
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
 from halo_core.evaluation.metrics import per_class_accuracy
-from halo_core.evaluation.saliency import (
-    arc_masks,
-    core_mask,
-    mask_fraction,
-    occlude,
-    shortcut_diagnostics,
-)
+from halo_core.evaluation.saliency import arc_masks, core_mask, mask_fraction, occlude, shortcut_diagnostics
 
 SIZE = 32
 THETA_E = 10 * PIXEL_SCALE_ARCSEC  # ring at 10 px

@@ -86,8 +86,9 @@ def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, le
     assert all((tmp_path / p).stat().st_size > 1000 for p in saved["plots"].values())
 
 
-def test_halo_validate_takes_thresholds_from_a_report(trained, lenses, tmp_path, capsys):
-    (tmp_path / "report.json").write_text(json.dumps({"metrics": {"tpr_at_fpr": _points(0.5)}}))
+def test_halo_validate_takes_thresholds_from_a_report(trained, evaluated, lenses, tmp_path, capsys):
+    report = evaluated[1]
+    (tmp_path / "report.json").write_text(json.dumps({**report.to_dict(), "metrics": {"tpr_at_fpr": _points(0.5)}}))
     (tmp_path / "cal.json").write_text(json.dumps(CAL.to_dict()))
     assert main(["validate", "--preset", "smoke", "--model", trained.model_path, "--lenses", lenses,
                  "--report", str(tmp_path / "report.json"), "--calibration", str(tmp_path / "cal.json"),

@@ -1,5 +1,7 @@
 """Champion / challenger statistics and the promotion guard's refusals, on numbers alone."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,12 +32,13 @@ def test_tpr_is_left_out_and_said_so_when_too_few_distinct_negatives():
     assert set(result["metrics"]) == {"auroc"} and "40 distinct" in result["not_compared"][0]
 
 
-def test_the_guard_refuses_a_missing_report_and_a_report_of_another_model():
+def test_the_guard_refuses_a_missing_report_and_a_report_of_another_model(evaluated):
     cfg = load_preset("smoke")
     model = {"sha256": "a" * 64, "training_hash": "t", "data_fingerprint": "d"}
+    report = replace(evaluated[1], model_sha256="a" * 64, data_fingerprint="d")
     with pytest.raises(PromotionError, match="never evaluated"):
         require_go(cfg, None, {}, model)
     with pytest.raises(PromotionError, match="describes model bbbbbbbbbbbb"):
-        require_go(cfg, {"model_sha256": "b" * 64, "data_fingerprint": "d"}, {"data_fingerprint": "d"}, model)
+        require_go(cfg, replace(report, model_sha256="b" * 64), {"data_fingerprint": "d"}, model)
     with pytest.raises(PromotionError, match="shortcut gates were not measured"):
-        require_go(cfg, {"model_sha256": "a" * 64, "data_fingerprint": "d"}, {"data_fingerprint": "old"}, model)
+        require_go(cfg, report, {"data_fingerprint": "old"}, model)
