@@ -4,16 +4,18 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from halo_assets.checks import (
+from halo_assets.checks.data import (
     arc_snr_zero_accounted,
-    arc_snr_zero_scored_as_negative,
-    brick_auroc_std,
-    calibration_ece,
     class_balance,
     excluded_bricks_absent,
     finite_pixels,
     schema_contract,
     split_integrity,
+)
+from halo_assets.checks.go_no_go import (
+    arc_snr_zero_scored_as_negative,
+    brick_auroc_std,
+    calibration_ece,
     theta_e_completeness_non_decreasing,
 )
 from halo_assets.resources import HaloSettings
@@ -85,11 +87,17 @@ def test_schema_contract_fails_on_a_missing_column(tmp_path):
     assert not result.passed and "brickname" in result.metadata["problems"].value
 
 
-def _with_report(tmp_path, report: dict) -> HaloSettings:
-    """Settings whose evaluation_report holds ``report``: the go/no-go checks read nothing else."""
-    halo = HaloSettings(preset="smoke", root_uri=str(tmp_path / "root"))
-    uris.atomic_write_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON), report)
-    return halo
+@pytest.fixture
+def with_report(evaluated):
+    """(tmp_path, sections) -> settings whose evaluation_report is the real smoke report with ``sections``
+    replaced: the go/no-go checks read nothing else."""
+    def make(tmp_path, sections: dict) -> HaloSettings:
+        halo = HaloSettings(preset="smoke", root_uri=str(tmp_path / "root"))
+        uris.atomic_write_json(uris.join(halo.uri("evaluation_report"), REPORT_JSON),
+                               {**evaluated[1].to_dict(), **sections})
+        return halo
+
+    return make
 
 
 def _is_unmeasured(result) -> bool:
@@ -101,15 +109,15 @@ def _bricks(n_bricks: int, std: float) -> dict:
                           "worst": [{"brick": "1000p010", "n_pos": 20, "n_neg": 20, "auroc": 0.9}]}}
 
 
-def test_brick_auroc_std_passes_below_and_fails_above_the_threshold(tmp_path):
-    assert brick_auroc_std(halo=_with_report(tmp_path / "a", _bricks(6, 0.02))).passed
-    failed = brick_auroc_std(halo=_with_report(tmp_path / "b", _bricks(6, 0.08)))
+def test_brick_auroc_std_passes_below_and_fails_above_the_threshold(tmp_path, with_report):
+    assert brick_auroc_std(halo=with_report(tmp_path / "a", _bricks(6, 0.02))).passed
+    failed = brick_auroc_std(halo=with_report(tmp_path / "b", _bricks(6, 0.08)))
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     assert failed.metadata["std"].value == 0.08 and failed.metadata["threshold"].value == 0.05
 
 
-def test_brick_auroc_std_with_too_few_bricks_is_an_unverified_warning(tmp_path):
-    result = brick_auroc_std(halo=_with_report(tmp_path, _bricks(2, 0.0)))
+def test_brick_auroc_std_with_too_few_bricks_is_an_unverified_warning(tmp_path, with_report):
+    result = brick_auroc_std(halo=with_report(tmp_path, _bricks(2, 0.0)))
     assert _is_unmeasured(result) and "needs 5" in result.metadata["reason"].value
 
 
@@ -121,15 +129,15 @@ def _theta_e(completeness_per_bin: list[tuple[int, int]]) -> dict:
     return {"theta_e_bins": bins, "theta_e_completeness_trend": completeness_trend(bins)}
 
 
-def test_theta_e_completeness_check_fails_on_a_real_drop_and_passes_on_noise(tmp_path):
-    drop = theta_e_completeness_non_decreasing(halo=_with_report(tmp_path / "a", _theta_e([(95, 100), (50, 100)])))
+def test_theta_e_completeness_check_fails_on_a_real_drop_and_passes_on_noise(tmp_path, with_report):
+    drop = theta_e_completeness_non_decreasing(halo=with_report(tmp_path / "a", _theta_e([(95, 100), (50, 100)])))
     assert not drop.passed and len(drop.metadata["violations"].value) == 1
-    noise = theta_e_completeness_non_decreasing(halo=_with_report(tmp_path / "b", _theta_e([(9, 10), (7, 10)])))
+    noise = theta_e_completeness_non_decreasing(halo=with_report(tmp_path / "b", _theta_e([(9, 10), (7, 10)])))
     assert noise.passed and noise.metadata["n"].value == 20
 
 
-def test_theta_e_completeness_with_one_filled_bin_is_an_unverified_warning(tmp_path):
-    result = theta_e_completeness_non_decreasing(halo=_with_report(tmp_path, _theta_e([(9, 10), (0, 0)])))
+def test_theta_e_completeness_with_one_filled_bin_is_an_unverified_warning(tmp_path, with_report):
+    result = theta_e_completeness_non_decreasing(halo=with_report(tmp_path, _theta_e([(9, 10), (0, 0)])))
     assert _is_unmeasured(result)
 
 
@@ -137,11 +145,11 @@ def _masked(k: int, n: int) -> dict:
     return {"arc_snr_zero": {"n": n, "accuracy_as_lens": k / n if n else None, "ci95": [0.0, 1.0]}}
 
 
-def test_masked_arcs_must_be_scored_as_negatives(tmp_path):
-    assert arc_snr_zero_scored_as_negative(halo=_with_report(tmp_path / "a", _masked(2, 20))).passed
-    failed = arc_snr_zero_scored_as_negative(halo=_with_report(tmp_path / "b", _masked(12, 20)))  # 0.60: not below
+def test_masked_arcs_must_be_scored_as_negatives(tmp_path, with_report):
+    assert arc_snr_zero_scored_as_negative(halo=with_report(tmp_path / "a", _masked(2, 20))).passed
+    failed = arc_snr_zero_scored_as_negative(halo=with_report(tmp_path / "b", _masked(12, 20)))  # 0.60: not below
     assert not failed.passed and failed.metadata["n"].value == 20
-    assert _is_unmeasured(arc_snr_zero_scored_as_negative(halo=_with_report(tmp_path / "c", _masked(0, 0))))
+    assert _is_unmeasured(arc_snr_zero_scored_as_negative(halo=with_report(tmp_path / "c", _masked(0, 0))))
 
 
 def _calibration(ece_after: float) -> dict:
@@ -151,15 +159,15 @@ def _calibration(ece_after: float) -> dict:
                                             "ece_after": ece}}}
 
 
-def test_calibration_ece_check(tmp_path):
-    assert calibration_ece(halo=_with_report(tmp_path / "a", _calibration(0.03))).passed
-    failed = calibration_ece(halo=_with_report(tmp_path / "b", _calibration(0.08)))
+def test_calibration_ece_check(tmp_path, with_report):
+    assert calibration_ece(halo=with_report(tmp_path / "a", _calibration(0.03))).passed
+    failed = calibration_ece(halo=with_report(tmp_path / "b", _calibration(0.08)))
     assert not failed.passed and failed.metadata["n_test"].value == 400
     assert failed.metadata["other_calibration"].value == "temperature"  # shown beside the one in use
 
 
 def test_config_review_checks_warn_on_gen5_prime_and_pass_once_fixed(tmp_path):
-    from halo_assets.checks import CONFIG_REVIEW_CHECKS
+    from halo_assets.checks.training import CONFIG_REVIEW_CHECKS
 
     by_name = {next(iter(c.check_specs)).name: c for c in CONFIG_REVIEW_CHECKS}
     plan = HaloSettings(preset="gen5_prime", root_uri=str(tmp_path))
@@ -176,7 +184,7 @@ def test_config_review_checks_warn_on_gen5_prime_and_pass_once_fixed(tmp_path):
 
 
 def test_training_budget_check_counts_train_samples_and_warns_on_a_huge_budget(good):
-    from halo_assets.checks import config_training_budget
+    from halo_assets.checks.training import config_training_budget
 
     result = config_training_budget(halo=good)
     assert result.passed and result.metadata["train_samples"].value > 0
@@ -192,11 +200,11 @@ def _focus(arc_drop: float, core_drop: float, passed: bool) -> dict:
         "arc_localised_focus": {"min_arc_occlusion_drop": 0.3, "max_core_to_arc_drop": 0.5, "passed": passed}}}
 
 
-def test_arc_localised_focus_blocks_a_core_reading_model(tmp_path):
-    from halo_assets.checks import arc_localised_focus
+def test_arc_localised_focus_blocks_a_core_reading_model(tmp_path, with_report):
+    from halo_assets.checks.go_no_go import arc_localised_focus
 
-    assert arc_localised_focus(halo=_with_report(tmp_path / "a", _focus(0.4, 0.05, True))).passed
-    failed = arc_localised_focus(halo=_with_report(tmp_path / "b", _focus(0.05, 0.4, False)))
+    assert arc_localised_focus(halo=with_report(tmp_path / "a", _focus(0.4, 0.05, True))).passed
+    failed = arc_localised_focus(halo=with_report(tmp_path / "b", _focus(0.05, 0.4, False)))
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     assert failed.metadata["core_occlusion_drop"].value == 0.4
 
@@ -222,29 +230,29 @@ def _shift(independent_tpr: float, faint_drop: float, raw_ece: float) -> dict:
                             "in_distribution": {"auroc": 0.99, "tpr_at_fpr_1e-2": 0.95, "ece_raw": 0.02}}}
 
 
-def test_independent_renderer_shift_blocks_a_model_that_does_not_transfer(tmp_path):
-    from halo_assets.checks import independent_renderer_shift, shift_raw_ece
+def test_independent_renderer_shift_blocks_a_model_that_does_not_transfer(tmp_path, with_report):
+    from halo_assets.checks.go_no_go import independent_renderer_shift, shift_raw_ece
 
-    good = _with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))
+    good = with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))
     assert independent_renderer_shift(halo=good).passed and shift_raw_ece(halo=good).passed
-    bad = _with_report(tmp_path / "b", _shift(0.36, 0.1, 0.146))  # the demo model on the independent data
+    bad = with_report(tmp_path / "b", _shift(0.36, 0.1, 0.146))  # the demo model on the independent data
     failed = independent_renderer_shift(halo=bad)
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
     warned = shift_raw_ece(halo=bad)
     assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
 
 
-def test_stress_set_drop_warns(tmp_path):
-    from halo_assets.checks import SHIFT_CHECKS
+def test_stress_set_drop_warns(tmp_path, with_report):
+    from halo_assets.checks.go_no_go import SHIFT_CHECKS
 
     faint = next(c for c in SHIFT_CHECKS if c.check_specs and next(iter(c.check_specs)).name == "shift_faint_arcs_drop")
-    assert faint(halo=_with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))).passed
-    warned = faint(halo=_with_report(tmp_path / "b", _shift(0.85, 0.5, 0.03)))
+    assert faint(halo=with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))).passed
+    warned = faint(halo=with_report(tmp_path / "b", _shift(0.85, 0.5, 0.03)))
     assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
 
 
-def test_core_perturbation_check_blocks_and_says_when_it_cannot_measure(tmp_path):
-    from halo_assets.checks import core_perturbation
+def test_core_perturbation_check_blocks_and_says_when_it_cannot_measure(tmp_path, with_report):
+    from halo_assets.checks.go_no_go import core_perturbation
 
     def report(change: float, n: int) -> dict:
         cls = {"n": n, "mean_abs_change": change, "by_variant": {"add_centred": change}}
@@ -252,8 +260,8 @@ def test_core_perturbation_check_blocks_and_says_when_it_cannot_measure(tmp_path
                                       "max_mean_abs_change": 0.05, "min_per_class": 500, "measurable": n >= 500,
                                       "passed": n >= 500 and change <= 0.05}}
 
-    assert core_perturbation(halo=_with_report(tmp_path / "a", report(0.01, 600))).passed
-    failed = core_perturbation(halo=_with_report(tmp_path / "b", report(0.2, 600)))
+    assert core_perturbation(halo=with_report(tmp_path / "a", report(0.01, 600))).passed
+    failed = core_perturbation(halo=with_report(tmp_path / "b", report(0.2, 600)))
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
-    unmeasured = core_perturbation(halo=_with_report(tmp_path / "c", report(0.01, 100)))
+    unmeasured = core_perturbation(halo=with_report(tmp_path / "c", report(0.01, 100)))
     assert not unmeasured.passed and unmeasured.severity == dg.AssetCheckSeverity.WARN
