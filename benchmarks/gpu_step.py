@@ -7,25 +7,20 @@ speedup over fp32 at the same batch; exits quietly without CUDA.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
-import time
 
 import torch
 
 from benchmarks.common import machine
-from halo_core.model.network import bare_training_step
+from halo_core.model.network import bare_training_step, step_seconds
 
 
 def step_rate(batch: int, bf16: bool, channels_last: bool, compiled: bool, steps: int = 50) -> float:
-    step = bare_training_step("resnet18", 3, batch, torch.device("cuda"), channels_last=channels_last, bf16=bf16,
-                              compiled=compiled)
-    for i in range(steps + 10):
-        if i == 10:  # warm-up: cuDNN autotuning and, when compiled, the compilation itself
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        step()
-    torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+    device = torch.device("cuda")
+    step = bare_training_step("resnet18", 3, batch, device, channels_last=channels_last, bf16=bf16, compiled=compiled)
+    # ten warm-up steps: cuDNN autotuning and, when compiled, the compilation itself
+    return batch / statistics.median(step_seconds(step, device, steps, warmup=10))
 
 
 def main() -> None:

@@ -21,20 +21,15 @@ import torch
 from benchmarks.common import machine, synthetic_dataset
 from halo_core.config import load_preset
 from halo_core.data.samples import load_split_samples
-from halo_core.model.network import bare_training_step, pick_device
+from halo_core.model.network import bare_training_step, pick_device, step_seconds
 from halo_core.training.trainer import fit
 
 
 def bare_loop(cfg, steps: int, device: torch.device, channels_last: bool = True) -> float:
     step = bare_training_step(cfg.model_name, cfg.input_channels, cfg.batch_size, device, channels_last=channels_last,
                               learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    for i in range(steps + 2):
-        if i == 2:  # two warm-up steps (allocator, oneDNN/cuDNN kernel choice)
-            t0 = time.perf_counter()
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * cfg.batch_size / (time.perf_counter() - t0)
+    # two warm-up steps (allocator, oneDNN/cuDNN kernel choice); the whole timed loop, as fit()'s rate is
+    return steps * cfg.batch_size / sum(step_seconds(step, device, steps, warmup=2))
 
 
 def main() -> None:

@@ -58,6 +58,14 @@ def ring_index(size: int) -> np.ndarray:
     return np.floor(pixel_radius(size)).astype(np.int64)
 
 
+def ring_medians(flat: np.ndarray, size: int, n_rings: int | None = None) -> np.ndarray:
+    """(..., size*size) -> (..., n_rings): the median of each 1-px ring from the centre outwards (every
+    ring that holds a pixel by default)."""
+    rings = ring_index(size)
+    n_rings = rings.max() + 1 if n_rings is None else n_rings
+    return np.stack([np.median(flat[..., rings == r], axis=-1) for r in range(n_rings)], axis=-1)
+
+
 @lru_cache(maxsize=4)
 def _profile_interpolation(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each pixel: the ring below and above its radius and the linear weight of the upper one,
@@ -96,8 +104,7 @@ def subtract_radial_profile(flat: np.ndarray, size: int) -> np.ndarray:
     goes, an arc, which covers a small part of its ring, stays. The profile is interpolated to each
     pixel's radius: a steep core changes by several sigma across one 1-px ring, and a stepwise profile
     leaves that slope behind as a fixed pattern a classifier can read."""
-    rings = ring_index(size)
-    medians = np.stack([np.median(flat[..., rings == r], axis=-1) for r in range(rings.max() + 1)], axis=-1)
+    medians = ring_medians(flat, size)
     lower, upper, weight = _profile_interpolation(size)
     return flat - (medians[..., lower] * (1 - weight) + medians[..., upper] * weight)
 

@@ -39,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from halo_core.data.loader import gather
-from halo_core.data.preprocess import ring_index
+from halo_core.data.preprocess import ring_medians
 from halo_core.data.samples import CONTROL, SampleSet, build_samples
 from halo_core.data.shards import check_dataset, open_split
 from halo_core.data.splits import lrg_ids
@@ -121,10 +121,7 @@ def core_features(x: np.ndarray) -> np.ndarray:
 
 def radial_features(x: np.ndarray) -> np.ndarray:
     """(n, C, H, W) -> (n, C*R): median of each 1-px ring inside the inscribed circle, per channel."""
-    rings = ring_index(x.shape[-1])
-    flat = x.reshape(*x.shape[:2], -1)
-    profile = [np.median(flat[..., rings == r], axis=-1) for r in range(x.shape[-1] // 2)]
-    return np.stack(profile, axis=-1).reshape(len(x), -1)
+    return ring_medians(x.reshape(*x.shape[:2], -1), x.shape[-1], x.shape[-1] // 2).reshape(len(x), -1)
 
 
 def metadata_features(meta: pd.DataFrame) -> np.ndarray:

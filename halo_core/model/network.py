@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -59,3 +60,19 @@ def bare_training_step(model_name: str, input_channels: int, batch: int, device:
         optimizer.step()
 
     return step
+
+
+def step_seconds(step: Callable[[], None], device: torch.device, steps: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones (allocator, cuDNN
+    autotuning, torch.compile), synchronising CUDA around each so a step's time is its own."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times

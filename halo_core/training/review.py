@@ -9,15 +9,12 @@ halo's per_sample_robust already takes its median and MAD per band, so no rule i
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from halo_core.config import HaloConfig
 from halo_core.evaluation.metrics import TARGET_METRIC
-from halo_core.model.network import bare_training_step, pick_device
+from halo_core.model.network import bare_training_step, pick_device, step_seconds
 from halo_core.training.monitors import expected_lr
 
 INFO, WARN, ERROR = "info", "warn", "error"
@@ -176,17 +173,7 @@ def measure_step_seconds(cfg: HaloConfig, steps: int = WARMUP_STEPS) -> dict:
     batch = cfg.batch_size if device.type == "cuda" else min(cfg.batch_size, CPU_WARMUP_BATCH)
     step = bare_training_step(cfg.model_name, cfg.input_channels, batch, device, channels_last=cfg.channels_last,
                               learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    step()  # first call: allocator, cuDNN autotune, lazy init
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    seconds = min(times)  # the fastest step: other load on a shared machine only ever slows a step down
+    seconds = min(step_seconds(step, device, steps))  # the fastest step: other load on a shared machine only ever slows a step down
     return {"device": str(device), "batch_measured": batch, "steps": steps,
             "seconds_per_sample": seconds / batch}
 
