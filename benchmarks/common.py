@@ -27,6 +27,6 @@ def synthetic_dataset(root: Path, n_lrg_train: int, preset: str = "demo") -> tup
     """(paired dir, filtered dir, filter seconds) for a dataset of ~4*n_lrg_train train pairs."""
     cfg = load_preset(preset, {"simulation": {"n_lrg": {"train": n_lrg_train, "val": 20, "test": 20}}})
     paired, filtered = root / "paired", root / "filtered"
-    simulate_dataset(paired, **cfg.simulation.model_dump())
+    simulate_dataset(paired, cfg.simulation)
     report = build_filtered_dataset(cfg, str(paired), str(filtered), on_ray=False)  # one core; Ray: benchmarks.survey
     return str(paired), str(filtered), report.seconds

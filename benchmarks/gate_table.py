@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from halo_core.config import load_preset
+from halo_core.config import SimulationConfig, load_preset
 from halo_core.data.filtering import build_filtered_dataset
 from halo_core.evaluation.gates import shortcut_gates
 from halo_core.simulate import dataset, simulate_dataset
@@ -42,8 +42,8 @@ def main() -> None:
             setattr(dataset, k, v)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw"
-            simulate_dataset(raw, n_lrg={"train": args.train_lrgs, "val": 40, "test": 40}, injections_per_lrg=4,
-                             lrgs_per_brick=40, seed=args.seed, **sim)
+            simulate_dataset(raw, SimulationConfig(n_lrg={"train": args.train_lrgs, "val": 40, "test": 40},
+                                                   seed=args.seed, **sim))
             built = {}
             for label, (preset, overrides) in CONSTRUCTIONS.items():
                 cfg = load_preset(preset, overrides)

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from halo_core.config import SimulationConfig
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC as PIX
 from halo_core.data.stamps import STAMP_SIZE
 from halo_core.simulate import simulate_dataset
@@ -120,7 +121,8 @@ def main() -> None:
     n_lrg = args.pairs // 4
     with tempfile.TemporaryDirectory() as tmp:
         split_lrgs = {"train": n_lrg * 6 // 10, "val": n_lrg * 2 // 10, "test": n_lrg - n_lrg * 8 // 10}
-        report = simulate_dataset(tmp, n_lrg=split_lrgs, injections_per_lrg=4, seed=args.seed)
+        report = simulate_dataset(tmp, SimulationConfig(n_lrg=split_lrgs, lrgs_per_brick=10, seed=args.seed,
+                                                        domain_randomization=False))
     print(json.dumps({
         "benchmark": "simulator",
         "systems": args.systems, "bands": 3, "stamp_size": STAMP_SIZE, "supersampling": OVERSAMPLE,

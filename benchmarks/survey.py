@@ -29,7 +29,10 @@ import torch
 torch.set_num_threads(1)
 
 from benchmarks.common import machine  # noqa: E402
-from halo_core.config import load_preset  # noqa: E402
+from halo_core.config import (
+    SimulationConfig,
+    load_preset,  # noqa: E402
+)
 from halo_core.data.filtering import build_filtered_dataset  # noqa: E402
 from halo_core.data.preprocess import PreprocessSpec  # noqa: E402
 from halo_core.evaluation.calibration import Calibration  # noqa: E402
@@ -103,8 +106,8 @@ def model_file(root: Path) -> str:
 
 def cutouts(root: Path, n: int, copies: int = 1) -> list[str]:
     """~n paired-parquet cutouts from the simulator (test split rows, 4 per LRG), repeated ``copies`` times."""
-    simulate_dataset(root / "sim", n_lrg={"train": 120, "val": 10, "test": n // 4}, injections_per_lrg=4,
-                     lrgs_per_brick=40, rows_per_file=2000)
+    simulate_dataset(root / "sim", SimulationConfig(n_lrg={"train": 120, "val": 10, "test": n // 4},
+                                                    domain_randomization=False), rows_per_file=2000)
     files = sorted((root / "sim" / "test").glob("*.parquet"))
     out = []
     for c in range(copies):
@@ -160,7 +163,7 @@ def main(argv=None) -> None:
         emit(benchmark="catalog_ratios", one_worker_vs_halo_score=round(one / single, 2),
              two_workers_vs_one=round(two / one, 2))
         cfg = load_preset("demo", {"simulation": {"n_lrg": {"train": 600, "val": 20, "test": 20}}})
-        simulate_dataset(root / "paired", **{**cfg.simulation.model_dump(), "rows_per_file": 300})
+        simulate_dataset(root / "paired", cfg.simulation, rows_per_file=300)
         for label, on_ray, cpus in (("single_process", False, None), ("ray_1_cpu", True, 1), ("ray_2_cpus", True, 2)):
             started = time.perf_counter()  # Ray's start included
             report = build_filtered_dataset(cfg, str(root / "paired"), str(root / f"f_{label}"), on_ray=on_ray,

@@ -137,7 +137,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
             "files": table([{"split": s, "files": len(files[s]),
                              "location": source if isinstance(source, str) else source[s]} for s in SPLITS]),
         })
-    report = build_simulated_dataset(halo.uri("paired_stamps"), **cfg.simulation.model_dump())
+    report = build_simulated_dataset(halo.uri("paired_stamps"), cfg.simulation)
     context.log.info("synthesized %s rows in %.1f s", report.rows, report.seconds)
     fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
     return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={

@@ -40,7 +40,7 @@ def cmd_config(cfg, args) -> None:
 def cmd_simulate(cfg, args) -> None:
     from halo_core.simulate import build_simulated_dataset
 
-    report = build_simulated_dataset(args.out, **cfg.simulation.model_dump())
+    report = build_simulated_dataset(args.out, cfg.simulation)
     print(json.dumps(report.to_dict(), indent=1, default=str))
 
 

@@ -20,7 +20,7 @@ def smoke_cfg():
 @pytest.fixture(scope="session")
 def paired_dir(tmp_path_factory, smoke_cfg):
     out = tmp_path_factory.mktemp("paired")
-    simulate_dataset(out, **smoke_cfg.simulation.model_dump())
+    simulate_dataset(out, smoke_cfg.simulation)
     return str(out)
 
 

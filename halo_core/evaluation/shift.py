@@ -32,8 +32,8 @@ from halo_core.simulate.dataset import (
     PSF_FWHM_ARCSEC,
     SKY_SIGMA_NMGY,
     _draw_field,
-    _render_chunk,
     draw_split,
+    render_chunk,
 )
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.source import sersic_amplitude
@@ -89,10 +89,10 @@ def _render(rng, lrg, inj):
     controls, stamps, snrs = [], [], []
     for start in range(0, len(lrg["reff"]), _LRG_CHUNK):
         idx = np.arange(start, min(start + _LRG_CHUNK, len(lrg["reff"])))
-        c, s, _, _, snr, *_ = _render_chunk(rng, lrg, inj, idx, oversample=3)
-        controls.append(c)
-        stamps.append(s)
-        snrs.append(snr)
+        chunk = render_chunk(rng, lrg, inj, idx, oversample=3)
+        controls.append(chunk.controls)
+        stamps.append(chunk.stamps)
+        snrs.append(chunk.arc_snr)
     return np.concatenate(controls), np.concatenate(stamps), np.concatenate(snrs)
 
 

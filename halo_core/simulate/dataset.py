@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from halo_core import uris
+from halo_core.config import SimulationConfig
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.lens import q_phi_to_e1e2
@@ -389,8 +390,21 @@ def render_arcs(rng: np.random.Generator, inj, rows: np.ndarray, kernels: np.nda
     return arc, noise, magnification
 
 
-def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, oversample: int):
-    """Controls (n_lrg, 3, 64, 64), stamps (n_inj, 3, 64, 64), arc_snr, arc_snr_sum, magnification."""
+@dataclass
+class RenderedChunk:
+    """A chunk of LRGs rendered: one control per LRG and one stamp per injection on it (nanomaggies)."""
+
+    controls: np.ndarray  # (n_lrg, 3, 64, 64)
+    stamps: np.ndarray  # (n_inj, 3, 64, 64)
+    rows: np.ndarray  # each stamp's index into the split's injections
+    local: np.ndarray  # each stamp's LRG, as an index into the chunk's controls
+    arc_snr: np.ndarray  # max-pixel r-band SNR of the noiseless arc; 0 where the arc is masked
+    arc_snr_sum: np.ndarray  # matched-filter (integrated) SNR
+    magnification: np.ndarray
+
+
+def render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, oversample: int) -> RenderedChunk:
+    """The controls of LRGs ``lrg_idx`` and the stamps of every injection on them."""
     size, pix = STAMP_SIZE, PIXEL_SCALE_ARCSEC
     kernels = moffat_kernel(lrg["fwhm"][lrg_idx] / pix)  # (n, 3, K, K), shared by stamp and control
     sky = lrg["sky"][lrg_idx][:, :, None, None]
@@ -430,7 +444,8 @@ def _render_chunk(rng: np.random.Generator, lrg, inj, lrg_idx: np.ndarray, overs
     for i in np.flatnonzero(inj["nan"][rows]):
         n_bad = rng.integers(1, 9)
         stamps[i, rng.integers(0, 3, n_bad), rng.integers(0, size, n_bad), rng.integers(0, size, n_bad)] = np.nan
-    return controls.astype(np.float32), stamps.astype(np.float32), rows, local, arc_snr, arc_snr_sum, magnification
+    return RenderedChunk(controls.astype(np.float32), stamps.astype(np.float32), rows, local, arc_snr, arc_snr_sum,
+                         magnification)
 
 
 def _write_part(table: pa.Table, split_dir: Path, index: int) -> None:
@@ -440,12 +455,12 @@ def _write_part(table: pa.Table, split_dir: Path, index: int) -> None:
     os.replace(tmp, path)  # a crash never leaves a half-written part that readers would pick up
 
 
-def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections_per_lrg: int = 4,
-                     lrgs_per_brick: int = 10, seed: int = 0, rows_per_file: int = 1000,
-                     oversample: int = DEFAULT_OVERSAMPLE, domain_randomization: bool = False) -> SimulationReport:
-    """Write out_dir/{train,val,test}/part-NNNNN.parquet in the §3 schema; same seed -> same bytes."""
+def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 1000,
+                     oversample: int = DEFAULT_OVERSAMPLE) -> SimulationReport:
+    """Write out_dir/{train,val,test}/part-NNNNN.parquet in the §3 schema, as ``sim`` (the config's
+    ``simulation`` block) describes; the same config gives the same bytes."""
     started = time.perf_counter()
-    n_lrg = dict(n_lrg or {"train": 300, "val": 80, "test": 120})
+    n_lrg, lrgs_per_brick, seed = dict(sim.n_lrg), sim.lrgs_per_brick, sim.seed
     if sorted(n_lrg) != sorted(SPLITS):
         raise ValueError(f"simulate_dataset: n_lrg keys {sorted(n_lrg)}; want {list(SPLITS)}")
     n_bricks = {s: -(-n_lrg[s] // lrgs_per_brick) for s in SPLITS}
@@ -463,7 +478,7 @@ def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections
     first_region = 0
     for split_index, split in enumerate(SPLITS):
         lrg, inj = draw_split(np.random.default_rng([seed, 1, split_index]), plan[split], n_lrg[split],
-                               lrgs_per_brick, injections_per_lrg, first_region, domain_randomization)
+                               lrgs_per_brick, sim.injections_per_lrg, first_region, sim.domain_randomization)
         first_region = int(lrg["region_id"].max()) + 1
         split_dir = root / split
         split_dir.mkdir(parents=True, exist_ok=True)
@@ -474,12 +489,10 @@ def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections
         for chunk_index, start in enumerate(range(0, n_lrg[split], _LRG_CHUNK)):
             lrg_idx = np.arange(start, min(start + _LRG_CHUNK, n_lrg[split]))
             chunk_rng = np.random.default_rng([seed, 2, split_index, chunk_index])
-            controls, stamps, idx, local, arc_snr, arc_snr_sum, magnification = _render_chunk(
-                chunk_rng, lrg, inj, lrg_idx, oversample)
-            pending.append(_chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps,
-                                        arc_snr, arc_snr_sum, magnification, injections_per_lrg))
-            n_pending += len(idx)
-            snr_all.append(arc_snr[~inj["masked"][idx]])
+            chunk = render_chunk(chunk_rng, lrg, inj, lrg_idx, oversample)
+            pending.append(_chunk_table(split, sim, lrg, inj, chunk))
+            n_pending += len(chunk.rows)
+            snr_all.append(chunk.arc_snr[~inj["masked"][chunk.rows]])
             while n_pending >= rows_per_file:
                 table = pa.concat_tables(pending)
                 _write_part(table.slice(0, rows_per_file), split_dir, n_files)
@@ -498,21 +511,21 @@ def simulate_dataset(out_dir, *, n_lrg: dict[str, int] | None = None, injections
         arc_snr_median=float(np.median(np.concatenate(snr_all))))
 
 
-def _chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps, arc_snr, arc_snr_sum,
-                 magnification, injections_per_lrg) -> pa.Table:
+def _chunk_table(split: str, sim: SimulationConfig, lrg, inj, chunk: RenderedChunk) -> pa.Table:
     """One chunk's rows as an Arrow table in SCHEMA order."""
+    idx, local = chunk.rows, chunk.local
     owner = inj["owner"][idx]
-    control_blobs = [encode_stamp(c) for c in controls]  # encoded once per LRG, reused by its injections
+    control_blobs = [encode_stamp(c) for c in chunk.controls]  # encoded once per LRG, reused by its injections
     q_src = inj["src_q"][idx]
     e_lens = np.hypot(*q_phi_to_e1e2(inj["lens_q"][idx], inj["lens_phi"][idx]))
     n = len(idx)
     columns = {
-        "stamp_npz": [encode_stamp(s) for s in stamps],
+        "stamp_npz": [encode_stamp(s) for s in chunk.stamps],
         "ctrl_stamp_npz": [control_blobs[i] for i in local],
-        "task_id": [f"sim{seed}-{split}-{o:05d}-{k % injections_per_lrg:02d}" for o, k in zip(owner, idx)],
+        "task_id": [f"sim{sim.seed}-{split}-{o:05d}-{k % sim.injections_per_lrg:02d}" for o, k in zip(owner, idx)],
         "brickname": lrg["brickname"][owner].tolist(),
         "ra": lrg["ra"][owner], "dec": lrg["dec"][owner],
-        "theta_e_arcsec": inj["theta_e"][idx], "arc_snr": arc_snr, "arc_snr_sum": arc_snr_sum,
+        "theta_e_arcsec": inj["theta_e"][idx], "arc_snr": chunk.arc_snr, "arc_snr_sum": chunk.arc_snr_sum,
         "is_control": np.zeros(n, dtype=np.int64),
         "psfsize_r": lrg["psfsize_r"][owner],
         **{f"psf_fwhm_used_{b}": lrg["fwhm"][owner, i] for i, b in enumerate(BANDS)},
@@ -521,7 +534,7 @@ def _chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps, a
         "src_dmag": inj["src_dmag"][idx], "src_reff_arcsec": inj["src_reff"][idx],
         "src_e": (1.0 - q_src) / (1.0 + q_src),  # lenstronomy |e|, as lens_e
         "shear": inj["shear"][idx], "lens_e": e_lens, "lens_phi_rad": inj["lens_phi"][idx],
-        "magnification": magnification,
+        "magnification": chunk.magnification,
         "cutout_ok": np.ones(n, dtype=np.int64), "ebv": lrg["ebv"][owner],
         "psf_bin": np.digitize(lrg["psfsize_r"][owner], PSF_BIN_EDGES_ARCSEC).astype(np.int64),
         "depth_bin": np.digitize(lrg["psfdepth_r"][owner], DEPTH_BIN_EDGES_MAG).astype(np.int64),
@@ -535,10 +548,10 @@ def _chunk_table(split, seed, lrg, inj, idx, local, lrg_idx, controls, stamps, a
 SIMULATION_FILE = "simulation.json"  # the report, written last: its presence means the dataset is complete
 
 
-def build_simulated_dataset(out_uri: str, **kwargs) -> SimulationReport:
+def build_simulated_dataset(out_uri: str, sim: SimulationConfig) -> SimulationReport:
     """:func:`simulate_dataset` staged into ``out_uri`` (local or S3) like the filtered dataset: the
     previous dataset there stays until the new one is complete."""
     with uris.staged_directory(out_uri, SIMULATION_FILE) as out:
-        report = simulate_dataset(out, **kwargs)
+        report = simulate_dataset(out, sim)
         uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     return report

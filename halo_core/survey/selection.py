@@ -49,7 +49,7 @@ class SimulatedInjections:
 
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         from halo_core.simulate.catalog import mag_to_flux_nmgy
-        from halo_core.simulate.dataset import PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, _render_chunk, draw_split
+        from halo_core.simulate.dataset import PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, draw_split, render_chunk
         from halo_core.simulate.source import DEFAULT_OVERSAMPLE
 
         rng = np.random.default_rng(seed)
@@ -69,7 +69,7 @@ class SimulatedInjections:
         inj["src_flux"] = colours * mag_to_flux_nmgy(np.full(n, cell.source_r_mag))[:, None]
         inj["masked"][:] = False
         inj["nan"][:] = False
-        stamps = [_render_chunk(rng, lrg, inj, idx, DEFAULT_OVERSAMPLE)[1]
+        stamps = [render_chunk(rng, lrg, inj, idx, DEFAULT_OVERSAMPLE).stamps
                   for idx in np.array_split(np.arange(n), max(1, -(-n // 32)))]
         return np.concatenate(stamps)
 

@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from halo_core.config import SimulationConfig
 from halo_core.simulate import SimulationReport, dataset, simulate_dataset
-from halo_core.simulate.dataset import _render_chunk, draw_split, plan_bricks
+from halo_core.simulate.dataset import draw_split, plan_bricks, render_chunk
 from halo_core.simulate.lens import q_phi_to_e1e2, sie_shear_deflection
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic, render_sersic
@@ -23,6 +24,10 @@ SCHEMA_COLUMNS = {
     "experiment_id", "config_id", "bandset", "stamp_size", "split",
 }
 TINY = {"train": 6, "val": 3, "test": 3}
+
+
+def tiny(seed: int) -> SimulationConfig:
+    return SimulationConfig(n_lrg=TINY, injections_per_lrg=3, lrgs_per_brick=2, seed=seed, domain_randomization=False)
 
 
 @pytest.mark.parametrize("q, phi_rad, gamma1, gamma2", [
@@ -77,7 +82,7 @@ def test_psf_on_an_impulse_keeps_its_centroid_and_flux():
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    report = simulate_dataset(out, n_lrg=TINY, injections_per_lrg=3, lrgs_per_brick=2, seed=7, rows_per_file=5)
+    report = simulate_dataset(out, tiny(7), rows_per_file=5)
     tables = {s: pq.read_table(out / s).to_pandas() for s in ("train", "val", "test")}
     return out, report, tables
 
@@ -136,12 +141,12 @@ def test_nan_rows_exist_in_every_split_and_are_counted(tiny_dataset):
 
 def test_same_seed_gives_identical_bytes(tiny_dataset, tmp_path):
     out, _, _ = tiny_dataset
-    simulate_dataset(tmp_path, n_lrg=TINY, injections_per_lrg=3, lrgs_per_brick=2, seed=7, rows_per_file=5)
+    simulate_dataset(tmp_path, tiny(7), rows_per_file=5)
     for split in TINY:
         for part in sorted((out / split).glob("part-*.parquet")):
             assert (tmp_path / split / part.name).read_bytes() == part.read_bytes()
     other = tmp_path / "other"
-    simulate_dataset(other, n_lrg=TINY, injections_per_lrg=3, lrgs_per_brick=2, seed=8, rows_per_file=5)
+    simulate_dataset(other, tiny(8), rows_per_file=5)
     assert (other / "val" / "part-00000.parquet").read_bytes() != (out / "val" / "part-00000.parquet").read_bytes()
 
 
@@ -184,7 +189,8 @@ def test_two_fifths_of_a_small_arcs_flux_lands_in_the_core(monkeypatch, randomiz
     plan = plan_bricks(rng, {"train": 2, "val": 2, "test": 1})
     lrg, inj = draw_split(rng, plan["val"], 20, 10, 6, 0, randomize)  # train leads with the masked-arc bricks
     inj["masked"][:] = inj["nan"][:] = False
-    controls, stamps, *_ = _render_chunk(rng, lrg, inj, np.arange(20), oversample=3)
+    chunk = render_chunk(rng, lrg, inj, np.arange(20), oversample=3)
+    controls, stamps = chunk.controls, chunk.stamps
     arc = stamps[:, 1] - controls[np.repeat(np.arange(20), 6), 1]
     core = arc[:, 27:37, 27:37].sum(axis=(1, 2)) / arc.sum(axis=(1, 2))
     assert np.median(core) == pytest.approx(0.41, abs=0.07)
@@ -230,7 +236,8 @@ def test_domain_randomised_fields_have_neighbours_and_flag_masked_columns(tmp_pa
     cols = np.flatnonzero(lrg["masked_columns"].any(axis=1))
     assert len(cols) and (lrg["bad_pixel_frac"][cols] >= lrg["masked_columns"][cols].sum(1) / 64).all()
     inj["masked"][:] = inj["nan"][:] = False
-    controls, stamps, *_ = _render_chunk(rng, lrg, inj, np.arange(64), oversample=3)
+    chunk = render_chunk(rng, lrg, inj, np.arange(64), oversample=3)
+    controls, stamps = chunk.controls, chunk.stamps
     assert np.isfinite(controls).all() and np.isfinite(stamps).all()  # masked columns are zeros, not NaN
     i = cols[0]
     assert (controls[i][:, :, lrg["masked_columns"][i]] == 0).all()
