@@ -28,7 +28,8 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
     out = halo.uri("real_validation")
     result = validate_real(model_path(halo), load_calibration(halo), report.metrics["tpr_at_fpr"], rv.lenses_path,
                            rv.nonlenses_path, out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
-                           radius_arcsec=rv.known_lens_radius_arcsec, realism=report.realism_probe)
+                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target,
+                           realism=report.realism_probe)
     points = [{"fpr": p["fpr"], "operating": p["operating"], "threshold": p["threshold"],
                "recall": p["recall"]["rate"] if p["recall"] else None,
                "recall_ci95": p["recall"]["ci95"] if p["recall"] else None,

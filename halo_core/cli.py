@@ -193,7 +193,7 @@ def cmd_validate(cfg, args) -> int:
                                     PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
     result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
                            args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
-                           radius_arcsec=rv.known_lens_radius_arcsec, realism=realism)
+                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target, realism=realism)
     print(f"{result['n_lenses']} real lenses, {result['n_nonlenses']} {result['nonlenses_label']}")
     for p in result["operating_points"]:
         if p["recall"] is None:

@@ -136,6 +136,7 @@ class RealValidationConfig(_Strict):
     lenses_path: str = ""  # real lens cutouts (.npz files / folder, or parquet with a cutout column)
     nonlenses_path: str = ""  # real non-lens cutouts, same layouts
     known_lens_radius_arcsec: float = Field(2.0, gt=0, le=30)
+    purity_target: float = Field(0.75, gt=0, le=1)  # the plan's sim-to-real purity target, shown beside the purity
     # realism gate: a linear probe on the model's penultimate features, injected vs real lenses
     max_realism_auc: float = Field(0.9, ge=0.5, le=1.0)  # above it, injection completeness is a lower bound
     min_real_lenses: int = Field(20, ge=2)  # fewer: the probe AUC is reported as indicative, not measured
@@ -167,6 +168,8 @@ class GoNoGoConfig(_Strict):
     max_quarantine_frac: float = Field(0.02, gt=0, lt=1)  # real DR10 pairs: 0.08 % NaN; 25x that means a broken dump
     max_brick_auroc_std: float = Field(0.05, gt=0, lt=0.5)  # the std of values in [0, 1] is at most 0.5
     max_grad_norm: float = Field(10.0, gt=0)  # largest per-step gradient norm of a run (the plan's §3.1 monitor)
+    # each epoch's LR against CosineAnnealingWarmRestarts' closed form, relative: float rounding only
+    max_lr_schedule_error: float = Field(1e-6, gt=0, le=1e-2)
     # each split's constructed samples must hold at least this share of the rarer class: below it,
     # AUROC and the early-stopping val loss rest on a handful of one class
     min_class_share: float = Field(0.25, gt=0, le=0.5)

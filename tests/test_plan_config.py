@@ -116,7 +116,7 @@ def _optimisation(r):
     cfg, history = r["cfg"], r["result"].history
     assert len(history) == cfg.epochs == 5
     s = cfg.scheduler
-    assert [h["lr"] for h in history] == pytest.approx(
+    assert [h.lr for h in history] == pytest.approx(
         [expected_lr(e, cfg.learning_rate, s.T_0, s.T_mult, s.eta_min) for e in range(5)])
     state, _ = load_checkpoint(str(r["out"] / "last.pt"))
     group = state["optimizer"]["param_groups"][0]

@@ -42,7 +42,6 @@ from halo_core.simulate.injection import RealCutout, read_cutouts
 log = logging.getLogger(__name__)
 
 VALIDATION_JSON, VALIDATION_HTML = "validation.json", "validation.html"
-PURITY_TARGET = 0.75  # the plan's target for sim-to-real purity
 GALLERY_SIZE = 8
 MAX_INJECTED = 1000  # injected lenses in the probe: enough for the AUC's injected side, seconds of CPU
 BOOTSTRAP = 1000
@@ -172,7 +171,7 @@ def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet)
 
 def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[dict], lenses_path: str,
                   nonlenses_path: str, out_dir: str, *, operating_fpr: float, prevalence: float,
-                  radius_arcsec: float, realism: dict | None = None) -> dict:
+                  radius_arcsec: float, purity_target: float, realism: dict | None = None) -> dict:
     """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``."""
     from halo_core.evaluation.report import gallery_png  # matplotlib only when writing a report
@@ -230,7 +229,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         "operating_fpr": operating_fpr, "operating_threshold": operating["threshold"],
         "operating_measurable": operating["measurable"],
         "threshold_source": "synthetic test split, calibrated probability at the nominal FPR",
-        "prevalence": prevalence, "purity_target": PURITY_TARGET,
+        "prevalence": prevalence, "purity_target": purity_target,
         "operating_points": points,
         "known_lens_radius_arcsec": radius_arcsec,
         "known_lens_matches": {n: int(t["known_lens_name"].notna().sum()) for n, t in tables.items()},

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from itertools import takewhile
 
 PROGRESS_EPOCHS = (10, 25, 50)  # the plan's progress reports
-LR_SCHEDULE_TOLERANCE = 1e-6  # relative: the optimizer's LR against the closed form, float rounding only
 
 
 @dataclass
@@ -84,8 +83,9 @@ def monitor_report(history: list[EpochRecord], cfg, best_epoch: int) -> dict[str
     grad_max = max(h.grad_norm_max for h in history)
     grad_limit = cfg.go_no_go.max_grad_norm
     return {
-        "lr_followed_schedule": {"value": lr_error, "limit": LR_SCHEDULE_TOLERANCE,
-                                 "passed": lr_error <= LR_SCHEDULE_TOLERANCE, "unit": "max relative LR error"},
+        "lr_followed_schedule": {"value": lr_error, "limit": cfg.go_no_go.max_lr_schedule_error,
+                                 "passed": lr_error <= cfg.go_no_go.max_lr_schedule_error,
+                                 "unit": "max relative LR error"},
         "grad_norm": {"value": grad_max, "limit": grad_limit, "passed": grad_max < grad_limit,
                       "p99_last_epoch": history[-1].grad_norm_p99},
         "train_val_gap": {"value": gap, "limit": cfg.go_no_go.max_train_val_gap,

@@ -72,7 +72,7 @@ def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, le
     probs = score(trained.model_path, sorted(str(p) for p in Path(lenses).glob("*.npz")), calibration=CAL)
     threshold = float(np.median(probs["probability"]))  # splits the six, so the count is not trivial
     report = validate_real(trained.model_path, CAL, _points(threshold), lenses, "", str(tmp_path), operating_fpr=1e-2,
-                           prevalence=1e-3, radius_arcsec=2.0)
+                           prevalence=1e-3, radius_arcsec=2.0, purity_target=0.75)
     operating = next(p for p in report["operating_points"] if p["operating"])
     k = int((probs["probability"] >= threshold).sum())
     assert operating["recall"]["n"] == 6 and operating["recall"]["k"] == k
