@@ -120,7 +120,7 @@ def build_filtered_dataset(cfg, source_uri: Source, out_dir: str, *, on_ray: boo
     """Read the paired dataset at ``source_uri`` (a root, or split -> location) and write the filtered,
     preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is
     complete); on Ray (``on_ray``, default ``cfg.filter_on_ray``) with ``num_cpus`` for a local Ray."""
-    from halo_core.survey.ray_runtime import ray_session
+    from halo_core.ray_runtime import ray_session
 
     for location in [source_uri] if isinstance(source_uri, str) else source_uri.values():
         if uris.overlaps(location, out_dir):

@@ -33,7 +33,7 @@ from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import load_sidecar
-from halo_core.survey.ray_runtime import pool_size, quiet_progress, ray_session
+from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
 from halo_core.survey.scoring import SCORED
 
 log = logging.getLogger(__name__)

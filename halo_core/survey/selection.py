@@ -23,7 +23,7 @@ import numpy as np
 from halo_core import uris
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
 from halo_core.evaluation.metrics import wilson_interval
-from halo_core.survey.ray_runtime import ray_session
+from halo_core.ray_runtime import ray_session
 
 AXES = ("theta_e_arcsec", "psf_fwhm_arcsec", "psfdepth_r_mag", "source_r_mag")
 SELECTION_JSON = "selection_function.json"
