@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a lens finder on a filtered dataset.", add_help=add_help)
+    p = argparse.ArgumentParser(prog="python -m halo_core.train", description="Train a lens finder on a filtered dataset.",
+                                add_help=add_help)
     config_args(p)
     p.add_argument("--data", required=True, help="filtered dataset directory (from `halo filter`)")
     p.add_argument("--out", required=True, help="directory for checkpoints and the final model.pt")
