@@ -181,7 +181,9 @@ def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
         "hosts": hosts["source"], "injections": result["n"], "cells": len(result["cells"]),
         "cells_measurable": result["cells_measurable"], "seconds": result["seconds"],
         **({"n_hosts": hosts["n_hosts"], "hosts_selected": hosts["selected"],
-            "measured_bins": dg.MetadataValue.json(hosts["bins"])} if hosts["source"] == "real" else {}),
+            "measured_bins": dg.MetadataValue.json(hosts["bins"]),
+            "hosts_without_arc_above_threshold": number(result["controls_above_threshold"]["rate"])}
+           if hosts["source"] == "real" else {}),
         "completeness_by_theta_e": table(result["marginals"]["theta_e_arcsec"]),
         "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude", None),
     })

@@ -55,6 +55,10 @@ class InjectionSource(Protocol):
     def describe(self) -> dict:
         """What the report says of the hosts."""
 
+    def controls(self) -> np.ndarray | None:
+        """(n, 3, 64, 64) the real hosts without an arc (None for simulated ones): the share the model
+        puts above the threshold is its false-positive rate on these very hosts, beside their completeness."""
+
 
 def _impose(inj: dict, cell: Cell, n: int) -> None:
     """The cell's theta_E and source r magnitude on drawn injections; the rest of the prior kept."""
@@ -78,6 +82,9 @@ class SimulatedInjections:
 
     def describe(self) -> dict:
         return {"source": "simulated"}
+
+    def controls(self) -> None:
+        return None
 
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         from halo_core.simulate.dataset import PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, _render_chunk, draw_split
@@ -164,6 +171,9 @@ class RealHostInjections:
                 "depth_source": dict(Counter(self.hosts.depth_source)),
                 "bins": {"psf_fwhm_arcsec": self.psf_bins, "psfdepth_r_mag": self.depth_bins}}
 
+    def controls(self) -> np.ndarray:
+        return self.hosts.controls
+
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         from halo_core.injection import inject_arcs
         from halo_core.simulate.dataset import GAIN_E_PER_NMGY, draw_injections
@@ -196,20 +206,29 @@ def _tally(detected: int, n: int, minimum: int) -> dict:
             "measurable": n >= minimum}
 
 
-def _score_cells(model, work: list[tuple[Cell, int, tuple[int, int]]], source: InjectionSource,
-                 minimum: int) -> list[dict]:
-    """One Ray task: a group of (cell, n, seed) rendered and scored with one loaded model."""
+def _scorer(model):
     import torch
 
     from halo_core.scoring import ScoringModel
 
     torch.set_num_threads(1)
     scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)
-    out = []
-    for cell, n, seed in work:
-        probability = scorer.predict(source.inject(cell, n, seed))["probability"]
-        out.append({**cell.__dict__, **_tally(int((probability >= model.threshold).sum()), n, minimum)})
-    return out
+    return lambda stamps: int((scorer.predict(stamps)["probability"] >= model.threshold).sum())
+
+
+def _score_cells(model, work: list[tuple[Cell, int, tuple[int, int]]], source: InjectionSource,
+                 minimum: int) -> list[dict]:
+    """One Ray task: a group of (cell, n, seed) rendered and scored with one loaded model."""
+    detect = _scorer(model)
+    return [{**cell.__dict__, **_tally(detect(source.inject(cell, n, seed)), n, minimum)} for cell, n, seed in work]
+
+
+def _score_controls(model, source: InjectionSource, minimum: int) -> dict:
+    """One Ray task: the hosts' own controls scored; above the threshold = a false positive."""
+    controls = source.controls()
+    n, k = len(controls), _scorer(model)(controls)
+    low, high = wilson_interval(k, n)
+    return {"n": n, "above_threshold": k, "rate": k / n, "ci_low": low, "ci_high": high, "measurable": n >= minimum}
 
 
 def _marginal(rows: list[dict], axis: str, minimum: int) -> list[dict]:
@@ -246,7 +265,11 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
             if item[1]:
                 groups.setdefault((item[0].psf_fwhm_arcsec, item[0].psfdepth_r_mag), []).append(item)
         futures = [task.remote(model, items, shared, grid.injections_per_cell) for items in groups.values()]
+        real = source.controls() is not None
+        controls = (ray.remote(num_cpus=1)(_score_controls).remote(model, shared, grid.injections_per_cell)
+                    if real else None)
         rows += [row for result in ray.get(futures) for row in result]
+        controls = ray.get(controls) if real else None
     rows.sort(key=lambda r: tuple(r[a] for a in AXES))
     axes = {a: sorted({getattr(c, a) for c, _ in planned}) for a in AXES}
     return {
@@ -255,6 +278,7 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
         "injections_per_cell": grid.injections_per_cell, "n": sum(r["n"] for r in rows),
         "cells_measurable": sum(r["measurable"] for r in rows),
         "cells": rows, "marginals": {a: _marginal(rows, a, grid.injections_per_cell) for a in AXES},
+        "controls_above_threshold": controls,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -348,6 +372,12 @@ def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
         + f"</td><td>[{_fmt(r['ci_low'], '.2f')}, {_fmt(r['ci_high'], '.2f')}]</td></tr>" for r in result["cells"])
     per_cell = result["injections_per_cell"]
     hosts = _hosts_html(result["hosts"], per_cell)
+    fp = result["controls_above_threshold"]
+    if fp:
+        hosts += (f"<p>The hosts' own cutouts, without an arc: {fp['above_threshold']} of {fp['n']} "
+                  f"({fp['rate']:.2f}, 95 % Wilson [{fp['ci_low']:.2f}, {fp['ci_high']:.2f}]"
+                  f"{'' if fp['measurable'] else ', not measurable'}) at or above the threshold: the model's "
+                  "false-positive rate on these very hosts. A completeness means little where it is high.</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>halo selection function</title>
 <style>body{{font-family:sans-serif;margin:1em}} td,th{{padding:2px 8px;text-align:right}}</style></head><body>
 <h1>Selection function of model {html.escape(result['model_version'])}</h1>

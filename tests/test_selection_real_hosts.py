@@ -131,9 +131,14 @@ def test_completeness_per_cell_counts_one_injection_per_host_and_flags_thin_cell
     assert by_theta[0.8]["n"] == 12 and by_theta[0.8]["measurable"]
     by_depth = {m["value"]: m for m in result["marginals"]["psfdepth_r_mag"]}
     assert sorted(m["n"] for m in by_depth.values()) == [4, 8, 12]  # 1, 2, 3 hosts x 4 cells each
+    # the hosts without an arc, scored the same way: the model's false positives on these hosts
+    fp = result["controls_above_threshold"]
+    assert fp["n"] == 6 and fp["above_threshold"] == int((scorer.predict(source.hosts.controls)["probability"] >= 0.5).sum())
+    assert fp["measurable"] and fp["ci_low"] <= fp["rate"] <= fp["ci_high"]
     html, _ = write_report(result, str(tmp_path))
     page = (tmp_path / "selection_function.html").read_text()
     assert "6 real cutouts from fixtures" in page and "not measurable" in page and "value (median)" in page
+    assert f"without an arc: {fp['above_threshold']} of 6" in page
     written = json.loads((tmp_path / SELECTION_JSON).read_text())
     assert written["hosts"]["bins"] == result["hosts"]["bins"] and written["cells"] == result["cells"]
 
@@ -159,3 +164,4 @@ def test_the_asset_injects_into_the_test_splits_real_hosts(ray_local, trained, f
     assert metadata["cells"].value == 6 and metadata["cells_measurable"].value == 0
     assert all(c["n"] == 1 and not c["measurable"] for c in report["cells"])
     assert set(metadata["measured_bins"].value) == {"psf_fwhm_arcsec", "psfdepth_r_mag"}
+    assert report["controls_above_threshold"]["n"] == 1 and "hosts_without_arc_above_threshold" in metadata
