@@ -185,6 +185,7 @@ class Hosts:
 
 
 def measure_hosts(galaxies: list[RealCutout]) -> Hosts:
+    """The sky, light, PSF and depth of each host (see Hosts), in the order given."""
     sigma = np.stack([sky_sigma(g.cutout) for g in galaxies])
     sky_r = np.array([np.nanmedian(g.cutout[annulus_mask(g.cutout.shape[:2], NOISE_ANNULUS_PX), 1])
                       for g in galaxies])
@@ -205,8 +206,9 @@ def inject_arcs(rng: np.random.Generator, hosts: Hosts, inj: dict, owner: np.nda
                 oversample: int = DEFAULT_OVERSAMPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(stamps, noiseless arcs, magnifications) of injections ``inj`` into hosts ``owner``: each host's
     control plus the arc convolved with its own PSF, plus the arc's Poisson noise at the host's ``gain``."""
-    kernels = moffat_kernel(hosts.fwhm / PIXEL_SCALE_ARCSEC)  # (n, 3, K, K)
-    arc, noise, magnification = render_arcs(rng, inj, np.arange(len(owner)), kernels[owner],
+    used, index = np.unique(owner, return_inverse=True)  # kernels of the hosts used only, once each
+    kernels = moffat_kernel(hosts.fwhm[used] / PIXEL_SCALE_ARCSEC)  # (n, 3, K, K)
+    arc, noise, magnification = render_arcs(rng, inj, np.arange(len(owner)), kernels[index],
                                             gain[owner][:, None, None, None], oversample)
     return (hosts.controls[owner] + (arc + noise)).astype(np.float32), arc, magnification
 

@@ -138,10 +138,10 @@ class RealHostInjections:
         depth_bin, self.depth_bins = _bins(self.hosts.psfdepth_r, DEPTH_BIN_EDGES_MAG)
         psf_value = {b["bin"]: b["value"] for b in self.psf_bins}
         depth_value = {b["bin"]: b["value"] for b in self.depth_bins}
-        self.members: dict[tuple[float, float], np.ndarray] = {}  # (psf, depth) value -> its hosts, in order
+        members: dict[tuple[float, float], list[int]] = {}
         for host, (p, d) in enumerate(zip(psf_bin, depth_bin)):
-            self.members.setdefault((psf_value[p], depth_value[d]), []).append(host)
-        self.members = {k: np.array(v) for k, v in self.members.items()}
+            members.setdefault((psf_value[p], depth_value[d]), []).append(host)
+        self.members = {k: np.array(v) for k, v in members.items()}  # (psf, depth) value -> its hosts
 
     @classmethod
     def held_out(cls, cfg) -> "RealHostInjections":
@@ -266,10 +266,10 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
                 groups.setdefault((item[0].psf_fwhm_arcsec, item[0].psfdepth_r_mag), []).append(item)
         futures = [task.remote(model, items, shared, grid.injections_per_cell) for items in groups.values()]
         real = source.controls() is not None
-        controls = (ray.remote(num_cpus=1)(_score_controls).remote(model, shared, grid.injections_per_cell)
-                    if real else None)
+        false_positives = (ray.remote(num_cpus=1)(_score_controls).remote(model, shared, grid.injections_per_cell)
+                           if real else None)
         rows += [row for result in ray.get(futures) for row in result]
-        controls = ray.get(controls) if real else None
+        controls = ray.get(false_positives) if real else None
     rows.sort(key=lambda r: tuple(r[a] for a in AXES))
     axes = {a: sorted({getattr(c, a) for c, _ in planned}) for a in AXES}
     return {
