@@ -1,6 +1,7 @@
 """The survey side of the graph (DESIGN §8 "Scale"), downstream of the production model, on Ray:
-`candidate_catalog` (partitioned by brick, registered by `new_cutouts_sensor` as input files appear)
-and `selection_function` (injection-recovery grid)."""
+`candidate_catalog` (partitioned by brick, registered by `new_cutouts_sensor` as input files appear),
+`candidate_gallery` (the survey-wide top candidates across its bricks) and `selection_function`
+(injection-recovery grid)."""
 
 import hashlib
 import json
@@ -13,7 +14,15 @@ from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.model.registry import RegistryError, production
 from halo_core.model.registry import production_model as registry_production_model
-from halo_core.survey.candidates import CatalogModel, CatalogReport, brick_index, build_catalog, publish
+from halo_core.survey.candidates import (
+    CatalogModel,
+    CatalogReport,
+    brick_index,
+    brick_versions,
+    build_catalog,
+    publish,
+    summarize,
+)
 from halo_core.survey.selection import selection_function as measure_selection_function
 from halo_core.survey.selection import write_report
 
@@ -93,6 +102,35 @@ def candidate_catalog(context: dg.AssetExecutionContext, halo: HaloSettings) -> 
     )
 
 
+# Unpartitioned downstream of the brick partitions: it depends on all of them, so any newly scored
+# brick marks it stale, and it waits until no registered brick is missing before it runs by itself.
+@dg.asset(deps=[candidate_catalog], group_name="catalog", kinds={"html"},
+          automation_condition=dg.AutomationCondition.eager())
+def candidate_gallery(halo: HaloSettings) -> dg.MaterializeResult:
+    """The survey-wide gallery and summary: the top `catalog.gallery_top_n` candidates across every
+    materialized brick of `candidate_catalog` scored by the production model. Bricks scored by
+    another model version are not comparable: left out and listed, to be re-materialized."""
+    cfg = halo.config()
+    model = production_model(halo)
+    out = halo.uri("candidate_catalog")
+    versions = brick_versions(out)
+    current = [b for b, v in versions.items() if model.version in v]
+    if not current:
+        raise dg.Failure(f"no brick under {out} was scored by the production model {model.version} (bricks: "
+                         f"{versions or 'none'}): materialize candidate_catalog's partitions first")
+    report = summarize(out, model, None, cfg.catalog.gallery_top_n)
+    summary, gallery = publish(report, model)
+    return dg.MaterializeResult(metadata={
+        "gallery": dg.MetadataValue.path(gallery), "summary": dg.MetadataValue.path(summary),
+        "model_version": model.version, "bricks": len(current), "rows": report.rows, "scored": report.scored,
+        "above_threshold": report.above_threshold, "share_above_threshold": number(report.share_above),
+        "threshold": number(model.threshold),
+        "bricks_other_model": dg.MetadataValue.json({b: v for b, v in versions.items() if v != [model.version]}),
+        "top": table([{k: c[k] for k in ("galaxy_id", "brick", "ra", "dec", "score", "probability")}
+                      for c in report.top[:10]]),
+    })
+
+
 def _fingerprint(items: list) -> str:
     return hashlib.sha256(json.dumps(items, default=str).encode()).hexdigest()[:16]
 
@@ -127,7 +165,9 @@ def new_cutouts_sensor(context: dg.SensorEvaluationContext, halo: HaloSettings):
 @dg.asset(deps=[promoted_model], group_name="survey", kinds={"ray", "html"}, partitions_def=PROFILES)
 def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
     """Completeness of the production model at its operating threshold over the (theta_E, PSF, depth,
-    source magnitude) grid of `selection_function` in the config, by injection-recovery on Ray."""
+    source magnitude) grid of `selection_function` in the config, by injection-recovery on Ray: into
+    the test split's real cutouts of `lrg_cutouts_path` when set (PSF and depth binned from the hosts'
+    measured values), else into simulated hosts."""
     cfg = halo.config()
     model = production_model(halo)
     if model.threshold is None:
@@ -140,10 +180,16 @@ def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
             "model_version": model.version})
     result = measure_selection_function(cfg, model)
     html, plots = write_report(result, halo.uri("selection_function"))
+    hosts = result["hosts"]
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(html), "model_version": result["model_version"],
         "threshold": number(result["threshold"]), "operating_fpr": result["operating_fpr"],
-        "injections": result["n"], "cells": len(result["cells"]), "seconds": result["seconds"],
+        "hosts": hosts["source"], "injections": result["n"], "cells": len(result["cells"]),
+        "cells_measurable": result["cells_measurable"], "seconds": result["seconds"],
+        **({"n_hosts": hosts["n_hosts"], "hosts_selected": hosts["selected"],
+            "measured_bins": dg.MetadataValue.json(hosts["bins"]),
+            "hosts_without_arc_above_threshold": number(result["controls_above_threshold"]["rate"])}
+           if hosts["source"] == "real" else {}),
         "completeness_by_theta_e": table(result["marginals"]["theta_e_arcsec"]),
-        "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude"),
+        "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude", None),
     })

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
+from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
+
 # 0.5 % and 99.5 % instead of min/max: the catalogue has a few r < 10 outliers (stars/blends).
 QUANTILE_LEVELS = np.array([0.005, *np.arange(1, 20) * 0.05, 0.995])
 R_MAG_QUANTILES = np.array([
@@ -36,6 +38,22 @@ AB_ZERO_POINT_MAG = 22.5  # nanomaggy zero point
 def mag_to_flux_nmgy(mag: np.ndarray) -> np.ndarray:
     """AB magnitude -> flux in nanomaggies."""
     return 10.0 ** ((AB_ZERO_POINT_MAG - np.asarray(mag)) / 2.5)
+
+
+def _psf_sigma_px(fwhm_arcsec) -> np.ndarray:
+    return np.asarray(fwhm_arcsec) / PIXEL_SCALE_ARCSEC / 2.3548
+
+
+# A Gaussian PSF's noise-equivalent area is 4 pi sigma_psf^2 pixels.
+def point_source_depth(sky_sigma_r, fwhm_r_arcsec) -> np.ndarray:
+    """5-sigma point-source r depth (AB mag, the catalogue's psfdepth_r) of a sky sigma (nmgy/px) and PSF FWHM."""
+    return AB_ZERO_POINT_MAG - 2.5 * np.log10(5.0 * np.asarray(sky_sigma_r) * np.sqrt(4.0 * np.pi)
+                                              * _psf_sigma_px(fwhm_r_arcsec))
+
+
+def sky_sigma_for_depth(psfdepth_r_mag, fwhm_r_arcsec) -> np.ndarray:
+    """The sky sigma (nmgy/px) that gives this 5-sigma point-source depth: point_source_depth inverted."""
+    return mag_to_flux_nmgy(psfdepth_r_mag) / (5.0 * np.sqrt(4.0 * np.pi) * _psf_sigma_px(fwhm_r_arcsec))
 
 
 def draw_lrg_mags(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from halo_core import uris
 from halo_core.config import SimulationConfig
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
-from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
+from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy, point_source_depth
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import DEFAULT_OVERSAMPLE, render_lensed_sersic, render_sersic
@@ -216,9 +216,7 @@ def draw_split(rng: np.random.Generator, bricks, n_lrg: int, lrgs_per_brick: int
     seeing = np.exp(rng.normal(0.0, DR_SEEING_SIGMA if randomize else 0.1, n_bricks))
     brick_fwhm = PSF_FWHM_ARCSEC[None, :] * seeing[:, None]  # (n_bricks, 3) arcsec
     brick_sky = rng.uniform(SKY_SIGMA_NMGY[:, 0], SKY_SIGMA_NMGY[:, 1], (n_bricks, 3))
-    # point-source 5-sigma depth with a Gaussian-PSF noise-equivalent area 4 pi sigma_psf^2
-    sigma_psf_px = brick_fwhm[:, 1] / PIXEL_SCALE_ARCSEC / 2.3548
-    psfdepth_r = 22.5 - 2.5 * np.log10(5.0 * brick_sky[:, 1] * np.sqrt(4.0 * np.pi) * sigma_psf_px)
+    psfdepth_r = point_source_depth(brick_sky[:, 1], brick_fwhm[:, 1])
     brick_ebv = np.exp(rng.normal(np.log(0.03), 0.6, n_bricks))
     region = first_region + np.arange(n_bricks) // BRICKS_PER_REGION
 

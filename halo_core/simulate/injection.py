@@ -40,7 +40,7 @@ from halo_core.data.stamps import (
     read_cutout,
 )
 from halo_core.errors import ContractError, StampDecodeError
-from halo_core.simulate.catalog import AB_ZERO_POINT_MAG
+from halo_core.simulate.catalog import AB_ZERO_POINT_MAG, point_source_depth
 from halo_core.simulate.dataset import (
     DEPTH_BIN_EDGES_MAG,
     GAIN_E_PER_NMGY,
@@ -177,6 +177,49 @@ def psf_fwhm(meta: dict) -> tuple[np.ndarray, str]:
     return DEFAULT_PSF_FWHM_ARCSEC.copy(), "default"
 
 
+@dataclass(frozen=True)
+class Hosts:
+    """What an injection needs of its real hosts, measured once from their cutouts and metadata."""
+
+    controls: np.ndarray  # (n, 3, 64, 64) the central crops
+    sigma: np.ndarray  # (n, 3) sky sigma of the outer annulus (sky_sigma)
+    light: np.ndarray  # (n, 2) axis ratio and position angle of the galaxy's light (light_moments)
+    deflector_r: np.ndarray  # (n,) r magnitude in the central 21x21 px (5.5") box, sky subtracted
+    fwhm: np.ndarray  # (n, 3) per-band PSF FWHM (arcsec), psf_fwhm
+    psf_source: list[str]  # "metadata" or "default", per host
+    psfdepth_r: np.ndarray  # (n,) the metadata's psfdepth_r, else point_source_depth of sigma and fwhm
+    depth_source: list[str]  # "metadata" or "sky_sigma", per host
+
+
+def measure_hosts(galaxies: list[RealCutout]) -> Hosts:
+    """The sky, light, PSF and depth of each host (see Hosts), in the order given."""
+    sigma = np.stack([sky_sigma(g.cutout) for g in galaxies])
+    sky_r = np.array([np.nanmedian(g.cutout[annulus_mask(g.cutout.shape[:2], NOISE_ANNULUS_PX), 1])
+                      for g in galaxies])
+    light = np.array([light_moments(g.control[1], s) for g, s in zip(galaxies, sky_r)])
+    core = np.array([np.nansum(g.control[1, 22:43, 22:43]) - 441 * s for g, s in zip(galaxies, sky_r)])
+    psf = [psf_fwhm(g.meta) for g in galaxies]
+    fwhm = np.stack([f for f, _ in psf])
+    listed = np.array([float(g.meta.get("psfdepth_r", np.nan)) for g in galaxies])
+    measured = np.isfinite(listed)
+    return Hosts(controls=np.stack([g.control for g in galaxies]), sigma=sigma, light=light,
+                 deflector_r=AB_ZERO_POINT_MAG - 2.5 * np.log10(np.clip(core, 1e-3, None)), fwhm=fwhm,
+                 psf_source=[s for _, s in psf],
+                 psfdepth_r=np.where(measured, listed, point_source_depth(sigma[:, 1], fwhm[:, 1])),
+                 depth_source=["metadata" if m else "sky_sigma" for m in measured])
+
+
+def inject_arcs(rng: np.random.Generator, hosts: Hosts, inj: dict, owner: np.ndarray, gain: np.ndarray,
+                oversample: int = DEFAULT_OVERSAMPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stamps, noiseless arcs, magnifications) of injections ``inj`` into hosts ``owner``: each host's
+    control plus the arc convolved with its own PSF, plus the arc's Poisson noise at the host's ``gain``."""
+    used, index = np.unique(owner, return_inverse=True)  # kernels of the hosts used only, once each
+    kernels = moffat_kernel(hosts.fwhm[used] / PIXEL_SCALE_ARCSEC)  # (n, 3, K, K)
+    arc, noise, magnification = render_arcs(rng, inj, np.arange(len(owner)), kernels[index],
+                                            gain[owner][:, None, None, None], oversample)
+    return (hosts.controls[owner] + (arc + noise)).astype(np.float32), arc, magnification
+
+
 def assign_splits(bricks: list[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
     """brick -> split: bricks in a seeded order, the first val/test fractions to val and test (at
     least one each), the rest to train; every split needs a brick, so at least three."""
@@ -257,31 +300,20 @@ def inject_cutouts(galaxies: list[RealCutout], out_dir, *, injections_per_galaxy
         for chunk_index, start in enumerate(range(0, len(members), _GALAXY_CHUNK)):
             chunk = members[start:start + _GALAXY_CHUNK]
             rng = np.random.default_rng([seed, 3, split_index, chunk_index])
-            sigma = np.stack([sky_sigma(g.cutout) for g in chunk])
-            sky_r = np.array([np.nanmedian(g.cutout[annulus_mask(g.cutout.shape[:2], NOISE_ANNULUS_PX), 1])
-                              for g in chunk])
-            light = np.array([light_moments(g.control[1], s) for g, s in zip(chunk, sky_r)])  # (n, 2) q, phi
-            core = np.array([np.nansum(g.control[1, 22:43, 22:43]) - 441 * s for g, s in zip(chunk, sky_r)])
-            deflector_r = AB_ZERO_POINT_MAG - 2.5 * np.log10(np.clip(core, 1e-3, None))  # 21x21 px (5.5") box
-            psf = [psf_fwhm(g.meta) for g in chunk]
-            fwhm = np.stack([f for f, _ in psf])
+            hosts = measure_hosts(chunk)
             gain = rng.uniform(*GAIN_E_PER_NMGY, len(chunk))
             owner = np.repeat(np.arange(len(chunk)), injections_per_galaxy)
-            inj = draw_injections(rng, owner, light[:, 0], light[:, 1], deflector_r)
-            kernels = moffat_kernel(fwhm / PIXEL_SCALE_ARCSEC)  # (n, 3, K, K)
-            arc, noise, magnification = render_arcs(rng, inj, np.arange(len(owner)), kernels[owner],
-                                                    gain[owner][:, None, None, None], oversample)
-            controls = np.stack([g.control for g in chunk])
-            stamps = (controls[owner] + (arc + noise)).astype(np.float32)
+            inj = draw_injections(rng, owner, hosts.light[:, 0], hosts.light[:, 1], hosts.deflector_r)
+            stamps, arc, magnification = inject_arcs(rng, hosts, inj, owner, gain, oversample)
             region = np.array([region_of[str(g.meta["brickname"])] for g in chunk])
-            frame = _rows(chunk, split, inj, owner, stamps, arc, magnification, sigma, fwhm, [s for _, s in psf],
-                          light, gain, region, seed, injections_per_galaxy)
+            frame = _rows(chunk, split, inj, owner, stamps, arc, magnification, hosts.sigma, hosts.fwhm,
+                          hosts.psf_source, hosts.light, gain, region, seed, injections_per_galaxy)
             path = split_dir / f"part-{chunk_index:05d}.parquet"
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
             n_rows += len(frame)
             snr.append(frame["arc_snr"].to_numpy())
-            for _, source in psf:
+            for source in hosts.psf_source:
                 report["psf_source"][source] += 1
         report["galaxies"][split], report["rows"][split] = len(members), n_rows
         report["bricks"][split] = sorted({str(g.meta["brickname"]) for g in members})

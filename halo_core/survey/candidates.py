@@ -283,13 +283,20 @@ class CatalogReport:
         return d
 
 
+def _catalog_dataset(out_dir: str) -> pads.Dataset:
+    fs, path = _arrow_fs(out_dir) if uris.is_remote(out_dir) else (None, out_dir)
+    return pads.dataset(path, format="parquet", partitioning=BRICK_PARTITIONING, filesystem=fs)
+
+
 def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n: int) -> CatalogReport:
-    """Counts and the top candidates of the written partitions, read back batch by batch."""
+    """Counts and the top candidates of the written partitions scored by ``model`` (rows another
+    model version scored are not comparable and left out), read back batch by batch."""
     report = CatalogReport(out_dir, model.version, model.operating_fpr, model.threshold,
                            expected_share_above=model.expected_share_above())
-    fs, path = _arrow_fs(out_dir) if uris.is_remote(out_dir) else (None, out_dir)
-    data = pads.dataset(path, format="parquet", partitioning=BRICK_PARTITIONING, filesystem=fs)
-    wanted = None if bricks is None else pads.field("brick").isin(bricks)
+    data = _catalog_dataset(out_dir)
+    wanted = pads.field("model_version") == model.version
+    if bricks is not None:
+        wanted &= pads.field("brick").isin(bricks)
     top = pd.DataFrame()
     for batch in data.to_batches(filter=wanted):
         df = batch.to_pandas()
@@ -355,10 +362,22 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
 
 
 def read_catalog(out_dir: str, bricks: list[str] | None = None) -> pd.DataFrame:
-    fs, path = _arrow_fs(out_dir) if uris.is_remote(out_dir) else (None, out_dir)
-    data = pads.dataset(path, format="parquet", partitioning=BRICK_PARTITIONING, filesystem=fs)
-    table = data.to_table(filter=None if bricks is None else pads.field("brick").isin(bricks))
+    table = _catalog_dataset(out_dir).to_table(filter=None if bricks is None else pads.field("brick").isin(bricks))
     return table.to_pandas()
+
+
+def brick_versions(out_dir: str) -> dict[str, list[str]]:
+    """brick -> the model versions its rows were scored with, for every brick partition written
+    under ``out_dir`` (two columns read); empty when there is none."""
+    fs, path = uris.filesystem(out_dir)
+    if not fs.exists(path):
+        return {}
+    table = _catalog_dataset(out_dir).to_table(columns=["brick", "model_version"])
+    pairs = table.group_by(["brick", "model_version"]).aggregate([]).to_pylist()
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        out.setdefault(pair["brick"], []).append(pair["model_version"])
+    return {b: sorted(v) for b, v in sorted(out.items())}
 
 
 def publish(report: CatalogReport, model: CatalogModel, name: str = "index") -> tuple[str, str]:

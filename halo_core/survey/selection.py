@@ -1,11 +1,16 @@
 """The selection function: completeness of the production model at its operating threshold over a
 grid of (theta_E, PSF FWHM, depth, source magnitude), by injection-recovery on Ray (DESIGN §8, §9).
 
-Each cell gets ``injections_per_cell`` lenses, each in its own host (one injection per host, so the
-counts are independent trials and the Wilson interval holds). Where the injections come from is a
-seam: ``SimulatedInjections`` (the default) renders the embedded simulator's LRGs observed at the
-cell's PSF and depth; injections into real cutouts, whose PSF and depth are measured rather than
-imposed, plug in as another ``InjectionSource`` with bins of the hosts' values as its axes.
+One injection per host per cell, so a cell's counts are independent trials and the Wilson interval
+holds. Where the hosts come from is a seam, ``InjectionSource``:
+- ``SimulatedInjections`` (no real cutouts configured): the embedded simulator's LRGs observed at the
+  cell's PSF and depth, ``injections_per_cell`` of them per cell;
+- ``RealHostInjections`` (``lrg_cutouts_path`` set): real cutouts, whose PSF and depth are measured,
+  not imposed. Those axes become bins of the hosts' own values (the paired schema's psf_bin and
+  depth_bin edges), each host lands in the cell of its measured values, and a cell's n is the number
+  of its hosts: below ``injections_per_cell`` it is reported, with its n, as not measurable. Only the
+  hosts of the test split's bricks are used: the model trained on arcs in the others.
+theta_E and the source magnitude are imposed on the injected lens in both.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Protocol
 import numpy as np
 
 from halo_core import uris
-from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
+from halo_core.errors import ContractError
 from halo_core.evaluation.metrics import wilson_interval
 from halo_core.ray_runtime import ray_session
+from halo_core.simulate.dataset import DEPTH_BIN_EDGES_MAG, PSF_BIN_EDGES_ARCSEC
 
 AXES = ("theta_e_arcsec", "psf_fwhm_arcsec", "psfdepth_r_mag", "source_r_mag")
 SELECTION_JSON = "selection_function.json"
@@ -39,16 +45,48 @@ class Cell:
 
 
 class InjectionSource(Protocol):
+    def cells(self, grid) -> list[tuple[Cell, int]]:
+        """Every cell of the grid (a SelectionFunctionConfig) with the injections it gets."""
+
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         """(n, 3, 64, 64) g,r,z nanomaggies: n hosts, each with one lens of the cell's parameters."""
+
+    def describe(self) -> dict:
+        """What the report says of the hosts."""
+
+    def controls(self) -> np.ndarray | None:
+        """(n, 3, 64, 64) the real hosts without an arc (None for simulated ones): the share the model
+        puts above the threshold is its false-positive rate on these very hosts, beside their completeness."""
+
+
+def _impose(inj: dict, cell: Cell, n: int) -> None:
+    """The cell's theta_E and source r magnitude on drawn injections; the rest of the prior kept."""
+    from halo_core.simulate.catalog import mag_to_flux_nmgy
+
+    colours = inj["src_flux"] / inj["src_flux"][:, 1:2]  # the drawn g-r, r-z colours kept
+    # the source offsets were drawn in units of the drawn theta_E: rescale them to the cell's
+    scale = cell.theta_e_arcsec / inj["theta_e"]
+    inj["src_x"], inj["src_y"] = inj["src_x"] * scale, inj["src_y"] * scale
+    inj["theta_e"] = np.full(n, cell.theta_e_arcsec)
+    inj["src_flux"] = colours * mag_to_flux_nmgy(np.full(n, cell.source_r_mag))[:, None]
 
 
 class SimulatedInjections:
     """The embedded simulator's hosts and lenses (halo_core.simulate), with the cell's theta_E and
     source magnitude imposed on the lens and its PSF and depth on the observation."""
 
+    def cells(self, grid) -> list[tuple[Cell, int]]:
+        return [(Cell(*values), grid.injections_per_cell)
+                for values in itertools.product(*(getattr(grid, axis) for axis in AXES))]
+
+    def describe(self) -> dict:
+        return {"source": "simulated"}
+
+    def controls(self) -> None:
+        return None
+
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
-        from halo_core.simulate.catalog import mag_to_flux_nmgy
+        from halo_core.simulate.catalog import sky_sigma_for_depth
         from halo_core.simulate.dataset import PSF_FWHM_ARCSEC, SKY_SIGMA_NMGY, draw_split, render_chunk
         from halo_core.simulate.source import DEFAULT_OVERSAMPLE
 
@@ -58,15 +96,9 @@ class SimulatedInjections:
         lrg["fwhm"] = PSF_FWHM_ARCSEC * (cell.psf_fwhm_arcsec / PSF_FWHM_ARCSEC[1]) * np.exp(rng.normal(0, 0.03, (n, 3)))
         # depth: the sky sigma that gives this 5-sigma point-source depth (the simulator's psfdepth_r,
         # inverted); g and z keep their nominal ratios to r
-        sigma_psf_px = cell.psf_fwhm_arcsec / PIXEL_SCALE_ARCSEC / 2.3548
-        sky_r = 10 ** ((22.5 - cell.psfdepth_r_mag) / 2.5) / (5.0 * np.sqrt(4.0 * np.pi) * sigma_psf_px)
+        sky_r = sky_sigma_for_depth(cell.psfdepth_r_mag, cell.psf_fwhm_arcsec)
         lrg["sky"] = np.tile(SKY_SIGMA_NMGY.mean(axis=1) / SKY_SIGMA_NMGY[1].mean() * sky_r, (n, 1))
-        colours = inj["src_flux"] / inj["src_flux"][:, 1:2]  # the drawn g-r, r-z colours kept
-        # the source offsets were drawn in units of the drawn theta_E: rescale them to the cell's
-        scale = cell.theta_e_arcsec / inj["theta_e"]
-        inj["src_x"], inj["src_y"] = inj["src_x"] * scale, inj["src_y"] * scale
-        inj["theta_e"] = np.full(n, cell.theta_e_arcsec)
-        inj["src_flux"] = colours * mag_to_flux_nmgy(np.full(n, cell.source_r_mag))[:, None]
+        _impose(inj, cell, n)
         inj["masked"][:] = False
         inj["nan"][:] = False
         stamps = [render_chunk(rng, lrg, inj, idx, DEFAULT_OVERSAMPLE).stamps
@@ -74,41 +106,142 @@ class SimulatedInjections:
         return np.concatenate(stamps)
 
 
+def _bins(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Each value's bin (np.digitize on ``edges``: open below the first and above the last edge) and
+    the occupied bins, each named by the median of its hosts' values (the cell's value on that axis)."""
+    index = np.digitize(values, edges)
+    bins = []
+    for b in sorted(set(index.tolist())):
+        members = values[index == b]
+        bins.append({"bin": b, "low": float(edges[b - 1]) if b > 0 else None,
+                     "high": float(edges[b]) if b < len(edges) else None,
+                     "value": round(float(np.median(members)), 3), "n_hosts": int(len(members))})
+    return index, bins
+
+
+class RealHostInjections:
+    """Lenses injected into real cutouts (halo_core.simulate.injection): the host, its neighbours, sky and noise
+    are real; the arc is the simulator's, convolved with the host's PSF, with the cell's theta_E and
+    source magnitude. The PSF and depth of a cell are bins of the hosts' measured values."""
+
+    def __init__(self, galaxies: list, path: str = "", selected: str = ""):
+        from halo_core.simulate.injection import measure_hosts
+
+        if not galaxies:
+            raise ContractError(f"{path}: no real hosts for the selection function ({selected or 'none given'})")
+        self.hosts = measure_hosts(galaxies)
+        self.galaxy_ids = [g.galaxy_id for g in galaxies]
+        self.bricks = sorted({str(g.meta["brickname"]) for g in galaxies})
+        self.path, self.selected = path, selected
+        psf_bin, self.psf_bins = _bins(self.hosts.fwhm[:, 1], PSF_BIN_EDGES_ARCSEC)
+        depth_bin, self.depth_bins = _bins(self.hosts.psfdepth_r, DEPTH_BIN_EDGES_MAG)
+        psf_value = {b["bin"]: b["value"] for b in self.psf_bins}
+        depth_value = {b["bin"]: b["value"] for b in self.depth_bins}
+        members: dict[tuple[float, float], list[int]] = {}
+        for host, (p, d) in enumerate(zip(psf_bin, depth_bin)):
+            members.setdefault((psf_value[p], depth_value[d]), []).append(host)
+        self.members = {k: np.array(v) for k, v in members.items()}  # (psf, depth) value -> its hosts
+
+    @classmethod
+    def held_out(cls, cfg) -> "RealHostInjections":
+        """The hosts of ``lrg_cutouts_path`` in the test split's bricks, split as paired_stamps splits
+        them (``injection`` fractions and seed): the others' arcs trained and calibrated the model."""
+        from halo_core.simulate.injection import assign_splits, read_cutouts
+
+        galaxies = read_cutouts(cfg.lrg_cutouts_path)
+        inj = cfg.injection
+        split = assign_splits([str(g.meta["brickname"]) for g in galaxies],
+                              {"val": inj.val_fraction, "test": inj.test_fraction}, inj.seed)
+        test = [g for g in galaxies if split[str(g.meta["brickname"])] == "test"]
+        return cls(test, cfg.lrg_cutouts_path, f"{len(test)} of {len(galaxies)} cutouts, those in the test "
+                                               "split's bricks")
+
+    def cells(self, grid) -> list[tuple[Cell, int]]:
+        return [(Cell(t, p["value"], d["value"], m), len(self.members.get((p["value"], d["value"]), ())))
+                for t in grid.theta_e_arcsec for p in self.psf_bins for d in self.depth_bins
+                for m in grid.source_r_mag]
+
+    def describe(self) -> dict:
+        from collections import Counter
+
+        return {"source": "real", "path": self.path, "selected": self.selected, "n_hosts": len(self.galaxy_ids),
+                "bricks": self.bricks,
+                "psf_source": dict(Counter(self.hosts.psf_source)),
+                "depth_source": dict(Counter(self.hosts.depth_source)),
+                "bins": {"psf_fwhm_arcsec": self.psf_bins, "psfdepth_r_mag": self.depth_bins}}
+
+    def controls(self) -> np.ndarray:
+        return self.hosts.controls
+
+    def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
+        from halo_core.simulate.dataset import GAIN_E_PER_NMGY, draw_injections
+        from halo_core.simulate.injection import inject_arcs
+
+        owner = self.members[(cell.psf_fwhm_arcsec, cell.psfdepth_r_mag)]
+        if n != len(owner):
+            raise ValueError(f"{cell}: {len(owner)} hosts, asked for {n} injections (one per host)")
+        rng = np.random.default_rng(seed)
+        gain = np.zeros(len(self.galaxy_ids))
+        gain[owner] = rng.uniform(*GAIN_E_PER_NMGY, n)
+        inj = draw_injections(rng, owner, self.hosts.light[:, 0], self.hosts.light[:, 1], self.hosts.deflector_r)
+        _impose(inj, cell, n)
+        return inject_arcs(rng, self.hosts, inj, owner, gain)[0]
+
+
+def injection_source(cfg) -> InjectionSource:
+    """Real hosts where real cutouts are configured, else the simulator's."""
+    return RealHostInjections.held_out(cfg) if cfg.lrg_cutouts_path else SimulatedInjections()
+
+
 def cells(cfg) -> list[Cell]:
-    grid = cfg.selection_function
-    return [Cell(*values) for values in itertools.product(*(getattr(grid, axis) for axis in AXES))]
+    return [c for c, _ in SimulatedInjections().cells(cfg.selection_function)]
 
 
-def _score_cells(model, cell_list: list[Cell], n: int, seeds: list[tuple[int, int]], source: InjectionSource) -> list[dict]:
-    """One Ray task: a group of cells rendered and scored with one loaded model."""
+def _tally(detected: int, n: int, minimum: int) -> dict:
+    """A completeness with its n and 95 % Wilson interval; below ``minimum`` trials it is not measurable
+    (the numbers stay, so a reader sees how little there is)."""
+    low, high = wilson_interval(detected, n) if n else (None, None)
+    return {"n": n, "detected": detected, "completeness": detected / n if n else None, "ci_low": low, "ci_high": high,
+            "measurable": n >= minimum}
+
+
+def _scorer(model):
     import torch
 
     from halo_core.survey.scoring import ScoringModel
 
     torch.set_num_threads(1)
     scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)
-    out = []
-    for cell, seed in zip(cell_list, seeds):
-        probability = scorer.predict(source.inject(cell, n, seed))["probability"]
-        detected = int((probability >= model.threshold).sum())
-        low, high = wilson_interval(detected, n)
-        out.append({**cell.__dict__, "n": n, "detected": detected, "completeness": detected / n,
-                    "ci_low": low, "ci_high": high})
-    return out
+    return lambda stamps: int((scorer.predict(stamps)["probability"] >= model.threshold).sum())
 
 
-def _marginal(rows: list[dict], axis: str) -> list[dict]:
+def _score_cells(model, work: list[tuple[Cell, int, tuple[int, int]]], source: InjectionSource,
+                 minimum: int) -> list[dict]:
+    """One Ray task: a group of (cell, n, seed) rendered and scored with one loaded model."""
+    detect = _scorer(model)
+    return [{**cell.__dict__, **_tally(detect(source.inject(cell, n, seed)), n, minimum)} for cell, n, seed in work]
+
+
+def _score_controls(model, source: InjectionSource, minimum: int) -> dict:
+    """One Ray task: the hosts' own controls scored; above the threshold = a false positive."""
+    controls = source.controls()
+    n, k = len(controls), _scorer(model)(controls)
+    low, high = wilson_interval(k, n)
+    return {"n": n, "above_threshold": k, "rate": k / n, "ci_low": low, "ci_high": high, "measurable": n >= minimum}
+
+
+def _marginal(rows: list[dict], axis: str, minimum: int) -> list[dict]:
     out = []
     for value in sorted({r[axis] for r in rows}):
         n = sum(r["n"] for r in rows if r[axis] == value)
         k = sum(r["detected"] for r in rows if r[axis] == value)
-        low, high = wilson_interval(k, n)
-        out.append({"value": value, "n": n, "detected": k, "completeness": k / n, "ci_low": low, "ci_high": high})
+        out.append({"value": value, **_tally(k, n, minimum)})
     return out
 
 
 def selection_function(cfg, model, *, source: InjectionSource | None = None, num_cpus: int | None = None) -> dict:
-    """Completeness per cell and per axis of ``model`` (a CatalogModel) at its operating threshold."""
+    """Completeness per cell and per axis of ``model`` (a CatalogModel) at its operating threshold, with
+    the hosts of ``injection_source(cfg)`` unless ``source`` is given."""
     import ray
 
     from halo_core.errors import CheckpointError
@@ -117,24 +250,34 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
         raise CheckpointError(f"{model.path}: its card has no measured threshold at FPR {model.operating_fpr:g} "
                               "(too few distinct test negatives); the selection function needs one")
     started = time.perf_counter()
-    grid, source = cfg.selection_function, source or SimulatedInjections()
-    all_cells = cells(cfg)
-    seeds = [(grid.seed, i) for i in range(len(all_cells))]  # a cell's injections do not depend on the grouping
+    grid, source = cfg.selection_function, source or injection_source(cfg)
+    planned = source.cells(grid)
+    # a cell's injections depend on its place in the grid only, not on the grouping into tasks
+    work = [(cell, n, (grid.seed, i)) for i, (cell, n) in enumerate(planned)]
+    rows = [{**cell.__dict__, **_tally(0, 0, grid.injections_per_cell)} for cell, n, _ in work if n == 0]
     with ray_session(num_cpus):
         task = ray.remote(num_cpus=1)(_score_cells)
+        shared = ray.put(source)  # once, not once per task: real hosts carry their images
         # one task per (PSF, depth) pair of cells: the model is loaded once per task, not per cell
-        groups: dict[tuple, list[int]] = {}
-        for i, c in enumerate(all_cells):
-            groups.setdefault((c.psf_fwhm_arcsec, c.psfdepth_r_mag), []).append(i)
-        futures = [task.remote(model, [all_cells[i] for i in idx], grid.injections_per_cell, [seeds[i] for i in idx],
-                               source) for idx in groups.values()]
-        rows = [row for result in ray.get(futures) for row in result]
+        groups: dict[tuple, list] = {}
+        for item in work:
+            if item[1]:
+                groups.setdefault((item[0].psf_fwhm_arcsec, item[0].psfdepth_r_mag), []).append(item)
+        futures = [task.remote(model, items, shared, grid.injections_per_cell) for items in groups.values()]
+        real = source.controls() is not None
+        false_positives = (ray.remote(num_cpus=1)(_score_controls).remote(model, shared, grid.injections_per_cell)
+                           if real else None)
+        rows += [row for result in ray.get(futures) for row in result]
+        controls = ray.get(false_positives) if real else None
     rows.sort(key=lambda r: tuple(r[a] for a in AXES))
+    axes = {a: sorted({getattr(c, a) for c, _ in planned}) for a in AXES}
     return {
         "model_version": model.version, "operating_fpr": model.operating_fpr, "threshold": model.threshold,
-        "injections": type(source).__name__, "axes": {a: list(getattr(grid, a)) for a in AXES},
+        "injections": type(source).__name__, "hosts": source.describe(), "axes": axes,
         "injections_per_cell": grid.injections_per_cell, "n": sum(r["n"] for r in rows),
-        "cells": rows, "marginals": {a: _marginal(rows, a) for a in AXES},
+        "cells_measurable": sum(r["measurable"] for r in rows),
+        "cells": rows, "marginals": {a: _marginal(rows, a, grid.injections_per_cell) for a in AXES},
+        "controls_above_threshold": controls,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -150,7 +293,7 @@ def _png(fig) -> bytes:
 
 def plots(result: dict) -> dict[str, bytes]:
     """PNGs: the marginal completeness curves with their Wilson intervals, and the heat map of
-    theta_E x source magnitude pooled over PSF and depth."""
+    theta_E x source magnitude pooled over PSF and depth; not-measurable points are grey, with their n."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,11 +301,15 @@ def plots(result: dict) -> dict[str, bytes]:
 
     fig, axes = plt.subplots(1, len(AXES), figsize=(4 * len(AXES), 3.2), sharey=True)
     for ax, axis in zip(axes, AXES):
-        m = result["marginals"][axis]
-        x = [r["value"] for r in m]
-        y = np.array([r["completeness"] for r in m])
-        err = [y - [r["ci_low"] for r in m], [r["ci_high"] for r in m] - y]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3)
+        m = [r for r in result["marginals"][axis] if r["n"]]
+        for measurable, style in ((True, {"marker": "o"}), (False, {"marker": "x", "color": "grey", "ls": "none"})):
+            part = [r for r in m if r["measurable"] == measurable]
+            y = np.array([r["completeness"] for r in part])
+            err = [y - [r["ci_low"] for r in part], [r["ci_high"] for r in part] - y]
+            ax.errorbar([r["value"] for r in part], y, yerr=err, capsize=3, **style)
+        for r in m:
+            ax.annotate(f"n={r['n']}", (r["value"], r["completeness"]), fontsize=7, textcoords="offset points",
+                        xytext=(3, 3))
         ax.set(xlabel=axis, ylim=(0, 1.02))
     axes[0].set_ylabel(f"completeness at p >= {result['threshold']:.3g}")
     curves = _png(fig)
@@ -174,14 +321,41 @@ def plots(result: dict) -> dict[str, bytes]:
         i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
         k[i, j] += r["detected"]
         n[i, j] += r["n"]
+    measurable = n >= result["injections_per_cell"]
+    completeness = np.where(measurable, k / np.maximum(n, 1), np.nan)
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    image = ax.imshow(k / n, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    image = ax.imshow(completeness, origin="lower", vmin=0, vmax=1, cmap=plt.get_cmap("viridis").with_extremes(
+        bad="lightgrey"), aspect="auto")
     ax.set(xticks=range(len(theta)), xticklabels=[f"{t:g}" for t in theta], xlabel="theta_E (arcsec)",
            yticks=range(len(mags)), yticklabels=[f"{m:g}" for m in mags], ylabel="source r mag")
-    for (i, j), c in np.ndenumerate(k / n):
-        ax.text(j, i, f"{c:.2f}\nn={int(n[i, j])}", ha="center", va="center", color="w" if c < 0.6 else "k", fontsize=8)
+    for (i, j), c in np.ndenumerate(completeness):
+        label = f"{c:.2f}" if measurable[i, j] else "not\nmeasurable"
+        ax.text(j, i, f"{label}\nn={int(n[i, j])}", ha="center", va="center",
+                color="w" if measurable[i, j] and c < 0.6 else "k", fontsize=8)
     fig.colorbar(image, ax=ax, label="completeness")
     return {"marginals": curves, "heatmap": _png(fig)}
+
+
+def _hosts_html(hosts: dict, per_cell: int) -> str:
+    if hosts["source"] == "simulated":
+        return "<p>Hosts: the embedded simulator's LRGs, observed at each cell's imposed PSF and depth.</p>"
+    rows = "".join(
+        f"<tr><td>{axis}</td><td>{b['bin']}</td><td>{_fmt(b['low'], 'g')}</td><td>{_fmt(b['high'], 'g')}</td>"
+        f"<td>{b['value']:g}</td><td>{b['n_hosts']}</td></tr>"
+        for axis, bins in hosts["bins"].items() for b in bins)
+    return f"""<p>Hosts: {hosts['n_hosts']} real cutouts from {html.escape(hosts['path'])} ({html.escape(hosts['selected'])};
+{len(hosts['bricks'])} brick(s)).
+The PSF and depth axes are not imposed: each host sits in the bin of its own measured values (PSF FWHM in r from
+its metadata: {hosts['psf_source'].get('metadata', 0)} hosts, the nominal default where the metadata has none:
+{hosts['psf_source'].get('default', 0)}; depth: psfdepth_r from the metadata for
+{hosts['depth_source'].get('metadata', 0)}, else the 5-sigma point-source depth of the cutout's measured sky sigma
+for {hosts['depth_source'].get('sky_sigma', 0)}). A cell's value on those axes is the median of its bin's hosts; a
+cell's n is its hosts, one injection each; below {per_cell} it is not measurable.</p>
+<table><tr><th>axis</th><th>bin</th><th>from</th><th>to</th><th>value (median)</th><th>hosts</th></tr>{rows}</table>"""
+
+
+def _fmt(value, spec: str) -> str:
+    return "&ndash;" if value is None else format(value, spec)
 
 
 def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
@@ -192,14 +366,25 @@ def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
     body = "".join(
         "<tr>" + "".join(f"<td>{r[a]:g}</td>" for a in AXES)
-        + f"<td>{r['n']}</td><td>{r['detected']}</td><td>{r['completeness']:.2f}</td>"
-        f"<td>[{r['ci_low']:.2f}, {r['ci_high']:.2f}]</td></tr>" for r in result["cells"])
+        + f"<td>{r['n']}</td><td>{r['detected']}</td><td>{_fmt(r['completeness'], '.2f')}"
+        + ("" if r["measurable"] else " (not measurable)")
+        + f"</td><td>[{_fmt(r['ci_low'], '.2f')}, {_fmt(r['ci_high'], '.2f')}]</td></tr>" for r in result["cells"])
+    per_cell = result["injections_per_cell"]
+    hosts = _hosts_html(result["hosts"], per_cell)
+    fp = result["controls_above_threshold"]
+    if fp:
+        hosts += (f"<p>The hosts' own cutouts, without an arc: {fp['above_threshold']} of {fp['n']} "
+                  f"({fp['rate']:.2f}, 95 % Wilson [{fp['ci_low']:.2f}, {fp['ci_high']:.2f}]"
+                  f"{'' if fp['measurable'] else ', not measurable'}) at or above the threshold: the model's "
+                  "false-positive rate on these very hosts. A completeness means little where it is high.</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>halo selection function</title>
 <style>body{{font-family:sans-serif;margin:1em}} td,th{{padding:2px 8px;text-align:right}}</style></head><body>
 <h1>Selection function of model {html.escape(result['model_version'])}</h1>
-<p>Injection-recovery ({html.escape(result['injections'])}): {result['n']} injections, {result['injections_per_cell']}
-per cell, one per host. Detected = calibrated probability &ge; {result['threshold']:.4g}, the operating threshold
+<p>Injection-recovery ({html.escape(result['injections'])}): {result['n']} injections, one per host per cell;
+{result['cells_measurable']} of {len(result['cells'])} cells measurable (at least {per_cell} injections).
+Detected = calibrated probability &ge; {result['threshold']:.4g}, the operating threshold
 at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % Wilson.</p>
+{hosts}
 <h2>Marginal completeness</h2><img src="data:image/png;base64,{images['marginals']}">
 <h2>theta_E x source magnitude (pooled over PSF and depth)</h2><img src="data:image/png;base64,{images['heatmap']}">
 <h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""

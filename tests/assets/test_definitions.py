@@ -15,7 +15,7 @@ def _graph():
 def test_the_graph_has_the_designed_assets_in_order():
     graph = _graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        *ASSETS, "shortcut_gates", "real_validation", "candidate_catalog", "selection_function"}
+        *ASSETS, "shortcut_gates", "real_validation", "candidate_catalog", "candidate_gallery", "selection_function"}
     for upstream, downstream in zip(ASSETS, ASSETS[1:]):
         assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
     # the gates read the filtered data and hold back promotion, not training
