@@ -97,15 +97,27 @@ def read_cutout(data: bytes | str, where: str | None = None) -> tuple[np.ndarray
         if CUTOUT_KEY not in names:
             raise StampDecodeError(f"{where}: no {CUTOUT_KEY!r} array; has {names[:8]}", "missing_band")
         cutout = read_member(archive, CUTOUT_KEY, where, (MAX_CUTOUT_SIDE, MAX_CUTOUT_SIDE, len(BANDS)))
-        meta = {}
-        for name in (n for n in names if n.startswith("meta_")):
-            shape, dtype = member_header(archive, name, where)
-            if shape == () and dtype.itemsize <= 1024:  # scalars (numbers, short strings) only
-                with archive.open(f"{name}.npy") as f:
-                    meta[name.removeprefix("meta_")] = np.lib.format.read_array(f, allow_pickle=False).item()
+        meta = _scalar_meta(archive, names, where)
     if cutout.shape[2] != len(BANDS) or min(cutout.shape[:2]) < STAMP_SIZE:
         raise StampDecodeError(f"{where}: cutout shape {cutout.shape}, want (H >= 64, W >= 64, 3)", "bad_shape")
     return cutout.astype(np.float32), meta
+
+
+def _scalar_meta(archive, names: list[str], where: str) -> dict:
+    meta = {}
+    for name in (n for n in names if n.startswith("meta_")):
+        shape, dtype = member_header(archive, name, where)
+        if shape == () and dtype.itemsize <= 1024:  # scalars (numbers, short strings) only
+            with archive.open(f"{name}.npy") as f:
+                meta[name.removeprefix("meta_")] = np.lib.format.read_array(f, allow_pickle=False).item()
+    return meta
+
+
+def read_cutout_meta(data: bytes | str, where: str | None = None) -> dict:
+    """A cutout's scalar ``meta_*`` entries alone: its pixels are never decompressed."""
+    where = where or str(data)
+    with open_npz(data, where) as archive:
+        return _scalar_meta(archive, npz_names(archive), where)
 
 
 def central_stamp(cutout: np.ndarray) -> np.ndarray:

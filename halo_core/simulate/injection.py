@@ -38,6 +38,7 @@ from halo_core.data.stamps import (
     central_stamp,
     encode_stamp,
     read_cutout,
+    read_cutout_meta,
 )
 from halo_core.errors import ContractError, StampDecodeError
 from halo_core.simulate.catalog import AB_ZERO_POINT_MAG, point_source_depth
@@ -115,13 +116,43 @@ def _cutout(blob: bytes, source: str, meta: dict) -> tuple[np.ndarray, np.ndarra
     return cutout, control, meta
 
 
-def read_cutouts(paths: list[str] | str) -> list[RealCutout]:
-    """Every cutout under ``paths``: npz files, and parquet rows holding a ``cutout`` npz blob with
-    their metadata as columns (``meta_ra`` or ``ra``, ...), local or on S3."""
+def _brick_column(names: list[str], where: str) -> str:
+    for name in ("meta_brickname", "brickname"):
+        if name in names:
+            return name
+    raise ContractError(f"{where}: no brickname column (meta_brickname or brickname); has {sorted(names)}")
+
+
+def cutout_bricks(paths: list[str] | str) -> list[str]:
+    """The brick of every cutout under ``paths``, in read_cutouts' order, from metadata alone: no pixel
+    is decoded, so a split by brick can be chosen before reading only the cutouts it keeps."""
+    bricks = []
+    for path in cutout_files(paths):
+        if path.endswith(".npz"):
+            meta = read_cutout_meta(uris.read_bytes(path), path)
+            if meta.get("brickname") is None:
+                raise ContractError(f"{path}: cutout metadata lacks brickname")
+            bricks.append(str(meta["brickname"]))
+            continue
+        fs, inner = uris.filesystem(path)
+        with fs.open(inner, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            column = _brick_column(parquet.schema_arrow.names, path)
+            bricks.extend(str(b) for b in parquet.read(columns=[column])[column].to_pylist())
+    return bricks
+
+
+def read_cutouts(paths: list[str] | str, bricks: set[str] | None = None) -> list[RealCutout]:
+    """Every cutout under ``paths`` (or, with ``bricks``, those of these bricks only; the others are never
+    decoded): npz files, and parquet rows holding a ``cutout`` npz blob with their metadata as columns
+    (``meta_ra`` or ``ra``, ...), local or on S3."""
     out = []
     for path in cutout_files(paths):
         if path.endswith(".npz"):
-            cutout, control, meta = _cutout(uris.read_bytes(path), path, {})
+            blob = uris.read_bytes(path)
+            if bricks is not None and str(read_cutout_meta(blob, path).get("brickname")) not in bricks:
+                continue
+            cutout, control, meta = _cutout(blob, path, {})
             out.append(RealCutout(str(meta.get("galaxy_id", Path(path).stem)), cutout, control, meta, path))
             continue
         fs, inner = uris.filesystem(path)
@@ -132,10 +163,13 @@ def read_cutouts(paths: list[str] | str) -> list[RealCutout]:
         columns = [c for c in table.column_names if c != CUTOUT_KEY]
         records = table.select(columns).to_pylist()
         for i, (blob, row) in enumerate(zip(table[CUTOUT_KEY].to_pylist(), records)):
+            row = {k.removeprefix("meta_"): v for k, v in row.items()}
+            if bricks is not None and str(row.get("brickname")) not in bricks:
+                continue
             where = f"{path} row {i}"
             if blob is None:
                 raise StampDecodeError(f"{where}: cutout blob is NULL", "null_blob")
-            cutout, control, meta = _cutout(blob, where, {k.removeprefix("meta_"): v for k, v in row.items()})
+            cutout, control, meta = _cutout(blob, where, row)
             out.append(RealCutout(str(meta.get("galaxy_id", f"{Path(path).stem}_{i}")), cutout, control, meta, where))
     return out
 

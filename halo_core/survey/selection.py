@@ -146,14 +146,13 @@ class RealHostInjections:
     def held_out(cls, cfg) -> "RealHostInjections":
         """The hosts of ``lrg_cutouts_path`` in the test split's bricks, split as paired_stamps splits
         them (``injection`` fractions and seed): the others' arcs trained and calibrated the model."""
-        from halo_core.simulate.injection import assign_splits, read_cutouts
+        from halo_core.simulate.injection import assign_splits, cutout_bricks, read_cutouts
 
-        galaxies = read_cutouts(cfg.lrg_cutouts_path)
-        inj = cfg.injection
-        split = assign_splits([str(g.meta["brickname"]) for g in galaxies],
-                              {"val": inj.val_fraction, "test": inj.test_fraction}, inj.seed)
-        test = [g for g in galaxies if split[str(g.meta["brickname"])] == "test"]
-        return cls(test, cfg.lrg_cutouts_path, f"{len(test)} of {len(galaxies)} cutouts, those in the test "
+        bricks, inj = cutout_bricks(cfg.lrg_cutouts_path), cfg.injection
+        split = assign_splits(bricks, {"val": inj.val_fraction, "test": inj.test_fraction}, inj.seed)
+        # only the test bricks' cutouts are decoded: memory follows the held-out share, not the survey
+        test = read_cutouts(cfg.lrg_cutouts_path, bricks={b for b, s in split.items() if s == "test"})
+        return cls(test, cfg.lrg_cutouts_path, f"{len(test)} of {len(bricks)} cutouts, those in the test "
                                                "split's bricks")
 
     def cells(self, grid) -> list[tuple[Cell, int]]:

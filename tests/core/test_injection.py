@@ -14,8 +14,8 @@ import pytest
 from halo_core.config import load_preset
 from halo_core.data.filtering import build_filtered_dataset
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
-from halo_core.errors import ConfigError, ContractError
-from halo_core.simulate.injection import inject_cutouts, inject_dataset, read_cutouts
+from halo_core.errors import ConfigError, ContractError, StampDecodeError
+from halo_core.simulate.injection import cutout_bricks, inject_cutouts, inject_dataset, read_cutouts
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic
@@ -141,3 +141,23 @@ def test_fewer_than_three_bricks_cannot_make_disjoint_splits(fixtures, tmp_path)
 def test_an_external_dataset_and_real_cutouts_are_two_modes_not_one():
     with pytest.raises(ConfigError, match="train_path and lrg_cutouts_path"):
         load_preset("smoke", {"train_path": "/data/paired", "lrg_cutouts_path": "/data/cutouts"})
+
+
+def test_cutouts_of_chosen_bricks_are_read_without_decoding_the_others(fixtures, tmp_path):
+    files = sorted(str(p) for p in Path(fixtures).glob("*.npz"))
+    every = read_cutouts(files)
+    bricks = cutout_bricks(files)
+    assert bricks == [str(g.meta["brickname"]) for g in every]  # metadata alone, same order
+    keep = {bricks[0]}
+    chosen = read_cutouts(files, bricks=keep)
+    assert [g.galaxy_id for g in chosen] == [g.galaxy_id for g in every if g.meta["brickname"] in keep]
+    # a corrupt cutout outside the chosen bricks is never decoded
+    broken = tmp_path / "broken.npz"
+    with np.load(files[0]) as src:
+        members = {k: src[k] for k in src.files if k.startswith("meta_")}
+    members["meta_brickname"] = np.array("9999p999")
+    members["cutout"] = np.zeros((3, 3, 3), np.float32)  # too small: decoding it would fail
+    np.savez(broken, **members)
+    assert len(read_cutouts([*files, str(broken)], bricks=keep)) == len(chosen)
+    with pytest.raises(StampDecodeError):
+        read_cutouts([*files, str(broken)])
