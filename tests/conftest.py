@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from halo_core.config import load_preset
 from halo_core.data.filtering import build_filtered_dataset
-from halo_core.evaluation.calibration import calibrate_on_val
+from halo_core.evaluation.calibration import Calibration, calibrate_on_val
 from halo_core.evaluation.report import evaluate
+from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.simulate import simulate_dataset
+from halo_core.survey.candidates import CatalogModel
 from halo_core.training.trainer import fit
 
 
@@ -44,6 +48,28 @@ def evaluated(tmp_path_factory, smoke_cfg, filtered_dir, trained):
     out = tmp_path_factory.mktemp("report")
     return out, evaluate(smoke_cfg, filtered_dir, trained.model_path,
                          calibrate_on_val(smoke_cfg, filtered_dir, trained.model_path), str(out))
+
+
+REAL_CUTOUTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts"
+
+
+@pytest.fixture(scope="session")
+def fixtures():
+    """The folder of the six real DR10 cutouts (../shared/data), or a skip where it is absent."""
+    if not sorted(REAL_CUTOUTS.glob("*.npz")):
+        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
+    return str(REAL_CUTOUTS)
+
+
+@pytest.fixture(scope="session")
+def scoring_model(trained, tmp_path_factory):
+    """The smoke model as a scoring model with its calibration and a stand-in operating threshold of 0.5
+    (the smoke test split is too small to measure one)."""
+    state, sidecar = load_checkpoint(trained.model_path)
+    path = str(tmp_path_factory.mktemp("m") / "model.pt")
+    save_checkpoint(path, state, {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
+                                  "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": 0.5, "threshold": 0.5}]}})
+    return CatalogModel.from_checkpoint(path)
 
 
 @pytest.fixture(scope="session")

@@ -16,23 +16,14 @@ from halo_assets.resources import PROFILES, HaloSettings
 from halo_assets.survey import selection_function as selection_function_asset
 from halo_core.config import load_preset
 from halo_core.evaluation.calibration import Calibration
-from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.model.registry import add_version, set_production
 from halo_core.simulate.injection import inject_dataset, read_cutouts
-from halo_core.survey.candidates import CatalogModel
 from halo_core.survey.scoring import ScoringModel
 from halo_core.survey.selection import AXES, SELECTION_JSON, Cell, RealHostInjections, selection_function, write_report
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts"
 PSF_EDGES, DEPTH_EDGES = [1.2, 1.35, 1.5], [24.4, 24.7, 25.0]  # the paired schema's psf_bin / depth_bin
 GRID = {"theta_e_arcsec": [0.8, 2.0], "source_r_mag": [20.5, 23.5], "injections_per_cell": 3, "seed": 5}
-
-
-@pytest.fixture(scope="module")
-def fixtures():
-    if not sorted(REAL_CUTOUTS.glob("*.npz")):
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
-    return str(REAL_CUTOUTS)
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +37,6 @@ def hosts(fixtures, tmp_path_factory):
                   meta_psfdepth_r=np.array(24.5), **{f"meta_psfsize_{b}": np.array(1.6) for b in "grz"})
     np.savez(folder / "bad_seeing.npz", **arrays)
     return read_cutouts([fixtures, str(folder / "bad_seeing.npz")])
-
-
-@pytest.fixture(scope="module")
-def model(trained, tmp_path_factory):
-    state, sidecar = load_checkpoint(trained.model_path)
-    path = str(tmp_path_factory.mktemp("m") / "model.pt")
-    save_checkpoint(path, state, {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
-                                  "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": 0.5, "threshold": 0.5}]}})
-    return CatalogModel.from_checkpoint(path)
 
 
 def _measured(galaxy) -> tuple[float, float]:
@@ -112,18 +94,19 @@ def test_the_cells_theta_e_and_magnitude_are_imposed_on_the_arc(hosts):
     assert (peak(wide) > 1.5 * peak(bright)).all(), (peak(wide), peak(bright))
 
 
-def test_completeness_per_cell_counts_one_injection_per_host_and_flags_thin_cells(ray_local, hosts, model, tmp_path):
+def test_completeness_per_cell_counts_one_injection_per_host_and_flags_thin_cells(ray_local, hosts, scoring_model,
+                                                                                 tmp_path):
     cfg = load_preset("smoke", {"selection_function": GRID})
     source = RealHostInjections(hosts[:6], "fixtures", "all six")
-    result = selection_function(cfg, model, source=source)
+    result = selection_function(cfg, scoring_model, source=source)
     planned = source.cells(cfg.selection_function)
     assert result["injections"] == "RealHostInjections" and result["hosts"]["source"] == "real"
     assert len(result["cells"]) == len(planned) == 2 * 2 * 3 and result["n"] == 6 * 4
-    scorer = ScoringModel.load(model.path, model.calibration)
+    scorer = ScoringModel.load(scoring_model.path, scoring_model.calibration)
     for i, (cell, n) in enumerate(planned):  # the same injections scored here, outside Ray
         row = next(r for r in result["cells"] if Cell(*(r[a] for a in AXES)) == cell)
         p = scorer.predict(source.inject(cell, n, (5, i)))["probability"]
-        assert row["n"] == n and row["detected"] == int((p >= model.threshold).sum())
+        assert row["n"] == n and row["detected"] == int((p >= scoring_model.threshold).sum())
         assert row["measurable"] == (n >= 3) and row["ci_low"] <= row["completeness"] <= row["ci_high"]
     assert sorted({r["n"] for r in result["cells"]}) == [1, 2, 3]
     assert result["cells_measurable"] == sum(r["n"] >= 3 for r in result["cells"]) == 4

@@ -29,13 +29,6 @@ def _decode(blob: bytes) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fixtures():
-    if not sorted(REAL_CUTOUTS.glob("*.npz")):
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
-    return str(REAL_CUTOUTS)
-
-
-@pytest.fixture(scope="module")
 def injected(fixtures, tmp_path_factory):
     out = tmp_path_factory.mktemp("injected")
     cfg = load_preset("smoke", {"injection": {"injections_per_galaxy": 3}})

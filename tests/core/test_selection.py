@@ -5,8 +5,6 @@ import pytest
 
 from halo_core.config import load_preset
 from halo_core.errors import CheckpointError
-from halo_core.evaluation.calibration import Calibration
-from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.survey.candidates import CatalogModel
 from halo_core.survey.scoring import ScoringModel
 from halo_core.survey.selection import (
@@ -23,15 +21,6 @@ GRID = {"selection_function": {"theta_e_arcsec": [0.8, 2.0], "psf_fwhm_arcsec": 
                                "source_r_mag": [20.5, 23.5], "injections_per_cell": 6, "seed": 3}}
 
 
-@pytest.fixture(scope="module")
-def model(trained, tmp_path_factory):
-    state, sidecar = load_checkpoint(trained.model_path)
-    path = str(tmp_path_factory.mktemp("m") / "model.pt")
-    save_checkpoint(path, state, {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
-                                  "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": 0.5, "threshold": 0.5}]}})
-    return CatalogModel.from_checkpoint(path)
-
-
 def test_simulated_injections_impose_the_cells_parameters():
     source = SimulatedInjections()
     faint, bright = (source.inject(Cell(1.5, 1.2, 24.6, m), 8, (0, 1)) for m in (23.5, 20.5))
@@ -43,15 +32,15 @@ def test_simulated_injections_impose_the_cells_parameters():
     assert corner_noise(shallow) > 4 * corner_noise(deep)  # 2 mag shallower: 6.3x the sky sigma
 
 
-def test_grid_completeness_is_the_models_verdict_per_cell(ray_local, model, tmp_path):
+def test_grid_completeness_is_the_models_verdict_per_cell(ray_local, scoring_model, tmp_path):
     cfg = load_preset("smoke", GRID)
-    result = selection_function(cfg, model)
+    result = selection_function(cfg, scoring_model)
     assert len(result["cells"]) == 4 and result["n"] == 24 and result["injections"] == "SimulatedInjections"
-    scorer = ScoringModel.load(model.path, model.calibration)
+    scorer = ScoringModel.load(scoring_model.path, scoring_model.calibration)
     for i, cell in enumerate(cells(cfg)):  # the same injections scored here, outside Ray
         p = scorer.predict(SimulatedInjections().inject(cell, 6, (3, i)))["probability"]
         row = next(r for r in result["cells"] if Cell(*(r[a] for a in AXES)) == cell)
-        assert row["detected"] == int((p >= model.threshold).sum())
+        assert row["detected"] == int((p >= scoring_model.threshold).sum())
         assert row["ci_low"] <= row["completeness"] <= row["ci_high"] and row["ci_high"] - row["ci_low"] > 0.2
     by_mag = {m["value"]: m for m in result["marginals"]["source_r_mag"]}
     assert by_mag[20.5]["n"] == 12
@@ -61,7 +50,7 @@ def test_grid_completeness_is_the_models_verdict_per_cell(ray_local, model, tmp_
     assert set(plots) == {"marginals", "heatmap"} and "data:image/png" in (tmp_path / "selection_function.html").read_text()
 
 
-def test_needs_a_measured_operating_threshold(model):
-    blind = CatalogModel(**{**model.__dict__, "threshold": None})
+def test_needs_a_measured_operating_threshold(scoring_model):
+    blind = CatalogModel(**{**scoring_model.__dict__, "threshold": None})
     with pytest.raises(CheckpointError, match="no measured threshold"):
         selection_function(load_preset("smoke", GRID), blind)
