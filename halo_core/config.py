@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from halo_core.errors import ConfigError
 
@@ -238,6 +247,16 @@ class ShiftConfig(_Strict):
     max_raw_ece: float = Field(0.05, gt=0, lt=1)  # WARN: uncalibrated ECE on any shift set
 
 
+# Keys of the plan with one value that works here: (that value, why any other is refused).
+FIXED_PLAN_VALUES = {
+    "num_classes": (1, "BCEWithLogitsLoss trains one logit per sample; num_classes must be 1"),
+    "pretrained": (False, "no pretrained weights can be downloaded here, and ImageNet weights expect 3 RGB channels; "
+                          "the plan trains from scratch (false)"),
+    "noise_augmentation": (False, "not built; halo's augmentation is the D4 group only (set false)"),
+    "stamp_size": (64, "the paired dataset's stamps are 64x64 pixels (DESIGN §3); stamp_size must be 64"),
+}
+
+
 class HaloConfig(_Strict):
     """Everything one training run needs. Every key of the Gen5-Prime plan's dict, spelled as the plan
     spells it (``presets/gen5_prime.yaml``), plus halo's own additions under halo's names."""
@@ -335,33 +354,12 @@ class HaloConfig(_Strict):
         return data
 
     # The plan's keys halo cannot honour here are refused with the reason, never silently ignored.
-    @field_validator("num_classes")
+    @field_validator(*FIXED_PLAN_VALUES)
     @classmethod
-    def _one_logit(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError(f"{v}: BCEWithLogitsLoss trains one logit per sample; num_classes must be 1")
-        return v
-
-    @field_validator("pretrained")
-    @classmethod
-    def _from_scratch(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("true: no pretrained weights can be downloaded here, and ImageNet weights expect "
-                             "3 RGB channels; the plan trains from scratch (false)")
-        return v
-
-    @field_validator("noise_augmentation")
-    @classmethod
-    def _no_noise_augmentation(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("true: not built; halo's augmentation is the D4 group only (set false)")
-        return v
-
-    @field_validator("stamp_size")
-    @classmethod
-    def _stamps_are_64(cls, v: int) -> int:
-        if v != 64:
-            raise ValueError(f"{v}: the paired dataset's stamps are 64x64 pixels (DESIGN §3); stamp_size must be 64")
+    def _fixed_plan_value(cls, v: Any, info: ValidationInfo) -> Any:
+        value, why = FIXED_PLAN_VALUES[info.field_name]
+        if v != value:
+            raise ValueError(f"{json.dumps(v)}: {why}")
         return v
 
     @field_validator("metrics")
