@@ -177,18 +177,17 @@ def registry_uri(halo: HaloSettings) -> str:
     return halo.uri("promoted_model")
 
 
-def warm_start_model(halo: HaloSettings) -> str | None:
+def warm_start_model(halo: HaloSettings, cfg: HaloConfig) -> str | None:
     """The production model's weights when `warm_start` is on and a production model exists."""
-    return version_model(registry_uri(halo), production(registry_uri(halo))) if (
-        halo.config().warm_start and production(registry_uri(halo))) else None
+    version = production(registry_uri(halo)) if cfg.warm_start else None
+    return version_model(registry_uri(halo), version) if version else None
 
 
-def training_dir(halo: HaloSettings) -> str:
-    """The run folder of (training hash, data fingerprint) under `checkpoint_dir` or the asset's
-    folder (DESIGN §9): the same key resumes or reuses its run, new data or a new config trains anew."""
-    cfg = halo.config()
+def training_dir(halo: HaloSettings, cfg: HaloConfig, warm: str | None) -> str:
+    """The run folder of (training hash, data fingerprint[, warm start]) under `checkpoint_dir` or the
+    asset's folder (DESIGN §9): the same key resumes or reuses its run, new data or a new config trains anew."""
     root = cfg.checkpoint_dir or halo.uri("trained_model")
-    return uris.join(root, run_key(cfg, halo.uri("filtered_dataset"), warm_start_model(halo)))
+    return uris.join(root, run_key(cfg, halo.uri("filtered_dataset"), warm))
 
 
 @dg.asset(deps=[filtered_dataset], group_name="model", kinds={"pytorch"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
@@ -197,7 +196,8 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     """ResNet18 trained by the halo_core trainer on the filtered shards, in the run folder of its
     (training hash, data fingerprint): an interrupted run resumes from last.pt, a finished one is reused."""
     cfg = halo.config()
-    out, warm = training_dir(halo), warm_start_model(halo)
+    warm = warm_start_model(halo, cfg)  # read once: the run folder's key and the starting weights agree
+    out = training_dir(halo, cfg, warm)
     if cfg.nproc_per_node > 1:
         # DDP needs one process per device: the same trainer under torchrun, same profile and overrides.
         # Through Pipes: rank 0's log lines become run events, and a cancelled run stops torchrun.

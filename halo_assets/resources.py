@@ -14,7 +14,6 @@ from halo_core.errors import ConfigError
 
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
 DEFAULT_FILES_URL = os.environ.get("HALO_FILES_URL", "")
-DEFAULT_FILES_URL = os.environ.get("HALO_FILES_URL", "")
 
 # One partition per profile (DESIGN §9), so "the latest trained_model" of a profile is that profile's run
 # and each profile's checks keep their own history. Dynamic, because a profile is data, not code: a

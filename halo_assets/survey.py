@@ -8,12 +8,11 @@ import json
 
 import dagster as dg
 
-from halo_assets.assets import promoted_model
+from halo_assets.assets import promoted_model, registry_uri
 from halo_assets.metadata import image, number, table
 from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_core import uris
-from halo_core.model.registry import RegistryError, production
-from halo_core.model.registry import production_model as registry_production_model
+from halo_core.model.registry import production, version_model
 from halo_core.survey.candidates import (
     CatalogModel,
     CatalogReport,
@@ -33,13 +32,13 @@ CATALOG_CHECKS = ("share_above_threshold", "binary_score_frac", "refused_share")
 def production_model(halo: HaloSettings) -> CatalogModel:
     """The profile's production model (its registry's `production` pointer), whose card carries its
     calibration and test operating points."""
-    registry = halo.uri("promoted_model")
-    try:
-        path = registry_production_model(registry)
-    except RegistryError as err:
-        raise dg.Failure(f"no production model for profile {halo.profile()!r}: {err}. Materialize "
-                         "promoted_model first (it promotes only on a GO verdict).") from None
-    return CatalogModel.from_checkpoint(path, version=production(registry), operating_fpr=halo.config().operating_fpr)
+    registry = registry_uri(halo)
+    version = production(registry)  # read once: the rows' model_version names the weights that scored them
+    if version is None:
+        raise dg.Failure(f"no production model for profile {halo.profile()!r}: {registry}: no production model yet "
+                         "(nothing was promoted). Materialize promoted_model first (it promotes only on a GO verdict).")
+    return CatalogModel.from_checkpoint(version_model(registry, version), version=version,
+                                        operating_fpr=halo.config().operating_fpr)
 
 
 def catalog_checks(report: CatalogReport, cfg) -> list[dg.AssetCheckResult]:

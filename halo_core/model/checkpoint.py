@@ -65,18 +65,19 @@ def load_sidecar(path: str) -> dict:
         raise _unusable(path, err) from err
 
 
-def load_checkpoint(path: str, map_location="cpu") -> tuple[dict, dict]:
-    """(state, sidecar); CheckpointError when either is missing, truncated or not a checkpoint."""
+def load_checkpoint(path: str) -> tuple[dict, dict]:
+    """(state, sidecar) with the tensors on the CPU (callers move the model to their device);
+    CheckpointError when either is missing, truncated or not a checkpoint."""
     try:
-        state = torch.load(io.BytesIO(uris.read_bytes(path)), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(uris.read_bytes(path)), map_location="cpu", weights_only=True)
     except Exception as err:
         raise _unusable(path, err) from err
     return state, load_sidecar(path)
 
 
-def load_model(path: str, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+def load_model(path: str) -> tuple[torch.nn.Module, dict]:
     """Model in eval mode, rebuilt from the sidecar's architecture, and the sidecar."""
-    state, sidecar = load_checkpoint(path, map_location)
+    state, sidecar = load_checkpoint(path)
     model = build_model(sidecar["model_name"], sidecar["input_channels"])
     model.load_state_dict(state["model"])
     return model.eval(), sidecar

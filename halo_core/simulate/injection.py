@@ -123,23 +123,24 @@ def _brick_column(names: list[str], where: str) -> str:
     raise ContractError(f"{where}: no brickname column (meta_brickname or brickname); has {sorted(names)}")
 
 
-def cutout_bricks(paths: list[str] | str) -> list[str]:
-    """The brick of every cutout under ``paths``, in read_cutouts' order, from metadata alone: no pixel
-    is decoded, so a split by brick can be chosen before reading only the cutouts it keeps."""
-    bricks = []
+def bricks_by_file(paths: list[str] | str) -> list[tuple[str, list[str]]]:
+    """(file, the brick of each of its cutouts) for every file under ``paths``, in read_cutouts' order,
+    from metadata alone: no pixel is decoded, so a split by brick can be chosen first and only the
+    files and cutouts it keeps read after."""
+    out = []
     for path in cutout_files(paths):
         if path.endswith(".npz"):
             meta = read_cutout_meta(uris.read_bytes(path), path)
             if meta.get("brickname") is None:
                 raise ContractError(f"{path}: cutout metadata lacks brickname")
-            bricks.append(str(meta["brickname"]))
+            out.append((path, [str(meta["brickname"])]))
             continue
         fs, inner = uris.filesystem(path)
         with fs.open(inner, "rb") as f:
             parquet = pq.ParquetFile(f)
             column = _brick_column(parquet.schema_arrow.names, path)
-            bricks.extend(str(b) for b in parquet.read(columns=[column])[column].to_pylist())
-    return bricks
+            out.append((path, [str(b) for b in parquet.read(columns=[column])[column].to_pylist()]))
+    return out
 
 
 def read_cutouts(paths: list[str] | str, bricks: set[str] | None = None) -> list[RealCutout]:

@@ -11,8 +11,6 @@ Summaries and galleries go under ``_``-prefixed names, which parquet dataset rea
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import shutil
 import time
@@ -29,10 +27,10 @@ import pyarrow.parquet as pq
 from halo_core import uris
 from halo_core.config import stamp_keys
 from halo_core.data.known_lenses import crossmatch
-from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp
+from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, read_cutout_meta
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration
-from halo_core.model.checkpoint import load_sidecar
+from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
 from halo_core.survey.scoring import SCORED
 
@@ -81,7 +79,7 @@ class CatalogModel:
 
 def weights_version(path: str) -> str:
     """A model without a registry version is named by its weights' bytes."""
-    return "sha256:" + hashlib.sha256(uris.read_bytes(path)).hexdigest()[:12]
+    return "sha256:" + file_sha256(path)[:12]
 
 
 def catalog_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
@@ -119,8 +117,7 @@ def brick_index(inputs: list[str]) -> dict[str, list[str]]:
         for b in bricks:
             index.setdefault(_brick(b), set()).add(path)
     for path in npz:
-        with np.load(io.BytesIO(uris.read_bytes(path)), allow_pickle=False) as z:
-            brick = z["meta_brickname"].item() if "meta_brickname" in z.files else None
+        brick = read_cutout_meta(uris.read_bytes(path), path).get("brickname")
         index.setdefault(_brick(brick), set()).add(path)
     return {b: sorted(files) for b, files in sorted(index.items())}
 

@@ -83,11 +83,11 @@ class ScoringModel:
     prevalence: float
 
     @classmethod
-    def load(cls, model_path: str, calibration: Calibration | None = None, prevalence: float | None = None,
-             map_location="cpu") -> "ScoringModel":
+    def load(cls, model_path: str, calibration: Calibration | None = None,
+             prevalence: float | None = None) -> "ScoringModel":
         if prevalence is not None and not 0 < prevalence < 1:
             raise ConfigError(f"prevalence={prevalence}: a lens prevalence is in (0, 1), e.g. 1e-3")
-        model, sidecar = load_model(model_path, map_location)
+        model, sidecar = load_model(model_path)
         if sidecar["needs_control"]:
             raise CheckpointError(
                 f"{model_path}: this model reads {sidecar['input_channels']} channels (stamp + control stamp); "

@@ -146,14 +146,17 @@ class RealHostInjections:
     def held_out(cls, cfg) -> "RealHostInjections":
         """The hosts of ``lrg_cutouts_path`` in the test split's bricks, split as paired_stamps splits
         them (``injection`` fractions and seed): the others' arcs trained and calibrated the model."""
-        from halo_core.simulate.injection import assign_splits, cutout_bricks, read_cutouts
+        from halo_core.simulate.injection import assign_splits, bricks_by_file, read_cutouts
 
-        bricks, inj = cutout_bricks(cfg.lrg_cutouts_path), cfg.injection
+        files, inj = bricks_by_file(cfg.lrg_cutouts_path), cfg.injection
+        bricks = [b for _, of_file in files for b in of_file]
         split = assign_splits(bricks, {"val": inj.val_fraction, "test": inj.test_fraction}, inj.seed)
-        # only the test bricks' cutouts are decoded: memory follows the held-out share, not the survey
-        test = read_cutouts(cfg.lrg_cutouts_path, bricks={b for b, s in split.items() if s == "test"})
-        return cls(test, cfg.lrg_cutouts_path, f"{len(test)} of {len(bricks)} cutouts, those in the test "
-                                               "split's bricks")
+        test = {b for b, s in split.items() if s == "test"}
+        # only the files and cutouts of the test bricks are read again and decoded: memory and I/O follow
+        # the held-out share, not the survey
+        hosts = read_cutouts([f for f, of_file in files if test.intersection(of_file)], bricks=test)
+        return cls(hosts, cfg.lrg_cutouts_path, f"{len(hosts)} of {len(bricks)} cutouts, those in the test "
+                                                "split's bricks")
 
     def cells(self, grid) -> list[tuple[Cell, int]]:
         return [(Cell(t, p["value"], d["value"], m), len(self.members.get((p["value"], d["value"]), ())))

@@ -15,7 +15,7 @@ from halo_core.config import load_preset
 from halo_core.data.filtering import build_filtered_dataset
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
 from halo_core.errors import ConfigError, ContractError, StampDecodeError
-from halo_core.simulate.injection import cutout_bricks, inject_cutouts, inject_dataset, read_cutouts
+from halo_core.simulate.injection import bricks_by_file, inject_cutouts, inject_dataset, read_cutouts
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic
@@ -139,7 +139,7 @@ def test_an_external_dataset_and_real_cutouts_are_two_modes_not_one():
 def test_cutouts_of_chosen_bricks_are_read_without_decoding_the_others(fixtures, tmp_path):
     files = sorted(str(p) for p in Path(fixtures).glob("*.npz"))
     every = read_cutouts(files)
-    bricks = cutout_bricks(files)
+    bricks = [b for _, of_file in bricks_by_file(files) for b in of_file]
     assert bricks == [str(g.meta["brickname"]) for g in every]  # metadata alone, same order
     keep = {bricks[0]}
     chosen = read_cutouts(files, bricks=keep)
