@@ -134,9 +134,6 @@ class InjectionConfig(_Strict):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     seed: int = 0
-    # wider sources, neighbours, stars, LRG profiles, PSF, noise, sky gradients, masked columns (simulate/
-    # dataset.py DR_*): a model trained on one simulator's particulars lost 0.07 AUROC on another (DESIGN §8)
-    domain_randomization: bool = True
 
 
 class RealValidationConfig(_Strict):

@@ -9,7 +9,7 @@ from halo_assets.assets import filtered_dataset, paired_stamps, source_uri
 from halo_assets.metadata import check_result, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core.data.reader import SPLITS, check_schema, read_parquet_schema, split_files
-from halo_core.data.samples import build_samples
+from halo_core.data.samples import load_split_samples
 from halo_core.data.shards import open_split, read_manifest
 from halo_core.errors import ContractError
 
@@ -90,7 +90,7 @@ def class_balance(halo: HaloSettings) -> dg.AssetCheckResult:
     set, like the plan's positives-only batches, cannot learn anything)."""
     cfg = halo.config()
     data = halo.uri("filtered_dataset")
-    counts = {s: build_samples(open_split(data, s).meta, cfg.sample_construction, cfg.seed).counts for s in SPLITS}
+    counts = {s: load_split_samples(cfg, data, s)[1].counts for s in SPLITS}
     minority = {s: min(c.values()) / max(sum(c.values()), 1) for s, c in counts.items()}
     limit = cfg.go_no_go.min_class_share
     return check_result(passed=min(minority.values()) >= limit, metadata={

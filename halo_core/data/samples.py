@@ -85,6 +85,13 @@ def build_samples(meta: pd.DataFrame, construction: str, seed: int) -> SampleSet
     )
 
 
+def balanced_subset(samples: SampleSet, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of up to n // 2 samples of each class, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(samples.labels == c))[:n // 2] for c in (0, 1)]
+    return np.sort(np.concatenate(picks))
+
+
 def load_split_samples(cfg, dataset_dir: str, split: str) -> tuple[SplitShards, SampleSet]:
     """A split's shards and the samples ``cfg.sample_construction`` builds from them."""
     shards = open_split(dataset_dir, split)

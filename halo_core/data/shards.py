@@ -119,4 +119,5 @@ def check_dataset(cfg, dataset_dir: str) -> None:
     manifest = read_manifest(dataset_dir)
     if not manifest["integrity"]["ok"]:
         raise ContractError(f"{dataset_dir}: splits share bricks or LRGs: {manifest['integrity']}")
-    dataset_spec(dataset_dir).require_same(PreprocessSpec.from_config(cfg), f"{dataset_dir} vs config")
+    PreprocessSpec.from_dict(manifest["preprocess"]).require_same(PreprocessSpec.from_config(cfg),
+                                                                  f"{dataset_dir} vs config")

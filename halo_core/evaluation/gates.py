@@ -40,8 +40,8 @@ from sklearn.preprocessing import StandardScaler
 
 from halo_core.data.loader import gather
 from halo_core.data.preprocess import ring_medians
-from halo_core.data.samples import CONTROL, SampleSet, build_samples
-from halo_core.data.shards import check_dataset, open_split
+from halo_core.data.samples import CONTROL, SampleSet, balanced_subset, load_split_samples
+from halo_core.data.shards import check_dataset
 from halo_core.data.splits import lrg_ids
 from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
 from halo_core.evaluation.metrics import auroc
@@ -132,13 +132,6 @@ def metadata_features(meta: pd.DataFrame) -> np.ndarray:
     return np.where(np.isnan(values), fill, values)
 
 
-def _balanced_subset(samples: SampleSet, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    per_class = n // 2
-    picks = [rng.permutation(np.flatnonzero(samples.labels == c))[:per_class] for c in (0, 1)]
-    return np.sort(np.concatenate(picks))
-
-
 def cross_validated_scores(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int,
                            seed: int) -> np.ndarray:
     """Out-of-fold probabilities of a standardised logistic regression. Folds are disjoint by LRG:
@@ -206,7 +199,7 @@ def selection_null(cfg, shards, samples: SampleSet) -> SelectionNull:
         return SelectionNull(False, {}, cfg.gates.max_null_auc,
                              f"{cfg.sample_construction}: each positive's control is a negative's image, so "
                              f"the two arc-free sides are identical by construction")
-    chosen = _balanced_subset(samples, cfg.gates.null_n_samples, cfg.seed + 1)
+    chosen = balanced_subset(samples, cfg.gates.null_n_samples, cfg.seed + 1)
     arc_free = SampleSet(samples.rows[chosen], np.full(len(chosen), CONTROL, np.int8), samples.labels[chosen],
                          samples.with_control)
     x = gather(shards, arc_free, np.arange(len(arc_free)))
@@ -218,9 +211,8 @@ def selection_null(cfg, shards, samples: SampleSet) -> SelectionNull:
 def shortcut_gates(cfg, dataset_dir: str, split: str = "train") -> GatesReport:
     """Probes, selection null and deployability on ``split`` with the configured samples and preprocessing."""
     check_dataset(cfg, dataset_dir)
-    shards = open_split(dataset_dir, split)
-    samples = build_samples(shards.meta, cfg.sample_construction, cfg.seed)
-    chosen = _balanced_subset(samples, cfg.gates.n_samples, cfg.seed)
+    shards, samples = load_split_samples(cfg, dataset_dir, split)
+    chosen = balanced_subset(samples, cfg.gates.n_samples, cfg.seed)
     subset = SampleSet(samples.rows[chosen], samples.slots[chosen], samples.labels[chosen], samples.with_control)
     x = gather(shards, subset, np.arange(len(subset)))
     meta = shards.meta.iloc[subset.rows].reset_index(drop=True)

@@ -20,7 +20,7 @@ from halo_core import uris
 from halo_core.config import HaloConfig
 from halo_core.data.loader import gather
 from halo_core.data.preprocess import reapply_to_input
-from halo_core.data.samples import CONTROL, STAMP, SampleSet, load_split_samples
+from halo_core.data.samples import CONTROL, STAMP, SampleSet, balanced_subset, load_split_samples
 from halo_core.data.shards import data_fingerprint, dataset_spec, open_split
 from halo_core.data.splits import lrg_ids
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC
@@ -229,9 +229,7 @@ def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calib
     """The core-perturbation test on up to PERTURBATION_MAX_PER_CLASS test samples of each class, with the
     spread of the split's own LRG core brightness (distinct LRGs, measured on the raw controls when the
     filtered dataset was built)."""
-    rng = np.random.default_rng(0)
-    chosen = np.sort(np.concatenate([
-        rng.permutation(np.flatnonzero(samples.labels == c))[:PERTURBATION_MAX_PER_CLASS] for c in (0, 1)]))
+    chosen = balanced_subset(samples, 2 * PERTURBATION_MAX_PER_CLASS, 0)
     x = gather(shards, samples, chosen)
     meta = shards.meta.iloc[samples.rows[chosen]]
     lrgs = shards.meta.loc[~lrg_ids(shards.meta).duplicated()]

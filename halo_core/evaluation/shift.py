@@ -205,13 +205,14 @@ def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distri
         ref = in_distribution.get(key)
         return None if value is None or ref is None or (isinstance(ref, float) and math.isnan(ref)) else ref - value
 
+    calibrated = expected_calibration_error(probs, labels)
     return {"n": int(len(labels)), "n_lenses": int(labels.sum()), "n_non_lenses": int((labels == 0).sum()),
             "auroc": a, "tpr_at_fpr_1e-2": point["tpr"], "threshold_at_fpr_1e-2": point["threshold"],
             "measurable": point["measurable"],
             "ece_raw": expected_calibration_error(sigmoid(logits), labels)["ece"],
-            "ece_calibrated": expected_calibration_error(probs, labels)["ece"],
+            "ece_calibrated": calibrated["ece"],
             "auroc_drop": drop("auroc", a), "tpr_drop": drop("tpr_at_fpr_1e-2", point["tpr"]),
-            "reliability": expected_calibration_error(probs, labels)["bins"]}
+            "reliability": calibrated["bins"]}
 
 
 def shift_suite(model, spec, probability, device, in_distribution: dict, cfg_shift, with_control: bool) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from halo_core.config import HaloConfig
 from halo_core.evaluation.metrics import TARGET_METRIC
 from halo_core.model.network import bare_training_step, pick_device, step_seconds
-from halo_core.training.monitors import expected_lr
+from halo_core.training.monitors import cycle_of, cycle_starts, expected_lr
 
 INFO, WARN, ERROR = "info", "warn", "error"
 # the last epoch's LR counts as annealed below this share of the way from eta_min back up to the peak
@@ -37,22 +37,6 @@ class Finding:
     message: str
     consequence: str
     fix: str
-
-
-def cycle_starts(T_0: int, T_mult: int, until: int) -> list[int]:
-    """Epochs (0-based) at which CosineAnnealingWarmRestarts starts a cycle, below ``until``."""
-    starts, start, period = [], 0, T_0
-    while start < until:
-        starts.append(start)
-        start, period = start + period, period * T_mult
-    return starts
-
-
-def _cycle_period(start: int, T_0: int, T_mult: int) -> int:
-    s, period = 0, T_0
-    while s < start:
-        s, period = s + period, period * T_mult
-    return period
 
 
 def _lr_share(cfg: HaloConfig, epoch: int) -> float:
@@ -93,10 +77,10 @@ def patience_outlasts_restarts(cfg: HaloConfig) -> Finding | None:
     new cycle lets that spike stop training before the cycle anneals below the old best."""
     s, patience = cfg.scheduler, cfg.early_stopping.patience
     restarts = [r for r in cycle_starts(s.T_0, s.T_mult, cfg.epochs)[1:]
-                if patience <= _cycle_period(r, s.T_0, s.T_mult)]
+                if patience <= cycle_of(r, s.T_0, s.T_mult)[1]]
     if not restarts:
         return None
-    periods = [_cycle_period(r, s.T_0, s.T_mult) for r in restarts]
+    periods = [cycle_of(r, s.T_0, s.T_mult)[1] for r in restarts]
     at_risk = [min(r + patience, cfg.epochs) for r in restarts]
     return Finding(
         "patience_outlasts_restart_cycles", ("early_stopping.patience", "scheduler.T_0", "scheduler.T_mult", "epochs"),
