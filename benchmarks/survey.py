@@ -104,19 +104,22 @@ def model_file(root: Path) -> str:
     return path
 
 
-def cutouts(root: Path, n: int, copies: int = 1) -> list[str]:
-    """~n paired-parquet cutouts from the simulator (test split rows, 4 per LRG), repeated ``copies`` times."""
-    simulate_dataset(root / "sim", SimulationConfig(n_lrg={"train": 120, "val": 10, "test": n // 4},
-                                                    domain_randomization=False), rows_per_file=2000)
-    files = sorted((root / "sim" / "test").glob("*.parquet"))
+def copied(files, folder: Path, copies: int, prefix: str) -> list[str]:
+    """``files`` copied ``copies`` times into ``folder`` under other names: a survey of repeated cutouts."""
+    folder.mkdir(parents=True, exist_ok=True)
     out = []
     for c in range(copies):
         for f in files:
-            target = root / "survey" / f"copy{c}-{f.name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(f, target)
-            out.append(str(target))
+            out.append(str(folder / f"{prefix}{c}-{Path(f).name}"))
+            shutil.copy(f, out[-1])
     return out
+
+
+def cutouts(root: Path, n: int) -> list[str]:
+    """~n paired-parquet cutouts from the simulator (test split rows, 4 per LRG)."""
+    simulate_dataset(root / "sim", SimulationConfig(n_lrg={"train": 120, "val": 10, "test": n // 4},
+                                                    domain_randomization=False), rows_per_file=2000)
+    return copied(sorted((root / "sim" / "test").glob("*.parquet")), root / "survey", 1, "copy")
 
 
 def catalogue(model: CatalogModel, files: list[str], out: Path, workers: int, n: int, label: str) -> float:
@@ -182,11 +185,7 @@ def main(argv=None) -> None:
 
 def _big(args, root: Path, model: CatalogModel, files: list[str], n: int, one: float | None) -> None:
     copies = max(1, args.big // n)
-    big = []
-    for c in range(copies):  # the same files again under other names: n * copies cutouts
-        for f in files:
-            big.append(str(root / "survey" / f"again{c}-{Path(f).name}"))
-            shutil.copy(f, big[-1])
+    big = copied(files, root / "survey", copies, "again")  # n * copies cutouts
     rate = catalogue(model, big, root / "catbig", 1, n * copies, "1_worker_big")
     per_core = max(one or 0, rate)  # one scoring worker = one core (its reader shares the second)
     emit(benchmark="catalog_projection", cutouts=10**7, cores=16, per_core_cutouts_per_s=round(per_core, 1),
