@@ -322,6 +322,9 @@ class HaloConfig(_Strict):
     filter_on_ray: bool = True
     nproc_per_node: int = Field(1, ge=1)  # >1: the trained_model asset runs the trainer under torchrun (DDP)
     channels_last: bool = True  # faster for ResNet18 at 64x64 on CPU here, and the cuDNN fast path
+    # the network's numerics in training and inference (halo_core.precision): auto = bf16 autocast on CUDA
+    # and on CPUs with AMX-BF16 / AVX512-BF16, else fp32; the training hash holds the resolved value
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile_model: bool = False  # torch.compile the training forward/backward (GPU runs; minutes to compile)
     # evaluation and promotion
     deployment_prevalence: float = Field(1e-3, gt=0, lt=1)
@@ -409,9 +412,16 @@ class HaloConfig(_Strict):
         return _hash(self.model_dump(mode="json"))
 
     def training_hash(self) -> str:
-        """The weight-determining keys alone (WEIGHT_KEYS); with the data fingerprint it keys a
+        """The weight-determining keys alone (WEIGHT_KEYS), ``precision`` as resolved on this machine (an
+        ``auto`` run in bf16 and one in fp32 are different runs); with the data fingerprint it keys a
         training run (DESIGN §9)."""
-        return _hash(self.model_dump(mode="json", include=WEIGHT_KEYS))
+        return _hash({**self.model_dump(mode="json", include=WEIGHT_KEYS), "precision": self.resolved_precision()})
+
+    def resolved_precision(self) -> str:
+        """``precision`` with ``auto`` decided for the device this config picks here."""
+        from halo_core import precision
+
+        return precision.resolve(self.precision, self.device)
 
 
 # Every top-level key, classified (tests/core/test_config.py fails on an unclassified one).
@@ -422,6 +432,7 @@ WEIGHT_KEYS = frozenset({
     "class_weights", "save_best",  # which epoch's weights become model.pt
     "seed", "warm_start",
     "nproc_per_node",  # DDP deals batches to ranks: the effective batch is nproc x batch_size
+    "precision",  # bf16 and fp32 steps round differently, so they end in different weights
     "num_classes", "pretrained", "noise_augmentation",  # the plan's; only the values halo can honour load
 })
 # What the filtered dataset is made of: they change the data fingerprint (shards + PreprocessSpec),

@@ -140,7 +140,7 @@ def _loss(r):
     model = build_model("resnet18", 6)
     model.load_state_dict(state["model"])
     shards, samples = load_split_samples(cfg, r["data"], "val")
-    logits = predict_logits(model, shards, samples, 8, torch.device("cpu"), channels_last=False)
+    logits = predict_logits(model, shards, samples, 8, torch.device("cpu"), "fp32", channels_last=False)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(samples.labels))
     assert float(bce) == pytest.approx(res.best.val_loss, rel=1e-3)
 

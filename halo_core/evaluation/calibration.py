@@ -103,14 +103,14 @@ class ValidationFit:
 def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> ValidationFit:
     """``cfg.calibration`` and the other scaling, fitted on the val split's logits (scored once)."""
     from halo_core.data.samples import load_split_samples
-    from halo_core.model.checkpoint import load_model
+    from halo_core.model.checkpoint import load_model, model_precision
     from halo_core.model.inference import predict_logits
     from halo_core.model.network import pick_device
 
-    model, _ = load_model(model_path)
+    model, sidecar = load_model(model_path)
     device = pick_device(cfg.device)
     shards, samples = load_split_samples(cfg, dataset_dir, "val")
-    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
+    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device, model_precision(sidecar))
     chosen = FITS[cfg.calibration](logits, samples.labels)
     other = next(name for name in FITS if name != cfg.calibration)
     ece = {"before": expected_calibration_error(sigmoid(logits), samples.labels)["ece"],

@@ -19,7 +19,7 @@ from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
 from halo_core.evaluation.metrics import TARGET_METRIC, auroc, tpr_at_fpr
 from halo_core.evaluation.results import EvaluationReport
-from halo_core.model.checkpoint import load_model, model_spec
+from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
 
@@ -82,10 +82,12 @@ def _arc_snr_zero(cfg, r) -> Criterion:
 
 # each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion
 def _core_perturbation(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
-    d = r.core_perturbation
-    if not d["measurable"]:
-        return _unmeasured("core_perturbation", f"fewer than {d['min_per_class']} test samples in a class")
-    return Criterion("core_perturbation", d["passed"])
+    """Blocking: the centred variants only (the offset ones are WARN evidence: core_perturbation_offset)."""
+    d, g = r.core_perturbation, cfg.go_no_go
+    if not all(c["n"] >= g.core_perturbation_min_per_class for c in d["per_class"].values()):
+        return _unmeasured("core_perturbation", f"fewer than {g.core_perturbation_min_per_class} test samples in a class")
+    return Criterion("core_perturbation", all(c["mean_abs_change"] <= g.max_core_perturbation_change
+                                              for c in d["per_class"].values()))
 
 
 def _independent_renderer_shift(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
@@ -174,7 +176,7 @@ def score_test_split(cfg: HaloConfig, dataset_dir: str, model_path: str) -> tupl
         raise PromotionError(f"cannot score {model_path} on this test split: {err}") from None
     device = pick_device(cfg.device)
     shards, samples = load_split_samples(cfg, dataset_dir, "test")
-    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device)
+    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device, model_precision(sidecar))
     meta = shards.meta.iloc[samples.rows]
     return samples.labels.astype(int), logits, int(lrg_ids(meta[samples.labels == 0]).nunique())
 

@@ -39,6 +39,8 @@ class EvaluationReport:
     realism_probe: dict
     core_perturbation: dict
     shift_suite: dict = field(default_factory=dict)
+    # the numerics the test split, and so the operating threshold, was scored in (halo_core.precision)
+    precision: str = "fp32"
     plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
 
     def to_dict(self) -> dict:

@@ -83,5 +83,11 @@ def load_model(path: str) -> tuple[torch.nn.Module, dict]:
     return model.eval(), sidecar
 
 
+def model_precision(sidecar: dict) -> str:
+    """The numerics a model was trained, and its threshold measured, in (halo_core.precision); a model
+    written before the record existed ran in fp32."""
+    return sidecar.get("precision", "fp32")
+
+
 def model_spec(sidecar: dict) -> PreprocessSpec:
     return PreprocessSpec.from_dict(sidecar["preprocess"])

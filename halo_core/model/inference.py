@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from halo_core import precision as numerics
 from halo_core.data.loader import BatchStream, make_loader
 from halo_core.data.samples import SampleSet
 from halo_core.data.shards import SplitShards
@@ -25,13 +26,13 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, batch_size: int,
-                   device: torch.device, channels_last: bool = True) -> np.ndarray:
-    """Logits of every sample, in sample order, without augmentation."""
+                   device: torch.device, precision: str, channels_last: bool = True) -> np.ndarray:
+    """Logits of every sample, in sample order, without augmentation, in ``precision`` (fp32 | bf16)."""
     model.eval()
     stream = BatchStream(shards, samples, batch_size, seed=0, train=False, dtype=batch_dtype(device))
     out = np.empty(len(samples), np.float32)
     for x, _, index, _ in make_loader(stream, 0, False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with numerics.autocast(precision, device.type):
             logits = model(to_device(x, device, channels_last)).squeeze(1)
         out[index.numpy()] = logits.float().cpu().numpy()
     return out

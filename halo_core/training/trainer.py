@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from halo_core import precision as numerics
 from halo_core import uris
 from halo_core.config import HaloConfig
 from halo_core.data.augment import apply_d4
@@ -155,6 +156,7 @@ def run_identity(cfg: HaloConfig, dataset_dir: str, warm_start_from: str | None)
         "model_name": cfg.model_name, "input_channels": cfg.input_channels,
         "needs_control": cfg.needs_control_at_inference, "preprocess": PreprocessSpec.from_config(cfg).to_dict(),
         "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(), "training_hash": cfg.training_hash(),
+        "precision": cfg.resolved_precision(),
         "data_fingerprint": data_fingerprint(dataset_dir), "code_version": code_version(),
         "warm_start_from": file_sha256(warm_start_from) if warm_start_from else None,
     }
@@ -254,8 +256,8 @@ def _all_sum(values: list[float], ctx: Distributed) -> list[float]:
     return t.tolist()
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bool, ctx: Distributed,
-                    progress_every_s: float = 30.0) -> dict:
+def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bool, precision: str,
+                    ctx: Distributed, progress_every_s: float = 30.0) -> dict:
     """One pass over this rank's batches; loss and throughput summed over all ranks."""
     model.train()
     losses, grad_norms, seen, data_s = [], [], 0, 0.0
@@ -264,7 +266,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bo
         data_s += time.perf_counter() - t_data
         x = apply_d4(to_device(x, device, channels_last), elements)  # augment on the device, in batch form
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with numerics.autocast(precision, device.type):
             logits = model(x).squeeze(1)
         loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -288,10 +290,12 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, channels_last: bo
             "data_wait_share": data_s / seconds, "samples_seen": int(n_seen)}
 
 
-def validate(model: nn.Module, data: TrainingData, loss_fn, cfg: HaloConfig, device: torch.device) -> dict:
+def validate(model: nn.Module, data: TrainingData, loss_fn, cfg: HaloConfig, device: torch.device,
+             precision: str) -> dict:
     """Val loss, AUROC and per-class accuracy. Every rank scores the whole val split: identical metrics
     everywhere, so every rank takes the same early-stopping decision without a broadcast."""
-    logits = predict_logits(model, data.val_shards, data.val_samples, cfg.batch_size, device, cfg.channels_last)
+    logits = predict_logits(model, data.val_shards, data.val_samples, cfg.batch_size, device, precision,
+                            cfg.channels_last)
     labels = data.val_samples.labels
     return {"val_loss": float(loss_fn(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device))),
             "val_auroc": auroc(labels, logits), "val_per_class_accuracy": per_class_accuracy(labels, logits)}
@@ -339,6 +343,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
     if ctx.is_main:
         uris.check_writable(out_dir)
     device = pick_device(cfg.device, ctx.local_rank)
+    precision = identity["precision"]
     torch.manual_seed(cfg.seed)  # before the model is built: its initial weights are the run's
     data = load_training_data(cfg, dataset_dir)
     state = build_state(cfg, device)
@@ -352,7 +357,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
     if ctx.is_main:
         log.info("training on %s%s: %s, channels_last %s, compiled %s, %d rank(s), %d loader worker(s)",
                  device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "",
-                 "bf16 autocast" if device.type == "cuda" else "fp32", cfg.channels_last, cfg.compile_model,
+                 "bf16 autocast" if precision == "bf16" else "fp32", cfg.channels_last, cfg.compile_model,
                  ctx.world_size, cfg.num_workers)
 
     tracker = Tracker(cfg, out_dir) if ctx.is_main else None
@@ -362,11 +367,11 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
             break
         stream.set_epoch(epoch)
         lr = state.optimizer.param_groups[0]["lr"]
-        trained = train_one_epoch(model, loader, state.optimizer, loss_fn, device, cfg.channels_last, ctx)
+        trained = train_one_epoch(model, loader, state.optimizer, loss_fn, device, cfg.channels_last, precision, ctx)
         if not math.isfinite(trained["train_loss"]):
             raise TrainingError(f"epoch {epoch}: train loss is {trained['train_loss']}; lr={lr:g}, "
                                 f"max grad norm {trained['grad_norm_max']:g}")
-        record = EpochRecord(epoch=epoch, lr=lr, **trained, **validate(state.model, data, loss_fn, cfg, device))
+        record = EpochRecord(epoch=epoch, lr=lr, **trained, **validate(state.model, data, loss_fn, cfg, device, precision))
         state.history.append(record)
         state.scheduler.step()
         is_best = state.stopper.update(getattr(record, cfg.early_stopping.monitor), epoch)

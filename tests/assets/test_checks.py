@@ -251,17 +251,33 @@ def test_stress_set_drop_warns(tmp_path, with_report):
     assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
 
 
-def test_core_perturbation_check_blocks_and_says_when_it_cannot_measure(tmp_path, with_report):
+def _perturbation(centred: float, offset: float, n: int) -> dict:
+    cls = {"n": n, "mean_abs_change": centred, "offset_mean_abs_change": offset,
+           "by_variant": {"add_centred": centred, "remove_centred": centred, "add_offset": offset,
+                          "remove_offset": offset}}
+    return {"core_perturbation": {"per_class": {"non_lens": cls, "lens": cls}, "spread_sigma_px": [1, 2, 3],
+                                  "max_mean_abs_change": 0.05, "min_per_class": 500, "measurable": n >= 500,
+                                  "passed": n >= 500 and centred <= 0.05, "offset_passed": n >= 500 and offset <= 0.05}}
+
+
+def test_core_perturbation_check_blocks_on_the_centred_variants_and_says_when_it_cannot_measure(tmp_path, with_report):
     from halo_assets.checks.go_no_go import core_perturbation
 
-    def report(change: float, n: int) -> dict:
-        cls = {"n": n, "mean_abs_change": change, "by_variant": {"add_centred": change}}
-        return {"core_perturbation": {"per_class": {"non_lens": cls, "lens": cls}, "spread_sigma_px": [1, 2, 3],
-                                      "max_mean_abs_change": 0.05, "min_per_class": 500, "measurable": n >= 500,
-                                      "passed": n >= 500 and change <= 0.05}}
-
-    assert core_perturbation(halo=with_report(tmp_path / "a", report(0.01, 600))).passed
-    failed = core_perturbation(halo=with_report(tmp_path / "b", report(0.2, 600)))
+    passed = core_perturbation(halo=with_report(tmp_path / "a", _perturbation(0.01, 0.2, 600)))
+    assert passed.passed and passed.metadata["lens_mean_abs_change"].value == 0.01  # offset variants do not block
+    failed = core_perturbation(halo=with_report(tmp_path / "b", _perturbation(0.2, 0.01, 600)))
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
-    unmeasured = core_perturbation(halo=with_report(tmp_path / "c", report(0.01, 100)))
+    assert failed.metadata["non_lens_mean_abs_change"].value == 0.2 and failed.metadata["threshold"].value == 0.05
+    unmeasured = core_perturbation(halo=with_report(tmp_path / "c", _perturbation(0.01, 0.01, 100)))
     assert not unmeasured.passed and unmeasured.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_core_perturbation_offset_is_a_warning(tmp_path, with_report):
+    from halo_assets.checks.go_no_go import core_perturbation_offset
+
+    assert core_perturbation_offset(halo=with_report(tmp_path / "a", _perturbation(0.2, 0.01, 600))).passed
+    warned = core_perturbation_offset(halo=with_report(tmp_path / "b", _perturbation(0.01, 0.2, 600)))
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert warned.metadata["lens_mean_abs_change"].value == 0.2
+
+

@@ -46,6 +46,8 @@ def test_data_and_go_no_go_checks_are_blocking():
         assert key in blocking, key
     # data-level probes are evidence (DESIGN §8): reported, never blocking
     assert not blocking & {("shortcut_gates", f"shortcut_{g}_auc") for g in ("core", "radial", "metadata")}
+    # the off-centre perturbation is evidence too: light 0.8" from the centre looks like a compact lensed image
+    assert ("evaluation_report", "core_perturbation_offset") in specs.keys() - blocking
 
 
 def test_weekly_schedule_runs_the_retrain_job():

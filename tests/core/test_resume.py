@@ -14,8 +14,9 @@ EPOCHS = 4
 
 def _train(filtered_dir, out, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # bit-exact resume is promised for fp32 (bf16 autocast may pick other kernels on another machine)
     cmd = [sys.executable, "-m", "halo_core.train", "--preset", "smoke", "--set", f"epochs={EPOCHS}",
-           "--set", f"scheduler.T_0={EPOCHS}", "--data", filtered_dir, "--out", str(out)]
+           "--set", "precision=fp32", "--set", f"scheduler.T_0={EPOCHS}", "--data", filtered_dir, "--out", str(out)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
 
 

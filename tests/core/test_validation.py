@@ -110,7 +110,7 @@ def test_q7_substitutes_score_the_test_split_without_the_true_control(filtered_d
     template = median_template(train)
     assert template.shape == (3, 64, 64)
     logits = substitute_scores(model, test, samples, template, 16, torch.device("cpu"))
-    reference = predict_logits(model, test, samples, 16, torch.device("cpu"), channels_last=False)
+    reference = predict_logits(model, test, samples, 16, torch.device("cpu"), "fp32", channels_last=False)
     assert np.allclose(logits["true_control"], reference, atol=1e-4)
     neg = samples.labels == 0  # (ctrl, ctrl): duplicating the image is the true control for a negative
     assert np.allclose(logits["duplicated_image"][neg], logits["true_control"][neg], atol=1e-5)
