@@ -1,5 +1,5 @@
 """Trainer overhead: halo's training epoch vs a bare forward/backward/step loop, same model, batch,
-memory format, device and threads, in one process. One JSON line.
+memory format, precision, device and threads, in one process, for fp32 and for bf16. One JSON line.
 
 - ``train_epoch``: samples/s inside train_one_epoch (memmap gather, D4 on the device, loss, grad
   norm, progress); the DESIGN §6 target is <= 10 % overhead against the bare loop.
@@ -27,7 +27,8 @@ from halo_core.training.trainer import fit
 
 def bare_loop(cfg, steps: int, device: torch.device, channels_last: bool = True) -> float:
     step = bare_training_step(cfg.model_name, cfg.input_channels, cfg.batch_size, device, channels_last=channels_last,
-                              learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+                              bf16=cfg.resolved_precision() == "bf16", learning_rate=cfg.learning_rate,
+                              weight_decay=cfg.weight_decay)
     # two warm-up steps (allocator, oneDNN/cuDNN kernel choice); the whole timed loop, as fit()'s rate is
     return steps * cfg.batch_size / sum(step_seconds(step, device, steps, warmup=2))
 
@@ -42,30 +43,39 @@ def main() -> None:
     overrides = {"batch_size": args.batch_size, "epochs": args.epochs, "save_every_n_epochs": 1,
                  "num_workers": args.num_workers,
                  "scheduler": {"T_0": args.epochs}, "simulation": {"n_lrg": {"train": args.n_lrg, "val": 20, "test": 20}}}
-    cfg = load_preset("demo", overrides)
-    device = pick_device(cfg.device)
+    # fp32 and bf16 in one run, so their ratio is measured on one machine state (DESIGN §6: CPU precision)
     with tempfile.TemporaryDirectory() as tmp:
         _, filtered, _ = synthetic_dataset(Path(tmp), args.n_lrg)
-        _, samples = load_split_samples(cfg, filtered, "train")
-        steps = len(samples) // cfg.batch_size
-        bare = bare_loop(cfg, steps, device)
-        bare_contiguous = bare_loop(cfg, steps, device, channels_last=False)
-        t0 = time.perf_counter()
-        result = fit(cfg, filtered, str(Path(tmp) / "run"), resume=False)
-        fit_s = time.perf_counter() - t0
+        rows = {precision: measure(load_preset("demo", {**overrides, "precision": precision}), filtered,
+                                   Path(tmp) / precision, args.epochs) for precision in ("fp32", "bf16")}
+    print(json.dumps({"benchmark": "trainer_overhead", **rows,
+                      "bf16_speedup_train_epoch": round(rows["bf16"]["train_epoch_samples_per_s"]
+                                                        / rows["fp32"]["train_epoch_samples_per_s"], 2),
+                      "bf16_speedup_bare": round(rows["bf16"]["bare_samples_per_s"] / rows["fp32"]["bare_samples_per_s"], 2),
+                      "target_overhead": 0.10, **machine()}))
+
+
+def measure(cfg, filtered: str, run_dir: Path, epochs: int) -> dict:
+    device = pick_device(cfg.device)
+    _, samples = load_split_samples(cfg, filtered, "train")
+    steps = len(samples) // cfg.batch_size
+    bare = bare_loop(cfg, steps, device)
+    bare_contiguous = bare_loop(cfg, steps, device, channels_last=False)
+    t0 = time.perf_counter()
+    result = fit(cfg, filtered, str(run_dir), resume=False)
+    fit_s = time.perf_counter() - t0
     epoch_rates = [h.samples_per_s for h in result.history]
     ours = max(epoch_rates[1:] or epoch_rates)  # the first epoch pays one-off warm-up, as the bare loop's skip
     whole = sum(h.samples_seen for h in result.history) / fit_s
-    print(json.dumps({
-        "benchmark": "trainer_overhead", "batch_size": cfg.batch_size, "steps_per_epoch": steps,
-        "epochs": args.epochs, "channels_last": cfg.channels_last,
-        "num_workers": cfg.num_workers,
+    return {
+        "precision": cfg.resolved_precision(), "batch_size": cfg.batch_size, "steps_per_epoch": steps,
+        "epochs": epochs, "channels_last": cfg.channels_last, "num_workers": cfg.num_workers,
         "bare_samples_per_s": round(bare, 1), "bare_contiguous_samples_per_s": round(bare_contiguous, 1),
         "channels_last_speedup": round(bare / bare_contiguous, 2), "train_epoch_samples_per_s": round(ours, 1),
         "train_epoch_overhead": round(1 - ours / bare, 3),
         "whole_fit_samples_per_s": round(whole, 1), "whole_fit_overhead": round(1 - whole / bare, 3),
-        "val_samples": result.samples["val"], "target_overhead": 0.10, **machine(),
-    }))
+        "val_samples": result.samples["val"],
+    }
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ class InjectionConfig(_Strict):
 class RealValidationConfig(_Strict):
     """Scoring real known lenses and real non-lenses (halo_core.evaluation.validation); empty paths = skipped."""
 
-    lenses_path: str = ""  # real lens cutouts (.npz files / folder, or parquet with a cutout column)
+    # real lens cutouts (.npz files / folder, or parquet with a cutout column); `shipped` = the six real DR10
+    # lens candidates inside halo (halo_core/data/real_dr10_cutouts)
+    lenses_path: str = ""
     nonlenses_path: str = ""  # real non-lens cutouts, same layouts
     known_lens_radius_arcsec: float = Field(2.0, gt=0, le=30)
     purity_target: float = Field(0.75, gt=0, le=1)  # the plan's sim-to-real purity target, shown beside the purity

@@ -108,6 +108,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, *, prevalence
         "n": int(len(labels)),
         "n_positives": int(labels.sum()),
         "n_negatives": int((labels == 0).sum()),
+        "n_distinct_negatives": n_distinct_negatives,  # distinct non-lens galaxies: what a low FPR rests on
         **{name: named_metric(name, labels, scores, threshold) for name in dict.fromkeys(("auroc", *names, TARGET_METRIC))},
         "tpr_at_fpr": operating_points(labels, scores, prevalence, n_distinct_negatives) if two_classes else [],
         "confusion_at_threshold": {

@@ -166,17 +166,20 @@ def require_go(cfg: HaloConfig, report: EvaluationReport | None, gates: dict | N
     return verdict
 
 
-def score_test_split(cfg: HaloConfig, dataset_dir: str, model_path: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(labels, logits, distinct non-lens galaxies) of ``model_path`` on the test split of ``dataset_dir``;
-    PromotionError when the model reads its input preprocessed differently from those shards."""
+def score_test_split(cfg: HaloConfig, dataset_dir: str, model_path: str, *, split: str = "test",
+                     precision: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, logits, distinct non-lens galaxies) of ``model_path`` on the test split (or ``split``) of
+    ``dataset_dir``, in ``precision`` (default: the model's own); PromotionError when the model reads its
+    input preprocessed differently from those shards."""
     model, sidecar = load_model(model_path)
     try:
         dataset_spec(dataset_dir).require_same(model_spec(sidecar), f"{model_path} vs {dataset_dir}")
     except HaloError as err:
         raise PromotionError(f"cannot score {model_path} on this test split: {err}") from None
     device = pick_device(cfg.device)
-    shards, samples = load_split_samples(cfg, dataset_dir, "test")
-    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device, model_precision(sidecar))
+    shards, samples = load_split_samples(cfg, dataset_dir, split)
+    logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device,
+                            precision or model_precision(sidecar))
     meta = shards.meta.iloc[samples.rows]
     return samples.labels.astype(int), logits, int(lrg_ids(meta[samples.labels == 0]).nunique())
 

@@ -169,6 +169,17 @@ def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet)
                             min_real=rv.min_real_lenses, max_auc=rv.max_realism_auc, seed=cfg.seed)}
 
 
+def test_operating_points(cfg, dataset_dir: str, model_path: str, calibration: Calibration) -> list[dict]:
+    """The synthetic test split's TPR-at-FPR rows (calibrated thresholds, distinct negatives), computed as
+    the evaluation report computes them, in the model's own precision: real validation needs no report."""
+    from halo_core.evaluation.metrics import classification_metrics
+    from halo_core.evaluation.promotion import score_test_split
+
+    labels, logits, n_distinct = score_test_split(cfg, dataset_dir, model_path)
+    return classification_metrics(labels, calibration.probability(logits), prevalence=cfg.deployment_prevalence,
+                                  n_distinct_negatives=n_distinct, names=cfg.metrics)["tpr_at_fpr"]
+
+
 def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[dict], lenses_path: str,
                   nonlenses_path: str, out_dir: str, *, operating_fpr: float, prevalence: float,
                   radius_arcsec: float, purity_target: float, realism: dict | None = None) -> dict:

@@ -29,8 +29,11 @@ Distributions (per injection unless stated):
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -454,9 +457,11 @@ def _write_part(table: pa.Table, split_dir: Path, index: int) -> None:
 
 
 def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 1000,
-                     oversample: int = DEFAULT_OVERSAMPLE) -> SimulationReport:
+                     oversample: int = DEFAULT_OVERSAMPLE, workers: int | None = None) -> SimulationReport:
     """Write out_dir/{train,val,test}/part-NNNNN.parquet in the §3 schema, as ``sim`` (the config's
-    ``simulation`` block) describes; the same config gives the same bytes."""
+    ``simulation`` block) describes; the same config gives the same bytes. Chunks render in ``workers``
+    processes (default: the cores this process may use): each chunk draws from its own seeded stream,
+    so the bytes do not depend on how many."""
     started = time.perf_counter()
     n_lrg, lrgs_per_brick, seed = dict(sim.n_lrg), sim.lrgs_per_brick, sim.seed
     if sorted(n_lrg) != sorted(SPLITS):
@@ -470,43 +475,85 @@ def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 100
 
     root = Path(out_dir)
     plan = plan_bricks(np.random.default_rng([seed, 0]), n_bricks)
-    rows, files = {}, {}
-    nan_rows = masked_rows = bad_rows = 0
-    snr_all = []
-    first_region = 0
+    draws, first_region = [], 0
     for split_index, split in enumerate(SPLITS):
         lrg, inj = draw_split(np.random.default_rng([seed, 1, split_index]), plan[split], n_lrg[split],
-                               lrgs_per_brick, sim.injections_per_lrg, first_region, sim.domain_randomization)
+                              lrgs_per_brick, sim.injections_per_lrg, first_region, sim.domain_randomization)
         first_region = int(lrg["region_id"].max()) + 1
-        split_dir = root / split
-        split_dir.mkdir(parents=True, exist_ok=True)
-        for stale in split_dir.glob("part-*.parquet"):
-            stale.unlink()
-        pending: list[pa.Table] = []
-        n_pending = n_files = 0
-        for chunk_index, start in enumerate(range(0, n_lrg[split], _LRG_CHUNK)):
-            lrg_idx = np.arange(start, min(start + _LRG_CHUNK, n_lrg[split]))
-            chunk_rng = np.random.default_rng([seed, 2, split_index, chunk_index])
-            chunk = render_chunk(chunk_rng, lrg, inj, lrg_idx, oversample)
-            pending.append(_chunk_table(split, sim, lrg, inj, chunk))
-            n_pending += len(chunk.rows)
-            snr_all.append(chunk.arc_snr[~inj["masked"][chunk.rows]])
-            while n_pending >= rows_per_file:
-                table = pa.concat_tables(pending)
-                _write_part(table.slice(0, rows_per_file), split_dir, n_files)
+        draws.append((lrg, inj))
+    chunks = [(split_index, chunk_index, start) for split_index, split in enumerate(SPLITS)
+              for chunk_index, start in enumerate(range(0, n_lrg[split], _LRG_CHUNK))]
+    rows, files = {}, {}
+    snr_all = []
+    with _render_pool(draws, sim, oversample, workers, len(chunks)) as render:
+        rendered = iter(render(_render_part, chunks))
+        for split_index, split in enumerate(SPLITS):
+            split_dir = root / split
+            split_dir.mkdir(parents=True, exist_ok=True)
+            for stale in split_dir.glob("part-*.parquet"):
+                stale.unlink()
+            pending: list[pa.Table] = []
+            n_pending = n_files = 0
+            for _ in range(-(-n_lrg[split] // _LRG_CHUNK)):
+                table, snr = next(rendered)
+                pending.append(table)
+                n_pending += len(table)
+                snr_all.append(snr)
+                while n_pending >= rows_per_file:
+                    table = pa.concat_tables(pending)
+                    _write_part(table.slice(0, rows_per_file), split_dir, n_files)
+                    n_files += 1
+                    pending, n_pending = [table.slice(rows_per_file)], len(table) - rows_per_file
+            if n_pending:
+                _write_part(pa.concat_tables(pending), split_dir, n_files)
                 n_files += 1
-                pending, n_pending = [table.slice(rows_per_file)], len(table) - rows_per_file
-        if n_pending:
-            _write_part(pa.concat_tables(pending), split_dir, n_files)
-            n_files += 1
-        rows[split], files[split] = len(inj["owner"]), n_files
-        nan_rows += int(inj["nan"].sum())
-        masked_rows += int(inj["masked"].sum())
-        bad_rows += int((lrg["bad_pixel_frac"][inj["owner"]] > 0.2).sum())
+            rows[split], files[split] = len(draws[split_index][1]["owner"]), n_files
+    nan_rows = sum(int(inj["nan"].sum()) for _, inj in draws)
+    masked_rows = sum(int(inj["masked"].sum()) for _, inj in draws)
+    bad_rows = sum(int((lrg["bad_pixel_frac"][inj["owner"]] > 0.2).sum()) for lrg, inj in draws)
     return SimulationReport(
         out_dir=str(root), rows=rows, files=files, nan_rows=nan_rows, masked_arc_rows=masked_rows,
         bad_pixel_rows=bad_rows, seconds=round(time.perf_counter() - started, 3), seed=seed,
         arc_snr_median=float(np.median(np.concatenate(snr_all))))
+
+
+# What the render workers share, set once per worker by _render_pool: (draws, sim, oversample).
+_RENDER_STATE: tuple | None = None
+
+
+def _set_render_state(state: tuple) -> None:
+    global _RENDER_STATE
+    _RENDER_STATE = state
+
+
+def _render_part(chunk: tuple[int, int, int]) -> tuple[pa.Table, np.ndarray]:
+    """One chunk of one split as its Arrow table, and the arc SNRs of its unmasked injections."""
+    draws, sim, oversample = _RENDER_STATE
+    split_index, chunk_index, start = chunk
+    lrg, inj = draws[split_index]
+    lrg_idx = np.arange(start, min(start + _LRG_CHUNK, len(lrg["ra"])))
+    rendered = render_chunk(np.random.default_rng([sim.seed, 2, split_index, chunk_index]), lrg, inj, lrg_idx,
+                            oversample)
+    return (_chunk_table(SPLITS[split_index], sim, lrg, inj, rendered),
+            rendered.arc_snr[~inj["masked"][rendered.rows]])
+
+
+@contextmanager
+def _render_pool(draws, sim: SimulationConfig, oversample: int, workers: int | None, n_chunks: int):
+    """A map over chunks, in order: in this process, or in worker processes started fresh (spawn: a
+    fork of a process with torch's or Dagster's threads can deadlock)."""
+    state = (draws, sim, oversample)
+    workers = min(workers or len(os.sched_getaffinity(0)), n_chunks)
+    if workers <= 1:
+        _set_render_state(state)
+        try:
+            yield map
+        finally:
+            _set_render_state(None)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_render_state, initargs=(state,)) as pool:
+        yield pool.map
 
 
 def _chunk_table(split: str, sim: SimulationConfig, lrg, inj, chunk: RenderedChunk) -> pa.Table:

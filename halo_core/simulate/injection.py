@@ -93,10 +93,18 @@ class InjectionReport:
         return dataclasses.asdict(self)
 
 
+# `shipped` names the six real DR10 lens candidates that ship inside halo, so a fresh clone validates on
+# real pixels with no download (halo_core/data/real_dr10_cutouts/README.md)
+SHIPPED_CUTOUTS = "shipped"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "real_dr10_cutouts"
+
+
 def cutout_files(paths: list[str] | str) -> list[str]:
-    """The .npz and .parquet files named by ``paths`` (files, or folders searched recursively)."""
+    """The .npz and .parquet files named by ``paths`` (files, or folders searched recursively; ``shipped``
+    is halo's own six real cutouts)."""
     files = []
     for path in [paths] if isinstance(paths, str) else paths:
+        path = str(SHIPPED_DIR) if path == SHIPPED_CUTOUTS else path
         if path.endswith(CUTOUT_SUFFIXES):
             files.append(path)
         else:

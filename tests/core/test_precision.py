@@ -42,3 +42,16 @@ def test_the_sidecar_records_the_resolved_precision(trained, smoke_cfg):
     sidecar = load_sidecar(trained.model_path)
     assert sidecar["precision"] == smoke_cfg.resolved_precision() == model_precision(sidecar)
     assert model_precision({}) == "fp32"  # a model from before the record ran in fp32
+
+
+def test_a_bf16_run_trains_and_says_so(tmp_path, smoke_cfg, filtered_dir, caplog):
+    import logging
+
+    from halo_core.training.trainer import fit
+
+    cfg = smoke_cfg.model_copy(update={"precision": "bf16", "epochs": 1})
+    with caplog.at_level(logging.INFO, logger="halo_core.training.trainer"):
+        result = fit(cfg, filtered_dir, str(tmp_path / "run"))
+    assert "bf16 autocast" in caplog.text and load_sidecar(result.model_path)["precision"] == "bf16"
+    assert result.history[0].train_loss > 0 and result.history[0].val_auroc > 0
+    assert cfg.training_hash() != smoke_cfg.model_copy(update={"precision": "fp32", "epochs": 1}).training_hash()

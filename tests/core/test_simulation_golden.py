@@ -1,0 +1,42 @@
+"""The simulated data is frozen: a fixed-seed, fixed-size simulation keeps the content it had when the
+demo's go/no-go bar was set (issue 22). A change to the simulator's distributions, recipes or random
+streams changes this fingerprint; so would data made easier. Rendering in parallel must not.
+
+The fingerprint is over decoded content (every column's values, every stamp's float32 pixels), not
+file bytes, so a new parquet or zlib release does not move it."""
+
+import hashlib
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from halo_core.config import SimulationConfig
+from halo_core.data.stamps import decode_stamp
+from halo_core.simulate.dataset import SPLITS, simulate_dataset
+
+GOLDEN = SimulationConfig(n_lrg={"train": 70, "val": 20, "test": 20}, injections_per_lrg=2, lrgs_per_brick=10, seed=5,
+                          domain_randomization=True)
+GOLDEN_FINGERPRINT = "dd28b2d7b0cefa7b7616393f10cc331ccb697f0244271218992ec7df1f9e58fa"  # measured at e9ef099
+
+
+def content_fingerprint(root) -> str:
+    h = hashlib.sha256()
+    for split in SPLITS:
+        for path in sorted((root / split).glob("part-*.parquet")):
+            table = pq.read_table(path)
+            for name in table.column_names:
+                h.update(name.encode())
+                values = table.column(name).to_pylist()
+                if name.endswith("_npz"):
+                    for task_id, blob in zip(table.column("task_id").to_pylist(), values):
+                        h.update(decode_stamp(blob, source=str(path), task_id=task_id, column=name).tobytes())
+                else:
+                    h.update(repr(values).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_simulated_data_keeps_its_fingerprint(tmp_path, workers):
+    simulate_dataset(tmp_path, GOLDEN, workers=workers)
+    assert content_fingerprint(tmp_path) == GOLDEN_FINGERPRINT
