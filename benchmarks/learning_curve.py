@@ -155,14 +155,18 @@ def main() -> None:
     p.add_argument("--data", required=True, help="the filtered dataset of the recipe's full size")
     p.add_argument("--out", required=True, help="work folder (subsets, runs) and learning_curve.json / .png")
     p.add_argument("--fractions", default="1,0.46,0.22,0.1", help="train fractions, spanning 10x down")
+    p.add_argument("--full-run", help="the run folder of this recipe on --data (e.g. the demo's trained_model run), "
+                                      "reused for fraction 1 instead of training it again")
     args = p.parse_args()
     cfg = load_config(args.preset, args.config, parse_overrides(args.set))
     out = Path(args.out)
     points = []
     for fraction in sorted((float(f) for f in args.fractions.split(",")), reverse=True):
-        data = train_subset(args.data, out / f"data_{fraction:g}", fraction)
+        full = fraction == 1
+        data = args.data if full else train_subset(args.data, out / f"data_{fraction:g}", fraction)
         t0 = time.perf_counter()
-        result = fit(cfg, str(data), str(out / f"run_{fraction:g}"))
+        # a finished run of the same key is reused, not retrained (fit() checks the key)
+        result = fit(cfg, str(data), args.full_run if full and args.full_run else str(out / f"run_{fraction:g}"))
         fit_s = time.perf_counter() - t0
         calibration = calibrate_on_val(cfg, str(data), result.model_path).chosen
         point = {"fraction": fraction, "train_samples": sum(result.samples["train"].values()),
