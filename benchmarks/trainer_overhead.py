@@ -2,7 +2,7 @@
 memory format, device and threads, in one process. One JSON line.
 
 - ``train_epoch``: samples/s inside train_one_epoch (memmap gather, D4 on the device, loss, grad
-  norm, progress); the DESIGN §6 target is <= 10 % overhead against the bare loop.
+  norm, progress); the docs/design.md §6 (performance) target is <= 10 % overhead against the bare loop.
 - ``whole_fit``: training samples/s over the whole fit() call, validation passes and checkpoint
   writes included (what a user waits for).
 - ``bare_contiguous``: the bare loop in the default memory format, i.e. what channels_last buys.

@@ -1,4 +1,4 @@
-"""The asset graph (DESIGN §2): paired_stamps -> filtered_dataset -> trained_model -> calibrated_model
+"""The asset graph (docs/design.md §2 (graph)): paired_stamps -> filtered_dataset -> trained_model -> calibrated_model
 -> evaluation_report -> promoted_model. Each body resolves the config, calls one halo_core function
 and turns its report into metadata."""
 
@@ -45,7 +45,7 @@ GATES_FILE = "gates.json"
 CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
-# time on a shared box) plus the pod spec the k8s executor applies (DESIGN §2).
+# time on a shared box) plus the pod spec the k8s executor applies (docs/design.md §2 (graph)).
 GPU_POOL = "gpu"
 GPU_OP_TAGS = {
     "dagster-k8s/config": {
@@ -84,7 +84,7 @@ def versioned(assets_defs: list, cfg: HaloConfig) -> list:
 
 
 def stamps_fingerprint(source: Source) -> str:
-    """The input parquet's content fingerprint (DESIGN §9): file names relative to their root and bytes;
+    """The input parquet's content fingerprint (docs/design.md §9 (run keys)): file names relative to their root and bytes;
     for the plan's three split paths, the three fingerprints together."""
     def one(root: str) -> str:
         resolved = uris.current(root)  # on S3 a staged build's version folder: its name is not content
@@ -112,7 +112,7 @@ DATASET_POOL = "dataset_build"
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, arcs injected into the real cutouts of `lrg_cutouts_path` when that is set, else the
-    embedded synthetic dataset in the same schema (DESIGN §3, §4, §9)."""
+    embedded synthetic dataset in the same schema (docs/design.md §3 (data contract), §4 (simulator))."""
     cfg = halo.config()
     if cfg.lrg_cutouts_path:
         with uris.staged_directory(halo.uri("paired_stamps"), INJECTION_FILE) as out:
@@ -185,7 +185,7 @@ def warm_start_model(halo: HaloSettings, cfg: HaloConfig) -> str | None:
 
 def training_dir(halo: HaloSettings, cfg: HaloConfig, warm: str | None) -> str:
     """The run folder of (training hash, data fingerprint[, warm start]) under `checkpoint_dir` or the
-    asset's folder (DESIGN §9): the same key resumes or reuses its run, new data or a new config trains anew."""
+    asset's folder (docs/design.md §9 (run keys)): the same key resumes or reuses its run, new data or a new config trains anew."""
     root = cfg.checkpoint_dir or halo.uri("trained_model")
     return uris.join(root, run_key(cfg, halo.uri("filtered_dataset"), warm))
 

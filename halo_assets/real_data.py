@@ -1,4 +1,4 @@
-"""Real galaxies in the graph: the `real_validation` asset and the injection-realism check (DESIGN §8)."""
+"""Real galaxies in the graph: the `real_validation` asset and the injection-realism check (docs/design.md §8 (trust))."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The survey side of the graph (DESIGN §8 "Scale"), downstream of the production model, on Ray:
+"""The survey side of the graph (docs/design.md §13 (survey path)), downstream of the production model, on Ray:
 `candidate_catalog` (partitioned by brick, registered by `new_cutouts_sensor` as input files appear),
 `candidate_gallery` (the survey-wide top candidates across its bricks) and `selection_function`
 (injection-recovery grid)."""

@@ -1,6 +1,6 @@
 """`halo`: the command line of halo_core; each subcommand calls one library function.
 
-    halo simulate --preset demo --out data/paired          synthetic paired dataset (DESIGN §4)
+    halo simulate --preset demo --out data/paired          synthetic paired dataset (docs/design.md §4 (simulator))
     halo filter   --preset demo --data data/paired --out data/filtered
     halo train    --preset demo --data data/filtered --out runs/demo
     halo gates    --preset demo --data data/filtered       shortcut gates on the train split
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="filtered dataset directory: count the train samples instead of estimating them")
     p.set_defaults(run=cmd_review)
 
-    p = sub.add_parser("simulate", help="write the synthetic paired dataset (DESIGN §3 schema)")
+    p = sub.add_parser("simulate", help="write the synthetic paired dataset in the schema of docs/design.md §3 (data contract)")
     config_args(p)
     p.add_argument("--out", required=True, help="output directory or URI")
     p.set_defaults(run=cmd_simulate)
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output CSV")
     p.set_defaults(run=cmd_score, needs_config=False)
 
-    p = sub.add_parser("inject", help="inject simulated arcs into real cutouts: a paired dataset (DESIGN §3)")
+    p = sub.add_parser("inject", help="inject simulated arcs into real cutouts: a paired dataset (docs/design.md §3 (data contract))")
     config_args(p)
     p.add_argument("cutouts", nargs="+", help=".npz cutouts (101x101x3 HWC), folders of them, or parquet "
                                               "with a cutout column and meta_* columns")

@@ -18,7 +18,7 @@ FINITE_CHECK_ROWS = 4096  # per split: a deterministic sample, so the check cost
 
 @dg.asset_check(asset=paired_stamps, blocking=True, partitions_def=PROFILES)
 def schema_contract(halo: HaloSettings) -> dg.AssetCheckResult:
-    """Every parquet file is readable and has the required columns with the contract's types (DESIGN §3)."""
+    """Every parquet file is readable and has the required columns with the contract's types (docs/design.md §3 (data contract))."""
     root = source_uri(halo)
     problems, n_files = [], 0
     for split, files in split_files(root).items():

@@ -1,4 +1,4 @@
-"""Shortcut-gate checks on the dataset: the selection null blocks, the probes are evidence (WARN), DESIGN §8."""
+"""Shortcut-gate checks on the dataset: the selection null blocks, the probes are evidence (WARN), docs/design.md §8 (trust)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _gates_file(halo: HaloSettings) -> dict:
 
 
 def _gate_check(gate: str):
-    """A data-level probe: evidence with its CI and n (DESIGN §8), so a WARN, never blocking."""
+    """A data-level probe: evidence with its CI and n (docs/design.md §8 (trust)), so a WARN, never blocking."""
 
     @dg.asset_check(asset=shortcut_gates, name=f"shortcut_{gate}_auc",
                     description=f"The {gate} probe's cross-validated AUC with its bootstrap 95 % interval; "

@@ -1,4 +1,4 @@
-"""The go/no-go criteria on the evaluation report (DESIGN §5), judged by halo_core.evaluation.promotion, the
+"""The go/no-go criteria on the evaluation report (docs/design.md §5 (verdict)), judged by halo_core.evaluation.promotion, the
 same code promoted_model reruns; and the shift suite's checks. Each shows its value, threshold and n."""
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
 def core_perturbation(halo: HaloSettings) -> dg.AssetCheckResult:
     """PSF-shaped light of the LRGs' own core-brightness spread, added to and removed from the centre and
     near it (r < 5 px), moves each class's mean test score by at most `go_no_go.max_core_perturbation_change`
-    (DESIGN §8): a model that reads core brightness fails. Too few samples: not measurable (WARN)."""
+    (docs/design.md §8 (trust)): a model that reads core brightness fails. Too few samples: not measurable (WARN)."""
     report = _report(halo)
     d, criterion = report.core_perturbation, _criterion(halo, report, "core_perturbation")
     metadata = {"threshold": d["max_mean_abs_change"], "min_per_class": d["min_per_class"],

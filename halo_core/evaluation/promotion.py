@@ -1,4 +1,4 @@
-"""Promotion: the go / no-go verdict (DESIGN §5) and champion / challenger, in one place.
+"""Promotion: the go / no-go verdict (docs/design.md §5 (verdict)) and champion / challenger, in one place.
 
 The evaluation_report checks show the verdict criterion by criterion, and ``promoted_model`` and
 ``halo models promote`` recompute it from the same stored report.json and gates.json through
@@ -122,7 +122,7 @@ def report_criteria(cfg: HaloConfig, report: EvaluationReport) -> dict[str, Crit
 
 
 def gate_criteria(gates: dict) -> dict[str, Criterion]:
-    """What blocks among the data-level gates (gates.json): the selection null (DESIGN §8). The probes are
+    """What blocks among the data-level gates (gates.json): the selection null (docs/design.md §8 (trust)). The probes are
     evidence, and deployability is judged on the trained model (deployable_without_control)."""
     return {"selection_null": Criterion("selection_null", gates["selection_null"]["passed"])}
 

@@ -1,5 +1,5 @@
 """The evaluation report: held-out test metrics, calibration, diagnostics and plots; report.json and one
-self-contained report.html (plots embedded as base64 PNG), plus the PNGs under plots/ (DESIGN §2, §5)."""
+self-contained report.html (plots embedded as base64 PNG), plus the PNGs under plots/ (docs/design.md §2 (graph), §5 (verdict))."""
 
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calib
 
 def shift_report(model, spec, calibration: Calibration, device, report: EvaluationReport, raw_ece: float,
                  cfg: HaloConfig) -> dict:
-    """The shift suite against this test split's own numbers (DESIGN §8)."""
+    """The shift suite against this test split's own numbers (docs/design.md §8 (trust))."""
     in_distribution = {"auroc": report.metrics["auroc"], "tpr_at_fpr_1e-2": report.tpr_at(1e-2)["tpr"],
                        "ece_raw": raw_ece}
     if not cfg.shift.enabled:
@@ -299,7 +299,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         split="test",
         model=model_path,
         # which model, trained on which data, was evaluated on which data: promotion refuses a report
-        # that names another model (DESIGN §9)
+        # that names another model (docs/design.md §5 (verdict))
         model_sha256=file_sha256(model_path),
         model_training_hash=sidecar["training_hash"],
         model_data_fingerprint=sidecar["data_fingerprint"],

@@ -44,7 +44,7 @@ def test_data_and_go_no_go_checks_are_blocking():
                 ("shortcut_gates", "selection_null"), ("evaluation_report", "core_perturbation"),
                 ("evaluation_report", "arc_localised_focus"), ("evaluation_report", "independent_renderer_shift")]:
         assert key in blocking, key
-    # data-level probes are evidence (DESIGN §8): reported, never blocking
+    # data-level probes are evidence (docs/design.md §8 (trust)): reported, never blocking
     assert not blocking & {("shortcut_gates", f"shortcut_{g}_auc") for g in ("core", "radial", "metadata")}
 
 
