@@ -49,7 +49,9 @@ CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materia
 GPU_POOL = "gpu"
 GPU_OP_TAGS = {
     "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        # the GPU, and CPU and memory for the loader feeding it (shards are memory-mapped: page cache)
+        "container_config": {"resources": {"requests": {"cpu": "8", "memory": "48Gi"},
+                                           "limits": {"nvidia.com/gpu": "1"}}},
         "pod_spec_config": {
             "node_selector": {"nvidia.com/gpu.present": "true"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
