@@ -11,6 +11,7 @@ import dagster as dg
 
 from halo_assets.metadata import (
     KEY_PLOTS,
+    check_result,
     comparison_metadata,
     dataset_metadata,
     gates_metadata,
@@ -265,8 +266,13 @@ CHALLENGER_CHECK = "not_worse_than_production"
 
 @dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"},
           partitions_def=PROFILES, check_specs=[dg.AssetCheckSpec(CHALLENGER_CHECK, asset="promoted_model", partitions_def=PROFILES, description=(
-              "Champion / challenger: the new model is not worse than production on the newest test split "
-              "(AUROC, TPR at FPR 1e-2) by more than max(challenger.min_tolerance, the bootstrap CI half-width)."))])
+              "Not worse than production on the newest test split; not run when the model is not promoted "
+              "(NO-GO)."))],
+          description=(
+              "The deployable model: a new version + card, and the `production` pointer. Written only on GO. "
+              "Not promoted: NO-GO means a blocking go/no-go check failed, so Dagster did not start this step "
+              "(shown as failed or not executed, with this step's own check); the run's `halo/verdict` and "
+              "`halo/failed_checks` tags and its check results name the failed criteria and their values."))
 def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """A new version of the deployable model + its card. Recomputes GO/NO-GO itself from the stored
     report and gates (a run that selects this asset alone cannot skip them), then moves `production`
@@ -317,5 +323,12 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
             [version, *(["production"] if promoted else [])],
             {"training_hash": identity["training_hash"], "data_fingerprint": identity["data_fingerprint"],
              "test_auroc": report.metrics["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
-    check = dg.AssetCheckResult(check_name=CHALLENGER_CHECK, passed=promoted, metadata=comparison_metadata(comparison))
+    worst = None if "skipped" in comparison else min(
+        comparison["metrics"].items(), key=lambda item: item[1]["difference"] + item[1]["tolerance"])
+    check = check_result(
+        check_name=CHALLENGER_CHECK, passed=promoted,
+        observed=f"skipped: {comparison['skipped']}" if worst is None else worst[1]["difference"],
+        expected="challenger - production >= -tolerance" if worst is None
+        else f"{worst[0]} difference >= -{worst[1]['tolerance']:.3g}",
+        n=comparison.get("n_test"), metadata=comparison_metadata(comparison))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
