@@ -31,7 +31,7 @@ from halo_core.data.shards import data_fingerprint
 from halo_core.evaluation.calibration import Calibration, ValidationFit, calibrate_on_val
 from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.evaluation.promotion import compare, require_go, score_test_split
-from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, ReportContext, evaluate
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
@@ -251,11 +251,15 @@ def load_calibration(halo: HaloSettings) -> Calibration:
 
 
 @dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)
-def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
-    """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html."""
+def evaluation_report(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
+    """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html
+    that opens with the GO / NO-GO verdict on them."""
     cfg = halo.config()
     out = halo.uri("evaluation_report")
-    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out)
+    gates = uris.join(halo.uri("shortcut_gates"), GATES_FILE)  # the banner's selection null, when measured
+    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out,
+                      ReportContext(halo.profile(), context.run.run_id,
+                                    uris.read_json(gates) if uris.exists(gates) else None))
     plots = {name: uris.read_bytes(uris.join(out, report.plots[name])) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(
         report, uris.join(out, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))

@@ -26,7 +26,7 @@ import sys
 import yaml
 
 from halo_core import uris
-from halo_core.config import config_args, load_config, parse_overrides
+from halo_core.config import config_args, load_config, parse_overrides, profile_name
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
 from halo_core.train import get_args_parser, train
@@ -88,9 +88,10 @@ def cmd_gates(cfg, args) -> int:
 
 def cmd_evaluate(cfg, args) -> None:
     from halo_core.evaluation.calibration import calibrate_on_val
-    from halo_core.evaluation.report import REPORT_HTML, evaluate
+    from halo_core.evaluation.report import REPORT_HTML, ReportContext, evaluate
 
-    report = evaluate(cfg, args.data, args.model, calibrate_on_val(cfg, args.data, args.model), args.out)
+    report = evaluate(cfg, args.data, args.model, calibrate_on_val(cfg, args.data, args.model), args.out,
+                      ReportContext(profile=profile_name(args.config) if args.config else args.preset))
     m = report.metrics
     print(f"test n={m['n']}: AUROC {m['auroc']:.4f}  AUPRC {m['auprc']:.4f}  "
           f"precision@0.90 (at recall 0.90) {m['precision@0.90']:.4f}")

@@ -189,6 +189,16 @@ def go_no_go(cfg: HaloConfig, report: EvaluationReport, gates: dict) -> Verdict:
     return Verdict(not any(c.blocks for c in criteria.values()), criteria)
 
 
+def report_verdict(cfg: HaloConfig, report: EvaluationReport, gates: dict | None) -> Verdict:
+    """The verdict as far as ``report`` and ``gates`` tell it, for the report's banner: gates measured on
+    other data (or not yet) leave the selection null unmeasured. Promotion requires both (require_go)."""
+    if gates is not None and gates.get("data_fingerprint") == report.data_fingerprint:
+        return go_no_go(cfg, report, gates)
+    criteria = {**report_criteria(cfg, report),
+                "selection_null": _unmeasured("selection_null", "shortcut_gates not measured on this data yet")}
+    return Verdict(not any(c.blocks for c in criteria.values()), criteria)
+
+
 def require_go(cfg: HaloConfig, report: EvaluationReport | None, gates: dict | None, model: dict) -> Verdict:
     """The verdict on ``model`` (its sha256, training hash, data fingerprint), or PromotionError when it
     is NO-GO, was never evaluated, or the report and gates describe another model or other data."""
