@@ -270,8 +270,7 @@ CHALLENGER_CHECK = "not_worse_than_production"
 
 @dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"},
           partitions_def=PROFILES, check_specs=[dg.AssetCheckSpec(CHALLENGER_CHECK, asset="promoted_model", partitions_def=PROFILES, description=(
-              "Not worse than production on the newest test split; not run when the model is not promoted "
-              "(NO-GO)."))],
+              "Not worse than production on the newest test split. On NO-GO it never runs (UI: Execution failed)."))],
           description=(
               "The deployable model: a new version + card, and the `production` pointer. Written only on GO. "
               "Not promoted: NO-GO means a blocking go/no-go check failed, so Dagster did not start this step "
