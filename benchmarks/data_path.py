@@ -1,7 +1,7 @@
 """Data path throughput: filtered shards -> augmented, normalised batch tensors, per CPU core.
 
 Ours: BatchStream (a fancy-index gather from the float16 memmap) + the D4 transform the training
-step applies, num_workers=0 in this process (one core). Baseline, the team's loader as DESIGN §6
+step applies, num_workers=0 in this process (one core). Baseline, the team's loader as docs/design.md §6 (performance)
 describes it: pandas rows, per-sample npz decode, per-sample numpy robust normalisation, numpy D4.
 Also the one-off cost of building the shards from parquet (rows/s, one core). One JSON line.
 """

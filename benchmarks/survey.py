@@ -1,4 +1,4 @@
-"""Survey-scale throughput on Ray (DESIGN §8 "Scale"), one JSON line per figure, the machine's load
+"""Survey-scale throughput on Ray (docs/design.md §13 (survey path)), one JSON line per figure, the machine's load
 beside each: catalogue scoring (cutouts/s per core, 1 and 2 scoring workers, against single-process
 `halo score` on the same files), the peak memory of catalogue scoring at two input sizes (streaming:
 flat), the filter (rows/s, single process and Ray on 1 and 2 cores), the selection function's

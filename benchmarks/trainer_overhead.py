@@ -2,7 +2,7 @@
 memory format, precision, device and threads, in one process, for fp32 and for bf16. One JSON line.
 
 - ``train_epoch``: samples/s inside train_one_epoch (memmap gather, D4 on the device, loss, grad
-  norm, progress); the DESIGN §6 target is <= 10 % overhead against the bare loop.
+  norm, progress); the docs/design.md §6 (performance) target is <= 10 % overhead against the bare loop.
 - ``whole_fit``: training samples/s over the whole fit() call, validation passes and checkpoint
   writes included (what a user waits for).
 - ``bare_contiguous``: the bare loop in the default memory format, i.e. what channels_last buys.
@@ -43,7 +43,7 @@ def main() -> None:
     overrides = {"batch_size": args.batch_size, "epochs": args.epochs, "save_every_n_epochs": 1,
                  "num_workers": args.num_workers,
                  "scheduler": {"T_0": args.epochs}, "simulation": {"n_lrg": {"train": args.n_lrg, "val": 20, "test": 20}}}
-    # fp32 and bf16 in one run, so their ratio is measured on one machine state (DESIGN §6: CPU precision)
+    # fp32 and bf16 in one run, so their ratio is measured on one machine state (docs/design.md §12 (precision))
     with tempfile.TemporaryDirectory() as tmp:
         _, filtered, _ = synthetic_dataset(Path(tmp), args.n_lrg)
         rows = {precision: measure(load_preset("demo", {**overrides, "precision": precision}), filtered,

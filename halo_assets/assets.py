@@ -1,4 +1,4 @@
-"""The asset graph (DESIGN §2): paired_stamps -> filtered_dataset -> trained_model -> calibrated_model
+"""The asset graph (docs/design.md §2 (graph)): paired_stamps -> filtered_dataset -> trained_model -> calibrated_model
 -> evaluation_report -> promoted_model. Each body resolves the config, calls one halo_core function
 and turns its report into metadata."""
 
@@ -11,6 +11,7 @@ import dagster as dg
 
 from halo_assets.metadata import (
     KEY_PLOTS,
+    check_result,
     comparison_metadata,
     dataset_metadata,
     gates_metadata,
@@ -30,7 +31,7 @@ from halo_core.data.shards import data_fingerprint
 from halo_core.evaluation.calibration import Calibration, ValidationFit, calibrate_on_val
 from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.evaluation.promotion import compare, require_go, score_test_split
-from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, evaluate
+from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, ReportContext, evaluate
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
@@ -45,11 +46,13 @@ GATES_FILE = "gates.json"
 CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
 # The training step asks for a GPU wherever it runs: a Dagster concurrency pool (one GPU job at a
-# time on a shared box) plus the pod spec the k8s executor applies (DESIGN §2).
+# time on a shared box) plus the pod spec the k8s executor applies (docs/design.md §2 (graph)).
 GPU_POOL = "gpu"
 GPU_OP_TAGS = {
     "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        # the GPU, and CPU and memory for the loader feeding it (shards are memory-mapped: page cache)
+        "container_config": {"resources": {"requests": {"cpu": "8", "memory": "48Gi"},
+                                           "limits": {"nvidia.com/gpu": "1"}}},
         "pod_spec_config": {
             "node_selector": {"nvidia.com/gpu.present": "true"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -84,7 +87,7 @@ def versioned(assets_defs: list, cfg: HaloConfig) -> list:
 
 
 def stamps_fingerprint(source: Source) -> str:
-    """The input parquet's content fingerprint (DESIGN §9): file names relative to their root and bytes;
+    """The input parquet's content fingerprint (docs/design.md §9 (run keys)): file names relative to their root and bytes;
     for the plan's three split paths, the three fingerprints together."""
     def one(root: str) -> str:
         resolved = uris.current(root)  # on S3 a staged build's version folder: its name is not content
@@ -112,7 +115,7 @@ DATASET_POOL = "dataset_build"
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, arcs injected into the real cutouts of `lrg_cutouts_path` when that is set, else the
-    embedded synthetic dataset in the same schema (DESIGN §3, §4, §9)."""
+    embedded synthetic dataset in the same schema (docs/design.md §3 (data contract), §4 (simulator))."""
     cfg = halo.config()
     if cfg.lrg_cutouts_path:
         with uris.staged_directory(halo.uri("paired_stamps"), INJECTION_FILE) as out:
@@ -185,7 +188,7 @@ def warm_start_model(halo: HaloSettings, cfg: HaloConfig) -> str | None:
 
 def training_dir(halo: HaloSettings, cfg: HaloConfig, warm: str | None) -> str:
     """The run folder of (training hash, data fingerprint[, warm start]) under `checkpoint_dir` or the
-    asset's folder (DESIGN §9): the same key resumes or reuses its run, new data or a new config trains anew."""
+    asset's folder (docs/design.md §9 (run keys)): the same key resumes or reuses its run, new data or a new config trains anew."""
     root = cfg.checkpoint_dir or halo.uri("trained_model")
     return uris.join(root, run_key(cfg, halo.uri("filtered_dataset"), warm))
 
@@ -248,11 +251,15 @@ def load_calibration(halo: HaloSettings) -> Calibration:
 
 
 @dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)
-def evaluation_report(halo: HaloSettings) -> dg.MaterializeResult:
-    """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html."""
+def evaluation_report(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
+    """Held-out test metrics, calibration and diagnostics, as report.json + a self-contained report.html
+    that opens with the GO / NO-GO verdict on them."""
     cfg = halo.config()
     out = halo.uri("evaluation_report")
-    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out)
+    gates = uris.join(halo.uri("shortcut_gates"), GATES_FILE)  # the banner's selection null, when measured
+    report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out,
+                      ReportContext(halo.profile(), context.run.run_id,
+                                    uris.read_json(gates) if uris.exists(gates) else None))
     plots = {name: uris.read_bytes(uris.join(out, report.plots[name])) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(
         report, uris.join(out, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
@@ -263,8 +270,12 @@ CHALLENGER_CHECK = "not_worse_than_production"
 
 @dg.asset(deps=[evaluation_report, shortcut_gates], group_name="evaluation", kinds={"pytorch"},
           partitions_def=PROFILES, check_specs=[dg.AssetCheckSpec(CHALLENGER_CHECK, asset="promoted_model", partitions_def=PROFILES, description=(
-              "Champion / challenger: the new model is not worse than production on the newest test split "
-              "(AUROC, TPR at FPR 1e-2) by more than max(challenger.min_tolerance, the bootstrap CI half-width)."))])
+              "Not worse than production on the newest test split. On NO-GO it never runs (UI: Execution failed)."))],
+          description=(
+              "The deployable model: a new version + card, and the `production` pointer. Written only on GO. "
+              "Not promoted: NO-GO means a blocking go/no-go check failed, so Dagster did not start this step "
+              "(shown as failed or not executed, with this step's own check); the run's `halo/verdict` and "
+              "`halo/failed_checks` tags and its check results name the failed criteria and their values."))
 def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """A new version of the deployable model + its card. Recomputes GO/NO-GO itself from the stored
     report and gates (a run that selects this asset alone cannot skip them), then moves `production`
@@ -315,5 +326,12 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
             [version, *(["production"] if promoted else [])],
             {"training_hash": identity["training_hash"], "data_fingerprint": identity["data_fingerprint"],
              "test_auroc": report.metrics["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
-    check = dg.AssetCheckResult(check_name=CHALLENGER_CHECK, passed=promoted, metadata=comparison_metadata(comparison))
+    worst = None if "skipped" in comparison else min(
+        comparison["metrics"].items(), key=lambda item: item[1]["difference"] + item[1]["tolerance"])
+    check = check_result(
+        check_name=CHALLENGER_CHECK, passed=promoted,
+        observed=f"skipped: {comparison['skipped']}" if worst is None else worst[1]["difference"],
+        expected="challenger - production >= -tolerance" if worst is None
+        else f"{worst[0]} difference >= -{worst[1]['tolerance']:.3g}",
+        n=comparison.get("n_test"), metadata=comparison_metadata(comparison))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])

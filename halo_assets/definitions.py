@@ -6,6 +6,7 @@ import dagster as dg
 
 from halo_assets import assets, real_data, survey
 from halo_assets.checks import CONFIG_REVIEW_CHECKS, DATA_CHECKS, GO_NO_GO_CHECKS, TRAINING_CHECKS
+from halo_assets.console import verdict_console_logger
 from halo_assets.jobs import executor_for, retrain_job_for, weekly_retrain
 from halo_assets.real_data import REAL_DATA_CHECKS
 from halo_assets.resources import DEPLOYMENT
@@ -24,5 +25,8 @@ defs = dg.Definitions(
     schedules=[weekly_retrain],
     sensors=[new_data_sensor, register_profiles, halo_alerts, survey.new_cutouts_sensor],
     resources={"halo": DEPLOYMENT, "alerts": AlertWebhook(url=ALERT_URL)},
+    # runs that configure `loggers: {console: ...}` (python -m halo_assets.demo does) print a failed blocking
+    # check as a NO-GO line, not a stack trace; others get Dagster's default console logger
+    loggers={"console": verdict_console_logger},
     executor=EXECUTOR,
 )

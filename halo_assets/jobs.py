@@ -9,13 +9,21 @@ import dagster as dg
 from halo_assets.assets import GPU_OP_TAGS
 from halo_assets.resources import PROFILES, HaloSettings
 
+# The EC2 capacity provider of GPU instances an ECS cluster runs halo's GPU runs on (deploy/ecs/): Fargate,
+# where an ECS run lands by default, has no GPUs.
+ECS_GPU_CAPACITY_PROVIDER = "halo-gpu"
 # Run-level GPU requests, for launchers that put a whole run in one container (K8sRunLauncher without
 # the k8s_job_executor, EcsRunLauncher): every retrain run, manual, scheduled or sensor-made, asks for a
 # GPU. With the k8s_job_executor the trained_model op tags do the same per step.
 GPU_RUN_TAGS = {
     **GPU_OP_TAGS,
+    "ecs/run_task_kwargs": json.dumps(
+        {"capacityProviderStrategy": [{"capacityProvider": ECS_GPU_CAPACITY_PROVIDER, "weight": 1, "base": 0}]}),
     "ecs/container_overrides": json.dumps({"resourceRequirements": [{"type": "GPU", "value": "1"}]}),
 }
+# What every step pod asks for under the k8s executor (trained_model's op tags add the GPU and more): without
+# requests the scheduler packs step pods onto a node by nothing, and a filter on Ray or the gates starve.
+STEP_K8S_CONFIG = {"container_config": {"resources": {"requests": {"cpu": "2", "memory": "8Gi"}}}}
 
 RETRAIN_JOB = "retrain_job"
 
@@ -26,7 +34,7 @@ def executor_for(name: str) -> dg.ExecutorDefinition | None:
     if name == "k8s":
         from dagster_k8s import k8s_job_executor  # the `deploy` extra; only Kubernetes images need it
 
-        return k8s_job_executor
+        return k8s_job_executor.configured({"step_k8s_config": STEP_K8S_CONFIG})
     if name in ("", "default"):
         return None
     raise ValueError(f"HALO_EXECUTOR={name!r}: want k8s or default")

@@ -47,9 +47,33 @@ def tidy(metadata: dict | None) -> dict:
     return {k: number(v) if isinstance(v, (float, np.floating)) or v is None else v for k, v in (metadata or {}).items()}
 
 
-def check_result(**kwargs) -> dg.AssetCheckResult:
-    """dg.AssetCheckResult with its metadata tidied for the UI."""
-    return dg.AssetCheckResult(**{**kwargs, "metadata": tidy(kwargs.get("metadata"))})
+# every check's first three metadata entries: plain values the UI shows on the check's row (never inside a
+# markdown pop-up), and the demo's closing table reads
+OBSERVED, EXPECTED, N = "observed", "expected", "n"
+
+
+def check_result(*, passed: bool, observed, expected: str, n=None, metadata: dict | None = None,
+                 severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+                 check_name: str | None = None) -> dg.AssetCheckResult:
+    """The one way a halo check reports: what it observed, what it expected, on how many samples (None:
+    no count applies), then its details; metadata tidied for the UI."""
+    verdict = {OBSERVED: number(observed) if not isinstance(observed, str) else dg.MetadataValue.text(observed),
+               EXPECTED: dg.MetadataValue.text(expected),
+               **({N: number(n)} if n is not None else {})}
+    return dg.AssetCheckResult(passed=passed, severity=severity, check_name=check_name,
+                               metadata={**verdict, **tidy(metadata)})
+
+
+def criterion_result(criterion, metadata: dict | None = None,
+                     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    """A go/no-go criterion (halo_core.evaluation.promotion.Criterion) as a check result. One the data cannot
+    measure fails as WARN: failing it as ERROR would block promotion on absent evidence, passing it would
+    claim a result nobody saw; Dagster blocks only on ERROR, the alert sensor still reports it."""
+    if not criterion.measurable:
+        severity, metadata = dg.AssetCheckSeverity.WARN, {"measurable": False, "reason": criterion.reason,
+                                                          **(metadata or {})}
+    return check_result(passed=criterion.passed, observed=criterion.observed, expected=criterion.expected,
+                        n=criterion.n, metadata=metadata, severity=severity)
 
 
 def records(rows: list[dict]) -> dg.TableMetadataValue:

@@ -15,7 +15,7 @@ from halo_core.errors import ConfigError
 DEFAULT_ROOT = os.environ.get("HALO_ROOT", "halo_data")
 DEFAULT_FILES_URL = os.environ.get("HALO_FILES_URL", "")
 
-# One partition per profile (DESIGN §9), so "the latest trained_model" of a profile is that profile's run
+# One partition per profile (docs/design.md §9 (run keys)), so "the latest trained_model" of a profile is that profile's run
 # and each profile's checks keep their own history. Dynamic, because a profile is data, not code: a
 # user's config file adds one at run time, without a redeploy (the register_profiles sensor adds the
 # presets; demo, schedule and new_data_sensor add the profile they run).
@@ -55,7 +55,7 @@ class HaloSettings(dg.ConfigurableResource):
             raise ValueError(str(err)) from None
 
     def own_profile(self) -> str:
-        """This resource's profile: the config file's (DESIGN §9), else the preset's name."""
+        """This resource's profile: the config file's (docs/design.md §9 (run keys)), else the preset's name."""
         return profile_name(self.config_path) if self.config_path else self.preset
 
     def profile(self) -> str:

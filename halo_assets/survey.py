@@ -1,4 +1,4 @@
-"""The survey side of the graph (DESIGN §8 "Scale"), downstream of the production model, on Ray:
+"""The survey side of the graph (docs/design.md §13 (survey path)), downstream of the production model, on Ray:
 `candidate_catalog` (partitioned by brick, registered by `new_cutouts_sensor` as input files appear),
 `candidate_gallery` (the survey-wide top candidates across its bricks) and `selection_function`
 (injection-recovery grid)."""
@@ -9,7 +9,7 @@ import json
 import dagster as dg
 
 from halo_assets.assets import promoted_model, registry_uri
-from halo_assets.metadata import image, number, table
+from halo_assets.metadata import check_result, image, number, table
 from halo_assets.resources import DEPLOYMENT, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.model.registry import production, version_model
@@ -26,7 +26,11 @@ from halo_core.survey.selection import selection_function as measure_selection_f
 from halo_core.survey.selection import write_report
 
 BRICKS = dg.DynamicPartitionsDefinition(name="catalog_bricks")
-CATALOG_CHECKS = ("share_above_threshold", "binary_score_frac", "refused_share")
+CATALOG_CHECKS = {
+    "share_above_threshold": "WARN: the share above the operating threshold is near what the prevalence predicts.",
+    "binary_score_frac": "Few scores are exactly 0 or 1: the model is not saturated on survey data.",
+    "refused_share": "Few cutouts were refused (non-finite pixels, corrupt or missing bands).",
+}
 
 
 def production_model(halo: HaloSettings) -> CatalogModel:
@@ -48,22 +52,21 @@ def catalog_checks(report: CatalogReport, cfg) -> list[dg.AssetCheckResult]:
     expected = report.expected_share_above
     ratio = report.share_above / expected if expected else None
     off = ratio is not None and (ratio > limits.max_share_above_ratio or ratio < 1 / limits.max_share_above_ratio)
+    within = f"{limits.max_share_above_ratio:g}x"
     return [
-        dg.AssetCheckResult(
-            check_name="share_above_threshold", passed=not off, severity=dg.AssetCheckSeverity.WARN, metadata={
-                "observed_share": number(report.share_above), "expected_share": number(expected),
-                "ratio": number(ratio), "max_ratio": limits.max_share_above_ratio, "n_scored": report.scored,
-                "threshold": number(report.threshold), "operating_fpr": report.operating_fpr}),
-        dg.AssetCheckResult(
+        check_result(
+            check_name="share_above_threshold", passed=not off, severity=dg.AssetCheckSeverity.WARN,
+            observed=report.share_above, n=report.scored,
+            expected=f"within {within} of {expected:.3g} (prevalence x TPR + (1 - prevalence) x FPR)"
+            if expected else "not predicted", metadata={
+                "ratio": number(ratio), "threshold": number(report.threshold), "operating_fpr": report.operating_fpr}),
+        check_result(
             check_name="binary_score_frac", passed=report.binary_score_frac <= limits.max_binary_score_frac,
-            severity=dg.AssetCheckSeverity.ERROR, metadata={
-                "observed": number(report.binary_score_frac), "max": limits.max_binary_score_frac,
-                "n_scored": report.scored}),
-        dg.AssetCheckResult(
+            observed=report.binary_score_frac, expected=f"<= {limits.max_binary_score_frac:g}", n=report.scored),
+        check_result(
             check_name="refused_share", passed=report.refused_frac <= limits.max_refused_frac,
-            severity=dg.AssetCheckSeverity.ERROR, metadata={
-                "observed": number(report.refused_frac), "max": limits.max_refused_frac, "n": report.rows,
-                "reasons": dg.MetadataValue.json(dict(report.refused))}),
+            observed=report.refused_frac, expected=f"<= {limits.max_refused_frac:g}", n=report.rows,
+            metadata={"reasons": dg.MetadataValue.json(dict(report.refused))}),
     ]
 
 
@@ -71,7 +74,8 @@ def catalog_checks(report: CatalogReport, cfg) -> list[dg.AssetCheckResult]:
 # profile's promoted_model partition, so a new production model there marks every brick stale.
 @dg.asset(deps=[dg.AssetDep(promoted_model, partition_mapping=dg.SpecificPartitionsPartitionMapping(
               [DEPLOYMENT.own_profile()]))], partitions_def=BRICKS, group_name="catalog", kinds={"ray", "parquet"},
-          check_specs=[dg.AssetCheckSpec(name, asset="candidate_catalog") for name in CATALOG_CHECKS])
+          check_specs=[dg.AssetCheckSpec(name, asset="candidate_catalog", description=description)
+                       for name, description in CATALOG_CHECKS.items()])
 def candidate_catalog(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """One brick of the candidate catalogue: every cutout under `score_path` in that brick scored by
     the production model on Ray Data, with its gallery of the top candidates. A new production model

@@ -1,6 +1,6 @@
 """`halo`: the command line of halo_core; each subcommand calls one library function.
 
-    halo simulate --preset demo --out data/paired          synthetic paired dataset (DESIGN §4)
+    halo simulate --preset demo --out data/paired          synthetic paired dataset (docs/design.md §4 (simulator))
     halo filter   --preset demo --data data/paired --out data/filtered
     halo train    --preset demo --data data/filtered --out runs/demo
     halo gates    --preset demo --data data/filtered       shortcut gates on the train split
@@ -26,7 +26,7 @@ import sys
 import yaml
 
 from halo_core import uris
-from halo_core.config import config_args, load_config, parse_overrides
+from halo_core.config import config_args, load_config, parse_overrides, profile_name
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
 from halo_core.train import get_args_parser, train
@@ -88,9 +88,10 @@ def cmd_gates(cfg, args) -> int:
 
 def cmd_evaluate(cfg, args) -> None:
     from halo_core.evaluation.calibration import calibrate_on_val
-    from halo_core.evaluation.report import REPORT_HTML, evaluate
+    from halo_core.evaluation.report import REPORT_HTML, ReportContext, evaluate
 
-    report = evaluate(cfg, args.data, args.model, calibrate_on_val(cfg, args.data, args.model), args.out)
+    report = evaluate(cfg, args.data, args.model, calibrate_on_val(cfg, args.data, args.model), args.out,
+                      ReportContext(profile=profile_name(args.config) if args.config else args.preset))
     m = report.metrics
     print(f"test n={m['n']}: AUROC {m['auroc']:.4f}  AUPRC {m['auprc']:.4f}  "
           f"precision@0.90 (at recall 0.90) {m['precision@0.90']:.4f}")
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="filtered dataset directory: count the train samples instead of estimating them")
     p.set_defaults(run=cmd_review)
 
-    p = sub.add_parser("simulate", help="write the synthetic paired dataset (DESIGN §3 schema)")
+    p = sub.add_parser("simulate", help="write the synthetic paired dataset in the schema of docs/design.md §3 (data contract)")
     config_args(p)
     p.add_argument("--out", required=True, help="output directory or URI")
     p.set_defaults(run=cmd_simulate)
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output CSV")
     p.set_defaults(run=cmd_score, needs_config=False)
 
-    p = sub.add_parser("inject", help="inject simulated arcs into real cutouts: a paired dataset (DESIGN §3)")
+    p = sub.add_parser("inject", help="inject simulated arcs into real cutouts: a paired dataset (docs/design.md §3 (data contract))")
     config_args(p)
     p.add_argument("cutouts", nargs="+", help=".npz cutouts (101x101x3 HWC), folders of them, or parquet "
                                               "with a cutout column and meta_* columns")

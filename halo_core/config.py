@@ -1,4 +1,4 @@
-"""One typed configuration for the whole product (DESIGN §2): the seed plan's keys, spelled as the plan
+"""One typed configuration for the whole product (docs/design.md §10 (config)): the seed plan's keys, spelled as the plan
 spells them, plus the review's.
 
 Presets are YAML files in ``halo_core/presets``; a preset may name a ``base`` preset and override a
@@ -66,7 +66,7 @@ BLOB_COLUMNS = ("stamp_npz", "ctrl_stamp_npz")
 
 
 class InputKeysConfig(_Strict):
-    """The plan's ``<column>.<npz key>`` names of the g, r, z bands of each blob column (DESIGN §3)."""
+    """The plan's ``<column>.<npz key>`` names of the g, r, z bands of each blob column (docs/design.md §3 (data contract))."""
 
     positive: tuple[str, str, str] = ("stamp_npz.image_g", "stamp_npz.image_r", "stamp_npz.image_z")
     control: tuple[str, str, str] = ("ctrl_stamp_npz.image_g", "ctrl_stamp_npz.image_r", "ctrl_stamp_npz.image_z")
@@ -97,7 +97,7 @@ def stamp_keys(input_keys) -> tuple[str, ...]:
 # rate after `recall@` is read the same way (the other rate is fixed). halo_core.evaluation.metrics computes them.
 RATE_AT = re.compile(r"^(precision|recall)@(0\.\d+|1\.0)$")
 PLAIN_METRICS = ("auroc", "auprc", "accuracy")
-# the plan's diagnostics, computed by halo_core.evaluation.report; the go/no-go table (DESIGN §5) needs all three
+# the plan's diagnostics, computed by halo_core.evaluation.report; the go/no-go table (docs/design.md §5 (verdict)) needs all three
 DIAGNOSTICS = ("arc_snr_0_accuracy", "per_brick_auroc", "theta_e_binned_auroc")
 
 
@@ -110,7 +110,7 @@ class QualityCutsConfig(_Strict):
 
 
 class SimulationConfig(_Strict):
-    """Size of the embedded synthetic dataset (DESIGN §4), used when ``train_path`` is empty. Every
+    """Size of the embedded synthetic dataset (docs/design.md §4 (simulator)), used when ``train_path`` is empty. Every
     preset but smoke gets the same data, so their verdicts compare on one dataset."""
 
     # 4,800 train pairs: the demo reaches test AUROC 0.99 on them in ~5 min on 2 CPU cores. 320 test
@@ -122,7 +122,7 @@ class SimulationConfig(_Strict):
     lrgs_per_brick: int = Field(40, ge=1)
     seed: int = Field(0, ge=0)
     # wider sources, neighbours, stars, LRG profiles, PSF, noise, sky gradients, masked columns (simulate/
-    # dataset.py DR_*): a model trained on one simulator's particulars lost 0.07 AUROC on another (DESIGN §8)
+    # dataset.py DR_*): a model trained on one simulator's particulars lost 0.07 AUROC on another (docs/design.md §8 (trust))
     domain_randomization: bool = True
 
 
@@ -152,12 +152,12 @@ class RealValidationConfig(_Strict):
 
 
 class GatesConfig(_Strict):
-    """Shortcut gates: cross-validated logistic regressions on the model's input (DESIGN §1 fact 3)."""
+    """Shortcut gates: cross-validated logistic regressions on the model's input (docs/design.md §1 (domain) fact 3)."""
 
     n_samples: int = Field(2000, ge=20)  # per gate, drawn class-balanced from the train split
     folds: int = Field(5, ge=2)
     max_auc: float = Field(0.65, ge=0.5, lt=1)  # above this a linear model on the feature alone separates the classes
-    # max_auc flags a data-level probe (reported evidence, a WARN; DESIGN §8). What blocks is the
+    # max_auc flags a data-level probe (reported evidence, a WARN; docs/design.md §8 (trust)). What blocks is the
     # selection null: the probes on arc-free inputs (positives' own controls vs negatives);
     # at n = 2000 with LRG-grouped folds a null AUC scatters by ~0.02, so 0.55 is ~2.5 sigma
     null_n_samples: int = Field(2000, ge=20)
@@ -165,10 +165,10 @@ class GatesConfig(_Strict):
 
 
 class GoNoGoConfig(_Strict):
-    """Thresholds of the go/no-go table (DESIGN §5)."""
+    """Thresholds of the go/no-go table (docs/design.md §5 (verdict))."""
 
-    # bounds: an AUROC limit below 0.5 or a fraction limit of 1 would pass anything (DESIGN: a gate
-    # that cannot fail is a defect); a limit of 0 (or an AUROC of 1) could never pass
+    # bounds: an AUROC limit below 0.5 or a fraction limit of 1 would pass anything (docs/design.md §5 (verdict):
+    # a gate that cannot fail is a defect); a limit of 0 (or an AUROC of 1) could never pass
     min_test_auroc: float = Field(0.97, ge=0.5, lt=1)
     min_precision_at_recall_0_90: float = Field(0.90, gt=0, lt=1)
     # val minus train BCE loss, in nats; a one-epoch model on a handful of galaxies reaches 13
@@ -192,7 +192,7 @@ class GoNoGoConfig(_Strict):
     # an absolute core limit would fail an honest arc finder on its smallest lenses)
     min_arc_occlusion_drop: float = Field(0.30, ge=0, lt=1)  # a drop of mean probability; 0 still fails a rise
     max_core_to_arc_occlusion_drop: float = Field(0.5, gt=0, le=1)  # a share of the arc drop
-    # core perturbation (DESIGN §8): PSF-shaped light of the LRGs' own core-brightness spread added to and
+    # core perturbation (docs/design.md §8 (trust)): PSF-shaped light of the LRGs' own core-brightness spread added to and
     # removed from r < 5 px moves the mean score of each class by at most this, over at least n per class
     max_core_perturbation_change: float = Field(0.05, gt=0, lt=1)
     core_perturbation_min_per_class: int = Field(500, ge=1)
@@ -252,7 +252,7 @@ FIXED_PLAN_VALUES = {
     "pretrained": (False, "no pretrained weights can be downloaded here, and ImageNet weights expect 3 RGB channels; "
                           "the plan trains from scratch (false)"),
     "noise_augmentation": (False, "not built; halo's augmentation is the D4 group only (set false)"),
-    "stamp_size": (64, "the paired dataset's stamps are 64x64 pixels (DESIGN §3); stamp_size must be 64"),
+    "stamp_size": (64, "the paired dataset's stamps are 64x64 pixels (docs/design.md §3 (data contract)); stamp_size must be 64"),
 }
 
 
@@ -265,7 +265,7 @@ class HaloConfig(_Strict):
     input_channels: Literal[3, 6] = 3
     num_classes: int = 1  # one logit, as BCEWithLogitsLoss needs
     pretrained: bool = False
-    # data: train_path alone is a root holding all three splits (DESIGN §3); with val_path and test_path
+    # data: train_path alone is a root holding all three splits (docs/design.md §3 (data contract)); with val_path and test_path
     # (the plan's form) each names one split. Empty train_path = synthesize the embedded dataset.
     train_path: str = ""
     val_path: str = ""
@@ -273,7 +273,7 @@ class HaloConfig(_Strict):
     input_keys: InputKeysConfig = InputKeysConfig()
     stamp_size: int = 64
     # real LRG cutouts (npz files / folder / parquet, local or s3://) to inject arcs into instead of
-    # synthesizing; the third paired_stamps mode (DESIGN §9)
+    # synthesizing; the third paired_stamps mode (docs/design.md §3 (data contract))
     lrg_cutouts_path: str = ""
     injection: InjectionConfig = InjectionConfig()
     # real cutouts the candidate catalogue scores (parquet with stamp_npz / npz folders, local or S3)
@@ -340,7 +340,7 @@ class HaloConfig(_Strict):
     go_no_go: GoNoGoConfig = GoNoGoConfig()
     challenger: ChallengerConfig = ChallengerConfig()
     real_validation: RealValidationConfig = RealValidationConfig()
-    # the operating threshold (DESIGN §9): the calibrated probability at this FPR on the synthetic test
+    # the operating threshold (docs/design.md §5 (verdict)): the calibrated probability at this FPR on the synthetic test
     # split, used by real validation, the candidate catalogue and the selection function (real validation
     # reports the other two of 1e-2, 1e-3, 1e-4 beside it where measurable)
     operating_fpr: Literal[1e-2, 1e-3, 1e-4] = 1e-2
@@ -378,7 +378,7 @@ class HaloConfig(_Strict):
     def _diagnostics_computed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if sorted(set(v)) != sorted(DIAGNOSTICS):
             raise ValueError(f"{list(v)}: halo computes exactly {list(DIAGNOSTICS)}; each decides a go/no-go "
-                             "check (DESIGN §5), so none can be dropped, and no other is built")
+                             "check (docs/design.md §5 (verdict)), so none can be dropped, and no other is built")
         return v
 
     @model_validator(mode="after")
@@ -416,7 +416,7 @@ class HaloConfig(_Strict):
     def training_hash(self) -> str:
         """The weight-determining keys alone (WEIGHT_KEYS), ``precision`` as resolved on this machine (an
         ``auto`` run in bf16 and one in fp32 are different runs); with the data fingerprint it keys a
-        training run (DESIGN §9)."""
+        training run (docs/design.md §9 (run keys))."""
         return _hash({**self.model_dump(mode="json", include=WEIGHT_KEYS), "precision": self.resolved_precision()})
 
     def resolved_precision(self) -> str:
@@ -553,7 +553,7 @@ def load_config(preset: str = "recommended", config_path: str | None = None,
 
 
 def profile_name(config_path: str | Path, taken: Mapping[str, str] | None = None) -> str:
-    """The profile of a run from a user's file (DESIGN §9): the file's stem, plus the first 8 hex digits
+    """The profile of a run from a user's file (docs/design.md §9 (run keys)): the file's stem, plus the first 8 hex digits
     of its content's sha256 when the stem is a preset's name or ``taken`` (profile -> resolved path of
     the file that owns it) gives the stem to another file. Never contains a path separator."""
     path = Path(config_path)

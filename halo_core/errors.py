@@ -10,7 +10,7 @@ class ConfigError(HaloError):
 
 
 class ContractError(HaloError):
-    """A dataset breaks the paired-parquet data contract (DESIGN §3)."""
+    """A dataset breaks the paired-parquet data contract (docs/design.md §3 (data contract))."""
 
 
 class StampDecodeError(HaloError):

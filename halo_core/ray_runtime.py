@@ -1,4 +1,4 @@
-"""Where Ray work runs (DESIGN §8 "Scale"): a local Ray started inside the step and limited to the
+"""Where Ray work runs (docs/design.md §13 (survey path)): a local Ray started inside the step and limited to the
 cores the step may use, or the cluster named by ``HALO_RAY_ADDRESS`` (KubeRay, any Ray cluster)."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
 def pool_size(per_worker_cpus: float = 1.0) -> tuple[int, float]:
     """(actors, GPUs per actor) for a ``map_batches`` actor pool: one actor per GPU when the cluster
     has GPUs; otherwise CPU actors that leave a quarter of the CPUs (at least one) to the read and
-    decode tasks. On 2 cores a pool that takes both CPUs starves the readers and hangs (DESIGN §8)."""
+    decode tasks. On 2 cores a pool that takes both CPUs starves the readers and hangs (docs/design.md §13 (survey path))."""
     import ray
 
     resources = ray.cluster_resources()

@@ -1,4 +1,4 @@
-"""Local-or-S3 locations: the only module that knows about fsspec (DESIGN §2, "paths are URIs")."""
+"""Local-or-S3 locations: the only module that knows about fsspec (docs/design.md §11 (storage), "paths are URIs")."""
 
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def _umask() -> int:
 
 def content_fingerprint(files: list[str], root: str) -> str:
     """sha256 over the files' names relative to ``root`` and their bytes: never absolute paths, mtimes
-    or build times, so the same data copied or rebuilt elsewhere has the same fingerprint (DESIGN §9)."""
+    or build times, so the same data copied or rebuilt elsewhere has the same fingerprint (docs/design.md §9 (run keys))."""
     digest = hashlib.sha256()
     for uri in sorted(files):
         digest.update(uri.removeprefix(root).lstrip("/").encode() + b"\0")

@@ -1,4 +1,4 @@
-"""Small builders of paired tables in the DESIGN §3 schema, for tests that need exact control."""
+"""Small builders of paired tables in the docs/design.md §3 (data contract) schema, for tests that need exact control."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from halo_assets.demo import run_retrain, verdict
+from halo_assets.demo import GO, NO_GO, check_rows, exit_status, run_retrain, verdict
 from tests.factories import LENIENT_GO_NO_GO
 
 SMOKE_DATA = "simulation={n_lrg: {train: 30, val: 12, test: 16}, injections_per_lrg: 3, lrgs_per_brick: 3, seed: 1}"
@@ -29,6 +29,13 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     go, evaluations = verdict(result)
     checks = _checks(evaluations)
     assert result.success and go, checks
+    assert exit_status(result) == GO
+    # every check of the run, measured or not, reports an observed value and its limit, and means something
+    rows = check_rows(evaluations)
+    assert len(rows) == len(checks) and all(r["observed"] != "-" and r["limit"] != "-" and r["meaning"] for r in rows)
+    page = (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text()
+    assert page.split("<body>", 1)[1].startswith('<div class="verdict go"><h1>GO</h1>')
+    assert f"run <code>{result.run_id}</code>" in page and "profile <b>smoke</b>" in page
     # trained_model's, the config review's (config_*) and injection_realism are WARN advisories; smoke
     # skips the shift suite, whose checks then say "not measured" (WARN)
     shift = {k: v for k, v in checks.items() if k[1].startswith("shift_") or k[1] == "independent_renderer_shift"}
@@ -54,11 +61,23 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     assert (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text().startswith("<!doctype html>")
 
 
-def test_gen5_prime_ends_no_go_because_it_needs_a_control_stamp(tmp_path, instance):
+def test_gen5_prime_ends_no_go_because_it_needs_a_control_stamp(tmp_path, instance, capfd):
     result = run_retrain("gen5_prime", GEN5_AT_SMOKE_SIZE, str(tmp_path), instance)
     go, evaluations = verdict(result)
     checks = _checks(evaluations)
-    assert not go
+    assert not go and exit_status(result) == NO_GO
+    # the expected NO-GO reads as a verdict on the console: no ERROR line, no stack trace, the held-back
+    # promotion said in words (Dagster's event log keeps the check failures with their errors)
+    console = capfd.readouterr().err
+    assert " - ERROR - " not in console and "Stack Trace" not in console, console[-3000:]
+    assert "promoted_model not started: NO-GO" in console and "no step crashed" in console
+    failed = {r["check"]: r for r in check_rows(evaluations) if r["result"] == "FAIL"}
+    assert failed["evaluation_report.deployable_without_control"]["observed"] == "needs the control stamp"
+    assert next(iter(failed)) == sorted(failed)[0]  # failures first, then warnings, then passes
+    page = (tmp_path / "gen5_prime" / "evaluation_report" / "report.html").read_text()
+    banner = page.split("<body>", 1)[1].split("</div>", 1)[0]
+    assert banner.startswith('<div class="verdict nogo"><h1>NO-GO: not promoted')
+    assert "<b>deployable_without_control</b>: needs the control stamp (expected the stamp alone)" in banner
     assert checks[("evaluation_report", "deployable_without_control")] is False
     # the plan's Q7 answered by measurement: what a real galaxy's substitute control would give
     deployable = next(e for e in evaluations if e.check_name == "deployable_without_control")

@@ -170,7 +170,7 @@ def _checkpoint_dir(r):
     halo = HaloSettings(config_path=str(r["tmp"] / "user.yaml"), root_uri=str(r["tmp"] / "root"))
     (r["tmp"] / "user.yaml").write_text(yaml.safe_dump({**PLAN, "checkpoint_dir": r["cfg"].checkpoint_dir}))
     shutil.copytree(r["data"], halo.uri("filtered_dataset"))  # the run key names the data trained on
-    # the root under which the keyed run folders go (DESIGN §9), never the folder itself
+    # the root under which the keyed run folders go (docs/design.md §9 (run keys)), never the folder itself
     assert training_dir(halo, halo.config(), None) == uris.join(r["cfg"].checkpoint_dir, run_key(halo.config(), r["data"]))
 
 

@@ -1,4 +1,4 @@
-"""Asset checks (DESIGN §5), one module per family: ``data`` (data quality, blocking), ``training`` (the
+"""Asset checks (docs/design.md §5 (verdict)), one module per family: ``data`` (data quality, blocking), ``training`` (the
 plan's training monitors and the configuration review, WARN), ``gates`` (shortcut gates) and ``go_no_go``
 (the criteria on the evaluation report). Each reports the observed value next to its threshold and the
 sample count; blocking checks stop everything downstream, so a failed criterion withholds

@@ -3,6 +3,8 @@ they advise, the go/no-go criteria decide."""
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 
 from halo_assets.assets import filtered_dataset, model_path, trained_model
@@ -14,35 +16,41 @@ from halo_core.training.monitors import monitor_report, promoted_record, run_his
 from halo_core.training.review import INFO, RULES, Finding, measure_step_seconds, training_budget
 
 
-def _training_monitor(name: str, description: str):
+def _training_monitor(name: str, description: str, comparison: str):
     """An advisory (WARN) check on the trained model from its per-epoch history."""
 
     @dg.asset_check(asset=trained_model, name=name, description=description, partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         sidecar = load_sidecar(model_path(halo))
-        result = monitor_report(run_history(sidecar), halo.config(), sidecar["best_epoch"])[name]
-        return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={k: v for k, v in result.items() if k != "passed"})
+        history = run_history(sidecar)
+        result = monitor_report(history, halo.config(), sidecar["best_epoch"])[name]
+        return check_result(passed=result["passed"], observed=result["value"], expected=f"{comparison} {result['limit']:g}",
+                            severity=dg.AssetCheckSeverity.WARN, metadata={
+                                "epochs": len(history), **{k: v for k, v in result.items()
+                                                           if k not in ("passed", "value", "limit")}})
 
     return check
 
 
-@dg.asset_check(asset=trained_model, partitions_def=PROFILES)
+@dg.asset_check(asset=trained_model, partitions_def=PROFILES,
+                description="WARN: neither class is 100 % right on val (a perfect class means a shortcut).")
 def per_class_accuracy_below_one(halo: HaloSettings) -> dg.AssetCheckResult:
     """Neither class is classified 100 % right on val: a perfect class means the model found something
     easier than arcs (the plan's reviewer question Q8). Read from the promoted epoch's training record,
     which scored val with exactly these weights."""
     sidecar = load_sidecar(model_path(halo))
     result = promoted_record(run_history(sidecar), sidecar["best_epoch"]).val_per_class_accuracy
-    return check_result(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN, metadata={
-        "per_class": table([{"class": c, **result[c]} for c in ("non_lens", "lens")]),
-        "threshold": "each class's val accuracy below 1.0 (logit 0 = p 0.5)",
-    })
+    classes = [result[c] for c in ("non_lens", "lens")]
+    best = max((c["accuracy"] for c in classes if c["accuracy"] is not None), default=None)
+    return check_result(passed=result["passed"], observed=best, expected="each class's val accuracy < 1 (at p 0.5)",
+                        n=sum(c["n"] for c in classes), severity=dg.AssetCheckSeverity.WARN, metadata={
+        "per_class": table([{"class": c, **result[c]} for c in ("non_lens", "lens")])})
 
 
 TRAINING_CHECKS = [
-    _training_monitor("lr_followed_schedule", "Each epoch's LR equals CosineAnnealingWarmRestarts' closed form."),
-    _training_monitor("grad_norm", "The largest gradient norm of the run stays below `go_no_go.max_grad_norm`."),
+    _training_monitor("lr_followed_schedule", "WARN: each epoch's LR equals CosineAnnealingWarmRestarts' closed form.",
+                      "relative error <="),
+    _training_monitor("grad_norm", "WARN: the run's largest gradient norm stays below go_no_go.max_grad_norm.", "<"),
     per_class_accuracy_below_one,
 ]
 
@@ -54,9 +62,10 @@ def _finding_result(finding: Finding | None, keys: dict, extra: dict | None = No
     only warns before the GPU hours are spent, so it is not a second promotion gate."""
     metadata = {"config_keys": dg.MetadataValue.json(keys), **(extra or {})}
     if finding is None:
-        return check_result(passed=True, metadata=metadata)
+        return check_result(passed=True, observed="no finding", expected="no warning", metadata=metadata)
     return check_result(
-        passed=finding.severity == INFO, severity=dg.AssetCheckSeverity.WARN, metadata={
+        passed=finding.severity == INFO, observed=f"{finding.severity} finding",
+        expected="no warning", severity=dg.AssetCheckSeverity.WARN, metadata={
             **metadata, "finding_severity": finding.severity, "message": finding.message,
             "consequence": finding.consequence, "fix": finding.fix})
 
@@ -72,11 +81,16 @@ def _config_values(cfg, keys) -> dict:
     return out
 
 
+def _first_line(doc: str) -> str:
+    """A docstring's first sentence on one line: the UI's one-line description."""
+    return re.split(r"[.;] ", " ".join(doc.split()))[0].rstrip(".") + "."
+
+
 def _config_review_check(rule: str):
     """One configuration-review rule as a check beside the dataset it will train on: it runs before
     trained_model, and nothing waits for it."""
 
-    @dg.asset_check(asset=filtered_dataset, name=f"config_{rule}", description=RULES[rule].__doc__,
+    @dg.asset_check(asset=filtered_dataset, name=f"config_{rule}", description=f"WARN: {_first_line(RULES[rule].__doc__)}",
                     partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         cfg = halo.config()
@@ -86,7 +100,8 @@ def _config_review_check(rule: str):
     return check
 
 
-@dg.asset_check(asset=filtered_dataset, partitions_def=PROFILES)
+@dg.asset_check(asset=filtered_dataset, partitions_def=PROFILES,
+                description="WARN: the configured epochs x train samples take at most a day at the measured rate.")
 def config_training_budget(halo: HaloSettings) -> dg.AssetCheckResult:
     """epochs x train samples as sample iterations and the wall time they take at the rate measured
     by a few forward/backward steps of the configured model on this device; warns above a day."""

@@ -1,4 +1,4 @@
-"""D4 augmentation of batches: 90-degree rotations and a transpose (DESIGN §1).
+"""D4 augmentation of batches: 90-degree rotations and a transpose (docs/design.md §1 (domain)).
 
 The transform acts on all channels of a sample, so a 6-channel (stamp, control) sample gets the same
 one on both halves. A lens is a lens under any D4 element; the survey's pixel grid has no preferred

@@ -1,5 +1,5 @@
 """The filtered dataset: excluded bricks dropped, quality cuts, bad rows quarantined and counted,
-pairs preprocessed once and written as shards (DESIGN §2 `filtered_dataset`, §7)."""
+pairs preprocessed once and written as shards (docs/design.md §2 `filtered_dataset`, §7 (reliability))."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class DatasetReport:
     integrity: SplitReport
     excluded_bricks: tuple[str, ...]
     seconds: float
-    data_fingerprint: str  # content hash of the shards + PreprocessSpec (DESIGN §9)
+    data_fingerprint: str  # content hash of the shards + PreprocessSpec (docs/design.md §9 (run keys))
 
     def to_dict(self) -> dict:
         return {

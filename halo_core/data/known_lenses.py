@@ -1,4 +1,4 @@
-"""Cross-match galaxies to the known strong lenses of the ``lenscat`` catalogue (DESIGN §8).
+"""Cross-match galaxies to the known strong lenses of the ``lenscat`` catalogue (docs/design.md §8 (trust)).
 
 lenscat ships its catalogue (32,838 lenses and candidates graded confident or probable) as a CSV
 inside the package. We read that file where the package is installed without importing the package:

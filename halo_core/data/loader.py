@@ -1,4 +1,4 @@
-"""Batches from the memory-mapped shards, deterministic in (seed, epoch, batch) (DESIGN §1 fact 6).
+"""Batches from the memory-mapped shards, deterministic in (seed, epoch, batch) (docs/design.md §1 (domain) fact 6).
 
 Each item of ``BatchStream`` is a whole batch: the sampler's permutation depends only on
 (seed, epoch), batches are dealt to ranks round-robin, and each batch's augmentation is seeded by

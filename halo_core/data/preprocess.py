@@ -1,4 +1,4 @@
-"""Per-stamp normalisation, done once when the filtered dataset is built (DESIGN §1, §6).
+"""Per-stamp normalisation, done once when the filtered dataset is built (docs/design.md §1 (domain), §6 (performance)).
 
 Whole-stamp (and annulus) robust statistics are unchanged by D4 transforms, so this never needs to
 run in the training loop. The exact constants travel in a PreprocessSpec, stored in the shards'

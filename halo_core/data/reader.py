@@ -1,10 +1,10 @@
-"""Paired parquet datasets in the three upstream split layouts (DESIGN §3), or one location per split.
+"""Paired parquet datasets in the three upstream split layouts (docs/design.md §3 (data contract)), or one location per split.
 
 1. split directories:   <root>/{train,val,test}/*.parquet
 2. Hive partitions:     <root>/region_split={train,val,test}/*.parquet
 3. a split column:      <root>/**/*.parquet carrying ``split`` or ``region_split``
 4. the plan's form:     ``train_path``, ``val_path``, ``test_path`` each name one split's files
-   (DESIGN §9 "Split paths"); every row there belongs to that split, whatever a split column says.
+   (docs/design.md §3 (data contract) "Split paths"); every row there belongs to that split, whatever a split column says.
 
 A dataset *source* is a root URI (layouts 1-3) or a mapping split -> URI (layout 4).
 """

@@ -1,4 +1,4 @@
-"""Training-ready shards: decode once, memory-map every epoch (DESIGN §6).
+"""Training-ready shards: decode once, memory-map every epoch (docs/design.md §6 (performance)).
 
 Per split, ``pairs.f16`` is a raw float16 array (N, 2, 3, 64, 64): [:, 0] the preprocessed stamp,
 [:, 1] its control. Raw float16 rather than npz/parquet blobs because a batch is then one fancy-index
@@ -66,7 +66,7 @@ class SplitShards:
 
 
 def fingerprint_shards(local_dir: Path, splits, spec: PreprocessSpec) -> str:
-    """sha256 over the content of a filtered dataset (DESIGN §9): per split its pixel shard's bytes and
+    """sha256 over the content of a filtered dataset (docs/design.md §9 (run keys)): per split its pixel shard's bytes and
     its metadata rows (column names, dtypes, values), plus the PreprocessSpec. Never build time,
     config hash, paths or URIs: the same input rebuilt gives the same fingerprint, one changed pixel
     another."""

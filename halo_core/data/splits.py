@@ -1,4 +1,4 @@
-"""Split integrity: no brick and no LRG in two splits (DESIGN §1 fact 6: injections share LRGs)."""
+"""Split integrity: no brick and no LRG in two splits (docs/design.md §1 (domain) fact 6: injections share LRGs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stamp blobs of the paired dataset (DESIGN §3): npz with image_g/r/z float32 (64, 64) in nanomaggies."""
+"""Stamp blobs of the paired dataset (docs/design.md §3 (data contract)): npz with image_g/r/z float32 (64, 64) in nanomaggies."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Calibration on the validation split (Platt or temperature scaling), equal-mass ECE, and prior
-shift to the deployment prevalence (DESIGN §2 `calibrated_model`, §5)."""
+shift to the deployment prevalence (docs/design.md §2 `calibrated_model`, §5 (verdict))."""
 
 from __future__ import annotations
 

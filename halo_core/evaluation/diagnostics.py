@@ -1,5 +1,5 @@
 """The plan's diagnostics on held-out scores: masked arcs, per-brick AUROC, completeness and AUROC
-in bins of theta_E, PSF FWHM and arc SNR, and whether completeness rises with theta_E (DESIGN §5)."""
+in bins of theta_E, PSF FWHM and arc SNR, and whether completeness rises with theta_E (docs/design.md §5 (verdict))."""
 
 from __future__ import annotations
 

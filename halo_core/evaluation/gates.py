@@ -1,4 +1,4 @@
-"""Shortcut gates (DESIGN §1 facts 3-4, §5): can a linear model separate lenses from non-lenses using
+"""Shortcut gates (docs/design.md §1 (domain) facts 3-4, §5 (verdict)): can a linear model separate lenses from non-lenses using
 only a feature that is not the arc? Cross-validated logistic-regression AUCs on the *model's input
 representation* (after preprocessing, with the configured sample construction):
 
@@ -11,7 +11,7 @@ representation* (after preprocessing, with the configured sample construction):
 - metadata: PSF, depth, extinction and masked fractions (how the two classes were selected).
 
 An AUC near 0.5 means the feature carries no label. These data-level probes are evidence, reported
-with a bootstrap 95 % interval and their n, not the verdict (DESIGN §8): arc light that a small
+with a bootstrap 95 % interval and their n, not the verdict (docs/design.md §8 (trust)): arc light that a small
 theta_E lens puts into the core is signal, and a probe cannot tell it from a shortcut (independent
 data: core probe 0.74 while the model trained there lost 0.016 of its score when that light was
 removed). What blocks is

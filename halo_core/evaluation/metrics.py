@@ -1,4 +1,4 @@
-"""Classification metrics of a lens finder (DESIGN §5): always with the sample counts behind them."""
+"""Classification metrics of a lens finder (docs/design.md §5 (verdict)): always with the sample counts behind them."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
-# the go/no-go table's own target (DESIGN §5), computed whether or not `metrics` lists it
+# the go/no-go table's own target (docs/design.md §5 (verdict)), computed whether or not `metrics` lists it
 TARGET_METRIC = "precision@0.90"
 
 
@@ -97,7 +97,7 @@ def named_metric(name: str, labels: np.ndarray, scores: np.ndarray, threshold: f
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, *, prevalence: float,
                            n_distinct_negatives: int | None = None, threshold: float = 0.5,
                            names: tuple[str, ...] = ("auroc", "auprc", "accuracy")) -> dict:
-    """The configured metrics ``names`` on probabilities ``scores`` (DESIGN §5), with counts, plus the
+    """The configured metrics ``names`` on probabilities ``scores`` (docs/design.md §5 (verdict)), with counts, plus the
     go/no-go's AUROC and precision@0.90; the TPR-at-FPR rows carry the expected precision at the
     deployment ``prevalence``."""
     labels = np.asarray(labels).astype(int)

@@ -1,4 +1,4 @@
-"""Promotion: the go / no-go verdict (DESIGN §5) and champion / challenger, in one place.
+"""Promotion: the go / no-go verdict (docs/design.md §5 (verdict)) and champion / challenger, in one place.
 
 The evaluation_report checks show the verdict criterion by criterion, and ``promoted_model`` and
 ``halo models promote`` recompute it from the same stored report.json and gates.json through
@@ -32,10 +32,15 @@ class PromotionError(HaloError):
 
 @dataclass(frozen=True)
 class Criterion:
+    """One go/no-go criterion as a person reads it: what was observed, what was expected, on how many."""
+
     name: str
     passed: bool
     measurable: bool = True
     reason: str = ""  # why it could not be measured
+    observed: float | str | None = None  # the number judged (or a short phrase where there is none)
+    expected: str = ""  # the limit it was judged against, e.g. ">= 0.97"
+    n: int | None = None  # the samples (lenses, bricks, files...) the observation rests on
 
     @property
     def blocks(self) -> bool:
@@ -44,75 +49,111 @@ class Criterion:
         return self.measurable and not self.passed
 
 
-def _unmeasured(name: str, reason: str) -> Criterion:
-    return Criterion(name, False, False, reason)
+def _unmeasured(name: str, reason: str, expected: str = "", n: int | None = None) -> Criterion:
+    return Criterion(name, False, False, reason, "not measurable", expected, n)
 
 
 def _test_auroc(cfg, r) -> Criterion:
-    value = r.metrics["auroc"]
-    return Criterion("test_auroc", value is not None and value >= cfg.go_no_go.min_test_auroc)
+    value, limit = r.metrics["auroc"], cfg.go_no_go.min_test_auroc
+    return Criterion("test_auroc", value is not None and value >= limit, observed=value, expected=f">= {limit:g}",
+                     n=r.metrics["n"])
 
 
 def _precision_at_recall_0_90(cfg, r) -> Criterion:
-    value = r.metrics[TARGET_METRIC]
-    return Criterion("precision_at_recall_0_90", value is not None and value >= cfg.go_no_go.min_precision_at_recall_0_90)
+    value, limit = r.metrics[TARGET_METRIC], cfg.go_no_go.min_precision_at_recall_0_90
+    return Criterion("precision_at_recall_0_90", value is not None and value >= limit, observed=value,
+                     expected=f">= {limit:g}", n=r.metrics["n"])
+
+
+def _train_val_gap(cfg, r) -> Criterion:
+    gap = r.monitors["train_val_gap"]
+    return Criterion("train_val_gap", gap["passed"], observed=gap["value"], expected=f"|gap| < {gap['limit']:g}")
+
+
+def _deployable(cfg, r) -> Criterion:
+    return Criterion("deployable_without_control", not r.needs_control,
+                     observed="needs the control stamp" if r.needs_control else "the stamp alone",
+                     expected="the stamp alone")
 
 
 def _brick_auroc_std(cfg, r) -> Criterion:
     b, g = r.per_brick, cfg.go_no_go
+    expected = f"< {g.max_brick_auroc_std:g} over >= {g.min_bricks} bricks"
     if b["n_bricks"] < g.min_bricks:
         return _unmeasured("brick_auroc_std", f"{b['n_bricks']} bricks have >= {b['min_per_class']} test samples "
-                                              f"of each class; the std needs {g.min_bricks}")
-    return Criterion("brick_auroc_std", b["std"] < g.max_brick_auroc_std)
+                                              f"of each class; the std needs {g.min_bricks}", expected, b["n_bricks"])
+    return Criterion("brick_auroc_std", b["std"] < g.max_brick_auroc_std, observed=b["std"], expected=expected,
+                     n=b["n_bricks"])
 
 
 def _theta_e_trend(cfg, r) -> Criterion:
     name, trend = "theta_e_completeness_non_decreasing", r.theta_e_completeness_trend
+    expected, n = "0 bins below a smaller theta_E bin (Wilson 95 %)", sum(b["n"] for b in r.theta_e_bins)
     if not trend["measurable"]:
-        return _unmeasured(name, f"{trend['n_bins_measured']} theta_E bin(s) hold test lenses; a trend needs 2")
-    return Criterion(name, not trend["violations"])
+        return _unmeasured(name, f"{trend['n_bins_measured']} theta_E bin(s) hold test lenses; a trend needs 2",
+                           expected, n)
+    return Criterion(name, not trend["violations"], observed=len(trend["violations"]), expected=expected, n=n)
 
 
 def _arc_snr_zero(cfg, r) -> Criterion:
     name, masked = "arc_snr_zero_scored_as_negative", r.arc_snr_zero
+    limit = cfg.go_no_go.max_arc_snr_zero_accuracy_as_lens
     if not masked["n"]:
-        return _unmeasured(name, "no arc_snr == 0 rows in the test split")
-    return Criterion(name, masked["accuracy_as_lens"] < cfg.go_no_go.max_arc_snr_zero_accuracy_as_lens)
+        return _unmeasured(name, "no arc_snr == 0 rows in the test split", f"< {limit:g}", 0)
+    return Criterion(name, masked["accuracy_as_lens"] < limit, observed=masked["accuracy_as_lens"],
+                     expected=f"< {limit:g}", n=masked["n"])
 
 
-# each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion
+def _calibration_ece(cfg, r) -> Criterion:
+    after, limit = r.calibration["ece_after"], cfg.go_no_go.max_ece_after_calibration
+    return Criterion("calibration_ece", after["ece"] <= limit, observed=after["ece"], expected=f"<= {limit:g}",
+                     n=after["n"])
+
+
+def _arc_localised_focus(cfg, r) -> Criterion:
+    d = r.shortcut_diagnostics
+    focus = d["arc_localised_focus"]
+    return Criterion("arc_localised_focus", focus["passed"], observed=d["arc_occlusion_drop"],
+                     expected=f"arc drop >= {focus['min_arc_occlusion_drop']:g}, core drop <= "
+                              f"{focus['max_core_to_arc_drop']:g} x arc", n=d["n"])
+
+
 def _core_perturbation(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
     """Blocking: the centred variants only (the offset ones are WARN evidence: core_perturbation_offset)."""
     d, g = r.core_perturbation, cfg.go_no_go
-    if not all(c["n"] >= g.core_perturbation_min_per_class for c in d["per_class"].values()):
-        return _unmeasured("core_perturbation", f"fewer than {g.core_perturbation_min_per_class} test samples in a class")
-    return Criterion("core_perturbation", all(c["mean_abs_change"] <= g.max_core_perturbation_change
-                                              for c in d["per_class"].values()))
+    expected = f"<= {g.max_core_perturbation_change:g} per class (centred), n >= {g.core_perturbation_min_per_class}"
+    n = min((v["n"] for v in d["per_class"].values()), default=0)
+    if n < g.core_perturbation_min_per_class:
+        return _unmeasured("core_perturbation", f"fewer than {g.core_perturbation_min_per_class} test samples in a class",
+                           expected, n)
+    worst = max(v["mean_abs_change"] for v in d["per_class"].values())
+    return Criterion("core_perturbation", worst <= g.max_core_perturbation_change, observed=worst, expected=expected,
+                     n=n)
 
 
 def _independent_renderer_shift(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
-    suite = r.shift_suite
+    suite, limits = r.shift_suite, cfg.shift
     d = suite["sets"].get("independent") if suite["measurable"] else None
+    expected = f"TPR >= {limits.min_independent_tpr:g}, drop <= {limits.max_independent_drop:g}"
     if d is None or d["tpr_drop"] is None:
         return _unmeasured("independent_renderer_shift",
-                           suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split")
-    limits = cfg.shift
+                           suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split", expected)
     return Criterion("independent_renderer_shift", d["tpr_at_fpr_1e-2"] >= limits.min_independent_tpr
-                     and d["tpr_drop"] <= limits.max_independent_drop)
+                     and d["tpr_drop"] <= limits.max_independent_drop, observed=d["tpr_at_fpr_1e-2"],
+                     expected=expected, n=d["n"])
 
 
+# each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion
 REPORT_CRITERIA = {
     "test_auroc": _test_auroc,
     "precision_at_recall_0_90": _precision_at_recall_0_90,
-    "train_val_gap": lambda cfg, r: Criterion("train_val_gap", r.monitors["train_val_gap"]["passed"]),
-    "deployable_without_control": lambda cfg, r: Criterion("deployable_without_control", not r.needs_control),
+    "train_val_gap": _train_val_gap,
+    "deployable_without_control": _deployable,
     "brick_auroc_std": _brick_auroc_std,
     "theta_e_completeness_non_decreasing": _theta_e_trend,
     "arc_snr_zero_scored_as_negative": _arc_snr_zero,
-    "calibration_ece": lambda cfg, r: Criterion(
-        "calibration_ece", r.calibration["ece_after"]["ece"] <= cfg.go_no_go.max_ece_after_calibration),
-    "arc_localised_focus": lambda cfg, r: Criterion(
-        "arc_localised_focus", r.shortcut_diagnostics["arc_localised_focus"]["passed"]),
+    "calibration_ece": _calibration_ece,
+    "arc_localised_focus": _arc_localised_focus,
     "core_perturbation": _core_perturbation,
     "independent_renderer_shift": _independent_renderer_shift,
 }
@@ -124,9 +165,12 @@ def report_criteria(cfg: HaloConfig, report: EvaluationReport) -> dict[str, Crit
 
 
 def gate_criteria(gates: dict) -> dict[str, Criterion]:
-    """What blocks among the data-level gates (gates.json): the selection null (DESIGN §8). The probes are
+    """What blocks among the data-level gates (gates.json): the selection null (docs/design.md §8 (trust)). The probes are
     evidence, and deployability is judged on the trained model (deployable_without_control)."""
-    return {"selection_null": Criterion("selection_null", gates["selection_null"]["passed"])}
+    null = gates["selection_null"]
+    return {"selection_null": Criterion(
+        "selection_null", null["passed"], observed=null["max_auc"] if null["informative"] else "not informative",
+        expected=f"<= {null['threshold']:g}", n=min((p["n"] for p in null["probes"].values()), default=None))}
 
 
 @dataclass(frozen=True)
@@ -145,6 +189,16 @@ class Verdict:
 def go_no_go(cfg: HaloConfig, report: EvaluationReport, gates: dict) -> Verdict:
     """GO when no measured criterion failed (the data-quality checks gate the dataset upstream)."""
     criteria = {**report_criteria(cfg, report), **gate_criteria(gates)}
+    return Verdict(not any(c.blocks for c in criteria.values()), criteria)
+
+
+def report_verdict(cfg: HaloConfig, report: EvaluationReport, gates: dict | None) -> Verdict:
+    """The verdict as far as ``report`` and ``gates`` tell it, for the report's banner: gates measured on
+    other data (or not yet) leave the selection null unmeasured. Promotion requires both (require_go)."""
+    if gates is not None and gates.get("data_fingerprint") == report.data_fingerprint:
+        return go_no_go(cfg, report, gates)
+    criteria = {**report_criteria(cfg, report),
+                "selection_null": _unmeasured("selection_null", "shortcut_gates not measured on this data yet")}
     return Verdict(not any(c.blocks for c in criteria.values()), criteria)
 
 

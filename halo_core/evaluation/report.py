@@ -1,5 +1,5 @@
 """The evaluation report: held-out test metrics, calibration, diagnostics and plots; report.json and one
-self-contained report.html (plots embedded as base64 PNG), plus the PNGs under plots/ (DESIGN §2, §5)."""
+self-contained report.html (plots embedded as base64 PNG), plus the PNGs under plots/ (docs/design.md §2 (graph), §5 (verdict))."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import html
 import io
 import json
 import math
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -37,6 +38,7 @@ from halo_core.evaluation.diagnostics import (
     per_brick_auroc,
 )
 from halo_core.evaluation.metrics import classification_metrics
+from halo_core.evaluation.promotion import Criterion, Verdict, report_verdict
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.saliency import (
     CORE_RADIUS_PX,
@@ -243,7 +245,7 @@ def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calib
 
 def shift_report(model, spec, calibration: Calibration, device, report: EvaluationReport, raw_ece: float,
                  cfg: HaloConfig) -> dict:
-    """The shift suite against this test split's own numbers (DESIGN §8)."""
+    """The shift suite against this test split's own numbers (docs/design.md §8 (trust))."""
     in_distribution = {"auroc": report.metrics["auroc"], "tpr_at_fpr_1e-2": report.tpr_at(1e-2)["tpr"],
                        "ece_raw": raw_ece}
     if not cfg.shift.enabled:
@@ -258,9 +260,20 @@ def shift_reliability_png(sets: dict[str, dict]) -> bytes:
                            "reliability under shift (calibrated)")
 
 
-def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: ValidationFit, out_dir: str) -> EvaluationReport:
+@dataclass(frozen=True)
+class ReportContext:
+    """Where a report was made, for its banner: the profile, the run, and the shortcut gates (gates.json)
+    measured on the same data, without which the selection null reads "not measured yet"."""
+
+    profile: str = ""
+    run_id: str = ""
+    gates: dict | None = None
+
+
+def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: ValidationFit, out_dir: str,
+             context: ReportContext = ReportContext()) -> EvaluationReport:
     """Score the test split with the trained model and ``fit.chosen`` calibration (``fit.alternative`` for
-    comparison); write report.json, report.html and plots/."""
+    comparison); write report.json, report.html (opening with the GO / NO-GO verdict) and plots/."""
     calibration = fit.chosen
     model, sidecar = load_model(model_path)
     if "best_epoch" not in sidecar:
@@ -300,7 +313,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         split="test",
         model=model_path,
         # which model, trained on which data, was evaluated on which data: promotion refuses a report
-        # that names another model (DESIGN §9)
+        # that names another model (docs/design.md §5 (verdict))
         model_sha256=file_sha256(model_path),
         model_training_hash=sidecar["training_hash"],
         model_data_fingerprint=sidecar["data_fingerprint"],
@@ -356,7 +369,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     for name, png in plots.items():
         uris.atomic_write_bytes(uris.join(out_dir, report.plots[name]), png)
     uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report.to_dict())
-    uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, plots).encode())
+    banner = verdict_banner(report_verdict(cfg, report, context.gates), report, context)
+    uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, plots, banner).encode())
     return report
 
 
@@ -447,7 +461,30 @@ simulator: WARN on a TPR drop &gt; {lim['max_stress_drop']:g}; WARN on raw ECE &
 {_img(plots['shift_reliability'], 'reliability under shift')}"""
 
 
-def render_html(report: EvaluationReport, plots: dict[str, bytes]) -> str:
+def _criterion_line(c: Criterion) -> str:
+    observed = _fmt(c.observed, 4) if isinstance(c.observed, float) else html.escape(str(c.observed))
+    n = f", n = {c.n}" if c.n is not None else ""
+    return (f"<li><b>{html.escape(c.name)}</b>: {observed} (expected {html.escape(c.expected)}{n})"
+            + (f" &mdash; {html.escape(c.reason)}" if c.reason else "") + "</li>")
+
+
+def verdict_banner(verdict: Verdict, report: EvaluationReport, context: ReportContext) -> str:
+    """The first thing the page says: GO or NO-GO, the failed criteria with their values, the profile,
+    the run and the model. Unmeasured criteria are listed apart: they warn, they do not block."""
+    failed = [c for c in verdict.criteria.values() if c.blocks]
+    unmeasured = [c for c in verdict.criteria.values() if not c.measurable]
+    title = "GO" if verdict.go else f"NO-GO: not promoted ({len(failed)} criteria failed)"
+    where = (f"profile <b>{html.escape(context.profile or 'not given')}</b> &middot; run "
+             f"<code>{html.escape(context.run_id or 'outside Dagster')}</code> &middot; model "
+             f"<code>{report.model_sha256[:12]}</code> (training hash <code>{report.model_training_hash}</code>, "
+             f"trained on data <code>{report.model_data_fingerprint}</code>)")
+    return f"""<div class="verdict {'go' if verdict.go else 'nogo'}"><h1>{title}</h1><p>{where}</p>
+{'<p>Failed:</p><ul>' + ''.join(_criterion_line(c) for c in failed) + '</ul>' if failed else ''}
+{'<p>Not measurable here (warn, do not block):</p><ul>' + ''.join(_criterion_line(c) for c in unmeasured)
+ + '</ul>' if unmeasured else ''}</div>"""
+
+
+def render_html(report: EvaluationReport, plots: dict[str, bytes], banner: str = "") -> str:
     m = report.metrics
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
@@ -466,8 +503,9 @@ def render_html(report: EvaluationReport, plots: dict[str, bytes]) -> str:
     masked = report.arc_snr_zero
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>halo evaluation report</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
-img{{max-width:100%}}</style>
-</head><body><h1>halo evaluation report</h1>
+img{{max-width:100%}}.verdict{{padding:0.5em 1em;border-radius:6px;margin-bottom:1em}}
+.verdict.go{{background:#e3f4e3;border:2px solid #2e7d32}}.verdict.nogo{{background:#fdecea;border:2px solid #c62828}}</style>
+</head><body>{banner}<h1>halo evaluation report</h1>
 <p>Test split: n={m['n']} ({m['n_positives']} positives, {m['n_negatives']} negatives);
 sample construction <code>{html.escape(report.sample_construction)}</code>;
 model needs a control stamp: <b>{report.needs_control}</b>; config {report.config_hash}.<br>

@@ -11,7 +11,7 @@ from halo_core import uris
 @dataclass
 class EvaluationReport:
     """Which model, trained on which data, was evaluated on which data, and what the held-out test split
-    says of it. Promotion refuses a report that names another model (DESIGN §9)."""
+    says of it. Promotion refuses a report that names another model (docs/design.md §5 (verdict))."""
 
     split: str
     model: str

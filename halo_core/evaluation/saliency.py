@@ -6,7 +6,7 @@ core boundary (r < 5 px) with no threshold: 'arc occluded' gives the stamp the c
 everywhere outside the core, removing all the arc light there however faint, 'core occluded' only
 inside it. (Faint wings count: occluding only the >= 1 sigma pixels left a recommended model 0.79 of
 its 0.94 mean score on demo data.) A model that finds arcs loses its score when the arc is occluded
-and keeps it when only the core is; the core-flux shortcut (DESIGN §1, fact 3) does the opposite.
+and keeps it when only the core is; the core-flux shortcut (docs/design.md §1 (domain) fact 3) does the opposite.
 For the saliency share, the arc is its footprint: the pixels where the stamp exceeds its control by
 at least 1 sky sigma in some band (wherever the lens put it: a ring, a fold pair or an off-axis
 double out to 2 theta_E).
@@ -124,7 +124,7 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
     return result, figure
 
 
-# Core perturbation (DESIGN §8): does the score follow the LRG's core brightness? PSF-shaped light is
+# Core perturbation (docs/design.md §8 (trust)): does the score follow the LRG's core brightness? PSF-shaped light is
 # added to and removed from the centre, in amounts of the LRGs' own core-brightness spread. A lens
 # finder's score must not move: LRG cores vary this much in the sky with no lens at all. That centred
 # test blocks. The same light ~3 px (0.8") off the centre is reported as WARN evidence only: a point

@@ -1,4 +1,4 @@
-"""The shift suite (DESIGN §8): test sets made outside the training distribution, each with its own lenses
+"""The shift suite (docs/design.md §8 (trust)): test sets made outside the training distribution, each with its own lenses
 and non-lenses and its own threshold at FPR 1e-2.
 
 - ``independent``: rendered by another code base (lenstronomy) with its own models: a power-law (SPEP)

@@ -1,4 +1,4 @@
-"""Real galaxies in the loop: validation on real lenses and non-lenses, and the realism gate (DESIGN §8, §9).
+"""Real galaxies in the loop: validation on real lenses and non-lenses, and the realism gate (docs/design.md §8 (trust)).
 
 - Operating thresholds come from the synthetic test split (the evaluation report's TPR-at-FPR rows,
   calibrated probabilities): FPR 1e-2 by default (``operating_fpr``), the others

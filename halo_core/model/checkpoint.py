@@ -2,7 +2,7 @@
 
 Loaded with ``weights_only=True`` (no pickled code from a file), written atomically (a crash never
 leaves half a checkpoint). The sidecar carries what inference needs to rebuild the model and its
-input: architecture, ``input_channels`` and the PreprocessSpec (DESIGN §1 fact 6, §2).
+input: architecture, ``input_channels`` and the PreprocessSpec (docs/design.md §1 (domain) fact 6, §9 (run keys)).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model versions and the `production` pointer of one profile (DESIGN §9), on a local folder or S3.
+"""Model versions and the `production` pointer of one profile (docs/design.md §9 (run keys)), on a local folder or S3.
 
     <registry>/versions/<UTC time>-<training hash[:8]>/model.pt + model.json (the model card)
     <registry>/production.json      {"version": ..., "previous": ..., "set_at": ...}

@@ -1,4 +1,4 @@
-"""Physically grounded simulator of the paired lens-injection dataset (DESIGN §4)."""
+"""Physically grounded simulator of the paired lens-injection dataset (docs/design.md §4 (simulator))."""
 
 from halo_core.simulate.dataset import SIMULATION_FILE, SimulationReport, build_simulated_dataset, simulate_dataset
 

@@ -1,4 +1,4 @@
-"""Deflector photometry drawn from the real DR10 LRG parent sample (DESIGN §4), embedded as quantiles.
+"""Deflector photometry drawn from the real DR10 LRG parent sample (docs/design.md §4 (simulator)), embedded as quantiles.
 
 The numbers below were computed once from ``shared/data/lrg_parent_catalog.parquet`` (6,822 of
 6,826 rows with finite g, r, z magnitudes):

@@ -1,4 +1,4 @@
-"""Synthetic paired dataset in the exact upstream schema (DESIGN §3, §4): LRG stamps with and without arcs.
+"""Synthetic paired dataset in the exact upstream schema (docs/design.md §3 (data contract), §4 (simulator)): LRG stamps with and without arcs.
 
 Each LRG gets one control (deflector + noise) shared by all its injections; each injection adds
 a PSF-convolved lensed arc (and its Poisson noise) on top of that control, so stamp and control
@@ -13,7 +13,7 @@ Distributions (per injection unless stated):
 - source: Sersic n ~ U(0.7, 2.0), r_eff ~ U(SOURCE_REFF_ARCSEC), axis ratio ~ U(0.4, 1.0);
   colours g-r ~ U(0.1, 0.6), r-z ~ U(0.0, 0.6) (blue star-forming galaxies at z ~ 1-2).
   Offsets and sizes reproduce the team's measurement that for theta_E < 0.75" about 41 % of the
-  arc flux lands in the central 10x10 pixels (DESIGN §1, fact 3; we get 0.43, test_simulate.py).
+  arc flux lands in the central 10x10 pixels (docs/design.md §1 (domain) fact 3; we get 0.43, test_simulate.py).
   Compact sources near the axis (r_eff 0.1-0.4", offset <= 0.35 theta_E) put 70 % there, and
   made the core-flux shortcut look stronger than the real data has it.
 - unlensed r mag ~ U(SOURCE_R_MAG_RANGE): set so the median arc_snr (max-pixel r-band SNR) is
@@ -89,7 +89,7 @@ DR_LRG_N = (2.5, 6.0)
 DR_LRG_REFF_ARCSEC = (0.3, 2.5)
 DR_LRG_Q = (0.3, 1.0)
 # - neighbours: Poisson(DR_NEIGHBOURS_MEAN) galaxies 2-8" from the LRG (LRGs live in groups: companions
-#   were the highest-scored false positives on independent data, DESIGN §8), r 19.5-23, red or blue;
+#   were the highest-scored false positives on independent data, docs/design.md §8 (trust)), r 19.5-23, red or blue;
 #   foreground stars with probability DR_STAR_FRACTION, r 17-22 at 3-12". Both are in stamp and control.
 DR_NEIGHBOURS_MEAN = 0.8
 DR_NEIGHBOUR_RADIUS_ARCSEC = (2.0, 8.0)
@@ -471,7 +471,7 @@ def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 100
         raise ValueError(f"simulate_dataset: bricks per split {n_bricks}; train needs >= 3 "
                          f"(the two masked-arc bricks plus a clean one), val and test >= 1")
     if oversample < 3:
-        raise ValueError(f"simulate_dataset: oversample={oversample}; want >= 3 (DESIGN §4)")
+        raise ValueError(f"simulate_dataset: oversample={oversample}; want >= 3 (docs/design.md §4 (simulator))")
 
     root = Path(out_dir)
     plan = plan_bricks(np.random.default_rng([seed, 0]), n_bricks)

@@ -1,4 +1,4 @@
-"""Simulated arcs injected into real survey cutouts: the paired dataset's third mode (DESIGN §9).
+"""Simulated arcs injected into real survey cutouts: the paired dataset's third mode (docs/design.md §3 (data contract)).
 
 The galaxy, its neighbours, the sky and its noise are real; only the arc is ours. Per real cutout
 (``cutout`` (101, 101, 3) HWC g,r,z in nanomaggies, as npz files or as a parquet ``cutout`` blob
@@ -325,7 +325,7 @@ def _rows(galaxies: list[RealCutout], split: str, inj: dict, owner: np.ndarray, 
 def inject_cutouts(galaxies: list[RealCutout], out_dir, *, injections_per_galaxy: int = 4, seed: int = 0,
                    val_fraction: float = 0.15, test_fraction: float = 0.2,
                    oversample: int = DEFAULT_OVERSAMPLE) -> InjectionReport:
-    """Write out_dir/{train,val,test}/part-NNNNN.parquet in the paired schema (DESIGN §3)."""
+    """Write out_dir/{train,val,test}/part-NNNNN.parquet in the paired schema (docs/design.md §3 (data contract))."""
     started = time.perf_counter()
     split_of = assign_splits([str(g.meta["brickname"]) for g in galaxies],
                              {"val": val_fraction, "test": test_fraction}, seed)

@@ -1,4 +1,4 @@
-"""SIE + external shear deflection in closed form (Kormann et al. 1994; Keeton 2001), DESIGN §4.
+"""SIE + external shear deflection in closed form (Kormann et al. 1994; Keeton 2001), docs/design.md §4 (simulator).
 
 Conventions follow lenstronomy's ``SIE`` and ``SHEAR`` profiles so the two agree to machine
 precision: theta_E is the "intermediate axis" Einstein radius (the circularised radius that

@@ -1,4 +1,4 @@
-"""Moffat point-spread functions and batched convolution (DESIGN §4)."""
+"""Moffat point-spread functions and batched convolution (docs/design.md §4 (simulator))."""
 
 from __future__ import annotations
 

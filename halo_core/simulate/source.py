@@ -1,4 +1,4 @@
-"""Elliptical Sersic light with total-flux normalisation, rendered on oversampled stamp grids (DESIGN §4).
+"""Elliptical Sersic light with total-flux normalisation, rendered on oversampled stamp grids (docs/design.md §4 (simulator)).
 
 The profile is parametrised by its total flux in the plane where it lives, so a source rendered
 through the lens equation (surface brightness is conserved) has image-plane flux equal to
@@ -14,7 +14,7 @@ from scipy.special import gammaln
 
 from halo_core.simulate.lens import sie_coefficients, sie_deflection_major_frame
 
-DEFAULT_OVERSAMPLE = 3  # sub-pixels per pixel side; DESIGN §4 asks for >= 3
+DEFAULT_OVERSAMPLE = 3  # sub-pixels per pixel side; docs/design.md §4 (simulator) asks for >= 3
 # float32 transcendentals are 2-5x faster than float64 and leave ~1e-6 relative error, far below
 # the sky noise; pass float64 for reference-precision images.
 RENDER_DTYPE = np.float32

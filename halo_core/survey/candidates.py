@@ -1,5 +1,5 @@
 """The candidate catalogue: every real cutout of a survey scored by one model on Ray Data, streaming
-(DESIGN §8 "Scale"), written as parquet partitioned by brick (``<out>/brick=<name>/*.parquet``).
+(docs/design.md §13 (survey path)), written as parquet partitioned by brick (``<out>/brick=<name>/*.parquet``).
 
 Inputs are the two real layouts ``halo score`` reads (paired parquet with ``stamp_npz`` blobs,
 single-cutout npz), local or S3, files or folders of them. Decoding runs in Ray tasks, scoring in an
@@ -46,7 +46,7 @@ BRICK_PARTITIONING = pads.partitioning(pa.schema([("brick", pa.string())]), flav
 class CatalogModel:
     """What a catalogue is scored with: the weights file, their version, the calibration, and the
     operating threshold (the calibrated probability at FPR ``operating_fpr`` on the synthetic test
-    split, DESIGN §9) with the TPR measured there."""
+    split, docs/design.md §5 (verdict)) with the TPR measured there."""
 
     path: str
     version: str

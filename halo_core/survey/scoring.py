@@ -1,4 +1,4 @@
-"""Scoring real survey galaxies: calibrated, prior-shifted lens probabilities (DESIGN §3, §5).
+"""Scoring real survey galaxies: calibrated, prior-shifted lens probabilities (docs/design.md §3 (data contract), §5 (verdict)).
 
 Reads both real layouts: paired-dataset parquet (the ``stamp_npz`` of each row) and single-cutout npz
 (``cutout`` (101, 101, 3) HWC, central 64x64 crop). The preprocessing is the one stored in the

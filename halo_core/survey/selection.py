@@ -1,5 +1,5 @@
 """The selection function: completeness of the production model at its operating threshold over a
-grid of (theta_E, PSF FWHM, depth, source magnitude), by injection-recovery on Ray (DESIGN §8, §9).
+grid of (theta_E, PSF FWHM, depth, source magnitude), by injection-recovery on Ray (docs/design.md §13 (survey path), §8 (trust)).
 
 One injection per host per cell, so a cell's counts are independent trials and the Wilson interval
 holds. Where the hosts come from is a seam, ``InjectionSource``:

@@ -1,4 +1,4 @@
-"""The trainer: fit() reads the filtered shards and writes checkpoints + a final model (DESIGN §2).
+"""The trainer: fit() reads the filtered shards and writes checkpoints + a final model (docs/design.md §2 (graph)).
 
 fit() reads top to bottom as the run's steps: check the data, reuse a finished run, build the model,
 optimizer and schedule, resume or warm-start, then per epoch train on augmented batches, validate
@@ -144,7 +144,7 @@ def loss_function(cfg: HaloConfig, device: torch.device) -> Callable[[torch.Tens
 
 
 def run_key(cfg: HaloConfig, dataset_dir: str, warm_start_from: str | None = None) -> str:
-    """What identifies a training run (DESIGN §9): the weight-determining config and the data's
+    """What identifies a training run (docs/design.md §9 (run keys)): the weight-determining config and the data's
     content, plus the starting model's weights when warm-starting. The run folder's name."""
     key = f"{cfg.training_hash()}-{data_fingerprint(dataset_dir)}"
     return f"{key}-from-{file_sha256(warm_start_from)[:8]}" if warm_start_from else key

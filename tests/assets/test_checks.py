@@ -113,7 +113,9 @@ def test_brick_auroc_std_passes_below_and_fails_above_the_threshold(tmp_path, wi
     assert brick_auroc_std(halo=with_report(tmp_path / "a", _bricks(6, 0.02))).passed
     failed = brick_auroc_std(halo=with_report(tmp_path / "b", _bricks(6, 0.08)))
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
-    assert failed.metadata["std"].value == 0.08 and failed.metadata["threshold"].value == 0.05
+    # observed and expected as plain values on the check's row, not inside a pop-up
+    assert failed.metadata["observed"].value == 0.08 and failed.metadata["expected"].value == "< 0.05 over >= 5 bricks"
+    assert failed.metadata["n"].value == 6
 
 
 def test_brick_auroc_std_with_too_few_bricks_is_an_unverified_warning(tmp_path, with_report):
@@ -162,7 +164,7 @@ def _calibration(ece_after: float) -> dict:
 def test_calibration_ece_check(tmp_path, with_report):
     assert calibration_ece(halo=with_report(tmp_path / "a", _calibration(0.03))).passed
     failed = calibration_ece(halo=with_report(tmp_path / "b", _calibration(0.08)))
-    assert not failed.passed and failed.metadata["n_test"].value == 400
+    assert not failed.passed and failed.metadata["n"].value == 400 and failed.metadata["observed"].value == 0.08
     assert failed.metadata["other_calibration"].value == "temperature"  # shown beside the one in use
 
 

@@ -45,7 +45,7 @@ def test_data_and_go_no_go_checks_are_blocking():
                 ("shortcut_gates", "selection_null"), ("evaluation_report", "core_perturbation"),
                 ("evaluation_report", "arc_localised_focus"), ("evaluation_report", "independent_renderer_shift")]:
         assert key in blocking, key
-    # data-level probes are evidence (DESIGN §8): reported, never blocking
+    # data-level probes are evidence (docs/design.md §8 (trust)): reported, never blocking
     assert not blocking & {("shortcut_gates", f"shortcut_{g}_auc") for g in ("core", "radial", "metadata")}
     # the off-centre perturbation is evidence too: light 0.8" from the centre looks like a compact lensed image
     assert ("evaluation_report", "core_perturbation_offset") in specs.keys() - blocking
@@ -89,3 +89,14 @@ def test_dataset_builds_share_a_pool_that_every_instance_limits_to_one():
     for instance_yaml in ("dagster.yaml", "dagster.local.yaml"):
         config = yaml.safe_load((Path(__file__).parents[2] / "deploy" / instance_yaml).read_text())
         assert config["concurrency"]["pools"]["default_limit"] == 1, instance_yaml
+
+
+def test_every_check_says_in_one_line_what_it_means():
+    """The UI shows a check's description beside its result, and the demo's table prints it: one short line."""
+    from halo_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    descriptions = {k.to_user_string(): graph.get_check_spec(k).description for k in graph.asset_check_keys}
+    assert len(descriptions) >= 40
+    bad = {k: d for k, d in descriptions.items() if not d or "\n" in d or len(d) > 110}
+    assert not bad, bad

@@ -14,9 +14,11 @@ def test_numbers_are_rounded_and_unmeasured_ones_say_so():
     assert number(1.234567e-6).value == 1.235e-6  # significant digits: a small LR keeps its value
     assert number(math.nan).value == "not measurable" and number(None).value == "not measurable"
     assert "nan" not in table([{"tpr": math.nan, "n": 3}]).value
-    result = check_result(passed=False, metadata={"auroc": 0.91234567, "tpr": None, "n_test": 12})
-    assert result.metadata["auroc"].value == 0.9123 and result.metadata["tpr"].value == "not measurable"
-    assert result.metadata["n_test"].value == 12
+    result = check_result(passed=False, observed=0.91234567, expected=">= 0.97", n=12, metadata={"tpr": None})
+    assert result.metadata["observed"].value == 0.9123 and result.metadata["tpr"].value == "not measurable"
+    assert result.metadata["n"].value == 12 and result.metadata["expected"].value == ">= 0.97"
+    # the verdict's three entries come first: the UI lists metadata in order
+    assert list(result.metadata)[:3] == ["observed", "expected", "n"]
 
 
 def test_history_is_a_table_of_flat_columns():

@@ -1,4 +1,4 @@
-"""A retrain on new data really trains (DESIGN §9, issue 12): the run folder is keyed by the training
+"""A retrain on new data really trains (docs/design.md §9 (run keys), issue 12): the run folder is keyed by the training
 hash and the data fingerprint, so the same data reuses the finished run and new data trains anew."""
 
 import json

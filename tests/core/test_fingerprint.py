@@ -1,4 +1,4 @@
-"""The data fingerprint (DESIGN §9): content of the shards + PreprocessSpec, never paths or build time."""
+"""The data fingerprint (docs/design.md §9 (run keys)): content of the shards + PreprocessSpec, never paths or build time."""
 
 import shutil
 

@@ -76,3 +76,27 @@ def test_an_interrupted_evaluate_leaves_the_previous_report_intact(evaluated, sm
     with pytest.raises(KeyboardInterrupt):
         evaluate(smoke_cfg, filtered_dir, trained.model_path, fit, str(out))
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_report_html_opens_with_the_verdict_and_what_failed(evaluated, smoke_cfg):
+    """The first thing on the page: GO / NO-GO, each failed criterion with its value, limit and n, the
+    profile, the run and the model; the same judgement promotion makes (promotion.report_verdict)."""
+    from halo_core.evaluation.promotion import report_verdict
+    from halo_core.evaluation.report import ReportContext, verdict_banner
+
+    out, report = evaluated
+    page = (out / REPORT_HTML).read_text()
+    body = page.split("<body>", 1)[1]
+    verdict = report_verdict(smoke_cfg, report, None)
+    assert body.startswith('<div class="verdict ' + ("go" if verdict.go else "nogo"))
+    assert "profile <b>not given</b>" in body and "outside Dagster" in body  # evaluate() called bare
+    assert report.model_sha256[:12] in body.split("</div>", 1)[0]
+    # without gates.json the selection null is listed as not measured, never as passed
+    assert "selection_null" in body.split("</div>", 1)[0] and "not measured on this data yet" in body
+    banner = verdict_banner(verdict, report, ReportContext("smoke", "run-42"))
+    assert "profile <b>smoke</b>" in banner and "run-42" in banner
+    for c in verdict.criteria.values():
+        if c.blocks:  # a failed criterion shows its observed value and its limit
+            assert f"<b>{c.name}</b>: " in banner and f"expected {c.expected}" in banner.replace("&gt;", ">").replace(
+                "&lt;", "<"), c.name
+    assert ("NO-GO: not promoted" in banner) == (not verdict.go)

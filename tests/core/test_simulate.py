@@ -182,7 +182,7 @@ def test_sky_noise_is_correlated_like_the_real_dr10_cutouts(tiny_dataset):
 
 @pytest.mark.parametrize("randomize", [False, True])
 def test_two_fifths_of_a_small_arcs_flux_lands_in_the_core(monkeypatch, randomize):
-    """DESIGN §1 fact 3: for theta_E < 0.75" about 41 % of the arc flux lands in the central 10x10; domain
+    """docs/design.md §1 (domain) fact 3: for theta_E < 0.75" about 41 % of the arc flux lands in the central 10x10; domain
     randomisation keeps that the centre of its distribution (measured 0.45 without, 0.46 with, this draw)."""
     monkeypatch.setattr(dataset, "THETA_E_ARCSEC", (0.5, 0.75))
     rng = np.random.default_rng(3)
@@ -198,7 +198,7 @@ def test_two_fifths_of_a_small_arcs_flux_lands_in_the_core(monkeypatch, randomiz
 
 def test_rendered_stamps_match_lenstronomy_to_1e_3_of_the_peak():
     """The fused renderer (deflection folded into source-plane maps), not only the deflection
-    primitives, against lenstronomy's ImageModel on the same systems (DESIGN §4: same images to 1e-3)."""
+    primitives, against lenstronomy's ImageModel on the same systems (docs/design.md §4 (simulator): same images to 1e-3)."""
     pytest.importorskip("lenstronomy")
     from benchmarks.simulator import draw_systems, render_lenstronomy, render_ours
 
