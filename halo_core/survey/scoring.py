@@ -178,8 +178,7 @@ class ScoringModel:
 
     @property
     def precision_label(self) -> str:
-        """The numerics of the scores, as the output records them."""
-        return self.engine.precision if precision_recorded(self.sidecar) else f"{self.engine.precision} (not on the card)"
+        return precision_label(self.sidecar)
 
     @property
     def columns(self) -> list[str]:
@@ -213,6 +212,11 @@ class ScoringModel:
 
 def precision_recorded(sidecar: dict) -> bool:
     return "precision" in sidecar
+
+
+def precision_label(sidecar: dict) -> str:
+    """The numerics of a model's scores as outputs record them: its card's, or "fp32 (not on the card)"."""
+    return model_precision(sidecar) if precision_recorded(sidecar) else f"{model_precision(sidecar)} (not on the card)"
 
 
 PRECISION_UNRECORDED = "the model card does not record the precision its threshold was measured in: scored in fp32"
