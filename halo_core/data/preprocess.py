@@ -145,9 +145,19 @@ def reapply_to_input(x: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def core_brightness(images: np.ndarray, spec: PreprocessSpec, radius_px: float = 5.0) -> np.ndarray:
     """(N, 3, H, W) nanomaggies -> (N, 3) light inside r < radius_px above the outer-annulus median, in
     robust sky-sigma x pixel units: the brightness of an LRG core as the model's input measures it."""
+    return preprocess_with_core(images, spec, radius_px)[1]
+
+
+def preprocess_with_core(images: np.ndarray, spec: PreprocessSpec,
+                         radius_px: float = 5.0) -> tuple[np.ndarray | None, np.ndarray]:
+    """``preprocess(images)`` (residual_radial; None otherwise) and ``core_brightness(images)`` from one
+    outer-annulus centre and scale: the filter needs both for every control."""
     n, c, h, w = images.shape
     flat = images.reshape(n, c, h * w).astype(np.float32, copy=False)
     outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
     center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
-    core = pixel_radius(h) < radius_px
-    return ((flat[..., core] - center) / scale).sum(axis=-1)
+    core = ((flat[..., pixel_radius(h) < radius_px] - center) / scale).sum(axis=-1)
+    if spec.normalization != "residual_radial":
+        return None, core
+    out = subtract_radial_profile((flat - center) / scale, h)
+    return np.clip(out, *spec.clip_range).reshape(n, c, h, w), core

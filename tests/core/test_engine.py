@@ -78,3 +78,25 @@ def test_every_inference_forward_goes_through_the_engine():
         if rel not in allowed and re.search(r"torch\.no_grad|autocast\(|inference_mode", path.read_text()):
             offenders.append(rel)
     assert offenders == []
+
+
+def test_rays_false_hang_warning_is_dropped_and_its_starvation_warning_kept():
+    import logging
+
+    pytest.importorskip("ray")
+    from halo_core.ray_runtime import quiet_progress
+
+    quiet_progress()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    for name, message in (("ray.data.dataset", "Warning: The Ray cluster currently does not have any available "
+                                                 "CPUs. The Dataset job will hang unless more CPUs are freed up."),
+                          ("ray.data._internal.execution.resource_manager", "The job may hang forever unless ...")):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        try:
+            logger.warning(message)
+        finally:
+            logger.removeHandler(handler)
+    assert [r.name for r in records] == ["ray.data._internal.execution.resource_manager"]
