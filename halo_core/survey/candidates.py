@@ -2,9 +2,10 @@
 (DESIGN §8 "Scale"), written as parquet partitioned by brick (``<out>/brick=<name>/*.parquet``).
 
 Inputs are the two real layouts ``halo score`` reads (paired parquet with ``stamp_npz`` blobs,
-single-cutout npz), local or S3, files or folders of them. Decoding runs in Ray tasks, scoring in an
-actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringModel.predict``, the very
-preprocessing and calibration of ``halo score``; so the scores are the same within float32 batch noise.
+single-cutout npz), local or S3, files or folders of them. Decoding, refusal and preprocessing run in Ray
+tasks (``ScoringInputs``), the forward pass in an actor pool (one actor per GPU when the cluster has
+GPUs) through the inference engine in the model's precision, the very steps of ``halo score``; so the
+scores are the same (within 1e-6). This process writes the partitions and shows the progress.
 A cutout the model must not score is kept with status ``refused: <reason>`` and NaN scores.
 Summaries and galleries go under ``_``-prefixed names, which parquet dataset readers skip.
 """
@@ -42,6 +43,10 @@ UNKNOWN_BRICK = "unknown"  # a cutout without a brickname still gets a partition
 SUMMARY_FILE = "_summary.json"
 GALLERY_DIR = "_gallery"
 PARQUET_COLUMNS = ["stamp_npz", "task_id", "ra", "dec", "brickname"]
+# A decode task's CPU request differs from a scoring actor's (1) on purpose: with equal requests Ray Data
+# fuses the decode into the actors, which then decode and run forward in turn on one core while the
+# other waits (the catalogue used half its CPU time that way). Two decode tasks share one CPU's quota.
+DECODE_CPUS = 0.5
 TIMING_PREFIX = "_seconds_"  # per-row shares of each stage's seconds, summed by the driver, never written
 BRICK_PARTITIONING = pads.partitioning(pa.schema([("brick", pa.string())]), flavor="hive")
 
@@ -245,13 +250,13 @@ def _dataset(parquet: list[str], npz: list[str], input_keys, bricks, inputs: Sco
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_parquet([_inner(f) for f in files], include_paths=True, filesystem=fs).select_columns(
             [*PARQUET_COLUMNS, "path"])
-        parts.append(ds.map_batches(decode_parquet_batch, batch_format="pyarrow",
+        parts.append(ds.map_batches(decode_parquet_batch, batch_format="pyarrow", num_cpus=DECODE_CPUS,
                                     fn_kwargs={"input_keys": input_keys, "bricks": bricks, "scheme": scheme,
                                                "inputs": inputs}))
     for scheme, files in _by_scheme(npz).items():
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_binary_files([_inner(f) for f in files], include_paths=True, filesystem=fs)
-        parts.append(ds.map_batches(decode_npz_batch, batch_format="numpy",
+        parts.append(ds.map_batches(decode_npz_batch, batch_format="numpy", num_cpus=DECODE_CPUS,
                                     fn_kwargs={"bricks": bricks, "scheme": scheme, "inputs": inputs}))
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
