@@ -193,6 +193,65 @@ FILTER = textwrap.dedent('''
 ''')
 
 
+def _module_from(code_root: str, relative: str, name: str):
+    """A single module of another checkout, loaded under its own name beside this one's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(code_root) / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def components(before: str | None, model_path: str, parquet: str, n: int = 512, rounds: int = 5) -> None:
+    """Per-cutout microseconds of decode, preprocess and forward on 1 thread, this code against the
+    code at ``before``, interleaved round by round (a shared machine's load moves between runs; the
+    median of each stage over the rounds and the median of the per-round ratios are reported)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from halo_core.data.preprocess import preprocess
+    from halo_core.data.stamps import decode_stamp
+    from halo_core.model.checkpoint import model_spec
+    from halo_core.survey.scoring import ScoringModel
+
+    blobs = pq.read_table(parquet, columns=["stamp_npz"])["stamp_npz"].to_pylist()[:n]
+    scorer = ScoringModel.load(model_path)
+    spec = model_spec(scorer.sidecar)
+    old_model = build_model("resnet18", 3).eval()  # what ScoringModel.predict ran: fp32, NCHW, no channels_last
+    old_model.load_state_dict(scorer.model.state_dict())
+    codes = {"now": (decode_stamp, preprocess, scorer.engine.logits)}
+    if before:
+        old_stamps = _module_from(before, "halo_core/data/stamps.py", "halo_before_stamps")
+        old_pre = _module_from(before, "halo_core/data/preprocess.py", "halo_before_preprocess")
+        old_spec = old_pre.PreprocessSpec.from_dict(scorer.sidecar["preprocess"])
+
+        def old_forward(x):
+            with torch.no_grad():
+                return np.concatenate([old_model(torch.from_numpy(x[i:i + 256])).squeeze(1).numpy()
+                                       for i in range(0, len(x), 256)])
+
+        codes["before"] = (old_stamps.decode_stamp, lambda b, _spec: old_pre.preprocess(b, old_spec), old_forward)
+    us = {label: {s: [] for s in ("decode", "preprocess", "forward")} for label in codes}
+    for _ in range(rounds):
+        for label, (decode, prep, forward) in codes.items():
+            started = time.perf_counter()
+            stamps = np.nan_to_num(np.stack([decode(b, source="s", task_id="t", column="c") for b in blobs]))
+            decoded = time.perf_counter()
+            x = np.concatenate([prep(stamps[i:i + 256], spec) for i in range(0, n, 256)])
+            prepared = time.perf_counter()
+            forward(x)
+            for stage, seconds in (("decode", decoded - started), ("preprocess", prepared - decoded),
+                                   ("forward", time.perf_counter() - prepared)):
+                us[label][stage].append(seconds / n * 1e6)
+    for label, stages in us.items():
+        emit(benchmark=f"{label}_us_per_cutout", cutouts=n, rounds=rounds,
+             **{s: round(statistics.median(v), 1) for s, v in stages.items()})
+    if before:
+        emit(benchmark="speedup_now_vs_before", **{s: round(statistics.median(
+            [b / a for a, b in zip(us["now"][s], us["before"][s])]), 2) for s in us["now"]})
+
+
 def run_code(code_root: str, script: str, *args) -> dict:
     """Run ``script`` with the halo_core of ``code_root`` (benchmarks from this checkout) in a subprocess."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([code_root, str(Path(__file__).resolve().parents[1])])}
@@ -254,6 +313,7 @@ def main(argv=None) -> None:
     p.add_argument("--memory", action="store_true", help="peak memory at --cutouts and --big cutouts")
     p.add_argument("--big", type=int, default=50_000)
     p.add_argument("--skip-filter", action="store_true")
+    p.add_argument("--components", action="store_true", help="only the bare forward and the per-stage costs")
     args = p.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
     emit(benchmark="machine", **machine())
@@ -268,6 +328,9 @@ def main(argv=None) -> None:
                 f"{other}_1_thread": bare_forward(other, 1)}
         emit(benchmark="bare_forward", batch=256, median_of=3, model_precision=precision,
              img_per_s={k: round(v, 1) for k, v in bare.items()})
+        components(args.before, path, files[0])
+        if args.components:
+            return
         if args.memory:
             return _memory(args, root, path, files, n, here)
         now = pipelines("now", here, path, files, n, root, bare)

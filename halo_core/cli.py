@@ -176,7 +176,8 @@ def cmd_validate(cfg, args) -> int:
     from halo_core.evaluation.calibration import Calibration
     from halo_core.evaluation.results import EvaluationReport
     from halo_core.evaluation.validation import VALIDATION_HTML, real_lens_realism, validate_real
-    from halo_core.model.checkpoint import load_model, load_sidecar
+    from halo_core.model.checkpoint import load_model, load_sidecar, model_precision
+    from halo_core.model.engine import Engine
 
     # the synthetic test split's operating points and the calibration: from a report, else the model card
     card = load_sidecar(args.model)
@@ -194,7 +195,8 @@ def cmd_validate(cfg, args) -> int:
     if args.data:  # injected lenses of this test split against the real lenses
         model, sidecar = load_model(args.model)
         shards, samples = load_split_samples(cfg, args.data, "test")
-        realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}), model,
+        realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}),
+                                    Engine(model, model_precision(sidecar)),
                                     PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
     result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
                            args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
