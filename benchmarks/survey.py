@@ -199,6 +199,7 @@ def _module_from(code_root: str, relative: str, name: str):
 
     spec = importlib.util.spec_from_file_location(name, Path(code_root) / relative)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
