@@ -314,6 +314,7 @@ def main(argv=None) -> None:
     p.add_argument("--memory", action="store_true", help="peak memory at --cutouts and --big cutouts")
     p.add_argument("--big", type=int, default=50_000)
     p.add_argument("--skip-filter", action="store_true")
+    p.add_argument("--selection", action="store_true", help="also time the selection function's default grid")
     p.add_argument("--components", action="store_true", help="only the bare forward and the per-stage costs")
     args = p.parse_args(argv)
     here = str(Path(__file__).resolve().parents[1])
@@ -339,6 +340,13 @@ def main(argv=None) -> None:
             pipelines("before", args.before, path, files, n, root, bare)
         if not args.skip_filter:
             filters(here, args.before, root)
+        if args.selection:
+            from halo_core.survey.candidates import CatalogModel
+            from halo_core.survey.selection import selection_function
+
+            result = selection_function(load_preset("demo"), CatalogModel.from_checkpoint(path))
+            emit(benchmark="selection_function_default_grid", cells=len(result["cells"]), injections=result["n"],
+                 seconds=result["seconds"])
         one, two = now["halo_catalog_1_worker"], now["halo_catalog_2_workers"]
         # a scoring worker is one core plus its share of the decode; 16 cores at the measured per-worker
         # rate of 1 worker (2 cores: 1 scoring + 1 decoding), i.e. 8 such pairs, and at the 2-worker rate
