@@ -52,8 +52,8 @@ bench: install  ## throughput benchmarks, one JSON line each (a few minutes on 2
 	$(BIN)/python -m benchmarks.trainer_overhead
 	$(BIN)/python -m benchmarks.gpu_step
 
-bench-survey: install  ## Ray: catalogue scoring, streaming memory, filter, selection grid (~30 min on 2 cores)
-	$(BIN)/python -m benchmarks.survey
+bench-survey: install  ## bare forward vs halo score and halo catalog (1, 2 workers), filter, selection grid (~30 min on 2 cores)
+	$(BIN)/python -m benchmarks.survey --selection
 
 clean:  ## remove local artifacts (keeps .venv)
 	rm -rf halo_data .dagster_home .pytest_cache

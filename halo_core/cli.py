@@ -114,19 +114,24 @@ def cmd_review(cfg, args) -> int:
     return 1 if any(f.severity == ERROR for f in findings) else 0
 
 
+SCORE_ROWS_SHOWN = 20  # `halo score` prints the best rows; the CSV holds them all
+
+
 def cmd_score(args) -> int:
     from halo_core.evaluation.calibration import Calibration
     from halo_core.model.registry import resolve_model
-    from halo_core.survey.scoring import EXIT_SOME_REFUSED, SCORED, score
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED, score_to_csv
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = resolve_model(args.model)
-    table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence,
-                  known_lens_radius_arcsec=args.known_lens_radius)
-    uris.atomic_write_bytes(args.out, table.to_csv(index=False).encode())
-    print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    refused = table["status"][table["status"] != SCORED].value_counts().to_dict()
-    print(f"wrote {len(table)} rows to {args.out} (model {model}): {len(table) - sum(refused.values())} scored"
+    summary = score_to_csv(model, args.inputs, args.out, calibration=calibration, prevalence=args.prevalence,
+                           known_lens_radius_arcsec=args.known_lens_radius, top_n=SCORE_ROWS_SHOWN)
+    if summary.rows > SCORE_ROWS_SHOWN:
+        print(f"the {SCORE_ROWS_SHOWN} highest scores of {summary.rows} (all rows in {args.out}):")
+    print(summary.top.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    refused = dict(summary.refused)
+    print(f"wrote {summary.rows} rows to {args.out} (model {model}, {summary.precision}): "
+          f"{summary.rows - sum(refused.values())} scored"
           + (f", {sum(refused.values())} not scored {refused}" if refused else ""))
     return EXIT_SOME_REFUSED if refused else 0
 
@@ -172,7 +177,8 @@ def cmd_validate(cfg, args) -> int:
     from halo_core.evaluation.calibration import Calibration
     from halo_core.evaluation.results import EvaluationReport
     from halo_core.evaluation.validation import VALIDATION_HTML, real_lens_realism, validate_real
-    from halo_core.model.checkpoint import load_model, load_sidecar
+    from halo_core.model.checkpoint import load_model, load_sidecar, model_precision
+    from halo_core.model.engine import Engine
 
     # the synthetic test split's operating points and the calibration: from a report, else the model card
     card = load_sidecar(args.model)
@@ -190,7 +196,8 @@ def cmd_validate(cfg, args) -> int:
     if args.data:  # injected lenses of this test split against the real lenses
         model, sidecar = load_model(args.model)
         shards, samples = load_split_samples(cfg, args.data, "test")
-        realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}), model,
+        realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}),
+                                    Engine(model, model_precision(sidecar)),
                                     PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
     result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
                            args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,

@@ -56,10 +56,27 @@ def pool_size(per_worker_cpus: float = 1.0) -> tuple[int, float]:
     return max(1, int((cpus - max(1, cpus // 4)) // per_worker_cpus)), 0.0
 
 
+class _NoFalseHangWarning(logging.Filter):
+    """Ray Data warns "The Dataset job will hang unless more CPUs are freed up" whenever no CPU is free at
+    the moment a dataset starts, which is every catalogue build: its actor pool holds the CPUs it was
+    sized for (pool_size leaves the readers theirs). Read as a failure, it is not one; dropped here.
+    Ray's starvation warning (an operator that truly cannot run) is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "will hang unless more CPUs" in record.getMessage():
+            log.debug("Ray Data: no CPU free when the dataset started (the actor pool holds its own)")
+            return False
+        return True
+
+
 def quiet_progress() -> None:
-    """Ray Data's progress bars are noise in a Dagster log."""
+    """Ray Data's progress bars are noise in a Dagster log (halo_core.progress reports instead), and so is
+    its false "will hang" warning."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    hang = logging.getLogger("ray.data.dataset")
+    if not any(isinstance(f, _NoFalseHangWarning) for f in hang.filters):
+        hang.addFilter(_NoFalseHangWarning())

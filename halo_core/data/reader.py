@@ -87,6 +87,22 @@ def read_parquet(path: str) -> pa.Table:
     return _open_parquet(path, pq.read_table)
 
 
+def parquet_rows(path: str) -> int:
+    """Rows of a parquet file, from its footer."""
+    return _open_parquet(path, lambda f: pq.ParquetFile(f).metadata.num_rows)
+
+
+def parquet_batches(path: str, columns: list[str], rows: int) -> Iterator[pa.RecordBatch]:
+    """``columns`` of a parquet file, ``rows`` at a time: a file far larger than memory streams."""
+    fs, inner = uris.filesystem(path)
+    try:
+        with fs.open(inner, "rb") as f:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=rows, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ContractError(f"{path}: not a readable parquet file ({message})") from None
+
+
 def read_parquet_schema(path: str) -> pa.Schema:
     return _open_parquet(path, pq.read_schema)
 

@@ -9,11 +9,10 @@ a deployment of a 6-channel model would actually get.
 from __future__ import annotations
 
 import numpy as np
-import torch
-
 from halo_core.data.samples import CONTROL, SampleSet
 from halo_core.data.shards import SplitShards
 from halo_core.evaluation.metrics import auroc
+from halo_core.model.engine import Engine
 
 SUBSTITUTES = ("true_control", "duplicated_image", "median_template")
 TEMPLATE_ROWS = 2000  # train controls in the median: a smooth template at the cost of a few MB
@@ -27,28 +26,25 @@ def median_template(train: SplitShards, seed: int = 0) -> np.ndarray:
     return np.median(np.asarray(train.pairs[rows, CONTROL], np.float32), axis=0)
 
 
-@torch.no_grad()
-def substitute_scores(model: torch.nn.Module, shards: SplitShards, samples: SampleSet, template: np.ndarray,
-                      batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+def substitute_scores(engine: Engine, shards: SplitShards, samples: SampleSet,
+                      template: np.ndarray) -> dict[str, np.ndarray]:
     """Logits of every 6-channel sample with each substitute as channels 3-5 (no augmentation)."""
-    model.eval()
     out = {name: np.empty(len(samples), np.float64) for name in SUBSTITUTES}
-    for start in range(0, len(samples), batch_size):
-        idx = slice(start, start + batch_size)
+    for start in range(0, len(samples), engine.batch_size):
+        idx = slice(start, start + engine.batch_size)
         rows, slots = samples.rows[idx], samples.slots[idx]
         first = np.asarray(shards.pairs[rows, slots], np.float32)
         seconds = {"true_control": np.asarray(shards.pairs[rows, CONTROL], np.float32), "duplicated_image": first,
                    "median_template": np.broadcast_to(template, first.shape)}
         for name, second in seconds.items():
-            x = torch.from_numpy(np.concatenate([first, second], axis=1)).to(device)
-            out[name][idx] = model(x).squeeze(1).float().cpu().numpy()
+            out[name][idx] = engine.logits(np.concatenate([first, second], axis=1))
     return out
 
 
-def control_substitutes(model, shards: SplitShards, samples: SampleSet, train: SplitShards, batch_size: int,
-                        device: torch.device, seed: int = 0) -> dict:
+def control_substitutes(engine: Engine, shards: SplitShards, samples: SampleSet, train: SplitShards,
+                        seed: int = 0) -> dict:
     """Test AUROC with the true control, the image duplicated, and the median train template."""
-    logits = substitute_scores(model, shards, samples, median_template(train, seed), batch_size, device)
+    logits = substitute_scores(engine, shards, samples, median_template(train, seed))
     labels = samples.labels.astype(int)
     return {"n": len(labels), "n_positives": int(labels.sum()), "template_rows": min(len(train), TEMPLATE_ROWS),
             "auroc": {name: auroc(labels, s) for name, s in logits.items()}}

@@ -50,6 +50,7 @@ from halo_core.evaluation.saliency import (
 from halo_core.evaluation.shift import shift_suite
 from halo_core.evaluation.validation import real_lens_realism, realism_html
 from halo_core.model.checkpoint import file_sha256, load_model, model_precision, model_spec
+from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
 from halo_core.training.monitors import EpochRecord, monitor_report, progress_summaries, run_history
@@ -199,7 +200,7 @@ def saliency_png(figure: dict) -> bytes:
     return _png(fig)
 
 
-def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibration, device,
+def saliency_diagnostics(engine: Engine, shards, samples: SampleSet, calibration: Calibration,
                          go_no_go) -> tuple[dict, dict]:
     """Shortcut diagnostics on a deterministic subset of the test lenses (stamp with its own control)."""
     pos = np.flatnonzero((samples.labels == 1) & (samples.slots == STAMP))
@@ -208,9 +209,9 @@ def saliency_diagnostics(model, shards, samples: SampleSet, calibration: Calibra
     rows = samples.rows[pos]
     meta = shards.meta.iloc[rows]
     return shortcut_diagnostics(
-        model, np.asarray(shards.pairs[rows, STAMP]), np.asarray(shards.pairs[rows, CONTROL]),
+        engine, np.asarray(shards.pairs[rows, STAMP]), np.asarray(shards.pairs[rows, CONTROL]),
         meta["theta_e_arcsec"].to_numpy(float), calibration.probability,
-        with_control=samples.with_control, device=device, min_arc_drop=go_no_go.min_arc_occlusion_drop,
+        with_control=samples.with_control, min_arc_drop=go_no_go.min_arc_occlusion_drop,
         max_core_to_arc_drop=go_no_go.max_core_to_arc_occlusion_drop)
 
 
@@ -226,7 +227,7 @@ def psf_fwhm_px(meta) -> np.ndarray:
     return np.where(np.isfinite(fwhm), fwhm, np.array(NOMINAL_PSF_FWHM_ARCSEC)) / PIXEL_SCALE_ARCSEC
 
 
-def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calibration: Calibration, device,
+def core_perturbation_diagnostics(engine: Engine, shards, samples: SampleSet, spec, calibration: Calibration,
                                   go_no_go) -> dict:
     """The core-perturbation test on up to PERTURBATION_MAX_PER_CLASS test samples of each class, with the
     spread of the split's own LRG core brightness (distinct LRGs, measured on the raw controls when the
@@ -236,21 +237,21 @@ def core_perturbation_diagnostics(model, shards, samples: SampleSet, spec, calib
     meta = shards.meta.iloc[samples.rows[chosen]]
     lrgs = shards.meta.loc[~lrg_ids(shards.meta).duplicated()]
     spread = core_brightness_spread(lrgs[[f"ctrl_core_flux_sigma_{b}" for b in BANDS]].to_numpy(float))
-    result = core_perturbation(model, x, samples.labels[chosen], psf_fwhm_px(meta), spread,
-                               lambda v: reapply_to_input(v, spec), calibration.probability, device=device,
+    result = core_perturbation(engine, x, samples.labels[chosen], psf_fwhm_px(meta), spread,
+                               lambda v: reapply_to_input(v, spec), calibration.probability,
                                max_mean_change=go_no_go.max_core_perturbation_change,
                                min_per_class=go_no_go.core_perturbation_min_per_class)
     return {**result, "n_lrgs_for_spread": int(len(lrgs))}
 
 
-def shift_report(model, spec, calibration: Calibration, device, report: EvaluationReport, raw_ece: float,
+def shift_report(engine: Engine, spec, calibration: Calibration, report: EvaluationReport, raw_ece: float,
                  cfg: HaloConfig) -> dict:
     """The shift suite against this test split's own numbers (docs/design.md §8 (trust))."""
     in_distribution = {"auroc": report.metrics["auroc"], "tpr_at_fpr_1e-2": report.tpr_at(1e-2)["tpr"],
                        "ece_raw": raw_ece}
     if not cfg.shift.enabled:
         return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution}
-    return shift_suite(model, spec, calibration.probability, device, in_distribution, cfg.shift,
+    return shift_suite(engine, spec, calibration.probability, in_distribution, cfg.shift,
                        report.needs_control)
 
 
@@ -285,7 +286,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     device = pick_device(cfg.device)
     model = model.to(device)
     shards, samples = load_split_samples(cfg, dataset_dir, "test")
-    precision = model_precision(sidecar)
+    precision = model_precision(sidecar)  # the numerics of training, so of the threshold measured here
+    engine = Engine(model, precision, device, batch_size=cfg.batch_size)
     logits = predict_logits(model, shards, samples, cfg.batch_size, device, precision)
     probs = calibration.probability(logits)
     labels = samples.labels.astype(int)
@@ -308,7 +310,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
                                 neg_values=values[~pos] if negatives_binned else None)
 
     theta_e_bins = bins("theta_e_arcsec", THETA_E_BINS_ARCSEC)
-    shortcut, saliency_figure = saliency_diagnostics(model, shards, samples, calibration, device, cfg.go_no_go)
+    shortcut, saliency_figure = saliency_diagnostics(engine, shards, samples, calibration, cfg.go_no_go)
     report = EvaluationReport(
         split="test",
         model=model_path,
@@ -344,14 +346,12 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         monitors=monitor_report(history, cfg, sidecar["best_epoch"]),
         shortcut_diagnostics=shortcut,
         # real galaxies: what a 6-channel model gets without a control; do injections look real?
-        control_substitutes=(control_substitutes(model, shards, samples, open_split(dataset_dir, "train"),
-                                                 cfg.batch_size, device, cfg.seed)
+        control_substitutes=(control_substitutes(engine, shards, samples, open_split(dataset_dir, "train"), cfg.seed)
                              if samples.with_control else None),
-        realism_probe=real_lens_realism(cfg, model, model_spec(sidecar), shards, samples),
-        core_perturbation=core_perturbation_diagnostics(model, shards, samples, spec, calibration, device,
-                                                        cfg.go_no_go),
+        realism_probe=real_lens_realism(cfg, engine, model_spec(sidecar), shards, samples),
+        core_perturbation=core_perturbation_diagnostics(engine, shards, samples, spec, calibration, cfg.go_no_go),
     )
-    report.shift_suite = shift_report(model, spec, calibration, device, report, ece["uncalibrated"]["ece"], cfg)
+    report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"]["ece"], cfg)
     plots = {
         "roc": roc_png(labels, probs, "test ROC"),
         "reliability": reliability_png(ece),

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from halo_core.data.preprocess import pixel_radius
 from halo_core.data.stamps import STAMP_SIZE
 from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
+from halo_core.model.engine import Engine
 from halo_core.simulate.psf import moffat_kernel
 
 ARC_FOOTPRINT_SIGMA = 1.0  # inputs are in robust sky-sigma units after preprocessing
@@ -38,12 +38,12 @@ def core_mask(size: int = STAMP_SIZE) -> np.ndarray:
     return (pixel_radius(size) < CORE_RADIUS_PX).reshape(size, size)
 
 
-def gradient_x_input(model: nn.Module, x: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def gradient_x_input(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, C, H, W) inputs -> (N, H, W) |d logit / d x * x| summed over channels, and the (N,) logits
     of the same forward pass."""
-    model.eval()
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device).requires_grad_(True)
-    logits = model(t).squeeze(1)
+    engine.model.eval()
+    t = engine.to_device(np.asarray(x, np.float32)).requires_grad_(True)
+    logits = engine.forward(t)
     (grad,) = torch.autograd.grad(logits.sum(), t)  # logits are per sample: the sum's gradient is each one's
     return (grad * t).abs().sum(1).detach().cpu().numpy(), logits.detach().float().cpu().numpy()
 
@@ -65,9 +65,8 @@ def mask_fraction(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
         return (maps * m).sum(axis=(1, 2)) / total
 
 
-def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndarray, theta_e_arcsec: np.ndarray,
-                         probability, *, with_control: bool, device: torch.device,
-                         min_arc_drop: float, max_core_to_arc_drop: float, batch_size: int = 256,
+def shortcut_diagnostics(engine: Engine, stamps: np.ndarray, controls: np.ndarray, theta_e_arcsec: np.ndarray,
+                         probability, *, with_control: bool, min_arc_drop: float, max_core_to_arc_drop: float,
                          edges=THETA_E_BINS_ARCSEC) -> tuple[dict, dict]:
     """Saliency shares and occlusion drops of positives (N, 3, H, W) stamps with their controls.
 
@@ -78,18 +77,15 @@ def shortcut_diagnostics(model: nn.Module, stamps: np.ndarray, controls: np.ndar
     maps = np.empty((n, *stamps.shape[-2:]), np.float32)
     arcs = np.empty((n, *stamps.shape[-2:]), bool)
     scores = {k: np.empty(n, np.float64) for k in ("unoccluded", "arc_occluded", "core_occluded")}
-    model.eval()
-    for lo in range(0, n, batch_size):
-        sl = slice(lo, lo + batch_size)
+    for lo in range(0, n, engine.batch_size):
+        sl = slice(lo, lo + engine.batch_size)
         s, c = np.asarray(stamps[sl], np.float32), np.asarray(controls[sl], np.float32)
         x = np.concatenate([s, c], axis=1) if with_control else s
-        maps[sl], logits = gradient_x_input(model, x, device)
+        maps[sl], logits = gradient_x_input(engine, x)
         scores["unoccluded"][sl] = probability(logits)
         arcs[sl] = arc_masks(s, c)
-        with torch.no_grad():
-            for key, xi in (("arc_occluded", occlude(x, c, ~core)), ("core_occluded", occlude(x, c, core))):
-                logits = model(torch.from_numpy(xi).to(device)).squeeze(1).float().cpu().numpy()
-                scores[key][sl] = probability(logits)
+        for key, xi in (("arc_occluded", occlude(x, c, ~core)), ("core_occluded", occlude(x, c, core))):
+            scores[key][sl] = probability(engine.logits(xi))
     arc_share, core_share = mask_fraction(maps, arcs), mask_fraction(maps, core)
 
     def summary(idx: np.ndarray) -> dict:
@@ -153,9 +149,8 @@ def psf_light(fwhm_px: np.ndarray, offsets_px: np.ndarray, size: int = STAMP_SIZ
     return pad[:, :, k:k + size, k:k + size]
 
 
-def core_perturbation(model: nn.Module, x: np.ndarray, labels: np.ndarray, fwhm_px: np.ndarray, spread: np.ndarray,
-                      reapply, probability, *, device: torch.device, max_mean_change: float, min_per_class: int,
-                      seed: int = 0, batch_size: int = 256) -> dict:
+def core_perturbation(engine: Engine, x: np.ndarray, labels: np.ndarray, fwhm_px: np.ndarray, spread: np.ndarray,
+                      reapply, probability, *, max_mean_change: float, min_per_class: int, seed: int = 0) -> dict:
     """Mean |score change| of (N, C, H, W) inputs when PSF-shaped core light of +-``spread`` (3,) sigma px
     per band is added at the centre and at an offset; ``reapply`` preprocesses the perturbed input as
     the raw stamp would have been. The light goes into every 3-channel group (a 6-channel input's
@@ -167,9 +162,8 @@ def core_perturbation(model: nn.Module, x: np.ndarray, labels: np.ndarray, fwhm_
     offsets = np.asarray(PERTURBATION_OFFSETS_PX)[rng.integers(0, len(PERTURBATION_OFFSETS_PX), n)]
     variants = [(f, centred) for f in PERTURBATION_FACTORS for centred in (True, False)]
     change = np.empty((n, len(variants)))
-    model.eval()
-    for lo in range(0, n, batch_size):
-        sl = slice(lo, lo + batch_size)
+    for lo in range(0, n, engine.batch_size):
+        sl = slice(lo, lo + engine.batch_size)
         xb = np.asarray(x[sl], np.float32)
         groups = xb.shape[1] // 3
         centred_psf = psf_light(fwhm_px[sl], np.zeros((len(xb), 2)))
@@ -178,9 +172,7 @@ def core_perturbation(model: nn.Module, x: np.ndarray, labels: np.ndarray, fwhm_
         for factor, centred in variants:
             light = factor * spread.astype(np.float32)[None, :, None, None] * (centred_psf if centred else shifted_psf)
             inputs.append(reapply(xb + np.tile(light, (1, groups, 1, 1))))
-        with torch.no_grad():
-            scores = [probability(model(torch.from_numpy(np.ascontiguousarray(v)).to(device)).squeeze(1).float()
-                                  .cpu().numpy()) for v in inputs]
+        scores = [probability(engine.logits(v)) for v in inputs]
         change[sl] = np.abs(np.stack(scores[1:], axis=1) - scores[0][:, None])
     labels = np.asarray(labels).astype(int)
     centred = np.array([ctr for _, ctr in variants])

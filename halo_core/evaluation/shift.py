@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from halo_core.data.preprocess import preprocess
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
 from halo_core.evaluation.calibration import expected_calibration_error, sigmoid
 from halo_core.evaluation.metrics import auroc, tpr_at_fpr
+from halo_core.model.engine import Engine
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.dataset import (
     _LRG_CHUNK,
@@ -184,15 +184,9 @@ def render_shift_set(name: str, n_per_class: int, seed: int):
     return render_independent_set(n_per_class, seed) if name == INDEPENDENT else render_stress_set(name, n_per_class, seed)
 
 
-def score_images(model, images: np.ndarray, spec, device, batch_size: int = 256) -> np.ndarray:
+def score_images(engine: Engine, images: np.ndarray, spec) -> np.ndarray:
     """Logits of (N, 3, 64, 64) nmgy images, preprocessed with the model's spec."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for lo in range(0, len(images), batch_size):
-            x = preprocess(images[lo:lo + batch_size], spec)
-            out.append(model(torch.from_numpy(np.ascontiguousarray(x)).to(device)).squeeze(1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.empty(0, np.float32)
+    return engine.logits(images, prepare=lambda batch: preprocess(batch, spec))
 
 
 def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distribution: dict) -> dict:
@@ -215,7 +209,7 @@ def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distri
             "reliability": calibrated["bins"]}
 
 
-def shift_suite(model, spec, probability, device, in_distribution: dict, cfg_shift, with_control: bool) -> dict:
+def shift_suite(engine: Engine, spec, probability, in_distribution: dict, cfg_shift, with_control: bool) -> dict:
     """Every shift set scored by the model; ``in_distribution`` holds the test split's auroc and tpr_at_fpr_1e-2."""
     limits = {"min_independent_tpr": cfg_shift.min_independent_tpr, "max_independent_drop": cfg_shift.max_independent_drop,
               "max_stress_drop": cfg_shift.max_stress_drop, "max_raw_ece": cfg_shift.max_raw_ece}
@@ -225,6 +219,6 @@ def shift_suite(model, spec, probability, device, in_distribution: dict, cfg_shi
     sets = {}
     for name in SHIFT_SETS:
         images, labels, _ = render_shift_set(name, cfg_shift.n_per_class, cfg_shift.seed)
-        sets[name] = shift_metrics(labels, score_images(model, images, spec, device), probability, in_distribution)
+        sets[name] = shift_metrics(labels, score_images(engine, images, spec), probability, in_distribution)
     return {"measurable": True, "reason": "", "sets": sets, "in_distribution": in_distribution, "limits": limits,
             "seed": cfg_shift.seed, "n_per_class": cfg_shift.n_per_class}

@@ -36,7 +36,8 @@ from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import ContractError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_interval
-from halo_core.model.checkpoint import load_model, model_spec
+from halo_core.model.checkpoint import load_model, model_precision, model_spec
+from halo_core.model.engine import Engine
 from halo_core.simulate.injection import RealCutout, read_cutouts
 
 log = logging.getLogger(__name__)
@@ -48,21 +49,18 @@ BOOTSTRAP = 1000
 STANDIN_LABEL = "STAND-IN non-lenses (outer sky of the lens cutouts), not real non-lens galaxies"
 
 
-@torch.no_grad()
-def logits_and_features(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def logits_and_features(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Logits and penultimate-layer features (the input of the final linear layer) of model inputs ``x``."""
-    model.eval()
-    device = next(model.parameters()).device
+    fc = engine.model.fc
     captured = []
-    handle = model.fc.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].float()))
+    handle = fc.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].float().cpu()))
     try:
-        logits = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], np.float32)).to(device)).squeeze(1)
-                  for i in range(0, len(x), batch_size)]
+        logits = engine.logits(x)
     finally:
         handle.remove()
-    if not logits:
-        return np.zeros(0), np.zeros((0, model.fc.in_features))
-    return torch.cat(logits).double().cpu().numpy(), torch.cat(captured).double().cpu().numpy()
+    if not captured:
+        return np.zeros(0), np.zeros((0, fc.in_features))
+    return logits.astype(np.float64), torch.cat(captured).double().numpy()
 
 
 def sky_standins(cutouts: list[RealCutout]) -> list[RealCutout]:
@@ -143,17 +141,17 @@ def _bootstrap_auc_interval(pos: np.ndarray, neg: np.ndarray, seed: int) -> tupl
     return float(lo), float(hi)
 
 
-def injected_lens_features(model, shards: SplitShards, samples: SampleSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def injected_lens_features(engine: Engine, shards: SplitShards, samples: SampleSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features of (up to MAX_INJECTED) injected lenses of a split, and their LRG ids."""
     pos = np.flatnonzero((samples.labels == 1) & (samples.slots == STAMP))
     if len(pos) > MAX_INJECTED:
         pos = np.sort(np.random.default_rng(seed).choice(pos, MAX_INJECTED, replace=False))
     rows = samples.rows[pos]
-    _, features = logits_and_features(model, np.asarray(shards.pairs[rows, STAMP], np.float32))
+    _, features = logits_and_features(engine, np.asarray(shards.pairs[rows, STAMP], np.float32))
     return features, lrg_ids(shards.meta.iloc[rows]).to_numpy()
 
 
-def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet) -> dict:
+def real_lens_realism(cfg, engine: Engine, spec, shards: SplitShards, samples: SampleSet) -> dict:
     """The realism probe of the evaluation report: test-split injected lenses vs the configured real
     lenses; ``configured: False`` when there are none."""
     rv = cfg.real_validation
@@ -162,8 +160,8 @@ def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet)
     if samples.with_control:
         return {"configured": True, "status": "skipped: a 6-channel model cannot read a real galaxy (no control)"}
     lenses = read_cutouts(rv.lenses_path)
-    _, real = logits_and_features(model, preprocess(np.stack([c.control for c in lenses]), spec))
-    injected, groups = injected_lens_features(model, shards, samples, cfg.seed)
+    _, real = logits_and_features(engine, preprocess(np.stack([c.control for c in lenses]), spec))
+    injected, groups = injected_lens_features(engine, shards, samples, cfg.seed)
     return {"configured": True, "lenses_path": rv.lenses_path,
             **realism_probe(injected, groups, real, [c.galaxy_id for c in lenses], folds=rv.realism_folds,
                             min_real=rv.min_real_lenses, max_auc=rv.max_realism_auc, seed=cfg.seed)}
@@ -190,6 +188,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:
         raise ContractError(f"{model_path}: a 6-channel model needs a control stamp; real galaxies have none")
+    engine = Engine(model, model_precision(sidecar))  # the thresholds' own numerics
     spec = model_spec(sidecar)
     thresholds = _operating_thresholds(tpr_at_fpr, operating_fpr)
     lenses = read_cutouts(lenses_path)
@@ -198,7 +197,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     groups = {}
     for name, cutouts in (("lenses", lenses), ("nonlenses", nonlenses)):
         x = preprocess(np.stack([c.control for c in cutouts]), spec)
-        logits, _ = logits_and_features(model, np.nan_to_num(x))
+        logits, _ = logits_and_features(engine, np.nan_to_num(x))
         groups[name] = (cutouts, x, calibration.probability(logits))
     points = []
     for t in thresholds:

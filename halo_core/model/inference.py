@@ -1,5 +1,5 @@
-"""Scoring stamps with a trained network: the one inference loop the trainer's validation, calibration,
-the evaluation report and promotion share."""
+"""Scoring a split's samples (training-ready shards) with a trained network through the inference
+engine: what the trainer's validation, calibration, the evaluation report and promotion share."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from halo_core import precision as numerics
 from halo_core.data.loader import BatchStream, make_loader
 from halo_core.data.samples import SampleSet
 from halo_core.data.shards import SplitShards
+from halo_core.model.engine import Engine
 
 
 def batch_dtype(device: torch.device):
@@ -24,15 +24,12 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, shards: SplitShards, samples: SampleSet, batch_size: int,
                    device: torch.device, precision: str, channels_last: bool = True) -> np.ndarray:
     """Logits of every sample, in sample order, without augmentation, in ``precision`` (fp32 | bf16)."""
-    model.eval()
+    engine = Engine(model, precision, device, batch_size=batch_size, channels_last=channels_last)
     stream = BatchStream(shards, samples, batch_size, seed=0, train=False, dtype=batch_dtype(device))
     out = np.empty(len(samples), np.float32)
-    for x, _, index, _ in make_loader(stream, 0, False):
-        with numerics.autocast(precision, device.type):
-            logits = model(to_device(x, device, channels_last)).squeeze(1)
-        out[index.numpy()] = logits.float().cpu().numpy()
+    for (_, _, index, _), logits in engine.stream(make_loader(stream, 0, False), lambda batch: batch[0]):
+        out[index.numpy()] = logits
     return out

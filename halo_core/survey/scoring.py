@@ -8,22 +8,33 @@ model's sidecar, never the current preset's.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 import pandas as pd
 import torch
 
+from halo_core import uris
 from halo_core.config import HaloConfig, stamp_keys
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
-from halo_core.data.preprocess import preprocess
-from halo_core.data.reader import read_parquet
+from halo_core.data.preprocess import PreprocessSpec, preprocess
+from halo_core.data.reader import parquet_batches, parquet_rows
 from halo_core.data.stamps import decode_cutout, decode_stamp
 from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration, sigmoid
 from halo_core.evaluation.gates import CORE_PX
-from halo_core.model.checkpoint import load_model, model_spec
+from halo_core.model.checkpoint import load_model, model_precision, model_spec
+from halo_core.model.engine import DEFAULT_BATCH, Engine
+from halo_core.model.network import pick_device
+from halo_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +50,54 @@ def cutout_row(path: str, meta: dict) -> dict:
             "ra": meta.get("ra"), "dec": meta.get("dec"), "brickname": meta.get("brickname")}
 
 
-def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame]:
-    stamps, rows = [], []
+def _checked(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise StampDecodeError(f"{path}: no such file", "missing_file")
+    if not p.is_file():
+        raise StampDecodeError(f"{path}: is a directory; give the .npz or .parquet files in it", "not_a_file")
+    if not path.endswith((".npz", ".parquet")):
+        raise StampDecodeError(f"{path}: expected a .npz cutout or a .parquet paired file", "unknown_format")
+    return p
+
+
+def count_inputs(paths: list[str]) -> int:
+    """Cutouts in ``paths`` (parquet row counts from the footer, one per npz), every path checked first."""
     for path in paths:
-        p = Path(path)
-        if not p.exists():
-            raise StampDecodeError(f"{path}: no such file", "missing_file")
-        if not p.is_file():
-            raise StampDecodeError(f"{path}: is a directory; give the .npz or .parquet files in it", "not_a_file")
+        _checked(path)
+    return sum(parquet_rows(p) if p.endswith(".parquet") else 1 for p in paths)
+
+
+def read_chunks(paths: list[str], input_keys, rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+    """(stamps, identities) of at most ``rows`` cutouts at a time, in input order: the inputs are
+    streamed, so memory does not grow with the survey."""
+    stamps, table = [], []
+
+    def chunk():
+        out = np.stack(stamps), pd.DataFrame(table)
+        stamps.clear()
+        table.clear()
+        return out
+
+    for path in paths:
+        _checked(path)
         if path.endswith(".npz"):
             stamp, meta = decode_cutout(path)
             stamps.append(stamp)
-            rows.append(cutout_row(path, meta))
-        elif path.endswith(".parquet"):
-            table = read_parquet(path)
-            columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
-            for blob, task_id, ra, dec, brickname in zip(*columns):
-                stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz", keys=input_keys))
-                rows.append({"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname})
+            table.append(cutout_row(path, meta))
         else:
-            raise StampDecodeError(f"{path}: expected a .npz cutout or a .parquet paired file", "unknown_format")
-    return np.stack(stamps), pd.DataFrame(rows)
+            batches = parquet_batches(path, ["stamp_npz", "task_id", "ra", "dec", "brickname"], rows)
+            for batch in batches:
+                for blob, task_id, ra, dec, brickname in zip(*(c.to_pylist() for c in batch.columns)):
+                    stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz",
+                                               keys=input_keys))
+                    table.append({"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname})
+                    if len(stamps) == rows:
+                        yield chunk()
+        if len(stamps) >= rows:
+            yield chunk()
+    if stamps:
+        yield chunk()
 
 
 def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
@@ -74,17 +112,43 @@ def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
 
 
 @dataclass(frozen=True)
-class ScoringModel:
-    """A model ready to score real galaxies: weights in eval mode, the sidecar's preprocessing, its calibration."""
+class ScoringInputs:
+    """What turns decoded cutouts into network inputs, from the model's sidecar alone (no weights): cheap
+    to send to the catalogue's decode tasks, so preprocessing runs beside the reading, not in the scorer."""
 
-    model: torch.nn.Module
+    spec: PreprocessSpec
+    max_nonfinite_frac: float
+
+    @classmethod
+    def from_sidecar(cls, sidecar: dict) -> "ScoringInputs":
+        return cls(model_spec(sidecar), sidecar["config"].get(
+            "max_nonfinite_pixel_frac", HaloConfig.model_fields["max_nonfinite_pixel_frac"].default))
+
+    def prepare(self, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(status, inputs): SCORED or why not per stamp, and the preprocessed float32 inputs (zeros where
+        refused). The few non-finite pixels a scored stamp may have (outside the core) are set to 0, the
+        sky level."""
+        status = np.array([refusal(s, self.max_nonfinite_frac) for s in stamps], dtype=object)
+        ok = status == SCORED
+        x = np.zeros(stamps.shape, np.float32)
+        if ok.any():
+            x[ok] = preprocess(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0), self.spec)
+        return status, x
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A model ready to score real galaxies: its inference engine in the model's own precision (the one
+    its operating threshold was measured in), the sidecar's preprocessing, its calibration."""
+
+    engine: Engine
     sidecar: dict
     calibration: Calibration | None
     prevalence: float
 
     @classmethod
     def load(cls, model_path: str, calibration: Calibration | None = None,
-             prevalence: float | None = None) -> "ScoringModel":
+             prevalence: float | None = None, device: str = "auto") -> "ScoringModel":
         if prevalence is not None and not 0 < prevalence < 1:
             raise ConfigError(f"prevalence={prevalence}: a lens prevalence is in (0, 1), e.g. 1e-3")
         model, sidecar = load_model(model_path)
@@ -93,18 +157,28 @@ class ScoringModel:
                 f"{model_path}: this model reads {sidecar['input_channels']} channels (stamp + control stamp); "
                 "a real survey galaxy has no arc-free control, so it cannot score real data. "
                 "Train a 3-channel model (preset `recommended`).")
+        if not precision_recorded(sidecar):
+            log.warning("%s: %s", model_path, PRECISION_UNRECORDED)
         calibration = calibration or (Calibration.from_dict(sidecar["calibration"]) if "calibration" in sidecar else None)
-        return cls(model, sidecar, calibration, sidecar["config"]["deployment_prevalence"] if prevalence is None
+        engine = Engine(model, model_precision(sidecar), pick_device(device))
+        return cls(engine, sidecar, calibration, sidecar["config"]["deployment_prevalence"] if prevalence is None
                    else prevalence)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.engine.model
 
     @property
     def input_keys(self) -> tuple[str, ...]:
         return stamp_keys(self.sidecar["config"]["input_keys"])
 
     @property
-    def max_nonfinite_frac(self) -> float:
-        return self.sidecar["config"].get("max_nonfinite_pixel_frac",
-                                          HaloConfig.model_fields["max_nonfinite_pixel_frac"].default)
+    def inputs(self) -> ScoringInputs:
+        return ScoringInputs.from_sidecar(self.sidecar)
+
+    @property
+    def precision_label(self) -> str:
+        return precision_label(self.sidecar)
 
     @property
     def columns(self) -> list[str]:
@@ -112,42 +186,164 @@ class ScoringModel:
         calibrated = ["probability", f"probability_at_prevalence_{self.prevalence:g}"] if self.calibration else []
         return ["score", *calibrated]
 
-    def predict(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
-        """(N, 3, 64, 64) finite nanomaggies -> raw score and, with a calibration, the probabilities."""
-        device = next(self.model.parameters()).device
-        x = torch.from_numpy(preprocess(stamps, model_spec(self.sidecar))).to(device)
-        with torch.no_grad():
-            logits = self.model(x).squeeze(1).cpu().numpy().astype(np.float64)
+    def numbers(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        """Logits (NaN where not scored) -> raw score and, with a calibration, the probabilities."""
+        logits = logits.astype(np.float64)
         out = {"score": sigmoid(logits)}
         if self.calibration is not None:
             out["probability"] = self.calibration.probability(logits)
             out[f"probability_at_prevalence_{self.prevalence:g}"] = self.calibration.at_prevalence(logits, self.prevalence)
         return out
 
+    def predict(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, 3, 64, 64) finite nanomaggies -> raw score and, with a calibration, the probabilities."""
+        spec = model_spec(self.sidecar)
+        return self.numbers(self.engine.logits(stamps, prepare=lambda batch: preprocess(batch, spec)))
+
+    def score_prepared(self, status: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        """``status`` and numbers of inputs ``ScoringInputs.prepare`` made; a refused row never reaches the
+        network (its numbers are NaN)."""
+        return {"status": status, **self.numbers(self.engine.logits(x, keep=status == SCORED))}
+
     def score_stamps(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
-        """``status`` per stamp (SCORED or why not) and its numbers, NaN where refused. The few non-finite
-        pixels a scored stamp may have (outside the core) are set to 0, the sky level."""
-        status = np.array([refusal(s, self.max_nonfinite_frac) for s in stamps], dtype=object)
-        ok = status == SCORED
-        out = {"status": status, **{c: np.full(len(stamps), np.nan) for c in self.columns}}
-        if ok.any():
-            for column, values in self.predict(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0)).items():
-                out[column][ok] = values
-        return out
+        """``status`` per stamp (SCORED or why not) and its numbers, NaN where refused."""
+        return self.score_prepared(*self.inputs.prepare(stamps))
+
+
+def precision_recorded(sidecar: dict) -> bool:
+    return "precision" in sidecar
+
+
+def precision_label(sidecar: dict) -> str:
+    """The numerics of a model's scores as outputs record them: its card's, or "fp32 (not on the card)"."""
+    return model_precision(sidecar) if precision_recorded(sidecar) else f"{model_precision(sidecar)} (not on the card)"
+
+
+PRECISION_UNRECORDED = "the model card does not record the precision its threshold was measured in: scored in fp32"
+
+
+def score_chunks(scorer: ScoringModel, inputs: list[str], *, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
+                 chunk_rows: int = DEFAULT_BATCH, timings: Counter | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of ``score``, a chunk at a time, streamed: the next chunk is read, decoded and
+    preprocessed in a thread while this one runs forward (zlib, numpy and torch release the GIL).
+    ``timings`` accumulates the seconds of read+decode, preprocess, forward and the wait for input."""
+    timings = Counter() if timings is None else timings
+    prepared = scorer.inputs
+
+    def read_and_prepare():
+        chunks = read_chunks(inputs, scorer.input_keys, chunk_rows)
+        while True:
+            started = time.perf_counter()
+            item = next(chunks, None)
+            if item is None:
+                return
+            decoded = time.perf_counter()
+            stamps, table = item
+            status, x = prepared.prepare(stamps)
+            timings["decode"] += decoded - started
+            timings["preprocess"] += time.perf_counter() - decoded
+            yield table, stamps, status, x
+
+    for table, stamps, status, x in prefetched(read_and_prepare(), timings):
+        started = time.perf_counter()
+        for column, values in scorer.score_prepared(status, x).items():
+            table[column] = values
+        timings["forward"] += time.perf_counter() - started
+        table["precision"] = scorer.precision_label
+        table["nonfinite_pixels"] = ~np.isfinite(stamps).all(axis=(1, 2, 3))
+        yield pd.concat([table, crossmatch(table["ra"], table["dec"], known_lens_radius_arcsec)], axis=1)
+
+
+def prefetched(items: Iterator, timings: Counter, depth: int = 2) -> Iterator:
+    """``items`` produced by a background thread up to ``depth`` ahead; the consumer's time blocked on
+    them goes to ``timings["waiting"]``. An exception in the producer is raised in the consumer."""
+    queue: Queue = Queue(depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                queue.put(item)
+        except BaseException as err:  # handed over: the consumer raises it
+            queue.put(err)
+        queue.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        started = time.perf_counter()
+        item = queue.get()
+        timings["waiting"] += time.perf_counter() - started
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
 
 
 def score(model_path: str, inputs: list[str], *, calibration: Calibration | None = None,
           prevalence: float | None = None, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> pd.DataFrame:
     """One row per galaxy: raw score, calibrated probability, probability at the deployment prevalence,
     and the nearest known lens (lenscat) within ``known_lens_radius_arcsec``; ``status`` is SCORED or why
-    the row was refused (its numbers are then empty)."""
+    the row was refused (its numbers are then empty); ``precision`` names the numerics of the scores."""
     scorer = ScoringModel.load(model_path, calibration, prevalence)
-    stamps, table = _read_inputs(inputs, scorer.input_keys)
-    for column, values in scorer.score_stamps(stamps).items():
-        table[column] = values
+    table = pd.concat(list(score_chunks(scorer, inputs, known_lens_radius_arcsec=known_lens_radius_arcsec)),
+                      ignore_index=True)
+    log_refused(table)
+    return table
+
+
+def log_refused(table: pd.DataFrame) -> None:
     refused = table["status"] != SCORED
     if refused.any():
         log.warning("%d of %d cutouts not scored (non-finite pixels): %s", int(refused.sum()), len(table),
-                    list(table["id"][refused]))
-    table["nonfinite_pixels"] = ~np.isfinite(stamps).all(axis=(1, 2, 3))
-    return pd.concat([table, crossmatch(table["ra"], table["dec"], known_lens_radius_arcsec)], axis=1)
+                    list(table["id"][refused])[:20])
+
+
+@dataclass
+class ScoreSummary:
+    """What `halo score` wrote: row counts, the refusals by reason, the best rows, where the time went."""
+
+    precision: str
+    rows: int = 0
+    refused: Counter = field(default_factory=Counter)
+    top: pd.DataFrame | None = None
+    timings: Counter = field(default_factory=Counter)
+
+
+def score_to_csv(model_path: str, inputs: list[str], out: str, *, calibration: Calibration | None = None,
+                 prevalence: float | None = None, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
+                 top_n: int = 20) -> ScoreSummary:
+    """``score`` streamed into the CSV ``out`` chunk by chunk (written whole or not at all), with a
+    progress bar; memory stays flat whatever the number of inputs."""
+    scorer = ScoringModel.load(model_path, calibration, prevalence)
+    summary = ScoreSummary(scorer.precision_label)
+    total = count_inputs(inputs)
+    fs, path = uris.filesystem(out)
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, newline="",
+                                     dir=None if uris.is_remote(out) else Path(path).parent) as f, \
+            Progress(total, "halo score", "cutouts") as progress:
+        try:
+            for chunk in score_chunks(scorer, inputs, known_lens_radius_arcsec=known_lens_radius_arcsec,
+                                      timings=summary.timings):
+                started = time.perf_counter()
+                chunk.to_csv(f, index=False, header=summary.rows == 0)
+                summary.timings["write"] += time.perf_counter() - started
+                summary.rows += len(chunk)
+                summary.refused.update(chunk.loc[chunk["status"] != SCORED, "status"])
+                summary.top = (pd.concat([summary.top, chunk]).sort_values("score", ascending=False, kind="stable")
+                               .head(top_n))  # refused rows (NaN) last
+                progress.update(len(chunk))
+            f.close()
+            if uris.is_remote(out):
+                fs.put_file(f.name, path)
+            else:
+                os.replace(f.name, path)
+        finally:
+            if os.path.exists(f.name):
+                os.unlink(f.name)
+    if summary.refused:
+        log.warning("%d of %d cutouts not scored: %s", sum(summary.refused.values()), summary.rows,
+                    dict(summary.refused))
+    return summary

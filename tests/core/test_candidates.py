@@ -45,6 +45,8 @@ def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, pro
     # the known lens at each position, matched as halo score matches it: all six real fixtures are lenscat entries
     assert (merged["known_lens_name_x"].fillna("") == merged["known_lens_name_y"].fillna("")).all()
     assert merged.loc[merged["source_x"].str.endswith(".npz"), "known_lens_name_x"].notna().sum() == len(npz) == 6
+    # one engine, in the precision on the card (the trained fixture records it): equal scores, both say which
+    assert set(merged["precision_x"]) == set(merged["precision_y"]) == {load_checkpoint(promoted)[1]["precision"]}
     np.testing.assert_allclose(scored["score_x"], scored["score_y"], atol=1e-6, rtol=0)
     np.testing.assert_allclose(scored["probability_x"], scored["probability_y"], atol=1e-6, rtol=0)
     np.testing.assert_allclose(scored["probability_at_prevalence"], scored["probability_at_prevalence_0.001"],

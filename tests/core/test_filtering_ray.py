@@ -43,3 +43,19 @@ def test_ray_filter_writes_the_single_process_bytes(ray_local, tmp_path):
             m.pop(key)
     assert manifests[0] == manifests[1]
     assert parallel.splits["train"].rows_kept == serial.splits["train"].rows_kept > 0
+
+
+def test_where_ray_cannot_win_the_build_stays_in_one_process_and_says_why(tmp_path, caplog, monkeypatch):
+    import logging
+
+    import halo_core.data.filtering as filtering
+
+    raw = _dataset(tmp_path / "raw")
+    cfg = load_preset("smoke", {"filter_on_ray": True})
+    monkeypatch.delenv("HALO_RAY_ADDRESS", raising=False)
+    assert "CPU(s) here" in filtering.single_process_reason(str(raw), 2)
+    assert "rows; below" in filtering.single_process_reason(str(raw), 8)  # 220 rows
+    with caplog.at_level(logging.INFO):
+        build_filtered_dataset(cfg, str(raw), str(tmp_path / "out"), num_cpus=2)  # no Ray started
+    assert "filtering in this process, not on Ray: 2 CPU(s) here" in caplog.text
+    assert "halo filter: 6/6 files" in caplog.text  # the progress helper's lines, when not on a terminal

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,49 @@ def test_spec_mismatch_is_an_error_naming_the_difference():
     with pytest.raises(CheckpointError, match="normalization"):
         ROBUST.require_same(RESIDUAL, "model vs data")
     ROBUST.require_same(PreprocessSpec.from_dict(ROBUST.to_dict()), "round trip")
+
+
+def test_fast_preprocessing_gives_the_reference_bytes(paired_dir):
+    """The filtered shards stay byte-identical: preprocessing equals the plain np.median / boolean-mask
+    formulation it replaced, and decoding equals np.load, on the simulator's stamps (ties included)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from halo_core.config import load_preset
+    from halo_core.data.preprocess import PreprocessSpec, median, pixel_radius, preprocess, ring_index
+    from halo_core.data.stamps import BAND_KEYS, decode_stamp
+
+    path = sorted(Path(paired_dir, "train").glob("*.parquet"))[0]
+    blobs = pq.read_table(path, columns=["stamp_npz"])["stamp_npz"].to_pylist()[:64]
+    stamps = np.stack([decode_stamp(b, source="s", task_id="t", column="stamp_npz") for b in blobs])
+    reference = np.stack([np.stack([np.load(io.BytesIO(b))[k] for k in BAND_KEYS]) for b in blobs])
+    assert stamps.tobytes() == reference.tobytes()
+    stamps = np.nan_to_num(stamps)
+    stamps[:4] = np.round(stamps[:4], 2)  # many ties
+
+    def slow(images, spec):
+        n, c, h, w = images.shape
+        flat = images.reshape(n, c, h * w)
+        pixels = flat[..., ring_index(h) >= spec.annulus_min_radius_px] if spec.normalization == "residual_radial" else flat
+        center = np.median(pixels, axis=-1, keepdims=True)
+        scale = spec.mad_factor * np.median(np.abs(pixels - center), axis=-1, keepdims=True)
+        out = (flat - center) / np.where(scale > 0, scale, 1.0)
+        if spec.normalization == "residual_radial":
+            rings = ring_index(h)
+            medians = np.stack([np.median(out[..., rings == r], axis=-1) for r in range(rings.max() + 1)], axis=-1)
+            radius = pixel_radius(h)
+            centres = np.bincount(rings, weights=radius) / np.bincount(rings)
+            upper = np.clip(np.searchsorted(centres, radius), 1, len(centres) - 1)
+            weight = np.clip((radius - centres[upper - 1]) / (centres[upper] - centres[upper - 1]), 0, 1).astype(np.float32)
+            out = out - (medians[..., upper - 1] * (1 - weight) + medians[..., upper] * weight)
+        return np.clip(out, *spec.clip_range).reshape(n, c, h, w)
+
+    for normalization in ("residual_radial", "per_sample_robust"):
+        spec = PreprocessSpec.from_config(load_preset("demo")) if normalization == "residual_radial" else \
+            PreprocessSpec(normalization, (-5.0, 20.0))
+        assert preprocess(stamps, spec).tobytes() == slow(stamps, spec).tobytes()
+    for dtype in (np.float16, np.float32, np.float64):
+        x = stamps.reshape(64, 3, -1)[..., :1001].astype(dtype)  # odd and even lengths
+        assert np.median(x, axis=-1).tobytes() == median(x).tobytes()
+        assert np.median(x[..., :1000], axis=-1).tobytes() == median(x[..., :1000]).tobytes()

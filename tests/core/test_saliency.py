@@ -7,6 +7,7 @@ from halo_core.data.preprocess import pixel_radius
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
 from halo_core.evaluation.metrics import per_class_accuracy
 from halo_core.evaluation.saliency import arc_masks, core_mask, mask_fraction, occlude, shortcut_diagnostics
+from halo_core.model.engine import Engine
 
 SIZE = 32
 THETA_E = 10 * PIXEL_SCALE_ARCSEC  # ring at 10 px
@@ -33,8 +34,8 @@ def _lenses(n: int = 6):
 
 def _diagnose(model, stamps, controls):
     n = len(stamps)
-    return shortcut_diagnostics(model, stamps, controls, np.full(n, THETA_E),
-                                lambda z: 1 / (1 + np.exp(-z)), with_control=False, device=torch.device("cpu"),
+    return shortcut_diagnostics(Engine(model, "fp32"), stamps, controls, np.full(n, THETA_E),
+                                lambda z: 1 / (1 + np.exp(-z)), with_control=False,
                                 min_arc_drop=0.30, max_core_to_arc_drop=0.5, edges=(0.0, 2.0, 3.0))[0]
 
 
@@ -97,9 +98,9 @@ def _perturbation(model, normalization: str, n: int = 40):
     rng = np.random.default_rng(1)
     x = rng.normal(0.0, 1.0, (2 * n, 3, 64, 64)).astype(np.float32)
     x[n:] += 3.0 * (np.abs(pixel_radius(64) - 12) < 1.5).reshape(64, 64)  # lenses: a ring outside the core
-    return core_perturbation(model, x, np.repeat([0, 1], n), np.full((2 * n, 3), 5.0), np.array([40.0, 60.0, 80.0]),
+    return core_perturbation(Engine(model, "fp32"), x, np.repeat([0, 1], n), np.full((2 * n, 3), 5.0), np.array([40.0, 60.0, 80.0]),
                              lambda v: reapply_to_input(v, spec), lambda z: 1 / (1 + np.exp(-z)),
-                             device=torch.device("cpu"), max_mean_change=0.05, min_per_class=n)
+                             max_mean_change=0.05, min_per_class=n)
 
 
 CORE_64 = pixel_radius(64).reshape(64, 64) < 5

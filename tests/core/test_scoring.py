@@ -91,3 +91,28 @@ def test_unreadable_inputs_are_one_line_errors_naming_the_file(trained, tmp_path
         assert main(["score", "--model", trained.model_path, str(path), "--out", str(tmp_path / "s.csv")]) == 2
         err = capsys.readouterr().err
         assert str(path) in err and why in err and err.count("\n") == 1, err
+
+
+def test_a_card_without_a_precision_record_is_scored_in_fp32_and_says_so(trained, tmp_path, cutouts, caplog):
+    state, sidecar = load_checkpoint(trained.model_path)
+    bare = {k: v for k, v in sidecar.items() if k != "precision"}
+    save_checkpoint(str(tmp_path / "m.pt"), state, bare)
+    table = score(str(tmp_path / "m.pt"), cutouts[:2])
+    assert (table["precision"] == "fp32 (not on the card)").all()
+    assert "does not record the precision" in caplog.text
+    assert (score(trained.model_path, cutouts[:2])["precision"] == sidecar["precision"]).all()
+
+
+def test_halo_score_streams_in_chunks_and_writes_every_row(trained, paired_dir, tmp_path):
+    from halo_core.survey.scoring import ScoringModel, score_chunks
+
+    paths = [str(p) for p in sorted(Path(paired_dir, "test").glob("*.parquet"))]
+    scorer = ScoringModel.load(trained.model_path)
+    chunks = list(score_chunks(scorer, paths, chunk_rows=16))
+    whole = score(trained.model_path, paths)
+    assert max(len(c) for c in chunks) == 16 and sum(len(c) for c in chunks) == len(whole)
+    streamed = pd.concat(chunks, ignore_index=True)
+    np.testing.assert_allclose(streamed["score"], whole["score"], atol=1e-6, rtol=0)  # batch size does not matter
+    out = tmp_path / "s.csv"
+    main(["score", "--model", trained.model_path, *paths, "--out", str(out)])
+    assert len(pd.read_csv(out)) == len(whole)

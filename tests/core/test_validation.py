@@ -25,6 +25,7 @@ from halo_core.evaluation.validation import (
     validate_real,
 )
 from halo_core.model.checkpoint import load_model
+from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import build_model
 from halo_core.survey.scoring import score
@@ -49,7 +50,7 @@ def _points(threshold: float) -> list[dict]:
 def test_features_are_the_input_of_the_final_layer(trained):
     model, _ = load_model(trained.model_path)
     x = np.random.default_rng(0).normal(size=(5, 3, 64, 64)).astype(np.float32)
-    logits, features = logits_and_features(model, x, batch_size=2)
+    logits, features = logits_and_features(Engine(model, "fp32", batch_size=2, channels_last=False), x)
     assert features.shape == (5, 512)
     with torch.no_grad():
         assert np.allclose(logits, model(torch.from_numpy(x)).squeeze(1).numpy(), atol=1e-5)
@@ -109,7 +110,7 @@ def test_q7_substitutes_score_the_test_split_without_the_true_control(filtered_d
     samples = SampleSet(every.rows[keep], every.slots[keep], every.labels[keep], True)
     template = median_template(train)
     assert template.shape == (3, 64, 64)
-    logits = substitute_scores(model, test, samples, template, 16, torch.device("cpu"))
+    logits = substitute_scores(Engine(model, "fp32", batch_size=16, channels_last=False), test, samples, template)
     reference = predict_logits(model, test, samples, 16, torch.device("cpu"), "fp32", channels_last=False)
     assert np.allclose(logits["true_control"], reference, atol=1e-4)
     neg = samples.labels == 0  # (ctrl, ctrl): duplicating the image is the true control for a negative
