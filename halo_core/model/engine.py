@@ -1,4 +1,4 @@
-"""The inference engine: the one place a trained network runs forward (DESIGN §6, §9 "Precision").
+"""The inference engine: the one place a trained network runs forward (docs/design.md §6 (performance), §12 (precision)).
 
 Every path that scores with a model goes through an ``Engine``: the trainer's validation, calibration,
 the evaluation report and its diagnostics (saliency, occlusion, core perturbation, shift sets,
