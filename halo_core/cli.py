@@ -10,6 +10,7 @@
     halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
     halo inject   --preset demo --out data/injected cutouts/          arcs injected into real cutouts
     halo validate --model promoted_model/model.pt --lenses lenses/ --nonlenses nonlenses/ --out validation/
+    halo cutouts  --catalog lrgs.parquet --out cutouts/     fetch survey cutouts (or --lenscat); resumable
     halo catalog  --model halo_data/recommended/promoted_model/model.pt --out catalog/ cutouts/ survey/*.parquet
     halo config   --preset gen5_prime                      print the resolved configuration
     halo config   --config my_plan.yaml --set epochs=5     a user's file (the plan's dict as it is) + overrides
@@ -29,6 +30,7 @@ from halo_core import uris
 from halo_core.config import config_args, load_config, parse_overrides
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
+from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
 from halo_core.train import get_args_parser, train
 
 
@@ -209,6 +211,24 @@ def cmd_validate(cfg, args) -> int:
     return 0
 
 
+def cmd_cutouts(args) -> int:
+    from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, lenscat_targets, read_catalog, targets
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED
+
+    if args.lenscat:
+        gradings = tuple(g.strip() for g in args.grading.split(",") if g.strip())
+        objects, inputs = targets(lenscat_targets(gradings), f"lenscat ({','.join(gradings)})"), ()
+    else:
+        objects, inputs = targets(read_catalog(args.catalog), args.catalog), (args.catalog,)
+    policy = FetchPolicy(base_url=args.base_url, layer=args.layer, size=args.size, workers=args.workers)
+    report = fetch_cutouts(objects, args.out, policy, inputs=inputs)
+    print(f"{report.objects} objects ({report.duplicate_rows} duplicate input rows folded in): {report.states}; "
+          f"{report.skipped} skipped (done by an earlier run), {report.requests} requests, {report.retries} retries"
+          f"{f'; not fetched: {report.reasons}' if report.reasons else ''} ({report.seconds:.1f} s)")
+    print(f"cutouts: {args.out}  manifest: {report.manifest}")
+    return 0 if report.states.get(FETCHED, 0) == report.objects else EXIT_SOME_REFUSED
+
+
 def cmd_catalog(args) -> None:
     from halo_core.evaluation.calibration import Calibration
     from halo_core.survey.candidates import CatalogModel, build_catalog, publish
@@ -288,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="filtered dataset: run the realism probe against its test-split injections")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("cutouts", help="fetch survey cutouts around catalogue positions from the Legacy Survey "
+                                       "cutout service (resumable; exit 3 when some were refused or failed)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--catalog", help="CSV or parquet with ra, dec (deg, any case) and optional id, brickname")
+    which.add_argument("--lenscat", action="store_true", help="the known lenses of the lenscat catalogue")
+    p.add_argument("--grading", default="confident,probable", help="with --lenscat: gradings to fetch")
+    p.add_argument("--out", required=True, help="cutout folder (resumed when it holds an earlier fetch)")
+    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"the cutout service (default {DEFAULT_BASE_URL})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="cutout side in pixels")
+    p.add_argument("--layer", default=DEFAULT_LAYER, help="survey layer")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="requests at once")
+    p.set_defaults(run=cmd_cutouts, needs_config=False)
 
     p = sub.add_parser("catalog", help="score a survey's cutouts on Ray into a brick-partitioned parquet "
                                        "catalogue with a gallery of the top candidates")
