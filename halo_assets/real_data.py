@@ -10,7 +10,32 @@ from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.report import REPORT_JSON
 from halo_core.evaluation.results import EvaluationReport
+from halo_core.errors import ContractError
 from halo_core.evaluation.validation import VALIDATION_HTML, validate_real
+from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, read_catalog, targets
+
+
+@dg.asset(group_name="data", kinds={"numpy"}, partitions_def=PROFILES)
+def real_lrg_cutouts(halo: HaloSettings) -> dg.MaterializeResult:
+    """Real LRG cutouts fetched from the Legacy Survey cutout service around the positions of
+    `real_sky.lrg_catalog`, into `lrg_cutouts_path` (the folder paired_stamps' injected mode reads):
+    resumable, one npz per galaxy and a manifest of fetched / refused / failed. Skipped, saying why,
+    when `real_sky.lrg_catalog` is not set."""
+    cfg = halo.config()
+    if not cfg.real_sky.lrg_catalog:
+        return dg.MaterializeResult(metadata={"skipped": True, "reason": "real_sky.lrg_catalog is not set"})
+    catalog = cfg.real_sky.lrg_catalog
+    report = fetch_cutouts(targets(read_catalog(catalog), catalog), cfg.lrg_cutouts_path,
+                           FetchPolicy.from_config(cfg.real_sky), inputs=(catalog,))
+    if not report.states[FETCHED]:
+        raise ContractError(f"{catalog}: no cutout fetched from {cfg.real_sky.base_url} ({report.reasons}); "
+                            f"manifest {report.manifest}")
+    return dg.MaterializeResult(metadata={
+        "skipped": False, "uri": dg.MetadataValue.path(cfg.lrg_cutouts_path), "catalog": catalog,
+        "objects": report.objects, **{k: v for k, v in report.states.items()},
+        "not_fetched": dg.MetadataValue.json(report.reasons), "skipped_as_done": report.skipped,
+        "requests": report.requests, "retries": report.retries, "duplicate_rows": report.duplicate_rows,
+        "seconds": report.seconds, "manifest": dg.MetadataValue.path(report.manifest)})
 
 
 @dg.asset(deps=[evaluation_report], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)

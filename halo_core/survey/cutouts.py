@@ -84,6 +84,11 @@ class FetchPolicy:
         if self.workers < 1 or self.max_attempts < 1 or self.size < 64:
             raise ContractError(f"fetch policy {self}: workers and max_attempts >= 1, size >= 64 (the stamp)")
 
+    @classmethod
+    def from_config(cls, real_sky) -> "FetchPolicy":
+        """The policy of a config's ``real_sky`` block."""
+        return cls(base_url=real_sky.base_url, layer=real_sky.layer, size=real_sky.size, workers=real_sky.workers)
+
     def url(self, ra: float, dec: float) -> str:
         query = urllib.parse.urlencode({"ra": f"{ra:.7f}", "dec": f"{dec:.7f}", "layer": self.layer,
                                         "pixscale": PIXEL_SCALE_ARCSEC, "bands": "".join(BANDS), "size": self.size})
