@@ -11,7 +11,8 @@ from halo_core import uris
 from halo_core.evaluation.report import REPORT_JSON
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.errors import ContractError
-from halo_core.evaluation.validation import VALIDATION_HTML, validate_real
+from halo_core.evaluation.real_sky import build_real_sky_set
+from halo_core.evaluation.validation import VALIDATION_HTML, VALIDATION_JSON, validate_real
 from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, read_catalog, targets
 
 
@@ -54,7 +55,8 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
     result = validate_real(model_path(halo), load_calibration(halo), report.metrics["tpr_at_fpr"], rv.lenses_path,
                            rv.nonlenses_path, out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
                            radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target,
-                           realism=report.realism_probe)
+                           realism=report.realism_probe,
+                           real_sky=build_real_sky_set(cfg) if cfg.real_sky.validation else None)
     points = [{"fpr": p["fpr"], "operating": p["operating"], "threshold": p["threshold"],
                "recall": p["recall"]["rate"] if p["recall"] else None,
                "recall_ci95": p["recall"]["ci95"] if p["recall"] else None,
@@ -68,7 +70,27 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
         "recall_at_operating": number(operating["recall"]["rate"] if operating["recall"] else None),
         "fpr_real_at_operating": number(operating["fpr_real"]["rate"] if operating["fpr_real"] else None),
         "operating_points": table(points), "known_lens_matches": dg.MetadataValue.json(result["known_lens_matches"]),
+        "sim_to_real_purity": result["purity_target_check"]["status"],
+        **({"recall_by_grading": dg.MetadataValue.json(result["recall_by_grading"]),
+            "real_sky_set": dg.MetadataValue.json(result["real_sky_set"])} if result["real_sky_set"] else {}),
     })
+
+
+@dg.asset_check(asset=real_validation, partitions_def=PROFILES, description=(
+    "The plan's Q3 target, sim-to-real purity > real_validation.purity_target at the deployment prevalence: the "
+    "FPR on real non-lenses at the operating threshold, Wilson upper bound, is at most pi R (1 - P) / (P (1 - pi)). "
+    "WARN; 'not measurable' (with the number of real non-lenses it needs) when the set cannot resolve it."))
+def sim_to_real_purity(halo: HaloSettings) -> dg.AssetCheckResult:
+    path = uris.join(halo.uri("real_validation"), VALIDATION_JSON)
+    if not halo.config().real_validation.lenses_path or not uris.exists(path):
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "status": "not measurable: no real validation configured (real_validation.lenses_path, real_sky)"})
+    target = uris.read_json(path)["purity_target_check"]
+    metadata = {"status": target["status"], "purity": target["purity"], "prevalence": target["prevalence"],
+                **{k: number(target.get(k)) for k in ("recall", "required_fpr", "fpr")},
+                "fpr_ci95": dg.MetadataValue.json(target.get("fpr_ci95")),
+                "n_nonlenses": target.get("n_nonlenses", 0), "nonlenses_needed": target.get("nonlenses_needed", 0)}
+    return dg.AssetCheckResult(passed=bool(target["passed"]), severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
 @dg.asset_check(asset=evaluation_report, partitions_def=PROFILES, description=(
@@ -89,4 +111,4 @@ def injection_realism(halo: HaloSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
-REAL_DATA_CHECKS = [injection_realism]
+REAL_DATA_CHECKS = [injection_realism, sim_to_real_purity]

@@ -10,6 +10,7 @@
     halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
     halo inject   --preset demo --out data/injected cutouts/          arcs injected into real cutouts
     halo validate --model promoted_model/model.pt --lenses lenses/ --nonlenses nonlenses/ --out validation/
+    halo validate --real-sky --model ... --lenses lenscat_cutouts/ --set lrg_cutouts_path=lrg_cutouts/ --out v/
     halo cutouts  --catalog lrgs.parquet --out cutouts/     fetch survey cutouts (or --lenscat); resumable
     halo catalog  --model halo_data/recommended/promoted_model/model.pt --out catalog/ cutouts/ survey/*.parquet
     halo config   --preset gen5_prime                      print the resolved configuration
@@ -186,16 +187,24 @@ def cmd_validate(cfg, args) -> int:
                    else Calibration.from_dict(card["calibration"]) if "calibration" in card else None)
     if calibration is None:
         raise HaloError(f"{args.model}: no calibration; pass --calibration calibrated_model/calibration.json")
-    rv = cfg.real_validation.model_copy(update={"lenses_path": args.lenses})
+    from halo_core.evaluation.real_sky import build_real_sky_set
+
+    lenses = args.lenses or cfg.real_validation.lenses_path
+    if not lenses:
+        raise HaloError("no real lenses: pass --lenses (a folder of `halo cutouts --lenscat` cutouts) or set "
+                        "real_validation.lenses_path")
+    rv = cfg.real_validation.model_copy(update={"lenses_path": lenses})
+    real_sky = build_real_sky_set(cfg, lenses) if args.real_sky else None
     realism = report.realism_probe if report else None
     if args.data:  # injected lenses of this test split against the real lenses
         model, sidecar = load_model(args.model)
         shards, samples = load_split_samples(cfg, args.data, "test")
         realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}), model,
                                     PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
-    result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
+    result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], lenses, args.nonlenses or "",
                            args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
-                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target, realism=realism)
+                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target, realism=realism,
+                           real_sky=real_sky)
     print(f"{result['n_lenses']} real lenses, {result['n_nonlenses']} {result['nonlenses_label']}")
     for p in result["operating_points"]:
         if p["recall"] is None:
@@ -205,6 +214,12 @@ def cmd_validate(cfg, args) -> int:
         print(f"  FPR {p['fpr']:g}{' (operating)' if p['operating'] else ''}: threshold {p['threshold']:.4f}  "
               f"recall {r['k']}/{r['n']} = {r['rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  "
               f"FPR {f['k']}/{f['n']} = {f['rate']:.3f}  purity {p['purity_at_real_fpr']:.3f}")
+    for grading, points in (result["recall_by_grading"] or {}).items():
+        print(f"  {grading}: " + "  ".join(
+            f"recall@FPR {p['fpr']:g} " + ("not measurable" if p["recall"] is None else
+                                          f"{p['recall']['k']}/{p['recall']['n']} [{p['recall']['ci95'][0]:.3f}, "
+                                          f"{p['recall']['ci95'][1]:.3f}]") for p in points))
+    print(f"sim-to-real purity {rv.purity_target:g}: {result['purity_target_check']['status']}")
     probe = result["realism_probe"]
     print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
     print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
@@ -301,7 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="score real lenses and non-lenses at the synthetic operating thresholds")
     config_args(p)
     p.add_argument("--model", required=True, help="model.pt (a promoted model carries its test metrics and calibration)")
-    p.add_argument("--lenses", required=True, help="real lens cutouts: folder, .npz files or parquet")
+    p.add_argument("--lenses", help="real lens cutouts: folder, .npz files or parquet (default "
+                                    "real_validation.lenses_path)")
+    p.add_argument("--real-sky", action="store_true", help="non-lenses: the LRG cutouts of lrg_cutouts_path in "
+                   "test-split bricks, away from known lenses; lenses reported per lenscat grading")
     p.add_argument("--nonlenses", help="real non-lens cutouts; without them, labelled sky stand-ins are used")
     p.add_argument("--report", help="evaluation_report/report.json: thresholds and realism probe from it")
     p.add_argument("--calibration", help="calibration.json (default: the model card's)")
