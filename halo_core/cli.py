@@ -13,6 +13,7 @@
     halo validate --real-sky --model ... --lenses lenscat_cutouts/ --set lrg_cutouts_path=lrg_cutouts/ --out v/
     halo cutouts  --catalog lrgs.parquet --out cutouts/     fetch survey cutouts (or --lenscat); resumable
     halo catalog  --model halo_data/recommended/promoted_model/model.pt --out catalog/ cutouts/ survey/*.parquet
+    halo grades import grades.csv --catalog catalog/ --out grades.parquet   a gallery's grades (then graded_negatives_path)
     halo config   --preset gen5_prime                      print the resolved configuration
     halo config   --config my_plan.yaml --set epochs=5     a user's file (the plan's dict as it is) + overrides
     halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
@@ -244,6 +245,26 @@ def cmd_cutouts(args) -> int:
     return 0 if report.states.get(FETCHED, 0) == report.objects else EXIT_SOME_REFUSED
 
 
+def cmd_grades_import(args) -> int:
+    from halo_core.survey.candidates import read_catalog
+    from halo_core.survey.grades import import_grades
+
+    result = import_grades(args.file, read_catalog(args.catalog), args.out)
+    print(f"{args.file}: {result.rows_read} grade rows, {result.imported} of catalogue galaxies; {args.out} now "
+          f"grades {result.galaxies} galaxies {result.by_grade}")
+    for c in result.conflicts:
+        print(f"  conflicting grades for {c['id']}: the latest, {c['grade']!r}, wins over {c['overridden']}")
+    if result.unknown_ids:
+        print(f"  {len(result.unknown_ids)} id(s) not in the catalogue {args.catalog}, not imported: "
+              f"{result.unknown_ids[:20]}", file=sys.stderr)
+        return EXIT_UNKNOWN_IDS
+    return 0
+
+
+# `halo grades import` exits with this when some ids were not in the catalogue (they are listed)
+EXIT_UNKNOWN_IDS = 3
+
+
 def cmd_catalog(args) -> None:
     from halo_core.evaluation.calibration import Calibration
     from halo_core.survey.candidates import CatalogModel, build_catalog, publish
@@ -357,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model.pt from `halo train`")
     p.add_argument("--out", required=True, help="report directory")
     p.set_defaults(run=cmd_evaluate)
+
+    grades = sub.add_parser("grades", help="people's grades of catalogue candidates (the gallery's buttons)")
+    grades_sub = grades.add_subparsers(dest="grades_command", required=True, metavar="ACTION")
+    p = grades_sub.add_parser("import", help="merge a gallery's grades CSV into a grades file (the latest grade "
+                                             "per galaxy wins; exit 3 when some ids are not in the catalogue)")
+    p.add_argument("file", help="grades CSV downloaded from the gallery (id, ra, dec, grade, grader, time)")
+    p.add_argument("--catalog", required=True, help="the candidate catalogue folder the gallery was made from")
+    p.add_argument("--out", required=True, help="grades file (parquet), created or merged into; point "
+                                                "graded_negatives_path at it to train on the 'not a lens' grades")
+    p.set_defaults(run=cmd_grades_import, needs_config=False)
 
     models = sub.add_parser("models", help="model versions and the production pointer of one profile")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
