@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +107,11 @@ def test_every_fault_lands_in_its_state_and_retries_honour_retry_after(real, tmp
     images = {(round(ra, 4), round(dec, 4)): image for name, (ra, dec) in positions.items() if name != "no_coverage"}
     plan = {(round(ra, 4), round(dec, 4)): faults[name] for name, (ra, dec) in positions.items() if faults[name]}
     rows = [*positions.values(), (np.nan, 3.0), (5.0, 95.0), positions["flaky"]]  # NaN, off the sky, a duplicate
+    filters = list(warnings.filters)
     with CutoutService(images, plan) as service:
         report = fetch_cutouts(targets(_catalog(rows), "faults"), str(tmp_path / "out"),
                                FetchPolicy(base_url=service.url, workers=4, **FAST))
+        assert warnings.filters == filters  # the workers never touch the process-wide warning filters
         manifest = pd.read_parquet(tmp_path / "out" / MANIFEST).set_index("ra")
         state = {name: manifest.loc[ra, ["state", "reason"]].tolist() for name, (ra, _) in positions.items()}
         assert state == {
