@@ -112,3 +112,12 @@ def test_halo_validate_real_sky_reports_gradings_and_the_purity_target(trained, 
     assert target["status"].startswith("met" if hi <= target["required_fpr"] else "not met"
                                        if lo > target["required_fpr"] else "not measurable")
     assert "probable: recall@FPR 0.01" in out and f"sim-to-real purity 0.75: {target['status']}" in out
+
+
+def test_real_sky_needs_its_folders(tmp_path):
+    from halo_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="need lrg_cutouts_path"):
+        load_preset("smoke", {"real_sky": {"validation": True}})
+    with pytest.raises(ContractError, match="needs real lens cutouts"):
+        build_real_sky_set(load_preset("smoke", {"lrg_cutouts_path": str(tmp_path)}))
