@@ -111,7 +111,8 @@ def source_uri(halo: HaloSettings) -> Source:
 DATASET_POOL = "dataset_build"
 
 
-@dg.asset(group_name="data", kinds={"parquet"}, pool=DATASET_POOL, partitions_def=PROFILES)
+@dg.asset(group_name="data", kinds={"parquet"}, pool=DATASET_POOL, partitions_def=PROFILES,
+          deps=["real_lrg_cutouts"])  # halo_assets.real_data: the real cutouts the injected mode reads
 def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.MaterializeResult:
     """The raw paired dataset (stamp with injected arc + control): an external URI when `train_path`
     is set, arcs injected into the real cutouts of `lrg_cutouts_path` when that is set, else the

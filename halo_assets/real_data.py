@@ -10,7 +10,33 @@ from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.report import REPORT_JSON
 from halo_core.evaluation.results import EvaluationReport
-from halo_core.evaluation.validation import VALIDATION_HTML, test_operating_points, validate_real
+from halo_core.errors import ContractError
+from halo_core.evaluation.real_sky import build_real_sky_set
+from halo_core.evaluation.validation import VALIDATION_HTML, VALIDATION_JSON, test_operating_points, validate_real
+from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, read_catalog, targets
+
+
+@dg.asset(group_name="data", kinds={"numpy"}, partitions_def=PROFILES)
+def real_lrg_cutouts(halo: HaloSettings) -> dg.MaterializeResult:
+    """Real LRG cutouts fetched from the Legacy Survey cutout service around the positions of
+    `real_sky.lrg_catalog`, into `lrg_cutouts_path` (the folder paired_stamps' injected mode reads):
+    resumable, one npz per galaxy and a manifest of fetched / refused / failed. Skipped, saying why,
+    when `real_sky.lrg_catalog` is not set."""
+    cfg = halo.config()
+    if not cfg.real_sky.lrg_catalog:
+        return dg.MaterializeResult(metadata={"skipped": True, "reason": "real_sky.lrg_catalog is not set"})
+    catalog = cfg.real_sky.lrg_catalog
+    report = fetch_cutouts(targets(read_catalog(catalog), catalog), cfg.lrg_cutouts_path,
+                           FetchPolicy.from_config(cfg.real_sky), inputs=(catalog,))
+    if not report.states[FETCHED]:
+        raise ContractError(f"{catalog}: no cutout fetched from {cfg.real_sky.base_url} ({report.reasons}); "
+                            f"manifest {report.manifest}")
+    return dg.MaterializeResult(metadata={
+        "skipped": False, "uri": dg.MetadataValue.path(cfg.lrg_cutouts_path), "catalog": catalog,
+        "objects": report.objects, **{k: v for k, v in report.states.items()},
+        "not_fetched": dg.MetadataValue.json(report.reasons), "skipped_as_done": report.skipped,
+        "requests": report.requests, "retries": report.retries, "duplicate_rows": report.duplicate_rows,
+        "seconds": report.seconds, "manifest": dg.MetadataValue.path(report.manifest)})
 
 
 @dg.asset(deps=[calibrated_model], group_name="evaluation", kinds={"html"}, partitions_def=PROFILES)
@@ -31,7 +57,8 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
     thresholds = test_operating_points(cfg, halo.uri("filtered_dataset"), model_path(halo), calibration)
     result = validate_real(model_path(halo), calibration, thresholds, rv.lenses_path,
                            rv.nonlenses_path, out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
-                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target)
+                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target,
+                           real_sky=build_real_sky_set(cfg) if cfg.real_sky.validation else None)
     points = [{"fpr": p["fpr"], "operating": p["operating"], "threshold": p["threshold"],
                "recall": p["recall"]["rate"] if p["recall"] else None,
                "recall_ci95": p["recall"]["ci95"] if p["recall"] else None,
@@ -45,7 +72,27 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
         "recall_at_operating": number(operating["recall"]["rate"] if operating["recall"] else None),
         "fpr_real_at_operating": number(operating["fpr_real"]["rate"] if operating["fpr_real"] else None),
         "operating_points": table(points), "known_lens_matches": dg.MetadataValue.json(result["known_lens_matches"]),
+        "sim_to_real_purity": result["purity_target_check"]["status"],
+        **({"recall_by_grading": dg.MetadataValue.json(result["recall_by_grading"]),
+            "real_sky_set": dg.MetadataValue.json(result["real_sky_set"])} if result["real_sky_set"] else {}),
     })
+
+
+@dg.asset_check(asset=real_validation, partitions_def=PROFILES, description=(
+    "The plan's Q3 target, sim-to-real purity > real_validation.purity_target at the deployment prevalence: the "
+    "FPR on real non-lenses at the operating threshold, Wilson upper bound, is at most pi R (1 - P) / (P (1 - pi)). "
+    "WARN; 'not measurable' (with the number of real non-lenses it needs) when the set cannot resolve it."))
+def sim_to_real_purity(halo: HaloSettings) -> dg.AssetCheckResult:
+    path = uris.join(halo.uri("real_validation"), VALIDATION_JSON)
+    if not halo.config().real_validation.lenses_path or not uris.exists(path):
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "status": "not measurable: no real validation configured (real_validation.lenses_path, real_sky)"})
+    target = uris.read_json(path)["purity_target_check"]
+    metadata = {"status": target["status"], "purity": target["purity"], "prevalence": target["prevalence"],
+                **{k: number(target.get(k)) for k in ("recall", "required_fpr", "fpr")},
+                "fpr_ci95": dg.MetadataValue.json(target.get("fpr_ci95")),
+                "n_nonlenses": target.get("n_nonlenses", 0), "nonlenses_needed": target.get("nonlenses_needed", 0)}
+    return dg.AssetCheckResult(passed=bool(target["passed"]), severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
 @dg.asset_check(asset=evaluation_report, partitions_def=PROFILES, description=(
@@ -68,4 +115,4 @@ def injection_realism(halo: HaloSettings) -> dg.AssetCheckResult:
                         severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
-REAL_DATA_CHECKS = [injection_realism]
+REAL_DATA_CHECKS = [injection_realism, sim_to_real_purity]

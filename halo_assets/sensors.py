@@ -130,16 +130,19 @@ def halo_alerts(context: dg.SensorEvaluationContext, alerts: AlertWebhook) -> dg
 @dg.sensor(job_name=RETRAIN_JOB, minimum_interval_seconds=300)
 def new_data_sensor(context: dg.SensorEvaluationContext, halo: HaloSettings):
     """Requests a retrain of the code location's profile when parquet files under `train_path` (and
-    `val_path`, `test_path` when set) are added, removed or changed (registering the profile's partition
-    if it is new). The cursor is a fingerprint of (path, size, mtime) of every file, and it doubles as the
-    run key, so the same data never starts two runs."""
+    `val_path`, `test_path` when set) or the grades file `graded_negatives_path` are added, removed or
+    changed (registering the profile's partition if it is new). The cursor is a fingerprint of (path,
+    size, mtime) of every file, and it doubles as the run key, so the same data never starts two runs."""
     cfg = halo.config()
-    if not cfg.train_path:
-        return dg.SkipReason("train_path is empty: the graph uses the embedded synthetic dataset")
-    files = [f for root in dict.fromkeys((cfg.split_paths or {"train": cfg.train_path}).values())
+    if not cfg.train_path and not cfg.graded_negatives_path:
+        return dg.SkipReason("train_path and graded_negatives_path are empty: the graph uses the embedded "
+                             "synthetic dataset")
+    files = [f for root in dict.fromkeys((cfg.split_paths or {"train": cfg.train_path}).values()) if root
              for f in uris.find(root, ".parquet")]
+    if cfg.graded_negatives_path and uris.exists(cfg.graded_negatives_path):
+        files.append(cfg.graded_negatives_path)  # new grades: new training negatives
     if not files:
-        return dg.SkipReason(f"{cfg.train_path}: no parquet files yet")
+        return dg.SkipReason(f"{cfg.train_path or cfg.graded_negatives_path}: no files yet")
     fingerprint = hashlib.sha256(json.dumps([uris.file_state(f) for f in files]).encode()).hexdigest()[:16]
     if fingerprint == context.cursor:
         return dg.SkipReason(f"no change in {len(files)} files")

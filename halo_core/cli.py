@@ -10,7 +10,10 @@
     halo models promote --registry halo_data/recommended/promoted_model VERSION   roll back or forward
     halo inject   --preset demo --out data/injected cutouts/          arcs injected into real cutouts
     halo validate --model promoted_model/model.pt --lenses lenses/ --nonlenses nonlenses/ --out validation/
+    halo validate --real-sky --model ... --lenses lenscat_cutouts/ --set lrg_cutouts_path=lrg_cutouts/ --out v/
+    halo cutouts  --catalog lrgs.parquet --out cutouts/     fetch survey cutouts (or --lenscat); resumable
     halo catalog  --model halo_data/recommended/promoted_model/model.pt --out catalog/ cutouts/ survey/*.parquet
+    halo grades import grades.csv --catalog catalog/ --out grades.parquet   a gallery's grades (then graded_negatives_path)
     halo config   --preset gen5_prime                      print the resolved configuration
     halo config   --config my_plan.yaml --set epochs=5     a user's file (the plan's dict as it is) + overrides
     halo review   --preset gen5_prime [--data data/filtered]  review the configuration before training
@@ -29,6 +32,7 @@ from halo_core import uris
 from halo_core.config import config_args, load_config, parse_overrides, profile_name
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
+from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
 from halo_core.train import get_args_parser, train
 
 
@@ -191,7 +195,14 @@ def cmd_validate(cfg, args) -> int:
                    else Calibration.from_dict(card["calibration"]) if "calibration" in card else None)
     if calibration is None:
         raise HaloError(f"{args.model}: no calibration; pass --calibration calibrated_model/calibration.json")
-    rv = cfg.real_validation.model_copy(update={"lenses_path": args.lenses})
+    from halo_core.evaluation.real_sky import build_real_sky_set
+
+    lenses = args.lenses or cfg.real_validation.lenses_path
+    if not lenses:
+        raise HaloError("no real lenses: pass --lenses (a folder of `halo cutouts --lenscat` cutouts) or set "
+                        "real_validation.lenses_path")
+    rv = cfg.real_validation.model_copy(update={"lenses_path": lenses})
+    real_sky = build_real_sky_set(cfg, lenses) if args.real_sky else None
     realism = report.realism_probe if report else None
     if args.data:  # injected lenses of this test split against the real lenses
         model, sidecar = load_model(args.model)
@@ -199,9 +210,10 @@ def cmd_validate(cfg, args) -> int:
         realism = real_lens_realism(cfg.model_copy(update={"real_validation": rv}),
                                     Engine(model, model_precision(sidecar)),
                                     PreprocessSpec.from_dict(sidecar["preprocess"]), shards, samples)
-    result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], args.lenses, args.nonlenses or "",
+    result = validate_real(args.model, calibration, metrics["tpr_at_fpr"], lenses, args.nonlenses or "",
                            args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
-                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target, realism=realism)
+                           radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target, realism=realism,
+                           real_sky=real_sky)
     print(f"{result['n_lenses']} real lenses, {result['n_nonlenses']} {result['nonlenses_label']}")
     for p in result["operating_points"]:
         if p["recall"] is None:
@@ -211,10 +223,54 @@ def cmd_validate(cfg, args) -> int:
         print(f"  FPR {p['fpr']:g}{' (operating)' if p['operating'] else ''}: threshold {p['threshold']:.4f}  "
               f"recall {r['k']}/{r['n']} = {r['rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  "
               f"FPR {f['k']}/{f['n']} = {f['rate']:.3f}  purity {p['purity_at_real_fpr']:.3f}")
+    for grading, points in (result["recall_by_grading"] or {}).items():
+        print(f"  {grading}: " + "  ".join(
+            f"recall@FPR {p['fpr']:g} " + ("not measurable" if p["recall"] is None else
+                                          f"{p['recall']['k']}/{p['recall']['n']} [{p['recall']['ci95'][0]:.3f}, "
+                                          f"{p['recall']['ci95'][1]:.3f}]") for p in points))
+    print(f"sim-to-real purity {rv.purity_target:g}: {result['purity_target_check']['status']}")
     probe = result["realism_probe"]
     print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
     print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
     return 0
+
+
+def cmd_cutouts(args) -> int:
+    from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, lenscat_targets, read_catalog, targets
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED
+
+    if args.lenscat:
+        gradings = tuple(g.strip() for g in args.grading.split(",") if g.strip())
+        objects, inputs = targets(lenscat_targets(gradings), f"lenscat ({','.join(gradings)})"), ()
+    else:
+        objects, inputs = targets(read_catalog(args.catalog), args.catalog), (args.catalog,)
+    policy = FetchPolicy(base_url=args.base_url, layer=args.layer, size=args.size, workers=args.workers)
+    report = fetch_cutouts(objects, args.out, policy, inputs=inputs)
+    print(f"{report.objects} objects ({report.duplicate_rows} duplicate input rows folded in): {report.states}; "
+          f"{report.skipped} skipped (done by an earlier run), {report.requests} requests, {report.retries} retries"
+          f"{f'; not fetched: {report.reasons}' if report.reasons else ''} ({report.seconds:.1f} s)")
+    print(f"cutouts: {args.out}  manifest: {report.manifest}")
+    return 0 if report.states.get(FETCHED, 0) == report.objects else EXIT_SOME_REFUSED
+
+
+def cmd_grades_import(args) -> int:
+    from halo_core.survey.candidates import read_catalog
+    from halo_core.survey.grades import import_grades
+
+    result = import_grades(args.file, read_catalog(args.catalog), args.out)
+    print(f"{args.file}: {result.rows_read} grade rows, {result.imported} of catalogue galaxies; {args.out} now "
+          f"grades {result.galaxies} galaxies {result.by_grade}")
+    for c in result.conflicts:
+        print(f"  conflicting grades for {c['id']}: the latest, {c['grade']!r}, wins over {c['overridden']}")
+    if result.unknown_ids:
+        print(f"  {len(result.unknown_ids)} id(s) not in the catalogue {args.catalog}, not imported: "
+              f"{result.unknown_ids[:20]}", file=sys.stderr)
+        return EXIT_UNKNOWN_IDS
+    return 0
+
+
+# `halo grades import` exits with this when some ids were not in the catalogue (they are listed)
+EXIT_UNKNOWN_IDS = 3
 
 
 def cmd_catalog(args) -> None:
@@ -289,13 +345,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="score real lenses and non-lenses at the synthetic operating thresholds")
     config_args(p)
     p.add_argument("--model", required=True, help="model.pt (a promoted model carries its test metrics and calibration)")
-    p.add_argument("--lenses", required=True, help="real lens cutouts: folder, .npz files or parquet")
+    p.add_argument("--lenses", help="real lens cutouts: folder, .npz files or parquet (default "
+                                    "real_validation.lenses_path)")
+    p.add_argument("--real-sky", action="store_true", help="non-lenses: the LRG cutouts of lrg_cutouts_path in "
+                   "test-split bricks, away from known lenses; lenses reported per lenscat grading")
     p.add_argument("--nonlenses", help="real non-lens cutouts; without them, labelled sky stand-ins are used")
     p.add_argument("--report", help="evaluation_report/report.json: thresholds and realism probe from it")
     p.add_argument("--calibration", help="calibration.json (default: the model card's)")
     p.add_argument("--data", help="filtered dataset: run the realism probe against its test-split injections")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("cutouts", help="fetch survey cutouts around catalogue positions from the Legacy Survey "
+                                       "cutout service (resumable; exit 3 when some were refused or failed)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--catalog", help="CSV or parquet with ra, dec (deg, any case) and optional id, brickname")
+    which.add_argument("--lenscat", action="store_true", help="the known lenses of the lenscat catalogue")
+    p.add_argument("--grading", default="confident,probable", help="with --lenscat: gradings to fetch")
+    p.add_argument("--out", required=True, help="cutout folder (resumed when it holds an earlier fetch)")
+    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"the cutout service (default {DEFAULT_BASE_URL})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="cutout side in pixels")
+    p.add_argument("--layer", default=DEFAULT_LAYER, help="survey layer")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="requests at once")
+    p.set_defaults(run=cmd_cutouts, needs_config=False)
 
     p = sub.add_parser("catalog", help="score a survey's cutouts on Ray into a brick-partitioned parquet "
                                        "catalogue with a gallery of the top candidates")
@@ -314,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model.pt from `halo train`")
     p.add_argument("--out", required=True, help="report directory")
     p.set_defaults(run=cmd_evaluate)
+
+    grades = sub.add_parser("grades", help="people's grades of catalogue candidates (the gallery's buttons)")
+    grades_sub = grades.add_subparsers(dest="grades_command", required=True, metavar="ACTION")
+    p = grades_sub.add_parser("import", help="merge a gallery's grades CSV into a grades file (the latest grade "
+                                             "per galaxy wins; exit 3 when some ids are not in the catalogue)")
+    p.add_argument("file", help="grades CSV downloaded from the gallery (id, ra, dec, grade, grader, time)")
+    p.add_argument("--catalog", required=True, help="the candidate catalogue folder the gallery was made from")
+    p.add_argument("--out", required=True, help="grades file (parquet), created or merged into; point "
+                                                "graded_negatives_path at it to train on the 'not a lens' grades")
+    p.set_defaults(run=cmd_grades_import, needs_config=False)
 
     models = sub.add_parser("models", help="model versions and the production pointer of one profile")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from halo_core.errors import ConfigError
+from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -149,6 +150,23 @@ class RealValidationConfig(_Strict):
     max_realism_auc: float = Field(0.9, ge=0.5, le=1.0)  # above it, injection completeness is a lower bound
     min_real_lenses: int = Field(20, ge=2)  # fewer: the probe AUC is reported as indicative, not measured
     realism_folds: int = Field(5, ge=2, le=20)
+
+
+class RealSkyConfig(_Strict):
+    """Real sky from the Legacy Survey cutout service (halo_core.survey.cutouts): the `real_lrg_cutouts`
+    asset fetches ``lrg_catalog``'s cutouts into ``lrg_cutouts_path``; with ``validation`` on,
+    `real_validation` takes its non-lenses from those cutouts' test-split bricks and reports its lenses
+    (real_validation.lenses_path, e.g. `halo cutouts --lenscat`) per lenscat grading."""
+
+    lrg_catalog: str = ""  # CSV or parquet of LRG positions (ra, dec; optional id, brickname)
+    base_url: str = DEFAULT_BASE_URL
+    layer: str = DEFAULT_LAYER
+    size: int = Field(DEFAULT_SIZE, ge=64, le=512)
+    workers: int = Field(DEFAULT_WORKERS, ge=1, le=32)
+    validation: bool = False
+    gradings: tuple[Literal["confident", "probable"], ...] = Field(("confident", "probable"), min_length=1)
+    # an LRG this close to a known lens (lenscat, any grading) is not a validation non-lens
+    nonlens_min_separation_arcsec: float = Field(5.0, gt=0, le=60)
 
 
 class GatesConfig(_Strict):
@@ -340,6 +358,9 @@ class HaloConfig(_Strict):
     go_no_go: GoNoGoConfig = GoNoGoConfig()
     challenger: ChallengerConfig = ChallengerConfig()
     real_validation: RealValidationConfig = RealValidationConfig()
+    real_sky: RealSkyConfig = RealSkyConfig()
+    # a grades CSV (`halo grades import`): galaxies graded "not a lens" join the train split as negatives
+    graded_negatives_path: str = ""
     # the operating threshold (docs/design.md §5 (verdict)): the calibrated probability at this FPR on the synthetic test
     # split, used by real validation, the candidate catalogue and the selection function (real validation
     # reports the other two of 1e-2, 1e-3, 1e-4 beside it where measurable)
@@ -392,6 +413,9 @@ class HaloConfig(_Strict):
         if self.train_path and self.lrg_cutouts_path:
             raise ValueError("train_path and lrg_cutouts_path are both set: paired_stamps reads an external "
                              "paired dataset or injects into real cutouts, not both")
+        if (self.real_sky.lrg_catalog or self.real_sky.validation) and not self.lrg_cutouts_path:
+            raise ValueError("real_sky.lrg_catalog and real_sky.validation need lrg_cutouts_path: the folder the "
+                             "LRG cutouts are fetched into and read from")
         if self.clip_range[0] >= self.clip_range[1]:
             raise ValueError(f"clip_range {self.clip_range}: low must be below high")
         if bool(self.val_path) != bool(self.test_path) or (self.val_path and not self.train_path):
@@ -443,6 +467,7 @@ DATA_KEYS = frozenset({
     "train_path", "val_path", "test_path", "stamp_size", "input_keys", "exclude_bricks", "quality_cuts", "simulation",
     "normalization", "clip_range", "lrg_cutouts_path", "injection",
     "annulus_min_radius_px",
+    "graded_negatives_path",  # graded "not a lens" galaxies join the train split
 })
 # Neither: evaluation, promotion, reporting, tracking, where files go, and how fast the same maths runs
 # (device, loader workers, memory format and compilation change float rounding, not the model trained).
@@ -452,6 +477,7 @@ NON_WEIGHT_KEYS = frozenset({
     "calibration", "gates", "go_no_go", "challenger", "max_nonfinite_pixel_frac", "real_validation",
     # where the filter runs and what is scored after training never change the weights
     "filter_on_ray", "score_path", "operating_fpr", "catalog", "selection_function", "shift",
+    "real_sky",  # where cutouts are fetched from and how real validation is built; their pixels are lrg_cutouts_path's
 })
 
 

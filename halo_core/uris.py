@@ -108,11 +108,13 @@ def atomic_write_json(uri: str, obj: Any) -> None:
 
 
 def find(uri: str, suffix: str) -> list[str]:
-    """Every file under ``uri`` whose name ends in ``suffix``, as URIs of the same scheme, sorted."""
+    """Every file under ``uri`` whose name ends in ``suffix``, as URIs of the same scheme, sorted. Names
+    starting with ``_`` or ``.`` are a folder's bookkeeping (a fetch manifest, a temp file), not its
+    data, as pyarrow's datasets read them."""
     fs, path = filesystem(uri)
     if not fs.exists(path):
         return []
-    found = sorted(p for p in fs.find(path) if p.endswith(suffix))
+    found = sorted(p for p in fs.find(path) if p.endswith(suffix) and not posixpath.basename(p).startswith(("_", ".")))
     if is_remote(uri):
         scheme = uri.split("://", 1)[0]
         return [f"{scheme}://{p}" for p in found]

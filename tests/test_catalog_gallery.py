@@ -30,7 +30,7 @@ def _promote(trained, halo) -> str:
 
 def _gallery_ids(path: Path) -> list[str]:
     """The galaxy ids of the gallery's rows, in its order (rank, then galaxy_id, are the first cells)."""
-    return re.findall(r'<tr class="candidate"><td data-v="\d+">\d+</td><td data-v="([^"]+)">', path.read_text())
+    return re.findall(r'<tr class="candidate"[^>]*><td data-v="\d+">\d+</td><td data-v="([^"]+)">', path.read_text())
 
 
 @pytest.fixture

@@ -36,15 +36,16 @@ def test_smoke_run_passing_every_gate_promotes_the_model(tmp_path, instance):
     page = (tmp_path / "smoke" / "evaluation_report" / "report.html").read_text()
     assert page.split("<body>", 1)[1].startswith('<div class="verdict go"><h1>GO</h1>')
     assert f"run <code>{result.run_id}</code>" in page and "profile <b>smoke</b>" in page
-    # trained_model's, the config review's (config_*) and injection_realism are WARN advisories; smoke
+    # trained_model's, the config review's (config_*), injection_realism and sim_to_real_purity are WARN advisories; smoke
     # skips the shift suite, whose checks then say "not measured" (WARN)
     shift = {k: v for k, v in checks.items() if k[1].startswith("shift_") or k[1] == "independent_renderer_shift"}
     blocking = {k: v for k, v in checks.items() if k[0] != "trained_model" and not k[1].startswith("config_")
-                and k[1] != "injection_realism" and k not in shift}
-    assert all(blocking.values()) and len(blocking) == 21 and len(checks) == 37, [k for k, v in checks.items() if not v]
+                and k[1] not in ("injection_realism", "sim_to_real_purity") and k not in shift}
+    assert all(blocking.values()) and len(blocking) == 21 and len(checks) == 38, [k for k, v in checks.items() if not v]
     assert len(shift) == 6 and not any(shift.values())
     # no real lenses configured: realism is unmeasured (a WARN, never a pass) and real_validation says why
     assert checks[("evaluation_report", "injection_realism")] is False
+    assert checks[("real_validation", "sim_to_real_purity")] is False  # not measurable, never a pass
     real = next(m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("real_validation"))
     assert real.materialization.metadata["skipped"].value is True
     # listed under the job and on the Overview timeline: the UI filters a job's runs by this tag

@@ -57,6 +57,7 @@ class DatasetReport:
     excluded_bricks: tuple[str, ...]
     seconds: float
     data_fingerprint: str  # content hash of the shards + PreprocessSpec (docs/design.md §9 (run keys))
+    graded_negatives: dict = field(default_factory=dict)  # graded "not a lens" added to train / dropped, by reason
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +68,7 @@ class DatasetReport:
             "excluded_bricks": list(self.excluded_bricks),
             "seconds": self.seconds,
             "data_fingerprint": self.data_fingerprint,
+            "graded_negatives": self.graded_negatives,
         }
 
 
@@ -216,6 +218,27 @@ def _filtered_sources(cfg, spec, source_uri: Source, split: str, files: list[str
         yield source, result
 
 
+def _add_graded_negatives(cfg, spec: PreprocessSpec, out: Path, metas: dict, report: FilterReport) -> dict:
+    """Append the galaxies graded "not a lens" to the train shards (stamp = control = the galaxy), once
+    the val and test bricks are known: a graded galaxy in one of them is dropped and counted."""
+    from halo_core.survey.grades import graded_negatives
+
+    held_out = {str(b) for s in SPLITS if s != "train" for b in metas[s]["brickname"]}
+    graded = graded_negatives(cfg.graded_negatives_path, cfg.input_keys, held_out,
+                              cfg.real_sky.nonlens_min_separation_arcsec)
+    if len(graded.meta):
+        x = preprocess(graded.stamps, spec)
+        core = core_brightness(graded.stamps, spec)
+        meta = graded.meta.assign(**{f"ctrl_core_flux_sigma_{b}": core[:, i] for i, b in enumerate(BANDS)})
+        writer = ShardWriter(out / "train", append=True)
+        writer.append(x, x, meta)
+        writer.close()
+        report.rows_kept = writer.rows
+        metas["train"] = pd.read_parquet(out / "train" / "meta.parquet", columns=["arc_snr", "brickname", "ra", "dec"])
+    log.info("graded negatives from %s: %s", cfg.graded_negatives_path, graded.counts)
+    return graded.counts
+
+
 def _build(cfg, source_uri: Source, out: Path, out_dir: str, on_ray: bool) -> DatasetReport:
     start = time.perf_counter()
     spec = PreprocessSpec.from_config(cfg)
@@ -252,10 +275,11 @@ def _build(cfg, source_uri: Source, out: Path, out_dir: str, on_ray: bool) -> Da
         reports[split] = report
         log.info("filtered %s: %d of %d rows kept, dropped %s", split, report.rows_kept, report.rows_in, dict(report.counts))
     progress.close()
+    graded = _add_graded_negatives(cfg, spec, out, metas, reports["train"]) if cfg.graded_negatives_path else {}
     result = DatasetReport(
         out_dir=out_dir, preprocess=spec, splits=reports, integrity=split_report(metas),
         excluded_bricks=tuple(cfg.exclude_bricks), seconds=time.perf_counter() - start,
-        data_fingerprint=fingerprint_shards(out, SPLITS, spec),
+        data_fingerprint=fingerprint_shards(out, SPLITS, spec), graded_negatives=graded,
     )
     manifest = {**result.to_dict(), "config_hash": cfg.config_hash(), "source_uri": dict(source_uri) if not isinstance(source_uri, str) else source_uri}
     uris.atomic_write_json(str(out / MANIFEST_FILE), manifest)  # written last: its presence means complete

@@ -70,13 +70,17 @@ def build_samples(meta: pd.DataFrame, construction: str, seed: int) -> SampleSet
     n = len(meta)
     rows = np.arange(n)
     arc = meta["arc_snr"].to_numpy(dtype=float) > 0  # NaN (no injection) and 0 (masked) are not arcs
+    # galaxies a person graded "not a lens" (halo_core.survey.grades): always negatives, never matched away
+    graded = (meta["graded_negative"].fillna(False).to_numpy(bool) if "graded_negative" in meta
+              else np.zeros(n, bool))
     if construction in ("paired_6ch", "ctrl_negative"):
         pos = neg = rows[arc]
     elif construction == "unpaired":
         half = lrg_half(meta, seed)
-        pos, neg = match_cells(meta, rows[arc & (half == 0)], rows[half == 1], seed)
+        pos, neg = match_cells(meta, rows[arc & (half == 0)], rows[(half == 1) & ~graded], seed)
     else:
         raise ContractError(f"sample_construction {construction!r}: want paired_6ch, ctrl_negative or unpaired")
+    neg = np.concatenate([neg, rows[graded]])
     return SampleSet(
         rows=np.concatenate([pos, neg]).astype(np.int64),
         slots=np.concatenate([np.full(len(pos), STAMP), np.full(len(neg), CONTROL)]).astype(np.int8),

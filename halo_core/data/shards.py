@@ -34,12 +34,12 @@ PROVENANCE_COLUMNS = ("source_file",)
 class ShardWriter:
     """Appends preprocessed (stamp, control) pairs of one split to its shard files."""
 
-    def __init__(self, split_dir: Path):
+    def __init__(self, split_dir: Path, append: bool = False):
         split_dir.mkdir(parents=True, exist_ok=True)
         self.split_dir = split_dir
-        self._pairs = open(split_dir / PAIRS_FILE, "wb")
-        self._meta: list[pd.DataFrame] = []
-        self.rows = 0
+        self._pairs = open(split_dir / PAIRS_FILE, "ab" if append else "wb")
+        self._meta: list[pd.DataFrame] = [pd.read_parquet(split_dir / META_FILE)] if append else []
+        self.rows = len(self._meta[0]) if append else 0
 
     def append(self, stamps: np.ndarray, controls: np.ndarray, meta: pd.DataFrame) -> None:
         pairs = np.stack([stamps, controls], axis=1).astype(np.float16)  # (n, 2, 3, 64, 64)

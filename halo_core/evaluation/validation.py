@@ -34,8 +34,10 @@ from halo_core.data.shards import SplitShards
 from halo_core.data.splits import lrg_ids
 from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import ContractError
+from halo_core.evaluation import real_sky as sky
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_interval
+from halo_core.evaluation.real_sky import RealSkySet
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
 from halo_core.simulate.injection import RealCutout, read_cutouts
@@ -47,6 +49,7 @@ GALLERY_SIZE = 8
 MAX_INJECTED = 1000  # injected lenses in the probe: enough for the AUC's injected side, seconds of CPU
 BOOTSTRAP = 1000
 STANDIN_LABEL = "STAND-IN non-lenses (outer sky of the lens cutouts), not real non-lens galaxies"
+REAL_SKY_LABEL = "real LRGs of the test-split bricks, away from every known lens"
 
 
 def logits_and_features(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,9 +183,12 @@ def test_operating_points(cfg, dataset_dir: str, model_path: str, calibration: C
 
 def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[dict], lenses_path: str,
                   nonlenses_path: str, out_dir: str, *, operating_fpr: float, prevalence: float,
-                  radius_arcsec: float, purity_target: float, realism: dict | None = None) -> dict:
+                  radius_arcsec: float, purity_target: float, realism: dict | None = None,
+                  real_sky: RealSkySet | None = None) -> dict:
     """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
-    validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``."""
+    validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``. With ``real_sky``
+    its lenses (reported per lenscat grading) and test-brick LRGs are scored instead of the paths', and
+    the plan's purity target is tested against the FPR on those real LRGs."""
     from halo_core.evaluation.report import gallery_png  # matplotlib only when writing a report
 
     model, sidecar = load_model(model_path)
@@ -191,9 +197,9 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     engine = Engine(model, model_precision(sidecar))  # the thresholds' own numerics
     spec = model_spec(sidecar)
     thresholds = _operating_thresholds(tpr_at_fpr, operating_fpr)
-    lenses = read_cutouts(lenses_path)
-    standin = not nonlenses_path
-    nonlenses = sky_standins(lenses) if standin else read_cutouts(nonlenses_path)
+    lenses = real_sky.lenses if real_sky else read_cutouts(lenses_path)
+    standin = not nonlenses_path and not real_sky
+    nonlenses = real_sky.nonlenses if real_sky else sky_standins(lenses) if standin else read_cutouts(nonlenses_path)
     groups = {}
     for name, cutouts in (("lenses", lenses), ("nonlenses", nonlenses)):
         x = preprocess(np.stack([c.control for c in cutouts]), spec)
@@ -234,7 +240,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     report = {
         "model": model_path, "lenses_path": lenses_path,
         "nonlenses_path": nonlenses_path or None, "nonlenses_are_standins": standin,
-        "nonlenses_label": STANDIN_LABEL if standin else "real non-lenses",
+        "nonlenses_label": STANDIN_LABEL if standin else REAL_SKY_LABEL if real_sky else "real non-lenses",
         "n_lenses": len(lenses), "n_nonlenses": len(nonlenses),
         "operating_fpr": operating_fpr, "operating_threshold": operating["threshold"],
         "operating_measurable": operating["measurable"],
@@ -246,6 +252,10 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         "scores": {n: t[["galaxy_id", "probability", "known_lens_name", "known_lens_grading"]].to_dict("records")
                    for n, t in tables.items()},
         "realism_probe": realism or {"configured": False, "status": "not computed"},
+        "purity_target_check": sky.purity_target(operating.get("recall"), None if standin else operating.get("fpr_real"),
+                                                 prevalence=prevalence, purity=purity_target),
+        "recall_by_grading": sky.recall_by_grading(lens_probs, real_sky.gradings, thresholds) if real_sky else None,
+        "real_sky_set": real_sky.to_dict() if real_sky else None,
         "plots": {name: f"plots/{name}.png" for name in plots},
     }
     for name, png in plots.items():
@@ -321,5 +331,26 @@ Purity at prevalence {report['prevalence']:g} (target &gt; {report['purity_targe
 {_img(plots['scores'], 'score distributions')}
 <h2>Missed real lenses (below the operating threshold)</h2>{_img(plots['missed_lenses'], 'missed lenses')}
 <h2>Highest-scored non-lenses</h2>{_img(plots['top_nonlenses'], 'top non-lenses')}
+{real_sky_html(report)}
 {realism_html(report['realism_probe'])}
 </body></html>"""
+
+
+def real_sky_html(report: dict) -> str:
+    """The plan's purity target and, for a real-sky set, recall per lenscat grading."""
+    t = report["purity_target_check"]
+    target = (f"<h2>Sim-to-real purity target</h2><p>Purity {t['purity']:g} at prevalence {t['prevalence']:g}"
+              + (f" and real recall {t['recall']:.3f} needs FPR &le; {t['required_fpr']:.2g}; measured FPR "
+                 f"{t['fpr']:.3g} [Wilson 95 %: {t['fpr_ci95'][0]:.2g}, {t['fpr_ci95'][1]:.2g}] on "
+                 f"{t['n_nonlenses']} non-lenses" if "required_fpr" in t else "")
+              + f". <b>{t['status']}</b>.</p>")
+    if not report.get("recall_by_grading"):
+        return target
+    rows = "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{_ci(p['recall'])}</td>" for p in points) + "</tr>"
+                   for g, points in report["recall_by_grading"].items())
+    head = "".join(f"<th>recall at FPR {p['fpr']:g}</th>" for p in report["operating_points"])
+    counts = report["real_sky_set"]
+    return (f"{target}<h2>Real lenses by lenscat grading</h2><table><tr><th>grading</th>{head}</tr>{rows}</table>"
+            f"<p>Non-lenses: {counts['n_nonlenses']} LRGs of {len(counts['test_bricks'])} test-split bricks; "
+            f"{counts['lrgs_dropped_near_known_lens']} dropped within {counts['nonlens_min_separation_arcsec']:g}\" "
+            f"of a known lens. Lenses dropped by grading: {counts['lenses_dropped_by_grading'] or 'none'}.</p>")

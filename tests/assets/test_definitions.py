@@ -15,12 +15,15 @@ def _graph():
 def test_the_graph_has_the_designed_assets_in_order():
     graph = _graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        *ASSETS, "shortcut_gates", "real_validation", "candidate_catalog", "candidate_gallery", "selection_function"}
+        *ASSETS, "shortcut_gates", "real_validation", "candidate_catalog", "candidate_gallery", "selection_function",
+        "real_lrg_cutouts"}
     for upstream, downstream in zip(ASSETS, ASSETS[1:]):
         assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
     # the gates read the filtered data and hold back promotion, not training
     assert graph.get(dg.AssetKey("shortcut_gates")).parent_keys == {dg.AssetKey("filtered_dataset")}
     assert dg.AssetKey("shortcut_gates") in graph.get(dg.AssetKey("promoted_model")).parent_keys
+    # the fetched real LRG cutouts feed the injected mode of paired_stamps
+    assert dg.AssetKey("real_lrg_cutouts") in graph.get(dg.AssetKey("paired_stamps")).parent_keys
     # real validation reads the report's thresholds; promotion does not wait for it
     # evidence runs on a NO-GO too: real validation hangs off the calibrated model, not behind the report's checks
     assert graph.get(dg.AssetKey("real_validation")).parent_keys == {dg.AssetKey("calibrated_model")}

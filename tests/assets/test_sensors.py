@@ -152,6 +152,22 @@ def test_new_data_requests_one_retrain_per_change(tmp_path):
         assert later.run_requests[0].run_key != request.run_key
 
 
+def test_new_grades_request_a_retrain_on_the_synthetic_data_too(tmp_path):
+    grades = tmp_path / "grades.parquet"
+    halo = HaloSettings(preset="smoke", overrides=[f"graded_negatives_path={grades}"], root_uri=str(tmp_path / "root"))
+    with dg.instance_for_test() as instance:
+        assert isinstance(new_data_sensor(dg.build_sensor_context(instance=instance, resources={"halo": halo})),
+                          dg.SkipReason)  # no grades file yet
+        grades.write_bytes(b"first grades")
+        first = new_data_sensor(dg.build_sensor_context(instance=instance, resources={"halo": halo}))
+        (request,) = first.run_requests
+        assert request.tags["halo/files"] == "1"
+        cursor = request.run_key.removeprefix("data-")
+        grades.write_bytes(b"more grades, merged")
+        later = new_data_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"halo": halo}))
+        assert later.run_requests[0].run_key != request.run_key
+
+
 def test_presets_and_the_deployment_profile_are_registered_once(tmp_path):
     halo = HaloSettings(preset="smoke", root_uri=str(tmp_path))
     with dg.instance_for_test() as instance:
