@@ -35,12 +35,11 @@ from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
 from halo_core.simulate import build_simulated_dataset
-from halo_core.simulate.injection import inject_dataset
+from halo_core.simulate.injection import inject_dataset as build_injected_dataset
 from halo_core.training.tracking import log_model_artifact
 from halo_core.training.trainer import FINAL, fit, run_key, training_result
 
 CALIBRATION_FILE = "calibration.json"
-INJECTION_FILE = "injection.json"
 GATES_FILE = "gates.json"
 CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
@@ -115,9 +114,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     embedded synthetic dataset in the same schema (DESIGN §3, §4, §9)."""
     cfg = halo.config()
     if cfg.lrg_cutouts_path:
-        with uris.staged_directory(halo.uri("paired_stamps"), INJECTION_FILE) as out:
-            report = inject_dataset(cfg.lrg_cutouts_path, out, cfg.injection)
-            uris.atomic_write_json(str(out / INJECTION_FILE), report.to_dict())
+        report = build_injected_dataset(cfg.lrg_cutouts_path, halo.uri("paired_stamps"), cfg.injection)
         fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
         return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "uri": dg.MetadataValue.path(halo.uri("paired_stamps")), "mode": "injected into real cutouts",

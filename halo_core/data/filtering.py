@@ -22,6 +22,7 @@ from halo_core.data.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
 from halo_core.data.splits import SplitReport, split_report
 from halo_core.data.stamps import BANDS, decode_stamp
 from halo_core.errors import ContractError, StampDecodeError
+from halo_core.outputs import dataset_folder
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -122,12 +123,9 @@ def build_filtered_dataset(cfg, source_uri: Source, out_dir: str, *, on_ray: boo
     complete); on Ray (``on_ray``, default ``cfg.filter_on_ray``) with ``num_cpus`` for a local Ray."""
     from halo_core.ray_runtime import ray_session
 
-    for location in [source_uri] if isinstance(source_uri, str) else source_uri.values():
-        if uris.overlaps(location, out_dir):
-            raise ContractError(f"--out {out_dir} is, contains or lies inside --data {location}; "
-                                "the filtered dataset needs a location of its own")
+    inputs = [source_uri] if isinstance(source_uri, str) else list(source_uri.values())
     on_ray = cfg.filter_on_ray if on_ray is None else on_ray
-    with uris.staged_directory(out_dir, MANIFEST_FILE) as out, ray_session(num_cpus) if on_ray else nullcontext():
+    with dataset_folder(out_dir, MANIFEST_FILE, inputs) as out, ray_session(num_cpus) if on_ray else nullcontext():
         return _build(cfg, source_uri, out, out_dir, on_ray)
 
 

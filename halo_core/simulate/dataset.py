@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from halo_core import uris
+from halo_core.outputs import dataset_folder
 from halo_core.config import SimulationConfig
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy, point_source_depth
@@ -480,8 +481,6 @@ def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 100
         first_region = int(lrg["region_id"].max()) + 1
         split_dir = root / split
         split_dir.mkdir(parents=True, exist_ok=True)
-        for stale in split_dir.glob("part-*.parquet"):
-            stale.unlink()
         pending: list[pa.Table] = []
         n_pending = n_files = 0
         for chunk_index, start in enumerate(range(0, n_lrg[split], _LRG_CHUNK)):
@@ -549,7 +548,7 @@ SIMULATION_FILE = "simulation.json"  # the report, written last: its presence me
 def build_simulated_dataset(out_uri: str, sim: SimulationConfig) -> SimulationReport:
     """:func:`simulate_dataset` staged into ``out_uri`` (local or S3) like the filtered dataset: the
     previous dataset there stays until the new one is complete."""
-    with uris.staged_directory(out_uri, SIMULATION_FILE) as out:
+    with dataset_folder(out_uri, SIMULATION_FILE) as out:
         report = simulate_dataset(out, sim)
         uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     return report

@@ -41,6 +41,7 @@ from halo_core.data.stamps import (
     read_cutout_meta,
 )
 from halo_core.errors import ContractError, StampDecodeError
+from halo_core.outputs import dataset_folder
 from halo_core.simulate.catalog import AB_ZERO_POINT_MAG, point_source_depth
 from halo_core.simulate.dataset import (
     DEPTH_BIN_EDGES_MAG,
@@ -329,8 +330,6 @@ def inject_cutouts(galaxies: list[RealCutout], out_dir, *, injections_per_galaxy
         members = [g for g in galaxies if split_of[str(g.meta["brickname"])] == split]
         split_dir = root / split
         split_dir.mkdir(parents=True, exist_ok=True)
-        for stale in split_dir.glob("part-*.parquet"):
-            stale.unlink()
         n_rows = 0
         for chunk_index, start in enumerate(range(0, len(members), _GALAXY_CHUNK)):
             chunk = members[start:start + _GALAXY_CHUNK]
@@ -356,8 +355,16 @@ def inject_cutouts(galaxies: list[RealCutout], out_dir, *, injections_per_galaxy
                            seed=seed, seconds=round(time.perf_counter() - started, 3))
 
 
-def inject_dataset(cutouts: list[str] | str, out_dir, injection) -> InjectionReport:
-    """Read the cutouts under ``cutouts`` and inject arcs with the config's ``injection`` block."""
-    return inject_cutouts(read_cutouts(cutouts), out_dir, injections_per_galaxy=injection.injections_per_galaxy,
-                          seed=injection.seed, val_fraction=injection.val_fraction,
-                          test_fraction=injection.test_fraction)
+INJECTION_FILE = "injection.json"  # the report, written last: its presence means the dataset is complete
+
+
+def inject_dataset(cutouts: list[str] | str, out_uri: str, injection) -> InjectionReport:
+    """Read the cutouts under ``cutouts`` and inject arcs with the config's ``injection`` block into the
+    dataset folder ``out_uri`` (staged: the previous dataset there stays until this one is complete)."""
+    sources = [cutouts] if isinstance(cutouts, str) else list(cutouts)
+    with dataset_folder(str(out_uri), INJECTION_FILE, sources) as out:
+        report = inject_cutouts(read_cutouts(cutouts), out, injections_per_galaxy=injection.injections_per_galaxy,
+                                seed=injection.seed, val_fraction=injection.val_fraction,
+                                test_fraction=injection.test_fraction)
+        uris.atomic_write_json(str(out / INJECTION_FILE), report.to_dict())
+    return dataclasses.replace(report, out_dir=str(out_uri))
