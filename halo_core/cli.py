@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 
 import yaml
 
@@ -29,6 +30,7 @@ from halo_core import uris
 from halo_core.config import config_args, load_config, parse_overrides
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
+from halo_core.outputs import DATASET, FILE, RESUMABLE, refuse_overlap, write_file
 from halo_core.train import get_args_parser, train
 
 
@@ -122,7 +124,7 @@ def cmd_score(args) -> int:
     model = resolve_model(args.model)
     table = score(model, args.inputs, calibration=calibration, prevalence=args.prevalence,
                   known_lens_radius_arcsec=args.known_lens_radius)
-    uris.atomic_write_bytes(args.out, table.to_csv(index=False).encode())
+    write_file(args.out, table.to_csv(index=False).encode())
     print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     refused = table["status"][table["status"] != SCORED].value_counts().to_dict()
     print(f"wrote {len(table)} rows to {args.out} (model {model}): {len(table) - sum(refused.values())} scored"
@@ -209,18 +211,61 @@ def cmd_validate(cfg, args) -> int:
     return 0
 
 
-def cmd_catalog(args) -> None:
+def cmd_catalog(args) -> int:
     from halo_core.evaluation.calibration import Calibration
-    from halo_core.survey.candidates import CatalogModel, build_catalog, publish
+    from halo_core.survey.candidates import GALLERY_DIR, CatalogModel, build_catalog
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = CatalogModel.from_checkpoint(args.model, calibration=calibration, prevalence=args.prevalence)
     report = build_catalog(model, args.inputs, args.out, batch_size=args.batch_size, top_n=args.top)
-    _, gallery = publish(report, model)
     print(f"{report.rows} cutouts in {len(report.bricks)} bricks: {report.scored} scored, refused "
           f"{dict(report.refused) or 'none'}; {report.above_threshold} above the operating threshold "
           f"{model.threshold if model.threshold is not None else '(not measured)'} ({report.seconds:.1f} s)")
-    print(f"catalogue: {args.out}  gallery: {gallery}")
+    print(f"catalogue: {args.out}  gallery: {uris.join(args.out, GALLERY_DIR, 'index.html')}")
+    return EXIT_SOME_REFUSED if report.refused else 0
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a subcommand writes: its kind (halo_core.outputs), the argument naming it, and the
+    arguments naming what it reads (an output overlapping one of them is refused before any work)."""
+
+    kind: str
+    arg: str
+    inputs: tuple[str, ...] = ()
+
+
+# Every subcommand, by what it writes (None: nothing); tests/test_outputs.py fails on one missing here.
+OUTPUTS: dict[str, Output | None] = {
+    "config": None, "review": None, "gates": None, "models list": None,
+    "simulate": Output(DATASET, "out"),
+    "filter": Output(DATASET, "out", ("data",)),
+    "train": Output(RESUMABLE, "out", ("data", "warm_start_from")),
+    "evaluate": Output(DATASET, "out", ("data", "model")),
+    "score": Output(FILE, "out", ("inputs", "model", "calibration")),
+    "inject": Output(DATASET, "out", ("cutouts",)),
+    "validate": Output(DATASET, "out", ("model", "lenses", "nonlenses", "report", "calibration", "data")),
+    "catalog": Output(DATASET, "out", ("inputs", "model", "calibration")),
+    # the registry's pointer lives in the registry it reads: the one documented exception to the overlap rule
+    "models promote": Output(FILE, "registry"),
+}
+
+
+def command_name(args: argparse.Namespace) -> str:
+    return f"{args.command} {args.models_command}" if args.command == "models" else args.command
+
+
+def refuse_overlapping_output(args: argparse.Namespace) -> None:
+    """The output of ``args``' subcommand against every input it names (DESIGN §9 "Outputs")."""
+    output = OUTPUTS[command_name(args)]
+    if output is None:
+        return
+    inputs = []
+    for name in output.inputs:
+        value = getattr(args, name, None)
+        inputs += value if isinstance(value, list) else [value]
+    refuse_overlap(getattr(args, output.arg), inputs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        refuse_overlapping_output(args)
         if not getattr(args, "needs_config", True):
             return args.run(args) or 0
         cfg = load_config(args.preset, args.config, parse_overrides(args.set))

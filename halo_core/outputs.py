@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -242,6 +242,19 @@ def dataset_folder(out: str, marker: str, inputs: Iterable[str | None] = ()) -> 
             if _written(current) is None:  # an older halo's build: it held the marker, all of it was built
                 _record(current)
             _remove_written(current)
+
+
+def write_dataset(out: str, files: Mapping[str, bytes], marker: str, inputs: Iterable[str | None] = ()) -> str:
+    """A dataset folder holding exactly ``files`` (relative name -> bytes; ``marker`` among them, written
+    last): a report folder is replaced whole or not at all. Returns ``out``."""
+    if marker not in files:
+        raise ValueError(f"write_dataset: {marker} is not among the files")
+    with dataset_folder(out, marker, inputs) as folder:
+        for name in sorted(files, key=lambda n: n == marker):
+            path = Path(_item_path(str(folder), name))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(files[name])
+    return out
 
 
 def _remote_dataset(uri: str, marker: str) -> Iterator[Path]:

@@ -65,6 +65,9 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600; an artifact is as readable as any file
         os.replace(tmp, target)
+    except OSError as err:  # ENOSPC's own message names no file
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"{uri}: cannot write ({err.strerror or type(err).__name__})") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -50,6 +50,7 @@ from halo_core.evaluation.validation import real_lens_realism, realism_html
 from halo_core.model.checkpoint import file_sha256, load_model, model_spec
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
+from halo_core.outputs import write_dataset
 from halo_core.training.monitors import EpochRecord, monitor_report, progress_summaries, run_history
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -351,10 +352,10 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     if report.shift_suite["sets"]:
         plots["shift_reliability"] = shift_reliability_png(report.shift_suite["sets"])
     report.plots = {name: f"plots/{name}.png" for name in plots}
-    for name, png in plots.items():
-        uris.atomic_write_bytes(uris.join(out_dir, report.plots[name]), png)
-    uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report.to_dict())
-    uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, plots).encode())
+    write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()},
+                            REPORT_HTML: render_html(report, plots).encode(),
+                            REPORT_JSON: uris.json_text(report.to_dict()).encode()},
+                  REPORT_JSON, [dataset_dir, model_path])
     return report
 
 

@@ -37,6 +37,7 @@ from halo_core.errors import ContractError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_interval
 from halo_core.model.checkpoint import load_model, model_spec
+from halo_core.outputs import write_dataset
 from halo_core.simulate.injection import RealCutout, read_cutouts
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,6 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
                     operating["n_synthetic_negatives"])
     tables = {name: _table(c, p, radius_arcsec) for name, (c, _, p) in groups.items()}
     scores = pd.concat([t.assign(label=name) for name, t in tables.items()], ignore_index=True)
-    uris.atomic_write_bytes(uris.join(out_dir, "scores.csv"), scores.to_csv(index=False).encode())
 
     def gallery_row(name: str, order: np.ndarray) -> list:
         cutouts, x, probs = groups[name]
@@ -238,10 +238,11 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         "realism_probe": realism or {"configured": False, "status": "not computed"},
         "plots": {name: f"plots/{name}.png" for name in plots},
     }
-    for name, png in plots.items():
-        uris.atomic_write_bytes(uris.join(out_dir, report["plots"][name]), png)
-    uris.atomic_write_json(uris.join(out_dir, VALIDATION_JSON), report)
-    uris.atomic_write_bytes(uris.join(out_dir, VALIDATION_HTML), render_html(report, plots).encode())
+    write_dataset(out_dir, {**{report["plots"][name]: png for name, png in plots.items()},
+                            "scores.csv": scores.to_csv(index=False).encode(),
+                            VALIDATION_HTML: render_html(report, plots).encode(),
+                            VALIDATION_JSON: uris.json_text(report).encode()},
+                  VALIDATION_JSON, [model_path, lenses_path, nonlenses_path])
     return report
 
 

@@ -39,9 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from halo_core import uris
-from halo_core.outputs import dataset_folder
 from halo_core.config import SimulationConfig
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
+from halo_core.outputs import dataset_folder
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy, point_source_depth
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, read_
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import file_sha256, load_sidecar
+from halo_core.outputs import dataset_folder, refuse_overlap, write_file
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
 from halo_core.survey.scoring import SCORED
 
@@ -225,10 +227,15 @@ def _inner(uri: str) -> str:
     return uris.filesystem(uri)[1]
 
 
-def _dataset(parquet: list[str], npz: list[str], input_keys, bricks):
+def _dataset(parquet: list[str], npz: list[str], input_keys, bricks, refused_rows: list[dict] = ()):
     import ray.data
 
     parts = []
+    if refused_rows:  # input files that could not be read at all: one refused row each
+        blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
+        parts.append(ray.data.from_items([{**r, "stamp": blank} for r in refused_rows]).map_batches(
+            lambda b: {**b, **{k: b[k].astype(object) for k in ("galaxy_id", "source", "brick", "status")}},
+            batch_format="numpy"))
     for scheme, files in _by_scheme(parquet).items():
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_parquet([_inner(f) for f in files], include_paths=True, filesystem=fs).select_columns(
@@ -240,6 +247,8 @@ def _dataset(parquet: list[str], npz: list[str], input_keys, bricks):
         ds = ray.data.read_binary_files([_inner(f) for f in files], include_paths=True, filesystem=fs)
         parts.append(ds.map_batches(decode_npz_batch, batch_format="numpy",
                                     fn_kwargs={"bricks": bricks, "scheme": scheme}))
+    if not parts:
+        raise ContractError("no cutouts to score")
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
@@ -281,7 +290,8 @@ class CatalogReport:
 
 
 def _catalog_dataset(out_dir: str) -> pads.Dataset:
-    fs, path = _arrow_fs(out_dir) if uris.is_remote(out_dir) else (None, out_dir)
+    root = uris.current(out_dir)  # on S3 a whole catalogue is a version folder named by its pointer
+    fs, path = _arrow_fs(root) if uris.is_remote(root) else (None, root)
     return pads.dataset(path, format="parquet", partitioning=BRICK_PARTITIONING, filesystem=fs)
 
 
@@ -317,44 +327,97 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
     return report
 
 
-def _clear(out_dir: str, bricks: list[str] | None) -> None:
-    """A rebuild replaces what it rewrites: the whole catalogue, or just its bricks' partitions."""
-    fs, path = uris.filesystem(out_dir)
-    if bricks is None and fs.exists(path):
-        foreign = [p for p in fs.ls(path, detail=False) if not Path(p).name.startswith(("brick=", "_"))]
-        if foreign:
-            raise ContractError(f"{out_dir}: holds {len(foreign)} entries that are not a catalogue's "
-                                f"(e.g. {foreign[0]}); give an empty or catalogue folder")
-    targets = [out_dir] if bricks is None else [uris.join(out_dir, f"brick={b}") for b in bricks]
-    for target in targets:
-        fs, path = uris.filesystem(target)
-        if fs.exists(path):
-            fs.rm(path, recursive=True) if uris.is_remote(target) else shutil.rmtree(path)
+BRICK_MARKER = "_brick.json"  # written last into a brick's partition: its presence means it is complete
+
+
+def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict]]:
+    """(files whose parquet footer reads, one refused row per file that does not): a corrupt input
+    file is a refused row of the catalogue, not a failed job."""
+    good, bad = [], []
+    for f in files:
+        fs, inner = uris.filesystem(f)
+        try:
+            with fs.open(inner, "rb") as handle:
+                pq.read_metadata(handle)
+            good.append(f)
+        except (OSError, pa.ArrowException) as err:
+            log.warning("%s: unreadable parquet (%s)", f, err)
+            bad.append(_row(Path(f).stem, f, None, None, None, "refused: corrupt_file"))
+    return good, bad
+
+
+def _write_partitions(scored, folder: str) -> None:
+    fs, path = _arrow_fs(folder) if uris.is_remote(folder) else (None, folder)
+    scored.write_parquet(path, partition_cols=["brick"], filesystem=fs)
+
+
+def _replace_bricks(scored, out_dir: str, bricks: list[str]) -> None:
+    """Each brick's partition replaced whole: locally a dataset folder per brick (the old partition
+    stays readable until the new one is complete); on S3 the new files go up first, then the ones the
+    previous build of the brick wrote go (a reader may briefly see both, never neither; one writer per
+    brick, DESIGN §9)."""
+    with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
+        _write_partitions(scored, tmp)
+        for brick in bricks:
+            written = Path(tmp, f"brick={brick}")
+            files = sorted(p for p in written.rglob("*") if p.is_file()) if written.is_dir() else []
+            target = uris.join(out_dir, f"brick={brick}")
+            if not uris.is_remote(out_dir):
+                with dataset_folder(target, BRICK_MARKER) as folder:
+                    for f in files:
+                        shutil.move(str(f), folder / f.name)
+                    uris.atomic_write_json(str(folder / BRICK_MARKER), {"files": [f.name for f in files]})
+                continue
+            marker = uris.join(target, BRICK_MARKER)
+            previous = uris.read_json(marker)["files"] if uris.exists(marker) else []
+            fs, inner = uris.filesystem(target)
+            for f in files:
+                fs.put_file(str(f), f"{inner.rstrip('/')}/{f.name}")
+            uris.atomic_write_json(marker, {"files": [f.name for f in files]})
+            for name in set(previous) - {f.name for f in files}:
+                fs.rm_file(f"{inner.rstrip('/')}/{name}")
 
 
 def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, bricks: list[str] | None = None,
                   batch_size: int = 256, top_n: int = 50, num_cpus: int | None = None) -> CatalogReport:
-    """Score the cutouts of ``inputs`` (only those in ``bricks`` when given) into ``out_dir``."""
+    """Score the cutouts of ``inputs`` (only those in ``bricks`` when given) into ``out_dir``: the whole
+    catalogue (with its summary and gallery) as one dataset folder, or just the partitions of
+    ``bricks``. The previous catalogue (or partition) stays whole until the new one is complete."""
     started = time.perf_counter()
+    refuse_overlap(out_dir, [*inputs, model.path])
     parquet, npz = catalog_inputs(inputs)
+    parquet, unreadable = _readable_parquet(parquet)
     wanted = None if bricks is None else set(bricks)
     with ray_session(num_cpus):
         quiet_progress()
         input_keys = stamp_keys(load_sidecar(model.path)["config"]["input_keys"])
         actors, gpus = pool_size()
-        scored = _dataset(parquet, npz, input_keys, wanted).map_batches(
+        decoded = _dataset(parquet, npz, input_keys, wanted, unreadable if wanted is None else
+                           [r for r in unreadable if r["brick"] in wanted])
+        scored = decoded.map_batches(
             ScoreBatches, fn_constructor_kwargs={"model": model, "torch_threads": 1 if not gpus else 4},
             batch_size=batch_size, batch_format="numpy", concurrency=actors, num_gpus=gpus,
             num_cpus=0 if gpus else 1)
-        _clear(out_dir, bricks)
-        fs, path = _arrow_fs(out_dir) if uris.is_remote(out_dir) else (None, out_dir)
-        scored.write_parquet(path, partition_cols=["brick"], filesystem=fs)
-    report = summarize(out_dir, model, bricks, top_n)
-    if report.rows == 0:
-        raise ContractError(f"{inputs}: no cutouts{'' if bricks is None else f' in bricks {sorted(bricks)}'}")
+        if bricks is not None:
+            _replace_bricks(scored, out_dir, bricks)
+            report = _summarized(out_dir, model, bricks, top_n, inputs)
+        else:
+            with dataset_folder(out_dir, SUMMARY_FILE) as stage:
+                _write_partitions(scored, str(stage))
+                report = _summarized(str(stage), model, None, top_n, inputs)
+                report.out_dir = str(stage)
+                publish(report, model)
+            report.out_dir = out_dir
     report.seconds = round(time.perf_counter() - started, 3)
     log.info("catalogue %s: %d rows, %d scored, refused %s, %d above the threshold, %.1f s", out_dir,
              report.rows, report.scored, dict(report.refused), report.above_threshold, report.seconds)
+    return report
+
+
+def _summarized(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n: int, inputs) -> CatalogReport:
+    report = summarize(out_dir, model, bricks, top_n)
+    if report.rows == 0:  # raised inside the build: the previous catalogue stays
+        raise ContractError(f"{inputs}: no cutouts{'' if bricks is None else f' in bricks {sorted(bricks)}'}")
     return report
 
 
@@ -382,8 +445,8 @@ def publish(report: CatalogReport, model: CatalogModel, name: str = "index") -> 
     from halo_core.survey.gallery import write_gallery
 
     summary = uris.join(report.out_dir, f"_summary_{name}.json" if name != "index" else SUMMARY_FILE)
-    uris.atomic_write_json(summary, report.to_dict())
     gallery = write_gallery(report.top, model.path, uris.join(report.out_dir, GALLERY_DIR, f"{name}.html"),
                             title=f"halo candidates: {name if name != 'index' else 'all bricks'} (model {model.version})",
                             threshold=model.threshold)
+    write_file(summary, uris.json_text(report.to_dict()).encode())  # last: the whole catalogue's marker
     return summary, gallery

@@ -17,6 +17,7 @@ from halo_core.config import stamp_keys
 from halo_core.data.preprocess import preprocess
 from halo_core.data.stamps import decode_cutout, decode_stamp
 from halo_core.model.checkpoint import load_sidecar, model_spec
+from halo_core.outputs import write_file
 
 COLUMNS = ("rank", "galaxy_id", "brick", "ra", "dec", "score", "probability", "probability_at_prevalence")
 ZOOM = 2  # 64 px stamps drawn at 128 px, nearest-neighbour: pixels stay pixels
@@ -104,5 +105,4 @@ Images: g,r,z composite (z red, g blue; asinh stretch) and the model's input (pr
 <table><thead><tr>{head}<th>g,r,z</th><th>model input</th></tr></thead><tbody>
 {''.join(rows)}
 </tbody></table><script>{SORT_JS}</script></body></html>"""
-    uris.atomic_write_bytes(out_uri, page.encode())
-    return out_uri
+    return write_file(out_uri, page.encode())

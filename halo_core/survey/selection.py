@@ -28,6 +28,7 @@ import numpy as np
 from halo_core import uris
 from halo_core.errors import ContractError
 from halo_core.evaluation.metrics import wilson_interval
+from halo_core.outputs import write_dataset
 from halo_core.ray_runtime import ray_session
 from halo_core.simulate.dataset import DEPTH_BIN_EDGES_MAG, PSF_BIN_EDGES_ARCSEC
 
@@ -364,7 +365,6 @@ def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
     pngs = plots(result)
     images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
-    uris.atomic_write_json(uris.join(out_dir, SELECTION_JSON), result)
     head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
     body = "".join(
         "<tr>" + "".join(f"<td>{r[a]:g}</td>" for a in AXES)
@@ -390,6 +390,6 @@ at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % 
 <h2>Marginal completeness</h2><img src="data:image/png;base64,{images['marginals']}">
 <h2>theta_E x source magnitude (pooled over PSF and depth)</h2><img src="data:image/png;base64,{images['heatmap']}">
 <h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""
-    uri = uris.join(out_dir, SELECTION_HTML)
-    uris.atomic_write_bytes(uri, page.encode())
-    return uri, pngs
+    write_dataset(out_dir, {SELECTION_HTML: page.encode(), SELECTION_JSON: uris.json_text(result).encode()},
+                  SELECTION_JSON)
+    return uris.join(out_dir, SELECTION_HTML), pngs

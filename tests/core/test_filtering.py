@@ -94,20 +94,21 @@ def _failing_source(tmp_path):
 
 
 def test_a_failed_rebuild_leaves_the_last_good_dataset_whole(tmp_path):
-    (tmp_path / ".filtered.staging-killed").mkdir()  # what a SIGKILLed build leaves: removed by the next one
+    (tmp_path / ".filtered.v-20260101T000000-0123abcd").mkdir()  # what a SIGKILLed build leaves: removed by the next one
     good = _build(tmp_path, three_splits(tmp_path / "raw", n=8))
+    live = (tmp_path / "filtered").readlink().name
     before = read_manifest(good.out_dir)
     with pytest.raises(ContractError, match="split 'val' is empty"):
         _build(tmp_path, _failing_source(tmp_path))
     assert read_manifest(good.out_dir) == before and len(open_split(good.out_dir, "train")) == 8
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".filtered.lock", "bad", "filtered", "raw"]  # no stage left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".filtered.lock", live, "bad", "filtered", "raw"]  # no stage left
 
 
 def test_out_equal_to_inside_or_containing_the_data_is_refused_and_nothing_is_deleted(tmp_path):
     root = three_splits(tmp_path / "raw", n=4)
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     for out in (root, root / "train" / "filtered", tmp_path, root / ".." / "raw"):
-        with pytest.raises(ContractError, match="is, contains or lies inside --data"):
+        with pytest.raises(StorageError, match="the output (is|contains|lies inside) the input"):
             build_filtered_dataset(CFG, str(root), str(out))
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
 
