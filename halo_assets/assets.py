@@ -33,6 +33,8 @@ from halo_core.evaluation.promotion import compare, require_go, score_test_split
 from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, evaluate
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
+from halo_core.model.registry import GATES as REGISTRY_GATES
+from halo_core.model.registry import REPORT as REGISTRY_REPORT
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
 from halo_core.simulate import build_simulated_dataset
 from halo_core.simulate.injection import inject_dataset as build_injected_dataset
@@ -272,8 +274,11 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     identity = {"sha256": file_sha256(model), "training_hash": sidecar["training_hash"],
                 "data_fingerprint": sidecar["data_fingerprint"]}
     report_path, gates_path = uris.join(halo.uri("evaluation_report"), REPORT_JSON), uris.join(halo.uri("shortcut_gates"), GATES_FILE)
-    report = EvaluationReport.read(report_path) if uris.exists(report_path) else None
-    gates = uris.read_json(gates_path) if uris.exists(gates_path) else None
+    # read once: the verdict is derived from exactly the bytes the version keeps as its evidence
+    evidence = {REGISTRY_REPORT: uris.read_bytes(report_path) if uris.exists(report_path) else None,
+                REGISTRY_GATES: uris.read_bytes(gates_path) if uris.exists(gates_path) else None}
+    report = EvaluationReport.from_dict(json.loads(evidence[REGISTRY_REPORT])) if evidence[REGISTRY_REPORT] else None
+    gates = json.loads(evidence[REGISTRY_GATES]) if evidence[REGISTRY_GATES] else None
     verdict = require_go(cfg, report, gates, identity)
 
     champion = production(registry)
@@ -291,10 +296,10 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     version = find_version(registry, identity["sha256"]) or add_version(registry, model, {
         "calibration": load_calibration(halo).to_dict(), "test_metrics": report.metrics,
         "evaluated_on": report.data_fingerprint, "go_no_go": verdict.to_dict(), "champion_challenger": comparison,
-        "dagster_run_id": context.run.run_id})
+        "dagster_run_id": context.run.run_id}, evidence=evidence)
     promoted = comparison["promote"]
-    if promoted and champion != version:
-        set_production(registry, version, reason=f"dagster run {context.run.run_id}")
+    if promoted and champion != version:  # compare-and-swap: a promotion that ran meanwhile is not overwritten
+        set_production(registry, version, reason=f"dagster run {context.run.run_id}", expected=champion)
     context.log.info("version %s %s", version, "is production" if promoted else
                      f"is not promoted: worse than production {champion} on the same test split")
     card_model = version_model(registry, version)

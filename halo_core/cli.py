@@ -137,26 +137,40 @@ def _operating_tpr(card: dict) -> str:
     return "n/a" if point is None or point["tpr"] is None else f"{point['tpr']:.3f}"
 
 
-def cmd_models_list(args) -> None:
-    from halo_core.model.registry import production, versions
+def cmd_models_list(args) -> int:
+    from halo_core.model.registry import RegistryError, production, versions
 
-    current = production(args.registry)
+    try:
+        current, pointer_error = production(args.registry), None
+    except RegistryError as err:
+        current, pointer_error = None, str(err)
     cards = versions(args.registry)
     print(f"{'':2}{'version':<28} {'AUROC':>7} {'TPR@1e-2':>8} {'n_test':>6}  {'go':<5} {'training':<16} "
           f"{'trained on':<16} {'evaluated on':<16}")
+    bad = 0
     for c in cards:
-        m = c["test_metrics"]
-        print(f"{'*' if c['version'] == current else ' ':2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>8} "
-              f"{m['n']:>6}  {'GO' if c['go_no_go']['go'] else 'NO-GO':<5} {c['training_hash']:<16} "
-              f"{c['data_fingerprint']:<16} {c['evaluated_on']:<16}")
+        mark = "*" if c["version"] == current else " "
+        try:
+            if "bad" in c:
+                raise ValueError(c["bad"])
+            m = c["test_metrics"]
+            print(f"{mark:2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>8} "
+                  f"{m['n']:>6}  {'GO' if c['go_no_go']['go'] else 'NO-GO':<5} {c['training_hash']:<16} "
+                  f"{c['data_fingerprint']:<16} {c['evaluated_on']:<16}")
+        except (KeyError, TypeError, ValueError) as err:  # one bad card is listed as such, never hides the rest
+            bad += 1
+            print(f"{mark:2}{c['version']:<28} BAD card: {err if not isinstance(err, KeyError) else f'no {err}'}")
     print(f"{len(cards)} version(s); production: {current or 'none'} (*)")
+    if pointer_error or bad:
+        print(f"halo models list: {pointer_error or f'{bad} bad card(s)'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_models_promote(args) -> None:
-    from halo_core.model.registry import production, set_production
+    from halo_core.model.registry import promote
 
-    before = production(args.registry)
-    set_production(args.registry, args.version, reason="halo models promote")
+    before = promote(args.registry, args.version, reason="halo models promote")
     print(f"production: {before or 'none'} -> {args.version}")
 
 
@@ -355,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="model versions and the production pointer of one profile")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     for name, run, text in (("list", cmd_models_list, "versions with test metrics and data fingerprints"),
-                            ("promote", cmd_models_promote, "point production at VERSION (refuses a NO-GO one)")):
+                            ("promote", cmd_models_promote, "point production at VERSION after re-deriving its GO verdict from its "
+                                            "stored report and gates (refuses a NO-GO one; repairs a corrupt pointer)")):
         p = models_sub.add_parser(name, help=text)
         p.add_argument("--registry", required=True, help="<root>/<profile>/promoted_model (local folder or s3:// URI)")
         if name == "promote":

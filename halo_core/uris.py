@@ -161,7 +161,7 @@ def current(uri: str) -> str:
 
 
 @contextmanager
-def build_lock(uri: str) -> Iterator[None]:
+def build_lock(uri: str, wait: bool = False) -> Iterator[None]:
     """An exclusive lock on building ``uri`` (a local directory): a second builder fails at once with a
     message naming the lock instead of interleaving its files with the first one's. The lock file
     stays (deleting it would race with a waiting builder); the kernel frees the lock when its holder
@@ -172,7 +172,7 @@ def build_lock(uri: str) -> Iterator[None]:
     lock_path = target.parent / f".{target.name}.lock"
     with open(lock_path, "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BuildLockedError(f"{uri}: another build holds {lock_path}; wait for it to finish") from None
         yield
