@@ -49,7 +49,7 @@ def cmd_simulate(cfg, args) -> None:
 def cmd_filter(cfg, args) -> None:
     from halo_core.data.filtering import build_filtered_dataset
 
-    report = build_filtered_dataset(cfg, args.data, args.out)
+    report = build_filtered_dataset(cfg, args.data, args.out, require_disjoint=True)
     for split, r in report.splits.items():
         print(f"{split}: kept {r.rows_kept} of {r.rows_in} rows; dropped {dict(r.counts) or 'none'}")
     print(f"split integrity: {'ok' if report.integrity.ok else report.integrity.to_dict()}")
@@ -174,11 +174,22 @@ def cmd_models_promote(args) -> None:
     print(f"production: {before or 'none'} -> {args.version}")
 
 
-def cmd_inject(cfg, args) -> None:
+def refused_exit(command: str, refused: dict[str, int]) -> int:
+    """EXIT_SOME_REFUSED with the counts by reason on stderr when a command refused some cutouts, else 0."""
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED
+
+    if not refused:
+        return 0
+    print(f"halo {command}: {sum(refused.values())} cutout(s) refused: {refused}", file=sys.stderr)
+    return EXIT_SOME_REFUSED
+
+
+def cmd_inject(cfg, args) -> int:
     from halo_core.simulate.injection import inject_dataset
 
     report = inject_dataset(args.cutouts, args.out, cfg.injection)
     print(json.dumps(report.to_dict(), indent=1, default=str))
+    return refused_exit("inject", report.refused)
 
 
 def cmd_validate(cfg, args) -> int:
@@ -222,7 +233,7 @@ def cmd_validate(cfg, args) -> int:
     probe = result["realism_probe"]
     print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
     print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
-    return 0
+    return refused_exit("validate", result["refused"])
 
 
 def cmd_catalog(args) -> int:

@@ -117,16 +117,26 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
 
 
 def build_filtered_dataset(cfg, source_uri: Source, out_dir: str, *, on_ray: bool | None = None,
-                           num_cpus: int | None = None) -> DatasetReport:
+                           num_cpus: int | None = None, require_disjoint: bool = False) -> DatasetReport:
     """Read the paired dataset at ``source_uri`` (a root, or split -> location) and write the filtered,
     preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is
-    complete); on Ray (``on_ray``, default ``cfg.filter_on_ray``) with ``num_cpus`` for a local Ray."""
+    complete); on Ray (``on_ray``, default ``cfg.filter_on_ray``) with ``num_cpus`` for a local Ray.
+    ``require_disjoint``: splits that share a brick or an LRG fail the build (ContractError) and the
+    previous dataset stays; without it the leak is recorded in the manifest for the blocking
+    split_integrity check to show."""
     from halo_core.ray_runtime import ray_session
 
     inputs = [source_uri] if isinstance(source_uri, str) else list(source_uri.values())
     on_ray = cfg.filter_on_ray if on_ray is None else on_ray
     with dataset_folder(out_dir, MANIFEST_FILE, inputs) as out, ray_session(num_cpus) if on_ray else nullcontext():
-        return _build(cfg, source_uri, out, out_dir, on_ray)
+        report = _build(cfg, source_uri, out, out_dir, on_ray)
+        if require_disjoint and not report.integrity.ok:
+            leak = report.integrity
+            bricks = {k: v[:5] for k, v in leak.shared_bricks.items() if v}
+            lrgs = {k: v for k, v in leak.shared_lrgs.items() if v}
+            raise ContractError(f"{source_uri}: the splits leak (shared bricks {bricks}, shared LRGs {lrgs}); "
+                                f"nothing written: {out_dir} keeps its previous dataset")
+        return report
 
 
 def _filter_source(cfg, spec: PreprocessSpec, source_uri: Source, split: str, source: str, seen_ids: set[str]):

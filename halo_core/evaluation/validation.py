@@ -38,7 +38,7 @@ from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_interval
 from halo_core.model.checkpoint import load_model, model_spec
 from halo_core.outputs import write_dataset
-from halo_core.simulate.injection import RealCutout, read_cutouts
+from halo_core.simulate.injection import RealCutout, Refusal, read_cutouts, refusal_counts
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,12 @@ def injected_lens_features(model, shards: SplitShards, samples: SampleSet, seed:
     return features, lrg_ids(shards.meta.iloc[rows]).to_numpy()
 
 
+def _controls(cutouts: list[RealCutout]) -> np.ndarray:
+    """(N, 3, 64, 64) central stamps; the few non-finite pixels a usable cutout may have (outside its
+    core) set to 0, the sky level, as `halo score` does."""
+    return np.nan_to_num(np.stack([c.control for c in cutouts]), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet) -> dict:
     """The realism probe of the evaluation report: test-split injected lenses vs the configured real
     lenses; ``configured: False`` when there are none."""
@@ -162,8 +168,8 @@ def real_lens_realism(cfg, model, spec, shards: SplitShards, samples: SampleSet)
         return {"configured": False, "status": "skipped: real_validation.lenses_path is not set"}
     if samples.with_control:
         return {"configured": True, "status": "skipped: a 6-channel model cannot read a real galaxy (no control)"}
-    lenses = read_cutouts(rv.lenses_path)
-    _, real = logits_and_features(model, preprocess(np.stack([c.control for c in lenses]), spec))
+    lenses = read_cutouts(rv.lenses_path, refused=[], max_nonfinite_frac=cfg.max_nonfinite_pixel_frac)
+    _, real = logits_and_features(model, preprocess(_controls(lenses), spec))
     injected, groups = injected_lens_features(model, shards, samples, cfg.seed)
     return {"configured": True, "lenses_path": rv.lenses_path,
             **realism_probe(injected, groups, real, [c.galaxy_id for c in lenses], folds=rv.realism_folds,
@@ -182,13 +188,21 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         raise ContractError(f"{model_path}: a 6-channel model needs a control stamp; real galaxies have none")
     spec = model_spec(sidecar)
     thresholds = _operating_thresholds(tpr_at_fpr, operating_fpr)
-    lenses = read_cutouts(lenses_path)
+    # the rules every reader of real cutouts applies (data.stamps.refusal); a refused cutout is counted, never
+    # scored, and never made up: a NaN core is not a galaxy with zeros there
+    refused: list[Refusal] = []
+    frac = sidecar["config"].get("max_nonfinite_pixel_frac")  # None (older models): the default
+    lenses = read_cutouts(lenses_path, refused=refused, max_nonfinite_frac=frac)
     standin = not nonlenses_path
-    nonlenses = sky_standins(lenses) if standin else read_cutouts(nonlenses_path)
+    nonlenses = sky_standins(lenses) if standin else read_cutouts(nonlenses_path, refused=refused,
+                                                                   max_nonfinite_frac=frac)
+    if not lenses or not nonlenses:
+        raise ContractError(f"{lenses_path} / {nonlenses_path or 'stand-ins'}: no usable cutouts "
+                            f"(refused: {refusal_counts(refused)})")
     groups = {}
     for name, cutouts in (("lenses", lenses), ("nonlenses", nonlenses)):
-        x = preprocess(np.stack([c.control for c in cutouts]), spec)
-        logits, _ = logits_and_features(model, np.nan_to_num(x))
+        x = preprocess(_controls(cutouts), spec)
+        logits, _ = logits_and_features(model, x)
         groups[name] = (cutouts, x, calibration.probability(logits))
     points = []
     for t in thresholds:
@@ -236,6 +250,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         "scores": {n: t[["galaxy_id", "probability", "known_lens_name", "known_lens_grading"]].to_dict("records")
                    for n, t in tables.items()},
         "realism_probe": realism or {"configured": False, "status": "not computed"},
+        "refused": refusal_counts(refused),
         "plots": {name: f"plots/{name}.png" for name in plots},
     }
     write_dataset(out_dir, {**{report["plots"][name]: png for name, png in plots.items()},

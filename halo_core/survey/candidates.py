@@ -197,7 +197,7 @@ class ScoreBatches:
             out[column] = np.full(n, np.nan)
         if decoded.any():  # halo score's own refusals and numbers, so both agree on the same cutout
             scored = self.scorer.score_stamps(batch["stamp"][decoded])
-            out["status"][decoded] = [s if s == SCORED else f"refused: {s}" for s in scored["status"]]
+            out["status"][decoded] = scored["status"]
             out["score"][decoded] = scored["score"]
             out["probability"][decoded] = scored["probability"]
             out["probability_at_prevalence"][decoded] = scored[f"probability_at_prevalence_{self.model.prevalence:g}"]

@@ -19,10 +19,9 @@ from halo_core.config import HaloConfig, stamp_keys
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
 from halo_core.data.preprocess import preprocess
 from halo_core.data.reader import read_parquet
-from halo_core.data.stamps import decode_cutout, decode_stamp
-from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
+from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, refusal, status
+from halo_core.errors import CheckpointError, ConfigError, HaloError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration, sigmoid
-from halo_core.evaluation.gates import CORE_PX
 from halo_core.model.checkpoint import load_model, model_spec
 
 log = logging.getLogger(__name__)
@@ -40,37 +39,46 @@ def cutout_row(path: str, meta: dict) -> dict:
 
 
 def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame]:
+    """(stamps, rows): a file or blob that cannot be decoded is a row refused with its reason
+    (``status``) and a blank stamp, never an exception that loses the other rows."""
+    blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
     stamps, rows = [], []
+
+    def refused(path: str, reason: str, **row) -> None:
+        stamps.append(blank)
+        rows.append({"id": Path(path).stem, "source": path, "ra": None, "dec": None, "brickname": None, **row,
+                     "status": status(reason, SCORED)})
+
     for path in paths:
         p = Path(path)
-        if not p.exists():
-            raise StampDecodeError(f"{path}: no such file", "missing_file")
         if not p.is_file():
-            raise StampDecodeError(f"{path}: is a directory; give the .npz or .parquet files in it", "not_a_file")
-        if path.endswith(".npz"):
-            stamp, meta = decode_cutout(path)
+            refused(path, "missing_file" if not p.exists() else "not_a_file")
+        elif path.endswith(".npz"):
+            try:
+                stamp, meta = decode_cutout(path)
+            except StampDecodeError as err:
+                refused(path, err.reason)
+                continue
             stamps.append(stamp)
-            rows.append(cutout_row(path, meta))
+            rows.append({**cutout_row(path, meta), "status": SCORED})
         elif path.endswith(".parquet"):
-            table = read_parquet(path)
-            columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
+            try:
+                table = read_parquet(path)
+                columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
+            except (HaloError, OSError, KeyError) as err:
+                log.warning("%s: unreadable parquet (%s)", path, err)
+                refused(path, "corrupt_file")
+                continue
             for blob, task_id, ra, dec, brickname in zip(*columns):
-                stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz", keys=input_keys))
-                rows.append({"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname})
+                row = {"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname}
+                try:
+                    stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz", keys=input_keys))
+                    rows.append({**row, "status": SCORED})
+                except StampDecodeError as err:
+                    refused(path, err.reason, **row)
         else:
-            raise StampDecodeError(f"{path}: expected a .npz cutout or a .parquet paired file", "unknown_format")
+            refused(path, "unknown_format")
     return np.stack(stamps), pd.DataFrame(rows)
-
-
-def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
-    """Why a cutout is not scored, or SCORED: a model never sees a made-up pixel in the central
-    10x10 (the shortcut gates' core, where a lens's light is), nor a cutout with many of them."""
-    c0 = (stamp.shape[-1] - CORE_PX) // 2
-    if not np.isfinite(stamp[:, c0:c0 + CORE_PX, c0:c0 + CORE_PX]).all():
-        return "nonfinite_core"
-    if (~np.isfinite(stamp)).mean() > max_nonfinite_frac:
-        return "too_many_nonfinite"
-    return SCORED
 
 
 @dataclass(frozen=True)
@@ -125,14 +133,21 @@ class ScoringModel:
         return out
 
     def score_stamps(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
-        """``status`` per stamp (SCORED or why not) and its numbers, NaN where refused. The few non-finite
-        pixels a scored stamp may have (outside the core) are set to 0, the sky level."""
-        status = np.array([refusal(s, self.max_nonfinite_frac) for s in stamps], dtype=object)
-        ok = status == SCORED
-        out = {"status": status, **{c: np.full(len(stamps), np.nan) for c in self.columns}}
+        """``status`` per stamp (SCORED, or REFUSED + why: data.stamps.refusal's rules, or a non-finite
+        score) and its numbers, NaN where refused. The few non-finite pixels a scored stamp may have
+        (outside the core) are set to 0, the sky level."""
+        states = np.array([status(refusal(s, self.max_nonfinite_frac), SCORED) for s in stamps], dtype=object)
+        ok = states == SCORED
+        out = {"status": states, **{c: np.full(len(stamps), np.nan) for c in self.columns}}
         if ok.any():
             for column, values in self.predict(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0)).items():
                 out[column][ok] = values
+        broken = ok & ~np.all([np.isfinite(out[c]) for c in self.columns], axis=0)
+        if broken.any():  # a score that is not a number is a refusal, never a `scored` row with empty values
+            log.warning("%d cutouts gave a non-finite score; refused", int(broken.sum()))
+            states[broken] = status("nonfinite_score", SCORED)
+            for c in self.columns:
+                out[c][broken] = np.nan
         return out
 
 
@@ -143,11 +158,15 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
     the row was refused (its numbers are then empty)."""
     scorer = ScoringModel.load(model_path, calibration, prevalence)
     stamps, table = _read_inputs(inputs, scorer.input_keys)
-    for column, values in scorer.score_stamps(stamps).items():
-        table[column] = values
+    decoded = (table["status"] == SCORED).to_numpy()
+    for column in scorer.columns:
+        table[column] = np.nan
+    if decoded.any():
+        scored = scorer.score_stamps(stamps[decoded])
+        for column, values in scored.items():
+            table.loc[decoded, column] = values
     refused = table["status"] != SCORED
     if refused.any():
-        log.warning("%d of %d cutouts not scored (non-finite pixels): %s", int(refused.sum()), len(table),
-                    list(table["id"][refused]))
+        log.warning("%d of %d cutouts not scored: %s", int(refused.sum()), len(table), list(table["id"][refused]))
     table["nonfinite_pixels"] = ~np.isfinite(stamps).all(axis=(1, 2, 3))
     return pd.concat([table, crossmatch(table["ra"], table["dec"], known_lens_radius_arcsec)], axis=1)

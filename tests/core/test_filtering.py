@@ -78,6 +78,26 @@ def test_brick_in_two_splits_is_reported(tmp_path):
     assert report.integrity.shared_bricks["train|val"] == ["1000p010"]
 
 
+def test_halo_filter_exits_non_zero_on_leaking_splits_and_keeps_the_previous_dataset(tmp_path, capsys):
+    from halo_core.cli import main
+
+    good = three_splits(tmp_path / "good", n=4)
+    leaking = write_split_dirs(tmp_path / "leaking", {
+        "train": make_paired_table(6, bricks=("1000p010",)),
+        "val": make_paired_table(6, seed=1, bricks=("1000p010",), id_prefix="b"),
+        "test": make_paired_table(6, seed=2, bricks=("3000p010",), id_prefix="c"),
+    })
+    out = str(tmp_path / "filtered")
+    common = ["filter", "--preset", "smoke", "--set", "filter_on_ray=false", "--out", out]
+    assert main([*common, "--data", str(good)]) == 0
+    before = read_manifest(out)
+    capsys.readouterr()
+    assert main([*common, "--data", str(leaking)]) == 2
+    err = capsys.readouterr().err
+    assert "the splits leak" in err and "'train|val': ['1000p010']" in err and err.count("\n") == 1
+    assert read_manifest(out) == before
+
+
 def test_masked_arcs_are_kept_and_accounted(tmp_path):
     root = three_splits(tmp_path / "raw", n=8, masked_rows=[0, 1])
     train = _build(tmp_path, root).splits["train"]
