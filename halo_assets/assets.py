@@ -5,6 +5,7 @@ and turns its report into metadata."""
 
 import hashlib
 import json
+import os
 import sys
 
 import dagster as dg
@@ -36,6 +37,7 @@ from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import GATES as REGISTRY_GATES
 from halo_core.model.registry import REPORT as REGISTRY_REPORT
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
+from halo_core.outputs import write_json
 from halo_core.simulate import build_simulated_dataset
 from halo_core.simulate.injection import inject_dataset as build_injected_dataset
 from halo_core.training.tracking import log_model_artifact
@@ -166,7 +168,7 @@ def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     checks gate promotion, not training: a shortcut-prone model is still trained and evaluated, so the
     report shows what the shortcut buys."""
     gates = measure_shortcut_gates(halo.config(), halo.uri("filtered_dataset"))
-    uris.atomic_write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
+    write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
         **gates.to_dict(), "data_fingerprint": data_fingerprint(halo.uri("filtered_dataset"))})
     return dg.MaterializeResult(metadata=gates_metadata(gates))
 
@@ -208,7 +210,10 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
         result = training_result(out)
     else:
         result = fit(cfg, halo.uri("filtered_dataset"), out, warm_start_from=warm)
-    uris.atomic_write_json(uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE), {"run_dir": out})
+    root = halo.uri("trained_model")
+    # relative to the asset's folder when the run lies under it, so the folder can be moved or synced
+    relative = out.removeprefix(root.rstrip("/") + "/") if out.startswith(root.rstrip("/") + "/") else out
+    write_json(uris.join(root, CURRENT_RUN_FILE), {"run_dir": relative})
     sidecar = load_sidecar(result.model_path)
     return dg.MaterializeResult(data_version=dg.DataVersion(f"{sidecar['training_hash']}-{sidecar['data_fingerprint']}"), metadata={
         **training_metadata(result), "config_hash": cfg.config_hash(), "training_hash": sidecar["training_hash"],
@@ -218,10 +223,13 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
 def model_path(halo: HaloSettings) -> str:
     """model.pt of the run trained_model last materialized (downstream assets follow that asset, not a
     folder recomputed from today's config)."""
-    current = uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE)
+    root = halo.uri("trained_model")
+    current = uris.join(root, CURRENT_RUN_FILE)
     if not uris.exists(current):
         raise dg.Failure(f"{current}: no trained model yet; materialize trained_model first")
-    return uris.join(uris.read_json(current)["run_dir"], FINAL)
+    run_dir = uris.read_json(current)["run_dir"]
+    absolute = uris.is_remote(run_dir) or os.path.isabs(run_dir)  # a run under checkpoint_dir elsewhere
+    return uris.join(run_dir if absolute else uris.join(root, run_dir), FINAL)
 
 
 @dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"}, partitions_def=PROFILES)
@@ -230,7 +238,7 @@ def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
     as calibration.json."""
     cfg = halo.config()
     fit = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
-    uris.atomic_write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
+    write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
                            {**fit.to_dict(), "model": model_path(halo)})
     return dg.MaterializeResult(metadata=tidy({
         "method": fit.chosen.method, "platt_a": fit.chosen.a, "platt_b": fit.chosen.b, "n_val": fit.chosen.n_fit,

@@ -12,7 +12,6 @@ Summaries and galleries go under ``_``-prefixed names, which parquet dataset rea
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -327,7 +326,7 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
     return report
 
 
-BRICK_MARKER = "_brick.json"  # written last into a brick's partition: its presence means it is complete
+BRICK_MARKER = "_brick.json"  # a brick partition's files, as its last build wrote them (the next removes only these)
 
 
 def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict]]:
@@ -347,35 +346,32 @@ def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict]]:
 
 
 def _write_partitions(scored, folder: str) -> None:
-    fs, path = _arrow_fs(folder) if uris.is_remote(folder) else (None, folder)
-    scored.write_parquet(path, partition_cols=["brick"], filesystem=fs)
+    """Ray's parquet partitions under the local ``folder`` (a stage; S3 gets it uploaded whole), each
+    brick's with its BRICK_MARKER naming its files."""
+    scored.write_parquet(folder, partition_cols=["brick"])
+    for brick_dir in Path(folder).glob("brick=*"):
+        files = sorted(p.name for p in brick_dir.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+        write_file(str(brick_dir / BRICK_MARKER), uris.json_text({"files": files}).encode())
 
 
 def _replace_bricks(scored, out_dir: str, bricks: list[str]) -> None:
-    """Each brick's partition replaced whole: locally a dataset folder per brick (the old partition
-    stays readable until the new one is complete); on S3 the new files go up first, then the ones the
-    previous build of the brick wrote go (a reader may briefly see both, never neither; one writer per
-    brick, DESIGN §9)."""
+    """Each brick's partition replaced by its new files: they go in first (new names), then its
+    BRICK_MARKER names them, then the files the previous marker named go. A reader may briefly see
+    both, never neither; a file no build wrote stays; one writer per brick (DESIGN §9)."""
     with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
         _write_partitions(scored, tmp)
         for brick in bricks:
             written = Path(tmp, f"brick={brick}")
-            files = sorted(p for p in written.rglob("*") if p.is_file()) if written.is_dir() else []
+            files = sorted(p for p in written.glob("*.parquet")) if written.is_dir() else []
             target = uris.join(out_dir, f"brick={brick}")
-            if not uris.is_remote(out_dir):
-                with dataset_folder(target, BRICK_MARKER) as folder:
-                    for f in files:
-                        shutil.move(str(f), folder / f.name)
-                    uris.atomic_write_json(str(folder / BRICK_MARKER), {"files": [f.name for f in files]})
-                continue
             marker = uris.join(target, BRICK_MARKER)
             previous = uris.read_json(marker)["files"] if uris.exists(marker) else []
-            fs, inner = uris.filesystem(target)
             for f in files:
-                fs.put_file(str(f), f"{inner.rstrip('/')}/{f.name}")
-            uris.atomic_write_json(marker, {"files": [f.name for f in files]})
-            for name in set(previous) - {f.name for f in files}:
-                fs.rm_file(f"{inner.rstrip('/')}/{name}")
+                write_file(uris.join(target, f.name), f.read_bytes())
+            write_file(marker, uris.json_text({"files": [f.name for f in files]}).encode())
+            fs, _ = uris.filesystem(target)
+            for name in sorted(set(previous) - {f.name for f in files}):
+                fs.rm_file(uris.filesystem(uris.join(target, name))[1])
 
 
 def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, bricks: list[str] | None = None,
@@ -388,9 +384,13 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
     parquet, npz = catalog_inputs(inputs)
     parquet, unreadable = _readable_parquet(parquet)
     wanted = None if bricks is None else set(bricks)
+    sidecar = load_sidecar(model.path)
+    if sidecar["needs_control"]:  # its actors would fail mid-run: refused before anything is read or written
+        raise CheckpointError(f"{model.path}: this model reads {sidecar['input_channels']} channels (stamp + control "
+                              "stamp); a real survey galaxy has no control, so it cannot score a survey")
+    input_keys = stamp_keys(sidecar["config"]["input_keys"])
     with ray_session(num_cpus):
         quiet_progress()
-        input_keys = stamp_keys(load_sidecar(model.path)["config"]["input_keys"])
         actors, gpus = pool_size()
         decoded = _dataset(parquet, npz, input_keys, wanted, unreadable if wanted is None else
                            [r for r in unreadable if r["brick"] in wanted])
