@@ -205,8 +205,8 @@ def dataset_folder(out: str, marker: str, inputs: Iterable[str | None] = ()) -> 
     if uris.is_remote(out):
         yield from _remote_dataset(out, marker)
         return
-    target = Path(out.removeprefix("file://"))
-    with uris.build_lock(out):
+    target = Path(os.path.abspath(out.removeprefix("file://")))  # `--out .` or `out/` name their folder
+    with uris.build_lock(str(target)):
         current = Path(os.path.realpath(target)) if target.exists() else None
         if current is not None and not target.is_symlink() and any(target.iterdir()) \
                 and not (target / marker).is_file():
