@@ -44,7 +44,8 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
     blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
     stamps, rows = [], []
 
-    def refused(path: str, reason: str, **row) -> None:
+    def refused(path: str, reason: str, why: str = "", **row) -> None:
+        log.warning("%s: refused (%s)%s", path, reason, f": {why}" if why else "")
         stamps.append(blank)
         rows.append({"id": Path(path).stem, "source": path, "ra": None, "dec": None, "brickname": None, **row,
                      "status": status(reason, SCORED)})
@@ -57,7 +58,7 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
             try:
                 stamp, meta = decode_cutout(path)
             except StampDecodeError as err:
-                refused(path, err.reason)
+                refused(path, err.reason, str(err))
                 continue
             stamps.append(stamp)
             rows.append({**cutout_row(path, meta), "status": SCORED})
@@ -66,8 +67,7 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
                 table = read_parquet(path)
                 columns = [table[c].to_pylist() for c in ("stamp_npz", "task_id", "ra", "dec", "brickname")]
             except (HaloError, OSError, KeyError) as err:
-                log.warning("%s: unreadable parquet (%s)", path, err)
-                refused(path, "corrupt_file")
+                refused(path, "corrupt_file", str(err))
                 continue
             for blob, task_id, ra, dec, brickname in zip(*columns):
                 row = {"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname}
@@ -75,7 +75,7 @@ def _read_inputs(paths: list[str], input_keys) -> tuple[np.ndarray, pd.DataFrame
                     stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz", keys=input_keys))
                     rows.append({**row, "status": SCORED})
                 except StampDecodeError as err:
-                    refused(path, err.reason, **row)
+                    refused(path, err.reason, str(err), **row)
         else:
             refused(path, "unknown_format")
     return np.stack(stamps), pd.DataFrame(rows)
