@@ -37,7 +37,7 @@ from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import GATES as REGISTRY_GATES
 from halo_core.model.registry import REPORT as REGISTRY_REPORT
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
-from halo_core.outputs import write_json
+from halo_core.outputs import DATASET, FILE, RESUMABLE, write_json
 from halo_core.simulate import build_simulated_dataset
 from halo_core.simulate.injection import inject_dataset as build_injected_dataset
 from halo_core.training.tracking import log_model_artifact
@@ -128,6 +128,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
                             "bricks": len(report.bricks[s])} for s in SPLITS]),
             "psf_source": dg.MetadataValue.json(report.psf_source),
             "arc_snr_median": report.arc_snr_median, "seconds": report.seconds,
+            "refused": dg.MetadataValue.json(report.refused),  # cutouts the reading rules refused, by reason
         })
     if cfg.train_path:
         source = source_uri(halo)
@@ -327,3 +328,14 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
              "test_auroc": report.metrics["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
     check = dg.AssetCheckResult(check_name=CHALLENGER_CHECK, passed=promoted, metadata=comparison_metadata(comparison))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+# What every asset writes, by kind (halo_core.outputs); tests/test_outputs.py fails on an asset missing here.
+# Each kind's writer is the halo_core function the asset calls: build_simulated_dataset / inject_dataset /
+# build_filtered_dataset / evaluate / validate_real / write_report (dataset folders), fit (a resumable run
+# folder), write_json / the registry (files), build_catalog with bricks (one brick partition each).
+ASSET_OUTPUTS = {
+    "paired_stamps": DATASET, "filtered_dataset": DATASET, "shortcut_gates": FILE, "trained_model": RESUMABLE,
+    "calibrated_model": FILE, "evaluation_report": DATASET, "promoted_model": FILE, "real_validation": DATASET,
+    "candidate_catalog": DATASET, "candidate_gallery": FILE, "selection_function": DATASET,
+}

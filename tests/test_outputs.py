@@ -45,6 +45,15 @@ def test_every_subcommand_declares_what_it_writes():
     assert readers == set(OVERLAP_ARGV), "add the new subcommand's arguments to OVERLAP_ARGV"
 
 
+def test_every_asset_declares_what_it_writes():
+    from halo_assets.assets import ASSET_OUTPUTS
+    from halo_assets.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == set(ASSET_OUTPUTS), "declare the new asset's output kind in halo_assets.assets.ASSET_OUTPUTS"
+    assert set(ASSET_OUTPUTS.values()) <= {DATASET, FILE, RESUMABLE}
+
+
 @pytest.mark.parametrize("command", sorted(OVERLAP_ARGV))
 @pytest.mark.parametrize("where", ["same", "inside", "symlinked inside"])
 def test_an_output_overlapping_an_input_is_refused_before_any_work(tmp_path, capsys, command, where):
