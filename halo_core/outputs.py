@@ -125,11 +125,15 @@ def _version_name() -> str:
     return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-def _own_versions(target: Path) -> list[Path]:
-    """The hidden version folders of ``target`` (exact name match: ``--out 'o*'`` matches no other
+def _is_own_version(target: Path, path: Path) -> bool:
+    """True for a hidden version folder of ``target`` (exact name match: ``--out 'o*'`` matches no other
     build's folders)."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.v-\d{{8}}T\d{{6}}-[0-9a-f]{{8}}$")
-    return [p for p in target.parent.iterdir() if pattern.match(p.name) and p.is_dir() and not p.is_symlink()]
+    pattern = rf"\.{re.escape(target.name)}\.v-\d{{8}}T\d{{6}}-[0-9a-f]{{8}}"
+    return path.parent == target.parent and re.fullmatch(pattern, path.name) is not None
+
+
+def _own_versions(target: Path) -> list[Path]:
+    return [p for p in target.parent.iterdir() if _is_own_version(target, p) and p.is_dir() and not p.is_symlink()]
 
 
 def _record(folder: Path) -> None:
@@ -208,6 +212,9 @@ def dataset_folder(out: str, marker: str, inputs: Iterable[str | None] = ()) -> 
     target = Path(os.path.abspath(out.removeprefix("file://")))  # `--out .` or `out/` name their folder
     with uris.build_lock(str(target)):
         current = Path(os.path.realpath(target)) if target.exists() else None
+        if target.is_symlink() and not _is_own_version(target, Path(os.path.realpath(target))):
+            raise BuildLockedError(f"{out}: a symlink to {os.path.realpath(target)}, not to a build of {target.name}; "
+                                   "refusing to replace it (choose an empty or new --out)")
         if current is not None and not target.is_symlink() and any(target.iterdir()) \
                 and not (target / marker).is_file():
             raise BuildLockedError(f"{out}: exists, is not empty and holds no {marker}; refusing to replace "

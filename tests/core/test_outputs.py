@@ -154,3 +154,12 @@ def test_name_patterns_are_never_globbed(tmp_path):
     _build(tmp_path / "o*", 2)
     assert sorted(tmp_path.glob(".o1.v-*")) == other
     assert json.loads((tmp_path / "o1" / "done.json").read_text()) == {"n": 1}
+
+
+def test_a_symlink_the_user_made_is_never_followed_into_a_deletion(tmp_path):
+    theirs = tmp_path / "theirs"
+    _build(theirs, 2)  # even a build's folder, when --out only links to it
+    (tmp_path / "out").symlink_to(theirs)
+    with pytest.raises(BuildLockedError, match="not to a build of out"):
+        _build(tmp_path / "out", 1)
+    assert json.loads((theirs / "done.json").read_text()) == {"n": 2}
