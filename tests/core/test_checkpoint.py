@@ -48,3 +48,16 @@ def test_a_model_without_a_recorded_sha256_loads_with_a_one_line_warning(copy, c
     assert "model" in state
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "records no sha256" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_a_non_finite_score_is_a_refusal_never_a_scored_row(trained, tmp_path, fixtures):
+    import torch
+
+    from halo_core.model.checkpoint import save_checkpoint
+    from halo_core.survey.scoring import score
+
+    state, sidecar = load_checkpoint(trained.model_path)
+    broken = {k: (torch.full_like(v, float("nan")) if k.startswith("fc.") else v) for k, v in state["model"].items()}
+    save_checkpoint(str(tmp_path / "nan.pt"), {**state, "model": broken}, sidecar)  # a sha256 that matches
+    table = score(str(tmp_path / "nan.pt"), [str(p) for p in sorted(__import__("pathlib").Path(fixtures).glob("*.npz"))])
+    assert (table["status"] == "refused: nonfinite_score").all() and table["score"].isna().all()
