@@ -5,6 +5,7 @@ and turns its report into metadata."""
 
 import hashlib
 import json
+import os
 import sys
 
 import dagster as dg
@@ -34,14 +35,16 @@ from halo_core.evaluation.promotion import compare, require_go, score_test_split
 from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, ReportContext, evaluate
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
+from halo_core.model.registry import GATES as REGISTRY_GATES
+from halo_core.model.registry import REPORT as REGISTRY_REPORT
 from halo_core.model.registry import add_version, find_version, production, set_production, version_model
+from halo_core.outputs import DATASET, FILE, RESUMABLE, write_json
 from halo_core.simulate import build_simulated_dataset
-from halo_core.simulate.injection import inject_dataset
+from halo_core.simulate.injection import inject_dataset as build_injected_dataset
 from halo_core.training.tracking import log_model_artifact
 from halo_core.training.trainer import FINAL, fit, run_key, training_result
 
 CALIBRATION_FILE = "calibration.json"
-INJECTION_FILE = "injection.json"
 GATES_FILE = "gates.json"
 CURRENT_RUN_FILE = "current.json"  # which run folder trained_model last materialized
 
@@ -119,9 +122,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
     embedded synthetic dataset in the same schema (docs/design.md §3 (data contract), §4 (simulator))."""
     cfg = halo.config()
     if cfg.lrg_cutouts_path:
-        with uris.staged_directory(halo.uri("paired_stamps"), INJECTION_FILE) as out:
-            report = inject_dataset(cfg.lrg_cutouts_path, out, cfg.injection)
-            uris.atomic_write_json(str(out / INJECTION_FILE), report.to_dict())
+        report = build_injected_dataset(cfg.lrg_cutouts_path, halo.uri("paired_stamps"), cfg.injection)
         fingerprint = stamps_fingerprint(halo.uri("paired_stamps"))
         return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "uri": dg.MetadataValue.path(halo.uri("paired_stamps")), "mode": "injected into real cutouts",
@@ -131,6 +132,7 @@ def paired_stamps(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
                             "bricks": len(report.bricks[s])} for s in SPLITS]),
             "psf_source": dg.MetadataValue.json(report.psf_source),
             "arc_snr_median": report.arc_snr_median, "seconds": report.seconds,
+            "refused": dg.MetadataValue.json(report.refused),  # cutouts the reading rules refused, by reason
         })
     if cfg.train_path:
         source = source_uri(halo)
@@ -171,7 +173,7 @@ def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     checks gate promotion, not training: a shortcut-prone model is still trained and evaluated, so the
     report shows what the shortcut buys."""
     gates = measure_shortcut_gates(halo.config(), halo.uri("filtered_dataset"))
-    uris.atomic_write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
+    write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
         **gates.to_dict(), "data_fingerprint": data_fingerprint(halo.uri("filtered_dataset"))})
     return dg.MaterializeResult(metadata=gates_metadata(gates))
 
@@ -213,7 +215,10 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
         result = training_result(out)
     else:
         result = fit(cfg, halo.uri("filtered_dataset"), out, warm_start_from=warm)
-    uris.atomic_write_json(uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE), {"run_dir": out})
+    root = halo.uri("trained_model")
+    # relative to the asset's folder when the run lies under it, so the folder can be moved or synced
+    relative = out.removeprefix(root.rstrip("/") + "/") if out.startswith(root.rstrip("/") + "/") else out
+    write_json(uris.join(root, CURRENT_RUN_FILE), {"run_dir": relative})
     sidecar = load_sidecar(result.model_path)
     return dg.MaterializeResult(data_version=dg.DataVersion(f"{sidecar['training_hash']}-{sidecar['data_fingerprint']}"), metadata={
         **training_metadata(result), "config_hash": cfg.config_hash(), "training_hash": sidecar["training_hash"],
@@ -223,10 +228,13 @@ def trained_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.M
 def model_path(halo: HaloSettings) -> str:
     """model.pt of the run trained_model last materialized (downstream assets follow that asset, not a
     folder recomputed from today's config)."""
-    current = uris.join(halo.uri("trained_model"), CURRENT_RUN_FILE)
+    root = halo.uri("trained_model")
+    current = uris.join(root, CURRENT_RUN_FILE)
     if not uris.exists(current):
         raise dg.Failure(f"{current}: no trained model yet; materialize trained_model first")
-    return uris.join(uris.read_json(current)["run_dir"], FINAL)
+    run_dir = uris.read_json(current)["run_dir"]
+    absolute = uris.is_remote(run_dir) or os.path.isabs(run_dir)  # a run under checkpoint_dir elsewhere
+    return uris.join(run_dir if absolute else uris.join(root, run_dir), FINAL)
 
 
 @dg.asset(deps=[trained_model], group_name="model", kinds={"scikitlearn"}, partitions_def=PROFILES)
@@ -235,7 +243,7 @@ def calibrated_model(halo: HaloSettings) -> dg.MaterializeResult:
     as calibration.json."""
     cfg = halo.config()
     fit = calibrate_on_val(cfg, halo.uri("filtered_dataset"), model_path(halo))
-    uris.atomic_write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
+    write_json(uris.join(halo.uri("calibrated_model"), CALIBRATION_FILE),
                            {**fit.to_dict(), "model": model_path(halo)})
     return dg.MaterializeResult(metadata=tidy({
         "method": fit.chosen.method, "platt_a": fit.chosen.a, "platt_b": fit.chosen.b, "n_val": fit.chosen.n_fit,
@@ -287,8 +295,11 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     identity = {"sha256": file_sha256(model), "training_hash": sidecar["training_hash"],
                 "data_fingerprint": sidecar["data_fingerprint"]}
     report_path, gates_path = uris.join(halo.uri("evaluation_report"), REPORT_JSON), uris.join(halo.uri("shortcut_gates"), GATES_FILE)
-    report = EvaluationReport.read(report_path) if uris.exists(report_path) else None
-    gates = uris.read_json(gates_path) if uris.exists(gates_path) else None
+    # read once: the verdict is derived from exactly the bytes the version keeps as its evidence
+    evidence = {REGISTRY_REPORT: uris.read_bytes(report_path) if uris.exists(report_path) else None,
+                REGISTRY_GATES: uris.read_bytes(gates_path) if uris.exists(gates_path) else None}
+    report = EvaluationReport.from_dict(json.loads(evidence[REGISTRY_REPORT])) if evidence[REGISTRY_REPORT] else None
+    gates = json.loads(evidence[REGISTRY_GATES]) if evidence[REGISTRY_GATES] else None
     verdict = require_go(cfg, report, gates, identity)
 
     champion = production(registry)
@@ -306,10 +317,10 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     version = find_version(registry, identity["sha256"]) or add_version(registry, model, {
         "calibration": load_calibration(halo).to_dict(), "test_metrics": report.metrics,
         "evaluated_on": report.data_fingerprint, "go_no_go": verdict.to_dict(), "champion_challenger": comparison,
-        "dagster_run_id": context.run.run_id})
+        "dagster_run_id": context.run.run_id}, evidence=evidence)
     promoted = comparison["promote"]
-    if promoted and champion != version:
-        set_production(registry, version, reason=f"dagster run {context.run.run_id}")
+    if promoted and champion != version:  # compare-and-swap: a promotion that ran meanwhile is not overwritten
+        set_production(registry, version, reason=f"dagster run {context.run.run_id}", expected=champion)
     context.log.info("version %s %s", version, "is production" if promoted else
                      f"is not promoted: worse than production {champion} on the same test split")
     card_model = version_model(registry, version)
@@ -336,3 +347,15 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
         else f"{worst[0]} difference >= -{worst[1]['tolerance']:.3g}",
         n=comparison.get("n_test"), metadata=comparison_metadata(comparison))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+# What every asset writes, by kind (halo_core.outputs); tests/test_outputs.py fails on an asset missing here.
+# Each kind's writer is the halo_core function the asset calls: build_simulated_dataset / inject_dataset /
+# build_filtered_dataset / evaluate / validate_real / write_report (dataset folders), fit (a resumable run
+# folder), write_json / the registry (files), build_catalog with bricks (one brick partition each).
+ASSET_OUTPUTS = {
+    "paired_stamps": DATASET, "filtered_dataset": DATASET, "shortcut_gates": FILE, "trained_model": RESUMABLE,
+    "calibrated_model": FILE, "evaluation_report": DATASET, "promoted_model": FILE, "real_validation": DATASET,
+    "candidate_catalog": DATASET, "candidate_gallery": FILE, "selection_function": DATASET,
+    "real_lrg_cutouts": RESUMABLE,  # fetched cutouts: one atomic item per galaxy, resumed in place
+}

@@ -1,11 +1,15 @@
 """Sensors: a retrain when new data lands, the presets registered as profiles, and an alert for every
 failed check and failed run that survives a webhook that is down."""
 
+import contextlib
 import hashlib
+import http.client
 import json
 import logging
+import socket
+import threading
 import time
-import urllib.request
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -29,31 +33,69 @@ class AlertWebhook(dg.ConfigurableResource):
 
     url: str = Field("", description="incoming webhook URL; set it from the environment (HALO_ALERT_WEBHOOK)")
     ui_base_url: str = Field("http://127.0.0.1:3000", description="Dagster UI address, for run links")
-    timeout_s: float = 10.0
+    timeout_s: float = Field(10.0, gt=0, description="total deadline of one post: connect, send and read together")
     attempts: int = Field(3, ge=1, description="posts per alert and tick before it waits for the next tick")
     backoff_s: float = Field(1.0, ge=0, description="wait before the 2nd attempt, doubled for each further one")
+    # the daemon kills a sensor tick after 60 s, and a killed tick's cursor is never saved: posting stops
+    # when this much of the tick is spent, and the cursor (with what is still waiting) is returned
+    tick_budget_s: float = Field(40.0, gt=0, lt=60, description="seconds of a tick the webhook may take")
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
 
-    def deliver(self, payload: dict) -> bool:
-        """Posts ``payload`` with retries and backoff; False (never an exception) when the webhook did not
-        take it. The URL is a secret: it appears in no log line."""
+    def deliver(self, payload: dict, deadline: float | None = None) -> bool:
+        """Posts ``payload`` with retries and backoff, all before ``deadline`` (time.monotonic()); False
+        (never an exception) when the webhook did not take it in time. The URL is a secret: it appears
+        in no log line."""
         if not self.url:
             return True
         body = json.dumps(payload).encode()
+        deadline = deadline if deadline is not None else time.monotonic() + self.attempts * self.timeout_s
         for attempt in range(self.attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
             try:
-                request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    response.read()
+                post_json(self.url, body, min(self.timeout_s, remaining))
                 return True
-            except OSError as err:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
+            except (OSError, http.client.HTTPException) as err:  # refused, timed out, cut off, HTTP >= 400
                 log.warning("alert %s: webhook attempt %d of %d failed: %s", payload["dedupe_key"], attempt + 1,
                             self.attempts, getattr(err, "reason", None) or type(err).__name__)
                 if attempt + 1 < self.attempts:
-                    time.sleep(self.backoff_s * 2 ** attempt)
+                    time.sleep(max(0.0, min(self.backoff_s * 2 ** attempt, deadline - time.monotonic())))
         return False
+
+
+def post_json(url: str, body: bytes, deadline_s: float) -> None:
+    """POST ``body`` to ``url``, all of it (connect, send, read the reply) within ``deadline_s``: a socket
+    timeout bounds each read, not their sum, so a server that trickles its reply one byte at a time is
+    cut off by a timer that shuts the socket down. OSError on an HTTP error status or when cut off."""
+    parts = urllib.parse.urlsplit(url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=deadline_s)
+    expired = threading.Event()
+
+    def cut_off() -> None:
+        expired.set()
+        if connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(deadline_s, cut_off)
+    timer.start()
+    try:
+        connection.request("POST", parts.path or "/", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        if response.status >= 400:
+            raise OSError(f"HTTP {response.status}")
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError(f"no complete reply within {deadline_s:.1f} s") from None
+        raise
+    finally:
+        timer.cancel()
+        connection.close()
 
 
 def check_alert_payload(evaluation: dg.AssetCheckEvaluation, run_id: str, run_url: str, dedupe_key: str) -> dict:
@@ -97,6 +139,7 @@ def halo_alerts(context: dg.SensorEvaluationContext, alerts: AlertWebhook) -> dg
     """Logs every failed check and failed run as soon as its run finishes, then posts it to the webhook
     (at least once: each post carries a `dedupe_key`, the check evaluation's id, for the receiver to drop
     repeats); what the webhook refused is posted again on the next ticks."""
+    deadline = time.monotonic() + alerts.tick_budget_s
     state = json.loads(context.cursor) if context.cursor else {}
     after = datetime.fromisoformat(state["after"]) if "after" in state else datetime.now(timezone.utc) - FIRST_LOOKBACK
     boundary, outbox = set(state.get("boundary", [])), list(state.get("outbox", []))
@@ -120,7 +163,8 @@ def halo_alerts(context: dg.SensorEvaluationContext, alerts: AlertWebhook) -> dg
                           len(dropped), [a["dedupe_key"] for a in dropped])
         outbox = outbox[-OUTBOX_LIMIT:]
     delivered = 0
-    while outbox and alerts.deliver(outbox[0]):  # in order; after one refusal the rest wait for the next tick
+    # in order; after one refusal, or once the tick's budget is spent, the rest wait for the next tick
+    while outbox and time.monotonic() < deadline and alerts.deliver(outbox[0], deadline):
         outbox.pop(0)
         delivered += 1
     context.update_cursor(json.dumps({"after": after.isoformat(), "boundary": sorted(boundary), "outbox": outbox}))

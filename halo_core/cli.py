@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 
 import yaml
 
@@ -33,6 +34,7 @@ from halo_core.config import config_args, load_config, parse_overrides, profile_
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
 from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
+from halo_core.outputs import DATASET, FILE, RESUMABLE, refuse_overlap, write_file
 from halo_core.train import get_args_parser, train
 
 
@@ -51,7 +53,7 @@ def cmd_simulate(cfg, args) -> None:
 def cmd_filter(cfg, args) -> None:
     from halo_core.data.filtering import build_filtered_dataset
 
-    report = build_filtered_dataset(cfg, args.data, args.out)
+    report = build_filtered_dataset(cfg, args.data, args.out, require_disjoint=True)
     for split, r in report.splits.items():
         print(f"{split}: kept {r.rows_kept} of {r.rows_in} rows; dropped {dict(r.counts) or 'none'}")
     print(f"split integrity: {'ok' if report.integrity.ok else report.integrity.to_dict()}")
@@ -145,34 +147,59 @@ def _operating_tpr(card: dict) -> str:
     return "n/a" if point is None or point["tpr"] is None else f"{point['tpr']:.3f}"
 
 
-def cmd_models_list(args) -> None:
-    from halo_core.model.registry import production, versions
+def cmd_models_list(args) -> int:
+    from halo_core.model.registry import RegistryError, production, versions
 
-    current = production(args.registry)
+    try:
+        current, pointer_error = production(args.registry), None
+    except RegistryError as err:
+        current, pointer_error = None, str(err)
     cards = versions(args.registry)
     print(f"{'':2}{'version':<28} {'AUROC':>7} {'TPR@1e-2':>8} {'n_test':>6}  {'go':<5} {'training':<16} "
           f"{'trained on':<16} {'evaluated on':<16}")
+    bad = 0
     for c in cards:
-        m = c["test_metrics"]
-        print(f"{'*' if c['version'] == current else ' ':2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>8} "
-              f"{m['n']:>6}  {'GO' if c['go_no_go']['go'] else 'NO-GO':<5} {c['training_hash']:<16} "
-              f"{c['data_fingerprint']:<16} {c['evaluated_on']:<16}")
+        mark = "*" if c["version"] == current else " "
+        try:
+            if "bad" in c:
+                raise ValueError(c["bad"])
+            m = c["test_metrics"]
+            print(f"{mark:2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>8} "
+                  f"{m['n']:>6}  {'GO' if c['go_no_go']['go'] else 'NO-GO':<5} {c['training_hash']:<16} "
+                  f"{c['data_fingerprint']:<16} {c['evaluated_on']:<16}")
+        except (KeyError, TypeError, ValueError) as err:  # one bad card is listed as such, never hides the rest
+            bad += 1
+            print(f"{mark:2}{c['version']:<28} BAD card: {err if not isinstance(err, KeyError) else f'no {err}'}")
     print(f"{len(cards)} version(s); production: {current or 'none'} (*)")
+    if pointer_error or bad:
+        print(f"halo models list: {pointer_error or f'{bad} bad card(s)'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_models_promote(args) -> None:
-    from halo_core.model.registry import production, set_production
+    from halo_core.model.registry import promote
 
-    before = production(args.registry)
-    set_production(args.registry, args.version, reason="halo models promote")
+    before = promote(args.registry, args.version, reason="halo models promote")
     print(f"production: {before or 'none'} -> {args.version}")
 
 
-def cmd_inject(cfg, args) -> None:
+def refused_exit(command: str, refused: dict[str, int]) -> int:
+    """EXIT_SOME_REFUSED with the counts by reason on stderr when a command refused some cutouts, else 0."""
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED
+
+    if not refused:
+        return 0
+    print(f"halo {command}: {sum(refused.values())} cutout(s) refused: {refused}", file=sys.stderr)
+    return EXIT_SOME_REFUSED
+
+
+def cmd_inject(cfg, args) -> int:
     from halo_core.simulate.injection import inject_dataset
 
     report = inject_dataset(args.cutouts, args.out, cfg.injection)
     print(json.dumps(report.to_dict(), indent=1, default=str))
+    return refused_exit("inject", report.refused)
 
 
 def cmd_validate(cfg, args) -> int:
@@ -232,7 +259,7 @@ def cmd_validate(cfg, args) -> int:
     probe = result["realism_probe"]
     print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
     print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
-    return 0
+    return refused_exit("validate", result["refused"])
 
 
 def cmd_cutouts(args) -> int:
@@ -273,18 +300,65 @@ def cmd_grades_import(args) -> int:
 EXIT_UNKNOWN_IDS = 3
 
 
-def cmd_catalog(args) -> None:
+def cmd_catalog(args) -> int:
     from halo_core.evaluation.calibration import Calibration
-    from halo_core.survey.candidates import CatalogModel, build_catalog, publish
+    from halo_core.survey.candidates import GALLERY_DIR, CatalogModel, build_catalog
+    from halo_core.survey.scoring import EXIT_SOME_REFUSED
 
     calibration = Calibration.from_dict(uris.read_json(args.calibration)) if args.calibration else None
     model = CatalogModel.from_checkpoint(args.model, calibration=calibration, prevalence=args.prevalence)
     report = build_catalog(model, args.inputs, args.out, batch_size=args.batch_size, top_n=args.top)
-    _, gallery = publish(report, model)
     print(f"{report.rows} cutouts in {len(report.bricks)} bricks: {report.scored} scored, refused "
           f"{dict(report.refused) or 'none'}; {report.above_threshold} above the operating threshold "
           f"{model.threshold if model.threshold is not None else '(not measured)'} ({report.seconds:.1f} s)")
-    print(f"catalogue: {args.out}  gallery: {gallery}")
+    print(f"catalogue: {args.out}  gallery: {uris.join(args.out, GALLERY_DIR, 'index.html')}")
+    return EXIT_SOME_REFUSED if report.refused else 0
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a subcommand writes: its kind (halo_core.outputs), the argument naming it, and the
+    arguments naming what it reads (an output overlapping one of them is refused before any work)."""
+
+    kind: str
+    arg: str
+    inputs: tuple[str, ...] = ()
+
+
+# Every subcommand, by what it writes (None: nothing); tests/test_outputs.py fails on one missing here.
+OUTPUTS: dict[str, Output | None] = {
+    "config": None, "review": None, "gates": None, "models list": None,
+    "simulate": Output(DATASET, "out"),
+    "filter": Output(DATASET, "out", ("data",)),
+    "train": Output(RESUMABLE, "out", ("data", "warm_start_from")),
+    "evaluate": Output(DATASET, "out", ("data", "model")),
+    "score": Output(FILE, "out", ("inputs", "model", "calibration")),
+    "inject": Output(DATASET, "out", ("cutouts",)),
+    "validate": Output(DATASET, "out", ("model", "lenses", "nonlenses", "report", "calibration", "data")),
+    "catalog": Output(DATASET, "out", ("inputs", "model", "calibration")),
+    # the registry's pointer lives in the registry it reads: the one documented exception to the overlap rule
+    "models promote": Output(FILE, "registry"),
+    "cutouts": Output(RESUMABLE, "out", ("catalog",)),
+    # a grades file is merged into: it is read and rewritten whole (file kind), never the inputs
+    "grades import": Output(FILE, "out", ("file", "catalog")),
+}
+
+
+def command_name(args: argparse.Namespace) -> str:
+    action = {"models": "models_command", "grades": "grades_command"}.get(args.command)
+    return f"{args.command} {getattr(args, action)}" if action else args.command
+
+
+def refuse_overlapping_output(args: argparse.Namespace) -> None:
+    """The output of ``args``' subcommand against every input it names (docs/design.md §11 (storage and outputs))."""
+    output = OUTPUTS[command_name(args)]
+    if output is None:
+        return
+    inputs = []
+    for name in output.inputs:
+        value = getattr(args, name, None)
+        inputs += value if isinstance(value, list) else [value]
+    refuse_overlap(getattr(args, output.arg), inputs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="model versions and the production pointer of one profile")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     for name, run, text in (("list", cmd_models_list, "versions with test metrics and data fingerprints"),
-                            ("promote", cmd_models_promote, "point production at VERSION (refuses a NO-GO one)")):
+                            ("promote", cmd_models_promote, "point production at VERSION after re-deriving its GO verdict from its "
+                                            "stored report and gates (refuses a NO-GO one; repairs a corrupt pointer)")):
         p = models_sub.add_parser(name, help=text)
         p.add_argument("--registry", required=True, help="<root>/<profile>/promoted_model (local folder or s3:// URI)")
         if name == "promote":
@@ -414,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        refuse_overlapping_output(args)
         if not getattr(args, "needs_config", True):
             return args.run(args) or 0
         cfg = load_config(args.preset, args.config, parse_overrides(args.set))

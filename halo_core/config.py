@@ -117,6 +117,14 @@ class SimulationConfig(_Strict):
     # 4,800 train pairs: the demo reaches test AUROC 0.99 on them in ~5 min on 2 CPU cores. 320 test
     # LRGs give > 100 distinct non-lens galaxies, so TPR at FPR 1e-2 is measurable.
     n_lrg: dict[Literal["train", "val", "test"], Annotated[int, Field(ge=1)]] = {"train": 1200, "val": 100, "test": 320}
+
+    @field_validator("n_lrg")
+    @classmethod
+    def _every_split_counted(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = [s for s in ("train", "val", "test") if s not in v]
+        if missing:  # a split without LRGs would fail deep inside paired_stamps, not here naming the key
+            raise ValueError(f"missing {', '.join(missing)}: n_lrg counts the LRGs of train, val and test")
+        return v
     injections_per_lrg: int = Field(4, ge=1)
     # the real catalogue has ~150 LRGs per brick (median of 44 bricks); 40 keeps >= 5 test bricks with
     # >= 20 lenses and 20 non-lenses each, so the per-brick AUROC spread is measurable
@@ -486,14 +494,51 @@ def _hash(data: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any],
+               defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``overrides`` on top of ``base`` at every depth. Where ``base`` lacks a mapping an override
+    reaches into, ``defaults`` (halo's own, :func:`apply_overrides`) stands in for it, so
+    ``simulation.n_lrg.train=3600`` keeps ``val`` and ``test`` even when the preset never names them."""
     merged = dict(base)
+    defaults = defaults or {}
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
+        below = merged.get(key, defaults.get(key))
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            sub = defaults.get(key)
+            merged[key] = deep_merge(below, value, sub if isinstance(sub, Mapping) else None)
         else:
             merged[key] = value
     return merged
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``--set`` overrides merged into a preset's or file's dict at every depth (see :func:`deep_merge`);
+    top-level keys an override does not reach stay absent, so defaults that follow other keys
+    (``sample_construction`` from ``input_channels``) still do."""
+    return deep_merge(data, overrides, HaloConfig().model_dump(mode="json"))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_value(text: str) -> Any:
+    """YAML ``text`` parsed, duplicate keys refused; a syntax error is one line (ConfigError) naming where."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, Any]:
@@ -508,7 +553,12 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} was set to a value by an earlier --set, not to keys")
+        try:
+            node[leaf] = _yaml_value(raw) if raw else ""
+        except ConfigError as err:
+            raise ConfigError(f"--set {item!r}: {err}") from None
     return out
 
 
@@ -527,9 +577,14 @@ def check_preset_name(name: str) -> str:
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read a YAML config ({type(err).__name__}: {err})") from None
+        data = _yaml_value(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read a YAML config ({err.strerror or type(err).__name__})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
+                          "save the config as UTF-8") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a mapping of config keys, got {type(data).__name__}")
     return data
@@ -557,7 +612,7 @@ def _validate(data: Mapping[str, Any], source: str) -> HaloConfig:
 
 def load_preset(name: str, overrides: Mapping[str, Any] | None = None) -> HaloConfig:
     """Preset ``name`` with ``overrides`` merged on top; raises ConfigError naming the key at fault."""
-    return _validate(deep_merge(_preset_dict(name), overrides or {}),
+    return _validate(apply_overrides(_preset_dict(name), overrides or {}),
                      f"preset {name!r} ({PRESETS_DIR / (name + '.yaml')})")
 
 
@@ -568,7 +623,7 @@ def load_config_file(path: str | Path, overrides: Mapping[str, Any] | None = Non
     data = _read_mapping(path)
     base = data.pop("base", None)
     merged = deep_merge(_preset_dict(base) if base else {}, data)
-    return _validate(deep_merge(merged, overrides or {}), str(path))
+    return _validate(apply_overrides(merged, overrides or {}), str(path))
 
 
 def load_config(preset: str = "recommended", config_path: str | None = None,

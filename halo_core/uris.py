@@ -10,8 +10,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,8 +63,11 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; an artifact is as readable as any file
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600; an artifact is as readable as any file
         os.replace(tmp, target)
+    except OSError as err:  # ENOSPC's own message names no file
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"{uri}: cannot write ({err.strerror or type(err).__name__})") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -154,24 +155,15 @@ POINTER_FILE = "current.json"  # S3 only: names the version folder a reader uses
 
 def current(uri: str) -> str:
     """The directory a reader should read for ``uri``: on S3 the version named by its pointer (when one
-    exists), locally ``uri`` itself (a local build is renamed into place)."""
+    exists), locally ``uri`` itself (a local build is a symlink swapped into place, halo_core.outputs)."""
     if not is_remote(uri):
         return uri
     pointer = join(uri, POINTER_FILE)
     return join(uri, read_json(pointer)["version"]) if exists(pointer) else uri
 
 
-def overlaps(a: str, b: str) -> bool:
-    """True when ``a`` and ``b`` are the same location or one lies inside the other."""
-    if is_remote(a) or is_remote(b):
-        x, y = a.rstrip("/") + "/", b.rstrip("/") + "/"
-    else:
-        x, y = (os.path.realpath(p.removeprefix("file://")) + os.sep for p in (a, b))
-    return x.startswith(y) or y.startswith(x)
-
-
 @contextmanager
-def build_lock(uri: str) -> Iterator[None]:
+def build_lock(uri: str, wait: bool = False) -> Iterator[None]:
     """An exclusive lock on building ``uri`` (a local directory): a second builder fails at once with a
     message naming the lock instead of interleaving its files with the first one's. The lock file
     stays (deleting it would race with a waiting builder); the kernel frees the lock when its holder
@@ -182,67 +174,13 @@ def build_lock(uri: str) -> Iterator[None]:
     lock_path = target.parent / f".{target.name}.lock"
     with open(lock_path, "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BuildLockedError(f"{uri}: another build holds {lock_path}; wait for it to finish") from None
         yield
 
 
-@contextmanager
-def staged_directory(uri: str, marker: str) -> Iterator[Path]:
-    """Yield an empty local directory to build into that becomes ``uri`` only when the build completes;
-    a failed or killed build leaves the last good ``uri`` as it was.
-
-    Locally: a sibling temporary directory, renamed into place under :func:`build_lock`; the previous
-    build is replaced only if it holds ``marker`` (a non-empty folder that is not a build is refused,
-    never deleted). On S3: uploaded to a new version prefix ``uri/v-...``, ``marker`` last, then
-    ``uri/current.json`` names it (readers use :func:`current`), then the version it replaced goes."""
-    if is_remote(uri):
-        yield from _staged_remote(uri, marker)
-        return
-    target = Path(uri.removeprefix("file://"))
-    with build_lock(uri):
-        if target.exists() and any(target.iterdir()) and not (target / marker).is_file():
-            raise StorageError(f"{uri}: exists, is not empty and holds no {marker}; refusing to replace "
-                                   "a folder this build did not write (choose an empty or new --out)")
-        for stale in [*target.parent.glob(f".{target.name}.staging-*"), *target.parent.glob(f".{target.name}.old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed build of this target; we hold its lock
-        stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
-        try:
-            yield stage
-            os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it 0700
-            if target.exists():
-                old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-                os.replace(target, old / target.name)  # same filesystem: two renames, no copy
-                os.replace(stage, target)
-                shutil.rmtree(old)
-            else:
-                os.replace(stage, target)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def _staged_remote(uri: str, marker: str) -> Iterator[Path]:
-    fs, path = filesystem(uri)
-    pointer = join(uri, POINTER_FILE)
-    previous = read_json(pointer)["version"] if exists(pointer) else None
-    version = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory(prefix="halo-stage-") as tmp:
-        yield Path(tmp)
-        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
-        try:
-            for local in sorted(files, key=lambda p: p.name == marker):  # the marker goes up last
-                fs.put_file(str(local), f"{path.rstrip('/')}/{version}/{local.relative_to(tmp).as_posix()}")
-        except BaseException:
-            if fs.exists(f"{path.rstrip('/')}/{version}"):
-                fs.rm(f"{path.rstrip('/')}/{version}", recursive=True)  # no pointer names it: nobody reads it
-            raise
-    atomic_write_json(pointer, {"version": version})
-    if previous and previous != version:
-        fs.rm(f"{path.rstrip('/')}/{previous}", recursive=True)  # a version an earlier build wrote
-
-
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

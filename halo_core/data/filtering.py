@@ -23,6 +23,7 @@ from halo_core.data.splits import SplitReport, split_report
 from halo_core.data.stamps import BANDS, decode_stamp
 from halo_core.errors import ContractError, StampDecodeError
 from halo_core.progress import Progress
+from halo_core.outputs import dataset_folder
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -119,24 +120,30 @@ def _filter_file(table: pa.Table, source: str, cfg, report: FilterReport, seen_i
 
 
 def build_filtered_dataset(cfg, source_uri: Source, out_dir: str, *, on_ray: bool | None = None,
-                           num_cpus: int | None = None) -> DatasetReport:
+                           num_cpus: int | None = None, require_disjoint: bool = False) -> DatasetReport:
     """Read the paired dataset at ``source_uri`` (a root, or split -> location) and write the filtered,
     preprocessed shards to ``out_dir`` (staged: the previous dataset there stays until this one is
     complete); on Ray (``on_ray``, default ``cfg.filter_on_ray`` where Ray can win: single_process_reason)
-    with ``num_cpus`` for a local Ray."""
+    with ``num_cpus`` for a local Ray. ``require_disjoint``: splits that share a brick or an LRG fail the
+    build (ContractError) and the previous dataset stays; without it the leak is recorded in the manifest
+    for the blocking split_integrity check to show."""
     from halo_core.ray_runtime import ray_session
 
-    for location in [source_uri] if isinstance(source_uri, str) else source_uri.values():
-        if uris.overlaps(location, out_dir):
-            raise ContractError(f"--out {out_dir} is, contains or lies inside --data {location}; "
-                                "the filtered dataset needs a location of its own")
+    inputs = [source_uri] if isinstance(source_uri, str) else list(source_uri.values())
     if on_ray is None:  # the config's choice, unless Ray cannot win here; a caller's explicit choice stands
         why = single_process_reason(source_uri, num_cpus) if cfg.filter_on_ray else None
         if why:
             log.info("filtering in this process, not on Ray: %s", why)
         on_ray = cfg.filter_on_ray and not why
-    with uris.staged_directory(out_dir, MANIFEST_FILE) as out, ray_session(num_cpus) if on_ray else nullcontext():
-        return _build(cfg, source_uri, out, out_dir, on_ray)
+    with dataset_folder(out_dir, MANIFEST_FILE, inputs) as out, ray_session(num_cpus) if on_ray else nullcontext():
+        report = _build(cfg, source_uri, out, out_dir, on_ray)
+        if require_disjoint and not report.integrity.ok:
+            leak = report.integrity
+            bricks = {k: v[:5] for k, v in leak.shared_bricks.items() if v}
+            lrgs = {k: v for k, v in leak.shared_lrgs.items() if v}
+            raise ContractError(f"{source_uri}: the splits leak (shared bricks {bricks}, shared LRGs {lrgs}); "
+                                f"nothing written: {out_dir} keeps its previous dataset")
+        return report
 
 
 # When a local Ray cannot beat one process (measured on 2 cores: Ray 1 CPU 107 rows/s, 2 CPUs 97, one

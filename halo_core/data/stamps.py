@@ -1,4 +1,6 @@
-"""Stamp blobs of the paired dataset (docs/design.md §3 (data contract)): npz with image_g/r/z float32 (64, 64) in nanomaggies."""
+"""Stamp blobs of the paired dataset (docs/design.md §3 (data contract)): npz with image_g/r/z float32 (64, 64) in nanomaggies;
+real survey cutouts, and the one set of rules by which every command that reads real cutouts refuses
+one (docs/design.md §14 (cutouts in); :func:`refusal`, :func:`read_checked_cutout`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ BAND_KEYS = tuple(f"image_{b}" for b in BANDS)
 STAMP_SIZE = 64
 PIXEL_SCALE_ARCSEC = 0.262
 CUTOUT_KEY = "cutout"  # the second real layout: (101, 101, 3) HWC, g,r,z
+CORE_PX = 10  # the central 10x10: where a lens's light is (the shortcut gates' core, docs/design.md §1 (domain) fact 3)
+# A pixel brighter than this is refused: 1e5 nmgy in one pixel is a magnitude-10 source with all its
+# light in that pixel, beyond any unsaturated source of a DR10 coadd; the six shared real cutouts peak
+# at 1.7 nmgy. Finite but absurd values (1e30) otherwise overflow the network to a non-finite score.
+MAX_ABS_PIXEL_NMGY = 1e5
+REFUSED = "refused: "  # the `status` of a refused row: REFUSED + its reason
 
 
 def encode_stamp(image: np.ndarray) -> bytes:
@@ -92,8 +100,8 @@ def read_member(archive: zipfile.ZipFile, name: str, where: str, max_shape: tupl
     straight into the array."""
     f, shape, fortran, dtype = _open_member(archive, name, where)
     with f:
-        if dtype.kind not in "fiu":
-            raise StampDecodeError(f"{where}: {name} has dtype {dtype}, want numeric pixels", "bad_dtype")
+        if dtype.kind != "f":  # integer counts are not nanomaggies: a different product, never rescaled silently
+            raise StampDecodeError(f"{where}: {name} has dtype {dtype}, want floating-point nanomaggies", "bad_dtype")
         if len(shape) != len(max_shape) or any(n > m for n, m in zip(shape, max_shape)):
             raise StampDecodeError(f"{where}: {name} shape {shape}, want at most {max_shape}", "bad_shape")
         data = bytearray(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
@@ -165,3 +173,39 @@ def decode_cutout(data: bytes | str, where: str | None = None) -> tuple[np.ndarr
     """A real survey cutout -> its central (3, 64, 64) stamp and its scalar ``meta_*`` entries."""
     cutout, meta = read_cutout(data, where)
     return central_stamp(cutout), meta
+
+
+def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str | None:
+    """Why a real galaxy's (3, 64, 64) stamp must not be used, or None: the same rules for every command
+    that reads real cutouts. A model never sees a made-up pixel in the core, nor a stamp with many of
+    them, nor pixels no real sky has."""
+    if stamp.dtype.kind != "f":
+        return "bad_dtype"
+    if stamp.shape != (len(BANDS), STAMP_SIZE, STAMP_SIZE):
+        return "bad_shape"
+    c0 = (STAMP_SIZE - CORE_PX) // 2
+    finite = np.isfinite(stamp)
+    if not finite[:, c0:c0 + CORE_PX, c0:c0 + CORE_PX].all():
+        return "nonfinite_core"
+    if (~finite).mean() > max_nonfinite_frac:
+        return "too_many_nonfinite"
+    if np.abs(np.where(finite, stamp, 0.0)).max() > MAX_ABS_PIXEL_NMGY:
+        return "pixel_out_of_range"
+    return None
+
+
+def status(reason: str | None, accepted: str) -> str:
+    """The `status` column: ``accepted`` (what the command does with a good row), or REFUSED + why."""
+    return accepted if reason is None else REFUSED + reason
+
+
+def read_checked_cutout(data: bytes | str, where: str, max_nonfinite_frac: float) -> tuple[np.ndarray | None, dict, str | None]:
+    """(the (H, W, 3) cutout, its meta, None) or (None or the cutout, meta, why it is refused): a file
+    that cannot be decoded is a refusal too, never an exception."""
+    try:
+        cutout, meta = read_cutout(data, where)
+    except StampDecodeError as err:
+        return None, {}, err.reason
+    except OSError:
+        return None, {}, "unreadable_file"
+    return cutout, meta, refusal(central_stamp(cutout), max_nonfinite_frac)

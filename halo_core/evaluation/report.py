@@ -53,6 +53,7 @@ from halo_core.model.checkpoint import file_sha256, load_model, model_precision,
 from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
+from halo_core.outputs import write_dataset
 from halo_core.training.monitors import EpochRecord, monitor_report, progress_summaries, run_history
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -366,11 +367,11 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     if report.shift_suite["sets"]:
         plots["shift_reliability"] = shift_reliability_png(report.shift_suite["sets"])
     report.plots = {name: f"plots/{name}.png" for name in plots}
-    for name, png in plots.items():
-        uris.atomic_write_bytes(uris.join(out_dir, report.plots[name]), png)
-    uris.atomic_write_json(uris.join(out_dir, REPORT_JSON), report.to_dict())
     banner = verdict_banner(report_verdict(cfg, report, context.gates), report, context)
-    uris.atomic_write_bytes(uris.join(out_dir, REPORT_HTML), render_html(report, plots, banner).encode())
+    write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()},
+                            REPORT_HTML: render_html(report, plots, banner).encode(),
+                            REPORT_JSON: uris.json_text(report.to_dict()).encode()},
+                  REPORT_JSON, [dataset_dir, model_path])
     return report
 
 

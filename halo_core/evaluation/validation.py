@@ -40,7 +40,8 @@ from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_
 from halo_core.evaluation.real_sky import RealSkySet
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
-from halo_core.simulate.injection import RealCutout, read_cutouts
+from halo_core.outputs import write_dataset
+from halo_core.simulate.injection import RealCutout, Refusal, read_cutouts, refusal_counts
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,12 @@ def injected_lens_features(engine: Engine, shards: SplitShards, samples: SampleS
     return features, lrg_ids(shards.meta.iloc[rows]).to_numpy()
 
 
+def _controls(cutouts: list[RealCutout]) -> np.ndarray:
+    """(N, 3, 64, 64) central stamps; the few non-finite pixels a usable cutout may have (outside its
+    core) set to 0, the sky level, as `halo score` does."""
+    return np.nan_to_num(np.stack([c.control for c in cutouts]), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def real_lens_realism(cfg, engine: Engine, spec, shards: SplitShards, samples: SampleSet) -> dict:
     """The realism probe of the evaluation report: test-split injected lenses vs the configured real
     lenses; ``configured: False`` when there are none."""
@@ -162,8 +169,8 @@ def real_lens_realism(cfg, engine: Engine, spec, shards: SplitShards, samples: S
         return {"configured": False, "status": "skipped: real_validation.lenses_path is not set"}
     if samples.with_control:
         return {"configured": True, "status": "skipped: a 6-channel model cannot read a real galaxy (no control)"}
-    lenses = read_cutouts(rv.lenses_path)
-    _, real = logits_and_features(engine, preprocess(np.stack([c.control for c in lenses]), spec))
+    lenses = read_cutouts(rv.lenses_path, refused=[], max_nonfinite_frac=cfg.max_nonfinite_pixel_frac)
+    _, real = logits_and_features(engine, preprocess(_controls(lenses), spec))
     injected, groups = injected_lens_features(engine, shards, samples, cfg.seed)
     return {"configured": True, "lenses_path": rv.lenses_path,
             **realism_probe(injected, groups, real, [c.galaxy_id for c in lenses], folds=rv.realism_folds,
@@ -197,13 +204,21 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     engine = Engine(model, model_precision(sidecar))  # the thresholds' own numerics
     spec = model_spec(sidecar)
     thresholds = _operating_thresholds(tpr_at_fpr, operating_fpr)
-    lenses = real_sky.lenses if real_sky else read_cutouts(lenses_path)
+    # the rules every reader of real cutouts applies (data.stamps.refusal); a refused cutout is counted, never
+    # scored, and never made up: a NaN core is not a galaxy with zeros there
+    refused: list[Refusal] = []
+    frac = sidecar["config"].get("max_nonfinite_pixel_frac")  # None (older models): the default
+    lenses = real_sky.lenses if real_sky else read_cutouts(lenses_path, refused=refused, max_nonfinite_frac=frac)
     standin = not nonlenses_path and not real_sky
-    nonlenses = real_sky.nonlenses if real_sky else sky_standins(lenses) if standin else read_cutouts(nonlenses_path)
+    nonlenses = (real_sky.nonlenses if real_sky else sky_standins(lenses) if standin
+                 else read_cutouts(nonlenses_path, refused=refused, max_nonfinite_frac=frac))
+    if not lenses or not nonlenses:
+        raise ContractError(f"{lenses_path} / {nonlenses_path or 'stand-ins'}: no usable cutouts "
+                            f"(refused: {refusal_counts(refused)})")
     groups = {}
     for name, cutouts in (("lenses", lenses), ("nonlenses", nonlenses)):
-        x = preprocess(np.stack([c.control for c in cutouts]), spec)
-        logits, _ = logits_and_features(engine, np.nan_to_num(x))
+        x = preprocess(_controls(cutouts), spec)
+        logits, _ = logits_and_features(engine, x)
         groups[name] = (cutouts, x, calibration.probability(logits))
     points = []
     for t in thresholds:
@@ -225,7 +240,6 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
                     operating["n_synthetic_negatives"])
     tables = {name: _table(c, p, radius_arcsec) for name, (c, _, p) in groups.items()}
     scores = pd.concat([t.assign(label=name) for name, t in tables.items()], ignore_index=True)
-    uris.atomic_write_bytes(uris.join(out_dir, "scores.csv"), scores.to_csv(index=False).encode())
 
     def gallery_row(name: str, order: np.ndarray) -> list:
         cutouts, x, probs = groups[name]
@@ -256,12 +270,14 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
                                                  prevalence=prevalence, purity=purity_target),
         "recall_by_grading": sky.recall_by_grading(lens_probs, real_sky.gradings, thresholds) if real_sky else None,
         "real_sky_set": real_sky.to_dict() if real_sky else None,
+        "refused": refusal_counts(refused),
         "plots": {name: f"plots/{name}.png" for name in plots},
     }
-    for name, png in plots.items():
-        uris.atomic_write_bytes(uris.join(out_dir, report["plots"][name]), png)
-    uris.atomic_write_json(uris.join(out_dir, VALIDATION_JSON), report)
-    uris.atomic_write_bytes(uris.join(out_dir, VALIDATION_HTML), render_html(report, plots).encode())
+    write_dataset(out_dir, {**{report["plots"][name]: png for name, png in plots.items()},
+                            "scores.csv": scores.to_csv(index=False).encode(),
+                            VALIDATION_HTML: render_html(report, plots).encode(),
+                            VALIDATION_JSON: uris.json_text(report).encode()},
+                  VALIDATION_JSON, [model_path, lenses_path, nonlenses_path])
     return report
 
 

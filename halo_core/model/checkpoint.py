@@ -2,7 +2,10 @@
 
 Loaded with ``weights_only=True`` (no pickled code from a file), written atomically (a crash never
 leaves half a checkpoint). The sidecar carries what inference needs to rebuild the model and its
-input: architecture, ``input_channels`` and the PreprocessSpec (docs/design.md §1 (domain) fact 6, §9 (run keys)).
+input: architecture, ``input_channels`` and the PreprocessSpec (docs/design.md §1 (domain) fact 6, §9 (run keys)), and the sha256
+of the weights beside it (``weights_sha256``): the weights are written first and the sidecar last, so a
+sidecar never describes weights that are not there, and loading refuses weights whose bytes differ
+from the ones the sidecar describes (a torn write, an edited file, a sidecar copied beside other weights).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from halo_core import __version__, uris
 from halo_core.data.preprocess import PreprocessSpec
 from halo_core.errors import CheckpointError
 from halo_core.model.network import build_model
+from halo_core.outputs import write_file
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +46,20 @@ def file_sha256(path: str) -> str:
     return hashlib.sha256(uris.read_bytes(path)).hexdigest()
 
 
+WEIGHTS_SHA256 = "weights_sha256"
+
+
 def save_checkpoint(path: str, state: dict, sidecar: dict) -> None:
-    """Sidecar first, then the weights: a weights file on disk always has its provenance beside it."""
+    """The weights first, then the sidecar recording their sha256."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    uris.atomic_write_json(sidecar_path(path), sidecar)
-    uris.atomic_write_bytes(path, buf.getvalue())
+    save_weights(path, buf.getvalue(), sidecar)
+
+
+def save_weights(path: str, weights: bytes, sidecar: dict) -> None:
+    """A checkpoint's serialized ``weights`` (copied verbatim, e.g. into the registry), then its sidecar."""
+    write_file(path, weights)
+    write_file(sidecar_path(path), uris.json_text({**sidecar, WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()}).encode())
 
 
 def _unusable(path: str, err: Exception) -> CheckpointError:
@@ -65,14 +77,34 @@ def load_sidecar(path: str) -> dict:
         raise _unusable(path, err) from err
 
 
-def load_checkpoint(path: str) -> tuple[dict, dict]:
-    """(state, sidecar) with the tensors on the CPU (callers move the model to their device);
-    CheckpointError when either is missing, truncated or not a checkpoint."""
+def verified_weights(path: str, sidecar: dict) -> bytes:
+    """The bytes of ``path``, refused (CheckpointError) when they are not the ones its sidecar records;
+    a sidecar without a sha256 (older files) loads with a warning."""
     try:
-        state = torch.load(io.BytesIO(uris.read_bytes(path)), map_location="cpu", weights_only=True)
+        weights = uris.read_bytes(path)
     except Exception as err:
         raise _unusable(path, err) from err
-    return state, load_sidecar(path)
+    recorded = sidecar.get(WEIGHTS_SHA256)
+    if recorded is None:
+        log.warning("%s: its sidecar records no sha256 (written by an older halo); loading it unverified", path)
+    elif hashlib.sha256(weights).hexdigest() != recorded:
+        raise CheckpointError(f"{path}: sha256 {hashlib.sha256(weights).hexdigest()[:12]} is not the "
+                              f"{recorded[:12]} its sidecar {sidecar_path(path)} records; the weights were altered "
+                              "or torn: restore them or retrain")
+    return weights
+
+
+def load_checkpoint(path: str) -> tuple[dict, dict]:
+    """(state, sidecar) with the tensors on the CPU (callers move the model to their device);
+    CheckpointError when either is missing, truncated, not a checkpoint, or not the weights its
+    sidecar records."""
+    sidecar = load_sidecar(path)
+    weights = verified_weights(path, sidecar)
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise _unusable(path, err) from err
+    return state, sidecar
 
 
 def load_model(path: str) -> tuple[torch.nn.Module, dict]:

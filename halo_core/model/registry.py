@@ -1,26 +1,43 @@
 """Model versions and the `production` pointer of one profile (docs/design.md §9 (run keys)), on a local folder or S3.
 
-    <registry>/versions/<UTC time>-<training hash[:8]>/model.pt + model.json (the model card)
+    <registry>/versions/<UTC time>-<training hash[:8]>/model.pt    the weights, copied verbatim
+                                                      /report.json  the evaluation it was promoted on
+                                                      /gates.json   the shortcut gates it was promoted on
+                                                      /model.json   the model card, written last
     <registry>/production.json      {"version": ..., "previous": ..., "set_at": ...}
 
-Every promotion adds a version; the pointer is one small JSON file replaced atomically (temp file +
-rename locally, a single PUT on S3), so a reader sees the old or the new production, never half of
-one. Scoring and the model card read through it; `halo models promote` moves it back or forward.
+A version carries the evidence it was promoted on, so `halo models promote` re-derives GO / NO-GO from
+it with the very function `promoted_model` uses (evaluation/promotion.py) and the thresholds of the
+version's own config: a hand-edited card cannot talk its way into production. The pointer is one small
+JSON file replaced atomically under a lock, compare-and-swap: of two concurrent promotions one wins
+and the other fails naming the winner. On S3 there is no lock (one writer per registry, docs/design.md §11 (storage and outputs)).
+The pointer is the one output that lives inside what its writer reads (halo_core.outputs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import re
+from contextlib import nullcontext
+
+from pydantic import ValidationError
 
 from halo_core import uris
 from halo_core.errors import HaloError
-from halo_core.model.checkpoint import file_sha256, load_checkpoint, load_sidecar, save_checkpoint
+from halo_core.model.checkpoint import file_sha256, load_sidecar, save_weights, verified_weights
+from halo_core.outputs import write_file
 
 VERSIONS, POINTER, MODEL = "versions", "production.json", "model.pt"
+REPORT, GATES = "report.json", "gates.json"  # the evidence a version was promoted on
+# what version_name makes (a second promotion within a second gets .2, .3, ...): no separator, no dots to climb
+VERSION_NAME = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{1,16}(\.\d{1,2})?$")
 
 
 class RegistryError(HaloError):
-    """No production model, an unknown version, or a NO-GO version asked to become production."""
+    """No production model, an unknown or malformed version, a corrupt pointer, a lost race, or a
+    version whose stored evidence is NO-GO."""
 
 
 def version_name(training_hash: str, now: dt.datetime | None = None) -> str:
@@ -29,38 +46,83 @@ def version_name(training_hash: str, now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{training_hash[:8]}"
 
 
+def check_version_name(registry: str, version: str) -> str:
+    """``version`` if it is a version's name (never a path); RegistryError otherwise."""
+    if not isinstance(version, str) or not VERSION_NAME.match(version):
+        raise RegistryError(f"{registry}: {version!r} is not a version name (like 20261202T101500Z-1a2b3c4d; "
+                            "see `halo models list`)")
+    return version
+
+
 def version_model(registry: str, version: str) -> str:
-    return uris.join(registry, VERSIONS, version, MODEL)
+    return uris.join(registry, VERSIONS, check_version_name(registry, version), MODEL)
 
 
 def versions(registry: str) -> list[dict]:
-    """Every version's model card (with its ``version``), oldest first."""
-    cards = [load_sidecar(path.removesuffix(".json") + ".pt") for path in uris.find(uris.join(registry, VERSIONS), "/model.json")]
+    """Every version's model card (with its ``version``), oldest first. A card that cannot be read is
+    listed as ``{"version": <folder>, "bad": <why>}`` rather than hiding the others."""
+    cards = []
+    for path in uris.find(uris.join(registry, VERSIONS), "/model.json"):
+        folder = path.rstrip("/").split("/")[-2]
+        try:
+            card = load_sidecar(path.removesuffix(".json") + ".pt")
+            missing = [k for k in ("version", "test_metrics", "training_hash", "data_fingerprint") if k not in card]
+            if missing:
+                raise HaloError(f"no {', '.join(missing)}")
+            if card["version"] != folder:
+                raise HaloError(f"its card names version {card['version']!r}")
+            cards.append(card)
+        except (HaloError, ValueError, TypeError, AttributeError) as err:
+            cards.append({"version": folder, "bad": str(err).splitlines()[0]})
     return sorted(cards, key=lambda c: c["version"])
 
 
 def find_version(registry: str, model_sha256: str) -> str | None:
     """The version that holds exactly these weights, if one does (a rerun adds no duplicate)."""
-    return next((c["version"] for c in versions(registry) if c["model_sha256"] == model_sha256), None)
+    return next((c["version"] for c in versions(registry) if c.get("model_sha256") == model_sha256), None)
 
 
-def add_version(registry: str, model_path: str, card: dict, now: dt.datetime | None = None) -> str:
-    """Copy ``model_path`` into a new version with ``card`` beside it; returns the version name."""
-    state, sidecar = load_checkpoint(model_path)
+def add_version(registry: str, model_path: str, card: dict, now: dt.datetime | None = None,
+                evidence: dict[str, bytes] | None = None) -> str:
+    """Copy ``model_path``'s weights verbatim into a new version with ``evidence`` ({report.json,
+    gates.json} bytes) and ``card`` beside them (the card last); returns the version name."""
+    sidecar = load_sidecar(model_path)
+    weights = verified_weights(model_path, sidecar)
     version = base = version_name(sidecar["training_hash"], now)
     for n in range(2, 100):  # two promotions of one configuration within a second
         if not uris.exists(version_model(registry, version)):
             break
         version = f"{base}.{n}"
-    save_checkpoint(version_model(registry, version), state,
-                    {**sidecar, **card, "version": version, "model_sha256": file_sha256(model_path)})
+    for name, data in (evidence or {}).items():
+        write_file(uris.join(registry, VERSIONS, version, name), data)
+    save_weights(version_model(registry, version), weights,
+                 {**sidecar, **card, "version": version, "model_sha256": file_sha256(model_path)})
+    return version
+
+
+def _pointer_bytes(registry: str) -> bytes | None:
+    pointer = uris.join(registry, POINTER)
+    return uris.read_bytes(pointer) if uris.exists(pointer) else None
+
+
+def _pointer_version(registry: str, raw: bytes | None) -> str | None:
+    """The version ``raw`` (the pointer's bytes) names; RegistryError naming the file and the repair."""
+    if raw is None:
+        return None
+    pointer = uris.join(registry, POINTER)
+    try:
+        version = json.loads(raw)["version"]
+        check_version_name(registry, version)
+    except (ValueError, KeyError, TypeError, RegistryError) as err:
+        why = str(err) if isinstance(err, RegistryError) else f"{type(err).__name__}: {err}"
+        raise RegistryError(f"{pointer}: corrupt production pointer ({why.splitlines()[0]}); repair it with "
+                            f"`halo models promote --registry {registry} VERSION`") from None
     return version
 
 
 def production(registry: str) -> str | None:
     """The production version's name, or None before the first promotion."""
-    pointer = uris.join(registry, POINTER)
-    return uris.read_json(pointer)["version"] if uris.exists(pointer) else None
+    return _pointer_version(registry, _pointer_bytes(registry))
 
 
 def production_model(registry: str) -> str:
@@ -71,19 +133,70 @@ def production_model(registry: str) -> str:
     return version_model(registry, version)
 
 
-def set_production(registry: str, version: str, reason: str) -> None:
-    """Point `production` at ``version``; refuses an unknown version and one whose card is not GO."""
+def _require_version(registry: str, version: str) -> str:
     model = version_model(registry, version)
     if not uris.exists(model):
         known = ", ".join(c["version"] for c in versions(registry)) or "none"
         raise RegistryError(f"{registry}: no version {version!r} (known: {known})")
-    verdict = load_sidecar(model).get("go_no_go")
-    if not verdict or not verdict["go"]:
-        failed = ", ".join(verdict["failed"]) if verdict else "never evaluated"
-        raise RegistryError(f"version {version} is NO-GO ({failed}); it cannot become production")
-    uris.atomic_write_json(uris.join(registry, POINTER), {
-        "version": version, "previous": production(registry), "reason": reason,
-        "set_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    return model
+
+
+_UNCHECKED, CORRUPT = object(), "<corrupt pointer>"
+
+
+def _pointer_state(registry: str) -> str | None:
+    """The production version, None, or CORRUPT: what a compare-and-swap compares."""
+    try:
+        return production(registry)
+    except RegistryError:
+        return CORRUPT
+
+
+def set_production(registry: str, version: str, reason: str, expected: str | None | object = _UNCHECKED) -> str | None:
+    """Point `production` at ``version`` (it must exist); returns the version it replaced. For callers
+    that derived GO themselves (promoted_model, :func:`promote`). ``expected``: the production version
+    the caller decided on (None: none yet; CORRUPT: a pointer to repair); when it has changed since,
+    nothing is written and RegistryError names the version that won. Locally under a lock, so the
+    read and the swap are one step."""
+    _require_version(registry, version)
+    # waits for a concurrent promotion (milliseconds), then finds the pointer moved and names the winner
+    with uris.build_lock(uris.join(registry, POINTER), wait=True) if not uris.is_remote(registry) else nullcontext():
+        previous = _pointer_state(registry)
+        if expected is not _UNCHECKED and previous != expected:
+            raise RegistryError(f"{uris.join(registry, POINTER)}: production moved to {previous} while this promotion "
+                                f"ran; {version} was not promoted (run it again to promote it over {previous})")
+        write_file(uris.join(registry, POINTER), uris.json_text({
+            "version": version, "previous": None if previous == CORRUPT else previous, "reason": reason,
+            "set_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}).encode())
+    return None if previous == CORRUPT else previous
+
+
+def promote(registry: str, version: str, reason: str) -> str | None:
+    """`halo models promote`: re-derive GO / NO-GO from the version's stored report and gates with the
+    thresholds of its own config (the function promoted_model uses), then swap the pointer
+    compare-and-swap; returns the version it replaced. Repairs a corrupt pointer."""
+    from halo_core.config import HaloConfig
+    from halo_core.evaluation.promotion import require_go
+    from halo_core.evaluation.results import EvaluationReport
+
+    model = _require_version(registry, version)
+    expected = _pointer_state(registry)
+    card = load_sidecar(model)
+    folder = uris.join(registry, VERSIONS, version)
+    missing = [name for name in (REPORT, GATES) if not uris.exists(uris.join(folder, name))]
+    if missing:
+        raise RegistryError(f"version {version} holds no {' or '.join(missing)} (promoted by an older halo), so its "
+                            "verdict cannot be re-derived; re-evaluate its model: materialize evaluation_report, "
+                            "shortcut_gates and promoted_model for its profile")
+    identity = {"sha256": hashlib.sha256(verified_weights(model, card)).hexdigest(),
+                "training_hash": card["training_hash"], "data_fingerprint": card["data_fingerprint"]}
+    try:
+        cfg = HaloConfig.model_validate(card["config"])
+    except (ValidationError, KeyError) as err:
+        raise RegistryError(f"{model}: its card's config does not load in this halo ({str(err).splitlines()[0]}); "
+                            "re-evaluate its model to promote it") from None
+    require_go(cfg, EvaluationReport.read(uris.join(folder, REPORT)), uris.read_json(uris.join(folder, GATES)), identity)
+    return set_production(registry, version, reason, expected)
 
 
 def resolve_model(path: str) -> str:

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from halo_core import uris
 from halo_core.config import SimulationConfig
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
+from halo_core.outputs import dataset_folder
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy, point_source_depth
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
@@ -490,8 +491,6 @@ def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 100
         for split_index, split in enumerate(SPLITS):
             split_dir = root / split
             split_dir.mkdir(parents=True, exist_ok=True)
-            for stale in split_dir.glob("part-*.parquet"):
-                stale.unlink()
             pending: list[pa.Table] = []
             n_pending = n_files = 0
             for _ in range(-(-n_lrg[split] // _LRG_CHUNK)):
@@ -596,7 +595,7 @@ SIMULATION_FILE = "simulation.json"  # the report, written last: its presence me
 def build_simulated_dataset(out_uri: str, sim: SimulationConfig) -> SimulationReport:
     """:func:`simulate_dataset` staged into ``out_uri`` (local or S3) like the filtered dataset: the
     previous dataset there stays until the new one is complete."""
-    with uris.staged_directory(out_uri, SIMULATION_FILE) as out:
+    with dataset_folder(out_uri, SIMULATION_FILE) as out:
         report = simulate_dataset(out, sim)
         uris.atomic_write_json(str(out / SIMULATION_FILE), report.to_dict())
     return report

@@ -20,6 +20,7 @@ column with the ``meta_*`` fields as columns):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,11 @@ from halo_core.data.stamps import (
     STAMP_SIZE,
     central_stamp,
     encode_stamp,
-    read_cutout,
+    read_checked_cutout,
     read_cutout_meta,
 )
 from halo_core.errors import ContractError, StampDecodeError
+from halo_core.outputs import dataset_folder
 from halo_core.simulate.catalog import AB_ZERO_POINT_MAG, point_source_depth
 from halo_core.simulate.dataset import (
     DEPTH_BIN_EDGES_MAG,
@@ -66,6 +68,7 @@ MOMENT_SIGMA_PX = 3.0  # Gaussian weight of the light moments: the LRG core, not
 MAD_TO_SIGMA = 1.4826
 EXPERIMENT_ID = "halo-inject"
 CONFIG_ID = "real_cutout_sie_shear_sersic_moffat_v1"
+log = logging.getLogger(__name__)
 _GALAXY_CHUNK = 32  # galaxies rendered per vectorised batch, as in the simulator
 
 
@@ -88,6 +91,7 @@ class InjectionReport:
     arc_snr_median: float
     seed: int
     seconds: float
+    refused: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> cutouts not used
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,8 +118,11 @@ def cutout_files(paths: list[str] | str) -> list[str]:
     return files
 
 
-def _cutout(blob: bytes, source: str, meta: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    cutout, npz_meta = read_cutout(blob, source)  # headers read before data: no decompression bombs
+def _cutout(blob: bytes, source: str, meta: dict, max_nonfinite_frac: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    # headers read before data (no decompression bombs); the rules every reader of real cutouts applies
+    cutout, npz_meta, reason = read_checked_cutout(blob, source, max_nonfinite_frac)
+    if reason is not None:
+        raise StampDecodeError(f"{source}: cutout refused ({reason})", reason)
     control = central_stamp(cutout)
     meta = {**npz_meta, **meta}
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
@@ -151,22 +158,51 @@ def bricks_by_file(paths: list[str] | str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def read_cutouts(paths: list[str] | str, bricks: set[str] | None = None) -> list[RealCutout]:
-    """Every cutout under ``paths`` (or, with ``bricks``, those of these bricks only; the others are never
-    decoded): npz files, and parquet rows holding a ``cutout`` npz blob with their metadata as columns
-    (``meta_ra`` or ``ra``, ...), local or on S3."""
+@dataclass(frozen=True)
+class Refusal:
+    """A real cutout a reader did not use, and why (data.stamps.refusal's reasons, or an unreadable file)."""
+
+    source: str
+    reason: str
+
+
+def read_cutouts(paths: list[str] | str, bricks: set[str] | None = None, *, refused: list[Refusal] | None = None,
+                 max_nonfinite_frac: float | None = None) -> list[RealCutout]:
+    """Every usable cutout under ``paths`` (or, with ``bricks``, those of these bricks only; the others are
+    never decoded): npz files, and parquet rows holding a ``cutout`` npz blob with their metadata as columns
+    (``meta_ra`` or ``ra``, ...), local or on S3. A cutout the rules of data.stamps.refusal refuse (or
+    that cannot be read) is appended to ``refused`` and skipped; without ``refused`` it raises."""
+    if max_nonfinite_frac is None:
+        from halo_core.config import HaloConfig
+
+        max_nonfinite_frac = HaloConfig.model_fields["max_nonfinite_pixel_frac"].default
     out = []
+
+    def refuse(err: StampDecodeError, source: str) -> None:
+        if refused is None:
+            raise err
+        log.warning("%s", err)
+        refused.append(Refusal(source, err.reason))
+
     for path in cutout_files(paths):
         if path.endswith(".npz"):
-            blob = uris.read_bytes(path)
-            if bricks is not None and str(read_cutout_meta(blob, path).get("brickname")) not in bricks:
+            try:
+                blob = uris.read_bytes(path)
+                if bricks is not None and str(read_cutout_meta(blob, path).get("brickname")) not in bricks:
+                    continue
+                cutout, control, meta = _cutout(blob, path, {}, max_nonfinite_frac)
+            except StampDecodeError as err:
+                refuse(err, path)
                 continue
-            cutout, control, meta = _cutout(blob, path, {})
             out.append(RealCutout(str(meta.get("galaxy_id", Path(path).stem)), cutout, control, meta, path))
             continue
         fs, inner = uris.filesystem(path)
-        with fs.open(inner, "rb") as f:
-            table = pq.read_table(f)
+        try:
+            with fs.open(inner, "rb") as f:
+                table = pq.read_table(f)
+        except (OSError, pa.ArrowException) as err:
+            refuse(StampDecodeError(f"{path}: unreadable parquet ({err})", "corrupt_file"), path)
+            continue
         if CUTOUT_KEY not in table.column_names:
             raise ContractError(f"{path}: no {CUTOUT_KEY!r} column; has {sorted(table.column_names)}")
         columns = [c for c in table.column_names if c != CUTOUT_KEY]
@@ -176,9 +212,13 @@ def read_cutouts(paths: list[str] | str, bricks: set[str] | None = None) -> list
             if bricks is not None and str(row.get("brickname")) not in bricks:
                 continue
             where = f"{path} row {i}"
-            if blob is None:
-                raise StampDecodeError(f"{where}: cutout blob is NULL", "null_blob")
-            cutout, control, meta = _cutout(blob, where, row)
+            try:
+                if blob is None:
+                    raise StampDecodeError(f"{where}: cutout blob is NULL", "null_blob")
+                cutout, control, meta = _cutout(blob, where, row, max_nonfinite_frac)
+            except StampDecodeError as err:
+                refuse(err, where)
+                continue
             out.append(RealCutout(str(meta.get("galaxy_id", f"{Path(path).stem}_{i}")), cutout, control, meta, where))
     return out
 
@@ -337,8 +377,6 @@ def inject_cutouts(galaxies: list[RealCutout], out_dir, *, injections_per_galaxy
         members = [g for g in galaxies if split_of[str(g.meta["brickname"])] == split]
         split_dir = root / split
         split_dir.mkdir(parents=True, exist_ok=True)
-        for stale in split_dir.glob("part-*.parquet"):
-            stale.unlink()
         n_rows = 0
         for chunk_index, start in enumerate(range(0, len(members), _GALAXY_CHUNK)):
             chunk = members[start:start + _GALAXY_CHUNK]
@@ -364,8 +402,29 @@ def inject_cutouts(galaxies: list[RealCutout], out_dir, *, injections_per_galaxy
                            seed=seed, seconds=round(time.perf_counter() - started, 3))
 
 
-def inject_dataset(cutouts: list[str] | str, out_dir, injection) -> InjectionReport:
-    """Read the cutouts under ``cutouts`` and inject arcs with the config's ``injection`` block."""
-    return inject_cutouts(read_cutouts(cutouts), out_dir, injections_per_galaxy=injection.injections_per_galaxy,
-                          seed=injection.seed, val_fraction=injection.val_fraction,
-                          test_fraction=injection.test_fraction)
+INJECTION_FILE = "injection.json"  # the report, written last: its presence means the dataset is complete
+
+
+def inject_dataset(cutouts: list[str] | str, out_uri: str, injection) -> InjectionReport:
+    """Read the cutouts under ``cutouts`` and inject arcs with the config's ``injection`` block into the
+    dataset folder ``out_uri`` (staged: the previous dataset there stays until this one is complete)."""
+    sources = [cutouts] if isinstance(cutouts, str) else list(cutouts)
+    refused: list[Refusal] = []
+    with dataset_folder(str(out_uri), INJECTION_FILE, sources) as out:
+        galaxies = read_cutouts(cutouts, refused=refused)
+        if not galaxies:
+            raise ContractError(f"{cutouts}: no usable cutouts (refused: {refusal_counts(refused)})")
+        report = inject_cutouts(galaxies, out, injections_per_galaxy=injection.injections_per_galaxy,
+                                seed=injection.seed, val_fraction=injection.val_fraction,
+                                test_fraction=injection.test_fraction)
+        report = dataclasses.replace(report, out_dir=str(out_uri), refused=refusal_counts(refused))
+        uris.atomic_write_json(str(out / INJECTION_FILE), report.to_dict())
+    return report
+
+
+def refusal_counts(refused: list[Refusal]) -> dict[str, int]:
+    """reason -> how many cutouts it refused."""
+    counts: dict[str, int] = {}
+    for r in refused:
+        counts[r.reason] = counts.get(r.reason, 0) + 1
+    return dict(sorted(counts.items()))

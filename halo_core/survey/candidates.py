@@ -2,10 +2,9 @@
 (docs/design.md §13 (survey path)), written as parquet partitioned by brick (``<out>/brick=<name>/*.parquet``).
 
 Inputs are the two real layouts ``halo score`` reads (paired parquet with ``stamp_npz`` blobs,
-single-cutout npz), local or S3, files or folders of them. Decoding, refusal and preprocessing run in Ray
-tasks (``ScoringInputs``), the forward pass in an actor pool (one actor per GPU when the cluster has
-GPUs) through the inference engine in the model's precision, the very steps of ``halo score``; so the
-scores are the same (within 1e-6). This process writes the partitions and shows the progress.
+single-cutout npz), local or S3, files or folders of them. Decoding runs in Ray tasks, scoring in an
+actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringModel.score_stamps`` (the inference engine, in the model's precision), the very
+preprocessing and calibration of ``halo score``; so the scores are the same within float32 batch noise.
 A cutout the model must not score is kept with status ``refused: <reason>`` and NaN scores.
 Summaries and galleries go under ``_``-prefixed names, which parquet dataset readers skip.
 """
@@ -13,7 +12,7 @@ Summaries and galleries go under ``_``-prefixed names, which parquet dataset rea
 from __future__ import annotations
 
 import logging
-import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -22,21 +21,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from halo_core import uris
 from halo_core.config import stamp_keys
 from halo_core.data.known_lenses import crossmatch
-from halo_core.data.reader import parquet_rows
 from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, read_cutout_meta
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import file_sha256, load_sidecar
+from halo_core.outputs import dataset_folder, refuse_overlap, write_file
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
-from halo_core.progress import Progress
-from halo_core.survey.scoring import SCORED, ScoringInputs, ScoringModel, precision_label
+from halo_core.survey.scoring import SCORED
 
 log = logging.getLogger(__name__)
 UNKNOWN_BRICK = "unknown"  # a cutout without a brickname still gets a partition
@@ -47,7 +44,6 @@ PARQUET_COLUMNS = ["stamp_npz", "task_id", "ra", "dec", "brickname"]
 # fuses the decode into the actors, which then decode and run forward in turn on one core while the
 # other waits (the catalogue used half its CPU time that way). Two decode tasks share one CPU's quota.
 DECODE_CPUS = 0.5
-TIMING_PREFIX = "_seconds_"  # per-row shares of each stage's seconds, summed by the driver, never written
 BRICK_PARTITIONING = pads.partitioning(pa.schema([("brick", pa.string())]), flavor="hive")
 
 
@@ -131,22 +127,11 @@ def brick_index(inputs: list[str]) -> dict[str, list[str]]:
     return {b: sorted(files) for b, files in sorted(index.items())}
 
 
-def _decoded(rows: list[dict], stamps: list[np.ndarray], inputs: ScoringInputs, started: float) -> dict:
-    """The batch a scoring actor gets: identities, status, and the network inputs, preprocessed here in
-    the decode task (halo score's own refusals and preprocessing), so the actors only run forward."""
+def _decoded(rows: list[dict], stamps: list[np.ndarray]) -> dict:
     out = {k: np.array([r[k] for r in rows], dtype=object) for k in ("galaxy_id", "source", "brick", "status")}
     out["ra"] = np.array([r["ra"] for r in rows], dtype=np.float64)
     out["dec"] = np.array([r["dec"] for r in rows], dtype=np.float64)
-    stamps = np.stack(stamps) if stamps else np.zeros((0, 3, STAMP_SIZE, STAMP_SIZE), np.float32)
-    decoded = time.perf_counter()
-    ok = out["status"] == SCORED
-    out["x"] = np.zeros(stamps.shape, np.float32)
-    if ok.any():
-        status, out["x"][ok] = inputs.prepare(stamps[ok])
-        out["status"][ok] = [s if s == SCORED else f"refused: {s}" for s in status]
-    n = max(1, len(rows))  # per-row shares of the batch's seconds: the driver sums them (where time goes)
-    out[TIMING_PREFIX + "decode"] = np.full(len(rows), (decoded - started) / n)
-    out[TIMING_PREFIX + "preprocess"] = np.full(len(rows), (time.perf_counter() - decoded) / n)
+    out["stamp"] = np.stack(stamps) if stamps else np.zeros((0, 3, STAMP_SIZE, STAMP_SIZE), np.float32)
     return out
 
 
@@ -155,9 +140,8 @@ def _row(galaxy_id, source, ra, dec, brick, status=SCORED) -> dict:
             "dec": np.nan if dec is None else float(dec), "brick": _brick(brick), "status": status}
 
 
-def decode_parquet_batch(batch: pa.Table, input_keys, bricks, scheme: str, inputs: ScoringInputs) -> dict:
-    """Paired-parquet rows -> network inputs; an undecodable blob becomes a refused row, not a failed job."""
-    started = time.perf_counter()
+def decode_parquet_batch(batch: pa.Table, input_keys, bricks, scheme: str) -> dict:
+    """Paired-parquet rows -> stamps; an undecodable blob becomes a refused row, not a failed job."""
     rows, stamps = [], []
     blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
     for blob, task_id, ra, dec, brick, path in zip(*(batch[c].to_pylist() for c in (*PARQUET_COLUMNS, "path"))):
@@ -170,11 +154,10 @@ def decode_parquet_batch(batch: pa.Table, input_keys, bricks, scheme: str, input
             stamp, status = blank, f"refused: {err.reason}"
         rows.append(_row(task_id, source, ra, dec, brick, status))
         stamps.append(stamp)
-    return _decoded(rows, stamps, inputs, started)
+    return _decoded(rows, stamps)
 
 
-def decode_npz_batch(batch: dict, bricks, scheme: str, inputs: ScoringInputs) -> dict:
-    started = time.perf_counter()
+def decode_npz_batch(batch: dict, bricks, scheme: str) -> dict:
     rows, stamps = [], []
     for blob, path in zip(batch["bytes"], batch["path"]):
         source = scheme + str(path)
@@ -191,35 +174,41 @@ def decode_npz_batch(batch: dict, bricks, scheme: str, inputs: ScoringInputs) ->
         rows.append(_row(meta.get("galaxy_id", Path(str(path)).stem), source, meta.get("ra"), meta.get("dec"),
                          meta.get("brickname"), status))
         stamps.append(stamp)
-    return _decoded(rows, stamps, inputs, started)
+    return _decoded(rows, stamps)
 
 
 class ScoreBatches:
-    """A Ray actor: loads the model once (on its GPU when it has one), then runs batch after batch of
-    inputs the decode tasks prepared through the inference engine, as halo score does."""
+    """A Ray actor: loads the model once, then scores batch after batch (on its GPU when it has one)."""
 
     def __init__(self, model: CatalogModel, torch_threads: int):
         import torch
 
+        from halo_core.survey.scoring import ScoringModel
+
         torch.set_num_threads(torch_threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)
+        self.scorer.model.to(device)
         self.model = model
 
     def __call__(self, batch: dict) -> dict:
-        started = time.perf_counter()
         n = len(batch["status"])
-        out = {k: batch[k] for k in ("galaxy_id", "ra", "dec", "brick", "source", "status")}
-        out.update({k: v for k, v in batch.items() if k.startswith(TIMING_PREFIX)})
-        numbers = self.scorer.numbers(self.scorer.engine.logits(batch["x"], keep=batch["status"] == SCORED))
-        out["score"] = numbers["score"]
-        out["probability"] = numbers["probability"]
-        out["probability_at_prevalence"] = numbers[f"probability_at_prevalence_{self.model.prevalence:g}"]
-        out["precision"] = np.full(n, self.scorer.precision_label, dtype=object)
+        decoded = batch["status"] == SCORED
+        out = {k: batch[k] for k in ("galaxy_id", "ra", "dec", "brick", "source")}
+        out["status"] = np.array(batch["status"], dtype=object)  # Ray's batches may be read-only
+        for column in ("score", "probability", "probability_at_prevalence"):
+            out[column] = np.full(n, np.nan)
+        if decoded.any():  # halo score's own refusals and numbers, so both agree on the same cutout
+            scored = self.scorer.score_stamps(batch["stamp"][decoded])
+            out["status"][decoded] = scored["status"]
+            out["score"][decoded] = scored["score"]
+            out["probability"][decoded] = scored["probability"]
+            out["probability_at_prevalence"][decoded] = scored[f"probability_at_prevalence_{self.model.prevalence:g}"]
+        out["precision"] = np.full(n, self.scorer.precision_label, dtype=object)  # the numerics of the scores
         out["deployment_prevalence"] = np.full(n, self.model.prevalence)
         out["model_version"] = np.full(n, self.model.version, dtype=object)
         for column, values in crossmatch(out["ra"], out["dec"]).items():  # the known lens at each position
             out[column] = values.to_numpy(dtype=float if column == "known_lens_sep_arcsec" else object)
-        out[TIMING_PREFIX + "forward"] = np.full(n, (time.perf_counter() - started) / max(1, n))
         return out
 
 
@@ -242,22 +231,28 @@ def _inner(uri: str) -> str:
     return uris.filesystem(uri)[1]
 
 
-def _dataset(parquet: list[str], npz: list[str], input_keys, bricks, inputs: ScoringInputs):
+def _dataset(parquet: list[str], npz: list[str], input_keys, bricks, refused_rows: list[dict] = ()):
     import ray.data
 
     parts = []
+    if refused_rows:  # input files that could not be read at all: one refused row each
+        blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
+        parts.append(ray.data.from_items([{**r, "stamp": blank} for r in refused_rows]).map_batches(
+            lambda b: {**b, **{k: b[k].astype(object) for k in ("galaxy_id", "source", "brick", "status")}},
+            batch_format="numpy"))
     for scheme, files in _by_scheme(parquet).items():
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_parquet([_inner(f) for f in files], include_paths=True, filesystem=fs).select_columns(
             [*PARQUET_COLUMNS, "path"])
         parts.append(ds.map_batches(decode_parquet_batch, batch_format="pyarrow", num_cpus=DECODE_CPUS,
-                                    fn_kwargs={"input_keys": input_keys, "bricks": bricks, "scheme": scheme,
-                                               "inputs": inputs}))
+                                    fn_kwargs={"input_keys": input_keys, "bricks": bricks, "scheme": scheme}))
     for scheme, files in _by_scheme(npz).items():
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_binary_files([_inner(f) for f in files], include_paths=True, filesystem=fs)
         parts.append(ds.map_batches(decode_npz_batch, batch_format="numpy", num_cpus=DECODE_CPUS,
-                                    fn_kwargs={"bricks": bricks, "scheme": scheme, "inputs": inputs}))
+                                    fn_kwargs={"bricks": bricks, "scheme": scheme}))
+    if not parts:
+        raise ContractError("no cutouts to score")
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
@@ -278,8 +273,6 @@ class CatalogReport:
     bricks: dict = field(default_factory=dict)  # brick -> {rows, scored, above_threshold}
     top: list = field(default_factory=list)  # the top candidates by probability, best first
     seconds: float = 0.0
-    precision: str = ""  # the numerics of the scores (the model's own; "not on the card" = fp32 assumed)
-    timings: dict = field(default_factory=dict)  # stage -> seconds (decode, preprocess, forward: summed over workers)
 
     @property
     def refused_frac(self) -> float:
@@ -301,7 +294,8 @@ class CatalogReport:
 
 
 def _catalog_dataset(out_dir: str) -> pads.Dataset:
-    fs, path = _arrow_fs(out_dir) if uris.is_remote(out_dir) else (None, out_dir)
+    root = uris.current(out_dir)  # on S3 a whole catalogue is a version folder named by its pointer
+    fs, path = _arrow_fs(root) if uris.is_remote(root) else (None, root)
     return pads.dataset(path, format="parquet", partitioning=BRICK_PARTITIONING, filesystem=fs)
 
 
@@ -337,108 +331,98 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
     return report
 
 
-def _clear(out_dir: str, bricks: list[str] | None) -> None:
-    """A rebuild replaces what it rewrites: the whole catalogue, or just its bricks' partitions."""
-    fs, path = uris.filesystem(out_dir)
-    if bricks is None and fs.exists(path):
-        foreign = [p for p in fs.ls(path, detail=False) if not Path(p).name.startswith(("brick=", "_"))]
-        if foreign:
-            raise ContractError(f"{out_dir}: holds {len(foreign)} entries that are not a catalogue's "
-                                f"(e.g. {foreign[0]}); give an empty or catalogue folder")
-    targets = [out_dir] if bricks is None else [uris.join(out_dir, f"brick={b}") for b in bricks]
-    for target in targets:
-        fs, path = uris.filesystem(target)
-        if fs.exists(path):
-            fs.rm(path, recursive=True) if uris.is_remote(target) else shutil.rmtree(path)
+BRICK_MARKER = "_brick.json"  # a brick partition's files, as its last build wrote them (the next removes only these)
 
 
-CATALOG_SCHEMA = pa.schema([  # one schema for every file, so a file of all-null cross-matches reads with the rest
-    ("galaxy_id", pa.string()), ("ra", pa.float64()), ("dec", pa.float64()), ("source", pa.string()),
-    ("status", pa.string()), ("score", pa.float64()), ("probability", pa.float64()),
-    ("probability_at_prevalence", pa.float64()), ("precision", pa.string()), ("deployment_prevalence", pa.float64()),
-    ("model_version", pa.string()), ("known_lens_name", pa.string()), ("known_lens_grading", pa.string()),
-    ("known_lens_reference", pa.string()), ("known_lens_sep_arcsec", pa.float64())])
-FLUSH_ROWS = 100_000  # rows the writer holds before it writes them out (one file per brick per flush)
+def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict]]:
+    """(files whose parquet footer reads, one refused row per file that does not): a corrupt input
+    file is a refused row of the catalogue, not a failed job."""
+    good, bad = [], []
+    for f in files:
+        fs, inner = uris.filesystem(f)
+        try:
+            with fs.open(inner, "rb") as handle:
+                pq.read_metadata(handle)
+            good.append(f)
+        except (OSError, pa.ArrowException) as err:
+            log.warning("%s: unreadable parquet (%s)", f, err)
+            bad.append(_row(Path(f).stem, f, None, None, None, "refused: corrupt_file"))
+    return good, bad
 
 
-class BrickWriter:
-    """Scored batches -> ``<out>/brick=<name>/part-<n>.parquet``, a few large files per brick, memory bounded."""
-
-    def __init__(self, out_dir: str):
-        self.out_dir, self.pending, self.rows, self.files = out_dir, {}, 0, 0
-
-    def add(self, batch: pa.Table) -> None:
-        for brick in pc.unique(batch["brick"]).to_pylist():
-            rows = batch.filter(pc.equal(batch["brick"], brick)).drop_columns(["brick"])
-            self.pending.setdefault(brick, []).append(rows)
-        self.rows += len(batch)
-        if self.rows >= FLUSH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        for brick, tables in self.pending.items():
-            table = pa.concat_tables(tables).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
-            uri = uris.join(self.out_dir, f"brick={brick}", f"part-{self.files:06d}.parquet")
-            fs, path = uris.filesystem(uri)
-            fs.makedirs(str(Path(path).parent), exist_ok=True)
-            with fs.open(path, "wb") as f:
-                pq.write_table(table, f)
-            self.files += 1
-        self.pending, self.rows = {}, 0
+def _write_partitions(scored, folder: str) -> None:
+    """Ray's parquet partitions under the local ``folder`` (a stage; S3 gets it uploaded whole), each
+    brick's with its BRICK_MARKER naming its files."""
+    scored.write_parquet(folder, partition_cols=["brick"])
+    for brick_dir in Path(folder).glob("brick=*"):
+        files = sorted(p.name for p in brick_dir.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+        write_file(str(brick_dir / BRICK_MARKER), uris.json_text({"files": files}).encode())
 
 
-def _expected_rows(parquet: list[str], npz: list[str]) -> int:
-    return sum(parquet_rows(p) for p in parquet) + len(npz)
+def _replace_bricks(scored, out_dir: str, bricks: list[str]) -> None:
+    """Each brick's partition replaced by its new files: they go in first (new names), then its
+    BRICK_MARKER names them, then the files the previous marker named go. A reader may briefly see
+    both, never neither; a file no build wrote stays; one writer per brick (docs/design.md §11 (storage and outputs))."""
+    with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
+        _write_partitions(scored, tmp)
+        for brick in bricks:
+            written = Path(tmp, f"brick={brick}")
+            files = sorted(p for p in written.glob("*.parquet")) if written.is_dir() else []
+            target = uris.join(out_dir, f"brick={brick}")
+            marker = uris.join(target, BRICK_MARKER)
+            previous = uris.read_json(marker)["files"] if uris.exists(marker) else []
+            for f in files:
+                write_file(uris.join(target, f.name), f.read_bytes())
+            write_file(marker, uris.json_text({"files": [f.name for f in files]}).encode())
+            fs, _ = uris.filesystem(target)
+            for name in sorted(set(previous) - {f.name for f in files}):
+                fs.rm_file(uris.filesystem(uris.join(target, name))[1])
 
 
 def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, bricks: list[str] | None = None,
                   batch_size: int = 256, top_n: int = 50, num_cpus: int | None = None) -> CatalogReport:
-    """Score the cutouts of ``inputs`` (only those in ``bricks`` when given) into ``out_dir``. Ray decodes
-    and preprocesses, an actor pool runs forward, this process writes (and shows the progress)."""
+    """Score the cutouts of ``inputs`` (only those in ``bricks`` when given) into ``out_dir``: the whole
+    catalogue (with its summary and gallery) as one dataset folder, or just the partitions of
+    ``bricks``. The previous catalogue (or partition) stays whole until the new one is complete."""
     started = time.perf_counter()
+    refuse_overlap(out_dir, [*inputs, model.path])
     parquet, npz = catalog_inputs(inputs)
+    parquet, unreadable = _readable_parquet(parquet)
     wanted = None if bricks is None else set(bricks)
     sidecar = load_sidecar(model.path)
-    timings: Counter = Counter()
+    if sidecar["needs_control"]:  # its actors would fail mid-run: refused before anything is read or written
+        raise CheckpointError(f"{model.path}: this model reads {sidecar['input_channels']} channels (stamp + control "
+                              "stamp); a real survey galaxy has no control, so it cannot score a survey")
+    input_keys = stamp_keys(sidecar["config"]["input_keys"])
     with ray_session(num_cpus):
-        timings["ray_start"] = time.perf_counter() - started
         quiet_progress()
         actors, gpus = pool_size()
-        scored = _dataset(parquet, npz, stamp_keys(sidecar["config"]["input_keys"]), wanted,
-                          ScoringInputs.from_sidecar(sidecar)).map_batches(
+        decoded = _dataset(parquet, npz, input_keys, wanted, unreadable if wanted is None else
+                           [r for r in unreadable if r["brick"] in wanted])
+        scored = decoded.map_batches(
             ScoreBatches, fn_constructor_kwargs={"model": model, "torch_threads": 1 if not gpus else 4},
             batch_size=batch_size, batch_format="numpy", concurrency=actors, num_gpus=gpus,
             num_cpus=0 if gpus else 1)
-        _clear(out_dir, bricks)
-        writer = BrickWriter(out_dir)
-        total = _expected_rows(parquet, npz) if bricks is None else None
-        with Progress(total, "halo catalog", "cutouts") as progress:
-            batches = iter(scored.iter_batches(batch_size=None, batch_format="pyarrow"))
-            while True:
-                waited = time.perf_counter()
-                batch = next(batches, None)
-                timings["waiting"] += time.perf_counter() - waited
-                if batch is None:
-                    break
-                written = time.perf_counter()
-                stages = [c for c in batch.column_names if c.startswith(TIMING_PREFIX)]
-                for column in stages:
-                    timings[column.removeprefix(TIMING_PREFIX)] += pc.sum(batch[column]).as_py() or 0.0
-                writer.add(batch.drop_columns(stages))
-                timings["write"] += time.perf_counter() - written
-                progress.update(len(batch))
-            written = time.perf_counter()
-            writer.flush()
-            timings["write"] += time.perf_counter() - written
-    report = summarize(out_dir, model, bricks, top_n)
-    if report.rows == 0:
-        raise ContractError(f"{inputs}: no cutouts{'' if bricks is None else f' in bricks {sorted(bricks)}'}")
+        if bricks is not None:
+            _replace_bricks(scored, out_dir, bricks)
+            report = _summarized(out_dir, model, bricks, top_n, inputs)
+        else:
+            with dataset_folder(out_dir, SUMMARY_FILE) as stage:
+                _write_partitions(scored, str(stage))
+                report = _summarized(str(stage), model, None, top_n, inputs)
+                report.out_dir = str(stage)
+                publish(report, model)
+            report.out_dir = out_dir
     report.seconds = round(time.perf_counter() - started, 3)
-    report.timings = {k: round(v, 3) for k, v in timings.items()}
-    report.precision = precision_label(sidecar)
-    log.info("catalogue %s: %d rows, %d scored, refused %s, %d above the threshold, %.1f s (%s)", out_dir,
-             report.rows, report.scored, dict(report.refused), report.above_threshold, report.seconds,
-             ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
+    log.info("catalogue %s: %d rows, %d scored, refused %s, %d above the threshold, %.1f s", out_dir,
+             report.rows, report.scored, dict(report.refused), report.above_threshold, report.seconds)
+    return report
+
+
+def _summarized(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n: int, inputs) -> CatalogReport:
+    report = summarize(out_dir, model, bricks, top_n)
+    if report.rows == 0:  # raised inside the build: the previous catalogue stays
+        raise ContractError(f"{inputs}: no cutouts{'' if bricks is None else f' in bricks {sorted(bricks)}'}")
     return report
 
 
@@ -466,8 +450,8 @@ def publish(report: CatalogReport, model: CatalogModel, name: str = "index") -> 
     from halo_core.survey.gallery import write_gallery
 
     summary = uris.join(report.out_dir, f"_summary_{name}.json" if name != "index" else SUMMARY_FILE)
-    uris.atomic_write_json(summary, report.to_dict())
     gallery = write_gallery(report.top, model.path, uris.join(report.out_dir, GALLERY_DIR, f"{name}.html"),
                             title=f"halo candidates: {name if name != 'index' else 'all bricks'} (model {model.version})",
                             threshold=model.threshold)
+    write_file(summary, uris.json_text(report.to_dict()).encode())  # last: the whole catalogue's marker
     return summary, gallery

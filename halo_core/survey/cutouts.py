@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from halo_core import uris
+from halo_core import outputs, uris
 from halo_core.data.bricks import brick_names
 from halo_core.data.stamps import BANDS, CUTOUT_KEY, PIXEL_SCALE_ARCSEC
 from halo_core.errors import ContractError
@@ -260,11 +260,6 @@ def encode_cutout(cutout: np.ndarray, meta: dict) -> bytes:
     return buf.getvalue()
 
 
-def write_item(out_dir: str, name: str, data: bytes) -> None:
-    """One object of the resumable folder, written whole or not at all."""
-    uris.atomic_write_bytes(uris.join(out_dir, name), data)
-
-
 # ---------------------------------------------------------------------------------------------- HTTP
 
 def _retry_after(headers, fallback: float) -> float:
@@ -342,7 +337,7 @@ def fetch_object(target: dict, policy: FetchPolicy, out_dir: str) -> dict:
             "source": url, "fetched_at": fetched_at, "layer": policy.layer, "size": policy.size,
             "pixel_scale": PIXEL_SCALE_ARCSEC}
     name = f"{target['id']}.npz"
-    write_item(out_dir, name, encode_cutout(cutout, meta))
+    outputs.write_item(out_dir, name, encode_cutout(cutout, meta))
     return {**row, "state": FETCHED, "file": name, "fetched_at": fetched_at}
 
 

@@ -18,6 +18,7 @@ from halo_core.data.preprocess import preprocess
 from halo_core.data.stamps import decode_cutout, decode_stamp
 from halo_core.model.checkpoint import load_sidecar, model_spec
 from halo_core.survey.grades import GRADES
+from halo_core.outputs import write_file
 
 COLUMNS = ("rank", "galaxy_id", "brick", "ra", "dec", "score", "probability", "probability_at_prevalence")
 ZOOM = 2  # 64 px stamps drawn at 128 px, nearest-neighbour: pixels stay pixels
@@ -154,5 +155,4 @@ Images: g,r,z composite (z red, g blue; asinh stretch) and the model's input (pr
 <th>sky</th><th>grade</th></tr></thead><tbody>
 {''.join(rows)}
 </tbody></table><script>{SORT_JS}{GRADES_JS}</script></body></html>"""
-    uris.atomic_write_bytes(out_uri, page.encode())
-    return out_uri
+    return write_file(out_uri, page.encode())

@@ -21,6 +21,7 @@ import pandas as pd
 
 from halo_core import uris
 from halo_core.errors import ContractError
+from halo_core.outputs import write_file
 
 GRADES = ("A", "B", "C", "not a lens")
 NOT_A_LENS = "not a lens"
@@ -80,7 +81,7 @@ def import_grades(csv_path: str, catalog: pd.DataFrame, out_path: str) -> Grades
     merged = every.drop_duplicates("id", keep="last").sort_values("id").reset_index(drop=True)
     buf = io.BytesIO()
     merged.to_parquet(buf, index=False)
-    uris.atomic_write_bytes(out_path, buf.getvalue())
+    write_file(out_path, buf.getvalue())
     return GradesImport(out=out_path, rows_read=len(read),
                         imported=len(new), galaxies=len(merged), by_grade=merged["grade"].value_counts().to_dict(),
                         unknown_ids=unknown, conflicts=conflicts)

@@ -27,10 +27,9 @@ from halo_core.config import HaloConfig, stamp_keys
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
 from halo_core.data.preprocess import PreprocessSpec, preprocess
 from halo_core.data.reader import parquet_batches, parquet_rows
-from halo_core.data.stamps import decode_cutout, decode_stamp
-from halo_core.errors import CheckpointError, ConfigError, StampDecodeError
+from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, refusal, status
+from halo_core.errors import CheckpointError, ConfigError, HaloError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration, sigmoid
-from halo_core.evaluation.gates import CORE_PX
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import DEFAULT_BATCH, Engine
 from halo_core.model.network import pick_device
@@ -40,6 +39,7 @@ log = logging.getLogger(__name__)
 
 
 SCORED = "scored"
+REFUSED_NONFINITE_SCORE = status("nonfinite_score", SCORED)
 # `halo score` exits with this when some inputs were refused (their rows say why); 0 when all were scored
 EXIT_SOME_REFUSED = 3
 
@@ -50,27 +50,32 @@ def cutout_row(path: str, meta: dict) -> dict:
             "ra": meta.get("ra"), "dec": meta.get("dec"), "brickname": meta.get("brickname")}
 
 
-def _checked(path: str) -> Path:
+def _format_refusal(path: str) -> str | None:
     p = Path(path)
     if not p.exists():
-        raise StampDecodeError(f"{path}: no such file", "missing_file")
+        return "missing_file"
     if not p.is_file():
-        raise StampDecodeError(f"{path}: is a directory; give the .npz or .parquet files in it", "not_a_file")
-    if not path.endswith((".npz", ".parquet")):
-        raise StampDecodeError(f"{path}: expected a .npz cutout or a .parquet paired file", "unknown_format")
-    return p
+        return "not_a_file"
+    return None if path.endswith((".npz", ".parquet")) else "unknown_format"
 
 
 def count_inputs(paths: list[str]) -> int:
-    """Cutouts in ``paths`` (parquet row counts from the footer, one per npz), every path checked first."""
-    for path in paths:
-        _checked(path)
-    return sum(parquet_rows(p) if p.endswith(".parquet") else 1 for p in paths)
+    """Cutouts in ``paths`` (parquet row counts from the footer, one per npz or unreadable file)."""
+    def rows(path: str) -> int:
+        if _format_refusal(path) or not path.endswith(".parquet"):
+            return 1
+        try:
+            return parquet_rows(path)
+        except (HaloError, OSError):
+            return 1
+    return sum(rows(p) for p in paths)
 
 
 def read_chunks(paths: list[str], input_keys, rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
-    """(stamps, identities) of at most ``rows`` cutouts at a time, in input order: the inputs are
-    streamed, so memory does not grow with the survey."""
+    """(stamps, rows with their read ``status``) of at most ``rows`` cutouts at a time, in input order:
+    streamed, so memory does not grow with the survey. A file or blob that cannot be decoded is a row
+    refused with its reason and a NaN stamp, never an exception that loses the other rows."""
+    blank = np.full((3, STAMP_SIZE, STAMP_SIZE), np.nan, np.float32)
     stamps, table = [], []
 
     def chunk():
@@ -79,36 +84,42 @@ def read_chunks(paths: list[str], input_keys, rows: int) -> Iterator[tuple[np.nd
         table.clear()
         return out
 
+    def refused(path: str, reason: str, why: str = "", **row) -> None:
+        log.warning("%s: refused (%s)%s", path, reason, f": {why}" if why else "")
+        stamps.append(blank)
+        table.append({"id": Path(path).stem, "source": path, "ra": None, "dec": None, "brickname": None, **row,
+                      "status": status(reason, SCORED)})
+
     for path in paths:
-        _checked(path)
-        if path.endswith(".npz"):
-            stamp, meta = decode_cutout(path)
-            stamps.append(stamp)
-            table.append(cutout_row(path, meta))
+        if reason := _format_refusal(path):
+            refused(path, reason)
+        elif path.endswith(".npz"):
+            try:
+                stamp, meta = decode_cutout(path)
+            except StampDecodeError as err:
+                refused(path, err.reason, str(err))
+            else:
+                stamps.append(stamp)
+                table.append({**cutout_row(path, meta), "status": SCORED})
         else:
-            batches = parquet_batches(path, ["stamp_npz", "task_id", "ra", "dec", "brickname"], rows)
-            for batch in batches:
-                for blob, task_id, ra, dec, brickname in zip(*(c.to_pylist() for c in batch.columns)):
-                    stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz",
-                                               keys=input_keys))
-                    table.append({"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname})
-                    if len(stamps) == rows:
-                        yield chunk()
+            try:
+                for batch in parquet_batches(path, ["stamp_npz", "task_id", "ra", "dec", "brickname"], rows):
+                    for blob, task_id, ra, dec, brickname in zip(*(c.to_pylist() for c in batch.columns)):
+                        row = {"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname}
+                        try:
+                            stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz",
+                                                       keys=input_keys))
+                            table.append({**row, "status": SCORED})
+                        except StampDecodeError as err:
+                            refused(path, err.reason, str(err), **row)
+                        if len(stamps) == rows:
+                            yield chunk()
+            except (HaloError, OSError, KeyError) as err:
+                refused(path, "corrupt_file", str(err))
         if len(stamps) >= rows:
             yield chunk()
     if stamps:
         yield chunk()
-
-
-def refusal(stamp: np.ndarray, max_nonfinite_frac: float) -> str:
-    """Why a cutout is not scored, or SCORED: a model never sees a made-up pixel in the central
-    10x10 (the shortcut gates' core, where a lens's light is), nor a cutout with many of them."""
-    c0 = (stamp.shape[-1] - CORE_PX) // 2
-    if not np.isfinite(stamp[:, c0:c0 + CORE_PX, c0:c0 + CORE_PX]).all():
-        return "nonfinite_core"
-    if (~np.isfinite(stamp)).mean() > max_nonfinite_frac:
-        return "too_many_nonfinite"
-    return SCORED
 
 
 @dataclass(frozen=True)
@@ -128,12 +139,12 @@ class ScoringInputs:
         """(status, inputs): SCORED or why not per stamp, and the preprocessed float32 inputs (zeros where
         refused). The few non-finite pixels a scored stamp may have (outside the core) are set to 0, the
         sky level."""
-        status = np.array([refusal(s, self.max_nonfinite_frac) for s in stamps], dtype=object)
-        ok = status == SCORED
+        states = np.array([status(refusal(s, self.max_nonfinite_frac), SCORED) for s in stamps], dtype=object)
+        ok = states == SCORED
         x = np.zeros(stamps.shape, np.float32)
         if ok.any():
             x[ok] = preprocess(np.nan_to_num(stamps[ok], nan=0.0, posinf=0.0, neginf=0.0), self.spec)
-        return status, x
+        return states, x
 
 
 @dataclass(frozen=True)
@@ -203,7 +214,14 @@ class ScoringModel:
     def score_prepared(self, status: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
         """``status`` and numbers of inputs ``ScoringInputs.prepare`` made; a refused row never reaches the
         network (its numbers are NaN)."""
-        return {"status": status, **self.numbers(self.engine.logits(x, keep=status == SCORED))}
+        out = {"status": status.copy(), **self.numbers(self.engine.logits(x, keep=status == SCORED))}
+        broken = (status == SCORED) & ~np.all([np.isfinite(out[c]) for c in self.columns], axis=0)
+        if broken.any():  # a score that is not a number is a refusal, never a `scored` row with empty values
+            log.warning("%d cutouts gave a non-finite score; refused", int(broken.sum()))
+            out["status"][broken] = REFUSED_NONFINITE_SCORE
+            for c in self.columns:
+                out[c][broken] = np.nan
+        return out
 
     def score_stamps(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
         """``status`` per stamp (SCORED or why not) and its numbers, NaN where refused."""
@@ -239,14 +257,16 @@ def score_chunks(scorer: ScoringModel, inputs: list[str], *, known_lens_radius_a
                 return
             decoded = time.perf_counter()
             stamps, table = item
-            status, x = prepared.prepare(stamps)
+            read = table.pop("status").to_numpy()
+            states, x = prepared.prepare(stamps)
+            states = np.where(read != SCORED, read, states)  # a row refused when read keeps its reason
             timings["decode"] += decoded - started
             timings["preprocess"] += time.perf_counter() - decoded
-            yield table, stamps, status, x
+            yield table, stamps, states, x
 
-    for table, stamps, status, x in prefetched(read_and_prepare(), timings):
+    for table, stamps, states, x in prefetched(read_and_prepare(), timings):
         started = time.perf_counter()
-        for column, values in scorer.score_prepared(status, x).items():
+        for column, values in scorer.score_prepared(states, x).items():
             table[column] = values
         timings["forward"] += time.perf_counter() - started
         table["precision"] = scorer.precision_label
@@ -297,7 +317,7 @@ def score(model_path: str, inputs: list[str], *, calibration: Calibration | None
 def log_refused(table: pd.DataFrame) -> None:
     refused = table["status"] != SCORED
     if refused.any():
-        log.warning("%d of %d cutouts not scored (non-finite pixels): %s", int(refused.sum()), len(table),
+        log.warning("%d of %d cutouts not scored: %s", int(refused.sum()), len(table),
                     list(table["id"][refused])[:20])
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from halo_core import uris
 from halo_core.errors import ContractError
 from halo_core.evaluation.metrics import wilson_interval
+from halo_core.outputs import write_dataset
 from halo_core.ray_runtime import ray_session
 from halo_core.simulate.dataset import DEPTH_BIN_EDGES_MAG, PSF_BIN_EDGES_ARCSEC
 
@@ -124,9 +125,10 @@ class RealHostInjections:
     are real; the arc is the simulator's, convolved with the host's PSF, with the cell's theta_E and
     source magnitude. The PSF and depth of a cell are bins of the hosts' measured values."""
 
-    def __init__(self, galaxies: list, path: str = "", selected: str = ""):
+    def __init__(self, galaxies: list, path: str = "", selected: str = "", refused: dict[str, int] | None = None):
         from halo_core.simulate.injection import measure_hosts
 
+        self.refused = refused or {}  # reason -> host cutouts the reading rules refused (data.stamps.refusal)
         if not galaxies:
             raise ContractError(f"{path}: no real hosts for the selection function ({selected or 'none given'})")
         self.hosts = measure_hosts(galaxies)
@@ -146,7 +148,7 @@ class RealHostInjections:
     def held_out(cls, cfg) -> "RealHostInjections":
         """The hosts of ``lrg_cutouts_path`` in the test split's bricks, split as paired_stamps splits
         them (``injection`` fractions and seed): the others' arcs trained and calibrated the model."""
-        from halo_core.simulate.injection import assign_splits, bricks_by_file, read_cutouts
+        from halo_core.simulate.injection import assign_splits, bricks_by_file, read_cutouts, refusal_counts
 
         files, inj = bricks_by_file(cfg.lrg_cutouts_path), cfg.injection
         bricks = [b for _, of_file in files for b in of_file]
@@ -154,9 +156,11 @@ class RealHostInjections:
         test = {b for b, s in split.items() if s == "test"}
         # only the files and cutouts of the test bricks are read again and decoded: memory and I/O follow
         # the held-out share, not the survey
-        hosts = read_cutouts([f for f, of_file in files if test.intersection(of_file)], bricks=test)
+        refused = []
+        hosts = read_cutouts([f for f, of_file in files if test.intersection(of_file)], bricks=test, refused=refused,
+                             max_nonfinite_frac=cfg.max_nonfinite_pixel_frac)
         return cls(hosts, cfg.lrg_cutouts_path, f"{len(hosts)} of {len(bricks)} cutouts, those in the test "
-                                                "split's bricks")
+                                                "split's bricks", refusal_counts(refused))
 
     def cells(self, grid) -> list[tuple[Cell, int]]:
         return [(Cell(t, p["value"], d["value"], m), len(self.members.get((p["value"], d["value"]), ())))
@@ -167,6 +171,7 @@ class RealHostInjections:
         from collections import Counter
 
         return {"source": "real", "path": self.path, "selected": self.selected, "n_hosts": len(self.galaxy_ids),
+                "refused": self.refused,
                 "bricks": self.bricks,
                 "psf_source": dict(Counter(self.hosts.psf_source)),
                 "depth_source": dict(Counter(self.hosts.depth_source)),
@@ -364,7 +369,6 @@ def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
     pngs = plots(result)
     images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
-    uris.atomic_write_json(uris.join(out_dir, SELECTION_JSON), result)
     head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
     body = "".join(
         "<tr>" + "".join(f"<td>{r[a]:g}</td>" for a in AXES)
@@ -390,6 +394,6 @@ at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % 
 <h2>Marginal completeness</h2><img src="data:image/png;base64,{images['marginals']}">
 <h2>theta_E x source magnitude (pooled over PSF and depth)</h2><img src="data:image/png;base64,{images['heatmap']}">
 <h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""
-    uri = uris.join(out_dir, SELECTION_HTML)
-    uris.atomic_write_bytes(uri, page.encode())
-    return uri, pngs
+    write_dataset(out_dir, {SELECTION_HTML: page.encode(), SELECTION_JSON: uris.json_text(result).encode()},
+                  SELECTION_JSON)
+    return uris.join(out_dir, SELECTION_HTML), pngs

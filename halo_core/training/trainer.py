@@ -34,6 +34,7 @@ from halo_core.evaluation.metrics import auroc, per_class_accuracy
 from halo_core.model.checkpoint import code_version, file_sha256, load_checkpoint, load_sidecar, save_checkpoint
 from halo_core.model.inference import batch_dtype, predict_logits, to_device
 from halo_core.model.network import build_model, pick_device
+from halo_core.outputs import resumable_folder
 from halo_core.training.monitors import EpochRecord, promoted_record, run_history
 from halo_core.training.tracking import Tracker
 
@@ -341,7 +342,7 @@ def fit(cfg: HaloConfig, dataset_dir: str, out_dir: str, *, resume: bool = True,
 
     ctx = init_distributed(cfg.device)
     if ctx.is_main:
-        uris.check_writable(out_dir)
+        resumable_folder(out_dir, [dataset_dir, warm_start_from])  # a run folder: checkpoints written one by one
     device = pick_device(cfg.device, ctx.local_rank)
     precision = identity["precision"]
     torch.manual_seed(cfg.seed)  # before the model is built: its initial weights are the run's

@@ -123,7 +123,75 @@ def test_worse_challenger_is_kept_out_of_production_then_rollback(go_run, instan
                                                     "test_metrics": versions(str(registry))[0]["test_metrics"],
                                                     "evaluated_on": "x"})
     assert cli.main(["models", "promote", "--registry", str(registry), no_go]) == 2
-    assert "NO-GO" in capsys.readouterr().err and production(str(registry)) == champion
+    err = capsys.readouterr().err
+    assert "holds no report.json or gates.json" in err and "re-evaluate" in err and production(str(registry)) == champion
+
+
+def test_promote_rederives_the_verdict_from_the_versions_evidence_never_the_card(go_run, capsys):
+    """A hand-edited card that claims GO once went to production: the CLI read go_no_go from the card."""
+    _, _, registry = go_run
+    champion = production(str(registry))
+    folder = registry / "versions" / champion
+    card = json.loads((folder / "model.json").read_text())
+    strict = {**card["config"], "go_no_go": {**card["config"]["go_no_go"], "min_test_auroc": 0.999999}}
+    claimed = add_version(str(registry), str(folder / "model.pt"), {
+        "config": strict, "go_no_go": {"go": True, "failed": []}, "evaluated_on": card["evaluated_on"],
+        "test_metrics": card["test_metrics"]},
+        evidence={name: (folder / name).read_bytes() for name in ("report.json", "gates.json")})
+    assert cli.main(["models", "promote", "--registry", str(registry), claimed]) == 2
+    err = capsys.readouterr().err
+    assert "NO-GO" in err and "test_auroc" in err and err.count("\n") == 1 and production(str(registry)) == champion
+
+
+@pytest.mark.parametrize("name", ["../versions/x", "/etc/passwd", "a/b", "..", "20261202T000000Z-deadbeef"])
+def test_a_version_name_is_a_name_of_an_existing_version(go_run, capsys, name):
+    _, _, registry = go_run
+    assert cli.main(["models", "promote", "--registry", str(registry), name]) == 2
+    err = capsys.readouterr().err
+    assert ("is not a version name" in err or "no version" in err) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("pointer", [b"{not json", b'{"version": "/etc/passwd#"}', b'{"other": 1}'])
+def test_a_corrupt_pointer_is_a_one_line_error_and_promote_repairs_it(go_run, capsys, tmp_path, pointer):
+    _, _, registry = go_run
+    path = registry / "production.json"
+    champion, saved = production(str(registry)), path.read_bytes()
+    try:
+        path.write_bytes(pointer)
+        for argv, code in ((["score", "--model", str(registry), str(tmp_path / "x.npz"), "--out", str(tmp_path / "s.csv")], 2),
+                           (["models", "list", "--registry", str(registry)], 1)):
+            assert cli.main(argv) == code
+            err = capsys.readouterr().err
+            assert f"{path}: corrupt production pointer" in err and "halo models promote --registry" in err
+            assert err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / "s.csv").exists()
+        assert cli.main(["models", "promote", "--registry", str(registry), champion]) == 0
+        assert production(str(registry)) == champion and "production: none -> " in capsys.readouterr().out
+    finally:
+        path.write_bytes(saved)
+
+
+def test_a_promotion_that_lost_the_race_changes_nothing_and_names_the_winner(go_run):
+    from halo_core.model.registry import RegistryError, set_production
+
+    _, _, registry = go_run
+    champion, other = production(str(registry)), versions(str(registry))[-1]["version"]
+    with pytest.raises(RegistryError, match=f"production moved to {champion} while this promotion ran"):
+        set_production(str(registry), other, "test", expected="20200101T000000Z-00000000")
+    assert production(str(registry)) == champion
+
+
+def test_one_bad_card_is_listed_as_bad_and_the_others_still_are(go_run, capsys):
+    _, _, registry = go_run
+    card = registry / "versions" / versions(str(registry))[-1]["version"] / "model.json"
+    saved = card.read_bytes()
+    try:
+        card.write_text("{truncated")
+        assert cli.main(["models", "list", "--registry", str(registry)]) == 1
+        out = capsys.readouterr().out
+        assert "BAD card" in out and f"* {production(str(registry))}" in out
+    finally:
+        card.write_bytes(saved)
 
 
 def _wandb_records(path):

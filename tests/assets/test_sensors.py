@@ -208,3 +208,80 @@ def test_scheduled_and_sensor_runs_carry_the_gpu_tags():
     assert json.loads(job.tags["ecs/container_overrides"])["resourceRequirements"][0]["type"] == "GPU"
     assert defs.resolve_schedule_def("weekly_retrain").job_name == "retrain_job"
     assert defs.resolve_sensor_def("new_data_sensor").job_name == "retrain_job"
+
+
+class Trickler:
+    """A webhook on 127.0.0.1 that takes a post and then sends its reply one byte every ``interval``
+    seconds: each socket read succeeds within any timeout, so only a total deadline stops it (M4)."""
+
+    def __init__(self, interval: float = 0.05):
+        import socket
+
+        self.interval, self.stopped = interval, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection):
+        import time
+
+        with connection:
+            connection.recv(65536)
+            reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000
+            for i in range(len(reply)):
+                if self.stopped.is_set():
+                    return
+                try:
+                    connection.sendall(reply[i:i + 1])
+                except OSError:
+                    return
+                time.sleep(self.interval)
+
+    def stop(self):
+        self.stopped.set()
+        self.listener.close()
+
+
+def test_a_post_to_a_trickling_webhook_stops_at_its_total_deadline():
+    import time
+
+    from halo_assets.sensors import post_json
+
+    trickler = Trickler()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no complete reply within 0.5 s"):
+            post_json(trickler.url, b"{}", 0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        trickler.stop()
+
+
+def test_a_tick_stops_posting_within_its_budget_and_the_next_one_continues(receiver):
+    """The daemon kills a tick after 60 s and then saves no cursor; a trickling webhook once stalled
+    every tick past that, so nothing was ever delivered."""
+    import time
+
+    trickler = Trickler()
+    try:
+        with dg.instance_for_test() as instance:
+            dg.materialize([probe, probe_error, probe_warn], instance=instance, raise_on_error=False)
+            slow = AlertWebhook(url=trickler.url, timeout_s=0.4, attempts=2, backoff_s=0.0, tick_budget_s=1.0)
+            started = time.monotonic()
+            cursor = _tick(instance, slow)
+            assert time.monotonic() - started < 1.0 + 0.4 + 1.0  # the budget, one post's deadline, slack
+            waiting = json.loads(cursor)["outbox"]
+            assert len(waiting) == 3 and receiver.bodies == []
+            cursor = _tick(instance, AlertWebhook(url=receiver.url), cursor)  # the next tick continues
+            assert json.loads(cursor)["outbox"] == []
+            assert sorted(b["dedupe_key"] for b in receiver.bodies) == sorted(a["dedupe_key"] for a in waiting)
+    finally:
+        trickler.stop()

@@ -39,7 +39,8 @@ def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, pro
     merged = catalog.merge(reference, left_on="galaxy_id", right_on="id")
     # halo score's own refusals (a non-finite core, too many non-finite pixels), with NaN scores
     refused = merged["status_y"] != "scored"
-    assert (merged.loc[refused, "status_x"] == "refused: " + merged.loc[refused, "status_y"]).all()
+    assert (merged.loc[refused, "status_x"] == merged.loc[refused, "status_y"]).all()
+    assert merged.loc[refused, "status_x"].str.startswith("refused: ").all()
     assert (merged.loc[~refused, "status_x"] == "scored").all() and merged.loc[refused, "score_x"].isna().all()
     scored = merged[~refused]
     # the known lens at each position, matched as halo score matches it: all six real fixtures are lenscat entries
@@ -81,3 +82,26 @@ def test_halo_catalog_cli(ray_local, promoted, paired_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["catalog", "--model", promoted, "--out", str(tmp_path), *npz]) == 2  # never wipes a foreign folder
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_rebuild_keeps_the_whole_previous_catalogue_and_a_corrupt_file_is_a_refused_row(
+        ray_local, promoted, paired_dir, tmp_path, capsys):
+    """H1: the catalogue was deleted before the new one was written; a 6-channel model (its actors fail)
+    left an empty catalogue. A corrupt parquet aborted the run; half the rows refused still exited 0."""
+    _, npz = _inputs(paired_dir)
+    out = tmp_path / "cat"
+    assert main(["catalog", "--model", promoted, "--out", str(out), *npz]) == 0
+    before = sorted(read_catalog(str(out))["galaxy_id"])
+    state, sidecar = load_checkpoint(promoted)
+    six = str(tmp_path / "six" / "model.pt")
+    save_checkpoint(six, state, {**sidecar, "needs_control": True, "input_channels": 6})
+    assert main(["catalog", "--model", six, "--out", str(out), *npz]) == 2
+    assert sorted(read_catalog(str(out))["galaxy_id"]) == before
+    capsys.readouterr()
+
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not a parquet file")
+    assert main(["catalog", "--model", promoted, "--out", str(out), *npz, str(tmp_path / "broken.parquet")]) == 3
+    catalog = read_catalog(str(out))
+    assert len(catalog) == len(npz) + 1
+    assert catalog.loc[catalog["galaxy_id"] == "broken", "status"].tolist() == ["refused: corrupt_file"]
+    assert "corrupt_file" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 import pytest
 
-from halo_core.config import HaloConfig, load_preset, parse_overrides, preset_names
+from halo_core.config import HaloConfig, load_config, load_preset, parse_overrides, preset_names
 from halo_core.errors import ConfigError
 
 
@@ -135,3 +135,46 @@ def test_a_threshold_out_of_its_bounds_is_a_one_line_error_naming_the_key(key, v
 def test_a_preset_is_a_package_name_never_a_path(tmp_path, name):
     with pytest.raises(ConfigError, match="a preset is a name, not a path"):
         load_preset(name)
+
+
+@pytest.mark.parametrize("preset", ["recommended", "smoke"])
+def test_a_nested_set_keeps_the_sibling_keys_at_every_depth(preset):
+    """`--set simulation.n_lrg.train=3600` once replaced the whole n_lrg dict (val and test were dropped)."""
+    before = load_preset(preset).simulation
+    cfg = load_preset(preset, parse_overrides(["simulation.n_lrg.train=3600"]))
+    assert cfg.simulation.n_lrg == {**before.n_lrg, "train": 3600}
+    assert cfg.simulation.model_dump(exclude={"n_lrg"}) == before.model_dump(exclude={"n_lrg"})
+
+
+def test_a_dict_valued_key_missing_a_split_is_a_one_line_error_naming_it(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text("simulation: {n_lrg: {train: 30, test: 5}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config_path=str(path))
+    assert "simulation.n_lrg" in str(err.value) and "missing val" in str(err.value)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"epochs: 3\nwandb_run_name: caf\xe9\n", "not UTF-8"),
+    (b"epochs: 3\nseed: 1\nepochs: 4\n", "duplicate key 'epochs' at line 3"),
+    (b"scheduler: {T_0: 3, T_0: 4}\n", "duplicate key 'T_0'"),
+    (b"epochs: [3\n", "not valid YAML at line 2"),
+])
+def test_an_unreadable_config_file_is_a_one_line_error_naming_the_file(tmp_path, content, says):
+    path = tmp_path / "plan.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_config(config_path=str(path))
+    assert str(err.value).startswith(f"{path}: ") and says in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("assignments, says", [
+    (["epochs=[1,"], "--set 'epochs=[1,': not valid YAML"),
+    (["simulation={seed: 1, seed: 2}"], "duplicate key 'seed'"),
+    (["simulation=3", "simulation.seed=1"], "simulation was set to a value"),
+])
+def test_a_bad_set_is_a_one_line_error_naming_it(assignments, says):
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(assignments)
+    assert says in str(err.value) and "\n" not in str(err.value)

@@ -78,6 +78,26 @@ def test_brick_in_two_splits_is_reported(tmp_path):
     assert report.integrity.shared_bricks["train|val"] == ["1000p010"]
 
 
+def test_halo_filter_exits_non_zero_on_leaking_splits_and_keeps_the_previous_dataset(tmp_path, capsys):
+    from halo_core.cli import main
+
+    good = three_splits(tmp_path / "good", n=4)
+    leaking = write_split_dirs(tmp_path / "leaking", {
+        "train": make_paired_table(6, bricks=("1000p010",)),
+        "val": make_paired_table(6, seed=1, bricks=("1000p010",), id_prefix="b"),
+        "test": make_paired_table(6, seed=2, bricks=("3000p010",), id_prefix="c"),
+    })
+    out = str(tmp_path / "filtered")
+    common = ["filter", "--preset", "smoke", "--set", "filter_on_ray=false", "--out", out]
+    assert main([*common, "--data", str(good)]) == 0
+    before = read_manifest(out)
+    capsys.readouterr()
+    assert main([*common, "--data", str(leaking)]) == 2
+    err = capsys.readouterr().err
+    assert "the splits leak" in err and "'train|val': ['1000p010']" in err and err.count("\n") == 1
+    assert read_manifest(out) == before
+
+
 def test_masked_arcs_are_kept_and_accounted(tmp_path):
     root = three_splits(tmp_path / "raw", n=8, masked_rows=[0, 1])
     train = _build(tmp_path, root).splits["train"]
@@ -94,20 +114,21 @@ def _failing_source(tmp_path):
 
 
 def test_a_failed_rebuild_leaves_the_last_good_dataset_whole(tmp_path):
-    (tmp_path / ".filtered.staging-killed").mkdir()  # what a SIGKILLed build leaves: removed by the next one
+    (tmp_path / ".filtered.v-20260101T000000-0123abcd").mkdir()  # what a SIGKILLed build leaves: removed by the next one
     good = _build(tmp_path, three_splits(tmp_path / "raw", n=8))
+    live = (tmp_path / "filtered").readlink().name
     before = read_manifest(good.out_dir)
     with pytest.raises(ContractError, match="split 'val' is empty"):
         _build(tmp_path, _failing_source(tmp_path))
     assert read_manifest(good.out_dir) == before and len(open_split(good.out_dir, "train")) == 8
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".filtered.lock", "bad", "filtered", "raw"]  # no stage left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".filtered.lock", live, "bad", "filtered", "raw"]  # no stage left
 
 
 def test_out_equal_to_inside_or_containing_the_data_is_refused_and_nothing_is_deleted(tmp_path):
     root = three_splits(tmp_path / "raw", n=4)
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     for out in (root, root / "train" / "filtered", tmp_path, root / ".." / "raw"):
-        with pytest.raises(ContractError, match="is, contains or lies inside --data"):
+        with pytest.raises(StorageError, match="the output (is|contains|lies inside) the input"):
             build_filtered_dataset(CFG, str(root), str(out))
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
 

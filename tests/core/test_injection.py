@@ -33,7 +33,7 @@ def injected(fixtures, tmp_path_factory):
     out = tmp_path_factory.mktemp("injected")
     cfg = load_preset("smoke", {"injection": {"injections_per_galaxy": 3}})
     report = inject_dataset(fixtures, out, cfg.injection)
-    return report, pd.read_parquet(out), out
+    return report, pd.concat([pd.read_parquet(f) for f in sorted(out.rglob("*.parquet"))], ignore_index=True), out
 
 
 def test_control_is_the_real_central_crop_bit_for_bit(injected):

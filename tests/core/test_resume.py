@@ -29,7 +29,8 @@ def test_sigkill_mid_training_then_rerun_gives_identical_weights(tmp_path, filte
     killed = _train(filtered_dir, tmp_path / "killed")
     last = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:
+    # the sidecar is written after the weights and records their sha256: it marks a complete checkpoint
+    while not last.with_suffix(".json").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # into the next epoch
     killed.send_signal(signal.SIGKILL)

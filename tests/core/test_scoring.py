@@ -72,25 +72,29 @@ def test_cutouts_with_nonfinite_core_or_too_many_nan_are_not_scored(trained, tmp
     out = tmp_path / "scores.csv"
     assert main(["score", "--model", trained.model_path, *paths, "--out", str(out)]) == EXIT_SOME_REFUSED == 3
     table = pd.read_csv(out).set_index("id")
-    assert table["status"].to_dict() == {"clean": "scored", "core_nan": "nonfinite_core", "all_nan": "nonfinite_core",
-                                         "many_nan": "too_many_nonfinite", "few_nan": "scored"}
+    assert table["status"].to_dict() == {"clean": "scored", "core_nan": "refused: nonfinite_core",
+                                         "all_nan": "refused: nonfinite_core", "many_nan": "refused: too_many_nonfinite",
+                                         "few_nan": "scored"}
     assert table.loc[["core_nan", "all_nan", "many_nan"], "score"].isna().all()
     assert table.loc[["clean", "few_nan"], "score"].between(0, 1).all()
     assert "2 scored, 3 not scored" in capsys.readouterr().out
     assert main(["score", "--model", trained.model_path, paths[0], paths[4], "--out", str(out)]) == 0
 
 
-def test_unreadable_inputs_are_one_line_errors_naming_the_file(trained, tmp_path, capsys):
+def test_unreadable_inputs_are_refused_rows_naming_the_file(trained, tmp_path, capsys, caplog):
+    """A corrupt input file is a refused row, never an error that loses the other rows."""
     text = tmp_path / "notes.npz"
     text.write_text("not an archive")
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, cutout=np.array([{"evil": 1}], dtype=object))
     (tmp_path / "folder.npz").mkdir()
-    for path, why in [(text, "not an npz archive"), (pickled, "pickled Python objects"),
-                      (tmp_path / "folder.npz", "is a directory"), (tmp_path / "missing.npz", "no such file")]:
-        assert main(["score", "--model", trained.model_path, str(path), "--out", str(tmp_path / "s.csv")]) == 2
-        err = capsys.readouterr().err
-        assert str(path) in err and why in err and err.count("\n") == 1, err
+    for path, reason in [(text, "corrupt_npz"), (pickled, "pickled_object"), (tmp_path / "folder.npz", "not_a_file"),
+                         (tmp_path / "missing.npz", "missing_file")]:
+        caplog.clear()
+        assert main(["score", "--model", trained.model_path, str(path), "--out", str(tmp_path / "s.csv")]) == 3
+        table = pd.read_csv(tmp_path / "s.csv")
+        assert table["status"].tolist() == [f"refused: {reason}"] and table["score"].isna().all()
+        assert f"{path}: refused ({reason})" in caplog.text, caplog.text
 
 
 def test_a_card_without_a_precision_record_is_scored_in_fp32_and_says_so(trained, tmp_path, cutouts, caplog):

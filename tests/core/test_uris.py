@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from halo_core import uris
+from halo_core.outputs import dataset_folder
 
 
 @pytest.fixture
@@ -25,6 +26,6 @@ def test_atomic_writes_and_staged_directories_respect_the_umask(tmp_path, umask)
         target = tmp_path / f"m{mask:o}"
         uris.atomic_write_json(str(target / "a.json"), {"x": 1})
         assert _mode(target / "a.json") == file_mode
-        with uris.staged_directory(str(target / "built"), "done.json") as out:
+        with dataset_folder(str(target / "built"), "done.json") as out:
             uris.atomic_write_json(str(out / "done.json"), {})
         assert _mode(target / "built") == dir_mode and _mode(target / "built" / "done.json") == file_mode

@@ -117,3 +117,20 @@ def test_q7_substitutes_score_the_test_split_without_the_true_control(filtered_d
     assert np.allclose(logits["duplicated_image"][neg], logits["true_control"][neg], atol=1e-5)
     assert not np.allclose(logits["duplicated_image"][~neg], logits["true_control"][~neg], atol=1e-3)
     assert not np.allclose(logits["median_template"], logits["true_control"], atol=1e-3)
+
+
+def test_a_cutout_with_a_nan_core_is_refused_never_filled_with_zeros_and_counted(trained, lenses, tmp_path):
+    """M5: validate filled NaN pixels with zeros and counted such cutouts as lenses."""
+    import shutil
+
+    folder = tmp_path / "lenses"
+    shutil.copytree(lenses, folder)
+    with np.load(folder / "0001m040_4091.npz") as npz:
+        members = dict(npz)
+    members["cutout"] = members["cutout"].copy()
+    members["cutout"][45:55, 45:55, :] = np.nan  # the whole core: nothing there to score
+    np.savez(folder / "0001m040_4091.npz", **members)
+    report = validate_real(trained.model_path, CAL, _points(0.5), str(folder), "", str(tmp_path / "out"),
+                           operating_fpr=1e-2, prevalence=1e-3, radius_arcsec=2.0, purity_target=0.75)
+    assert report["n_lenses"] == 5 and report["refused"] == {"nonfinite_core": 1}
+    assert "0001m040_4091" not in {s["galaxy_id"] for s in report["scores"]["lenses"]}
