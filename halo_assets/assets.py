@@ -269,9 +269,10 @@ def evaluation_report(context: dg.AssetExecutionContext, halo: HaloSettings) -> 
     report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out,
                       ReportContext(halo.profile(), context.run.run_id,
                                     uris.read_json(gates) if uris.exists(gates) else None))
-    plots = {name: uris.read_bytes(uris.join(out, report.plots[name])) for name in KEY_PLOTS}
+    written = uris.current(out)
+    plots = {name: uris.read_bytes(uris.join(written, report.plots[name])) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(
-        report, uris.join(out, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
+        report, uris.join(written, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
 
 
 CHALLENGER_CHECK = "not_worse_than_production"
@@ -294,7 +295,7 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     sidecar = load_sidecar(model)
     identity = {"sha256": file_sha256(model), "training_hash": sidecar["training_hash"],
                 "data_fingerprint": sidecar["data_fingerprint"]}
-    report_path, gates_path = uris.join(halo.uri("evaluation_report"), REPORT_JSON), uris.join(halo.uri("shortcut_gates"), GATES_FILE)
+    report_path, gates_path = uris.join(halo.current("evaluation_report"), REPORT_JSON), uris.join(halo.uri("shortcut_gates"), GATES_FILE)
     # read once: the verdict is derived from exactly the bytes the version keeps as its evidence
     evidence = {REGISTRY_REPORT: uris.read_bytes(report_path) if uris.exists(report_path) else None,
                 REGISTRY_GATES: uris.read_bytes(gates_path) if uris.exists(gates_path) else None}

@@ -18,7 +18,7 @@ from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from halo_assets.console import CHECK_FAILED
-from halo_assets.metadata import EXPECTED, N, OBSERVED
+from halo_assets.metadata import EXPECTED, OBSERVED, N
 from halo_assets.resources import DEFAULT_FILES_URL, DEFAULT_ROOT, PARTITION_TAG, PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.config import config_args
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print({GO: "\nverdict: GO: promoted",
            NO_GO: f"\nverdict: NO-GO: not promoted; {len(failed)} blocking check(s) failed: {', '.join(failed)}",
            CRASHED: "\nverdict: none: a step crashed (see ERROR above)"}[status])
-    report = uris.join(settings.uri("evaluation_report"), REPORT_HTML)
+    report = uris.join(settings.current("evaluation_report"), REPORT_HTML)
     if uris.exists(report):  # not when the run stopped before evaluating
         print(f"report:  {report}")
         if url := settings.url("evaluation_report", REPORT_HTML):

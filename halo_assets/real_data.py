@@ -8,10 +8,10 @@ from halo_assets.assets import calibrated_model, evaluation_report, load_calibra
 from halo_assets.metadata import check_result, number, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
-from halo_core.evaluation.report import REPORT_JSON
-from halo_core.evaluation.results import EvaluationReport
 from halo_core.errors import ContractError
 from halo_core.evaluation.real_sky import build_real_sky_set
+from halo_core.evaluation.report import REPORT_JSON
+from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.validation import VALIDATION_HTML, VALIDATION_JSON, test_operating_points, validate_real
 from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, read_catalog, targets
 
@@ -85,7 +85,7 @@ def sim_to_real_purity(halo: HaloSettings) -> dg.AssetCheckResult:
     the FPR on real non-lenses at the operating threshold, Wilson upper bound, is at most
     pi R (1 - P) / (P (1 - pi)). WARN; 'not measurable' (with the number of real non-lenses it needs) when
     the set cannot resolve it."""
-    path = uris.join(halo.uri("real_validation"), VALIDATION_JSON)
+    path = uris.join(halo.current("real_validation"), VALIDATION_JSON)
     if not halo.config().real_validation.lenses_path or not uris.exists(path):
         return check_result(passed=False, observed="not measurable", expected="FPR on real non-lenses <= the required FPR",
                             severity=dg.AssetCheckSeverity.WARN, metadata={
@@ -93,8 +93,9 @@ def sim_to_real_purity(halo: HaloSettings) -> dg.AssetCheckResult:
                                           "real_sky)"})
     target = uris.read_json(path)["purity_target_check"]
     metadata = {"status": target["status"], "purity": target["purity"], "prevalence": target["prevalence"],
-                "recall": number(target.get("recall")), "fpr_ci95": dg.MetadataValue.json(target.get("fpr_ci95")),
-                "nonlenses_needed": target.get("nonlenses_needed", 0)}
+                "recall": number(target.get("recall")), "required_fpr": number(target.get("required_fpr")),
+                "fpr": number(target.get("fpr")), "fpr_ci95": dg.MetadataValue.json(target.get("fpr_ci95")),
+                "n_nonlenses": target.get("n_nonlenses", 0), "nonlenses_needed": target.get("nonlenses_needed", 0)}
     required = target.get("required_fpr")
     return check_result(passed=bool(target["passed"]),
                         observed=target["fpr"] if target.get("fpr") is not None else target["status"],
@@ -109,7 +110,7 @@ def injection_realism(halo: HaloSettings) -> dg.AssetCheckResult:
     """A linear probe on the model's penultimate features cannot tell injected from real lenses: its
     cross-validated AUC is at most real_validation.max_realism_auc. Above it, injection-based completeness
     is a lower bound, not an estimate."""
-    probe = EvaluationReport.read(uris.join(halo.uri("evaluation_report"), REPORT_JSON)).realism_probe
+    probe = EvaluationReport.read(uris.join(halo.current("evaluation_report"), REPORT_JSON)).realism_probe
     metadata = {"status": probe["status"], "n_injected": probe.get("n_injected", 0),
                 "ci95": dg.MetadataValue.json(probe.get("ci95"))}
     # unmeasured (no or too few real lenses) fails as WARN, as every not-measurable criterion does:

@@ -83,6 +83,11 @@ class HaloSettings(dg.ConfigurableResource):
         """Artifacts of one profile live together; two profiles never overwrite each other."""
         return uris.join(self.root_uri, self.profile(), asset)
 
+    def current(self, asset: str) -> str:
+        """Where a reader reads ``asset``'s dataset folder: on S3 the version its pointer names, locally the
+        folder itself (halo_core.outputs)."""
+        return uris.current(self.uri(asset))
+
     def url(self, asset: str, relative: str) -> str | None:
         """The browser URL of an artifact file under ``uri(asset)``, or None when nothing serves the root."""
         return "/".join((self.files_url.rstrip("/"), self.profile(), asset, relative)) if self.files_url else None

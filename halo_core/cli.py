@@ -33,8 +33,8 @@ from halo_core import uris
 from halo_core.config import config_args, load_config, parse_overrides, profile_name
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
+from halo_core.outputs import DATASET, FILE, RESUMABLE, refuse_overlap
 from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
-from halo_core.outputs import DATASET, FILE, RESUMABLE, refuse_overlap, write_file
 from halo_core.train import get_args_parser, train
 
 

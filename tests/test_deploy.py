@@ -234,7 +234,7 @@ def test_every_step_pod_asks_for_cpu_and_memory_and_the_training_pod_for_a_gpu()
     from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_config
 
     from halo_assets.definitions import defs
-    from halo_assets.jobs import STEP_K8S_CONFIG, executor_for
+    from halo_assets.jobs import STEP_K8S_CONFIG
 
     executor_context = K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(STEP_K8S_CONFIG))
     job = defs.resolve_job_def("retrain_job")

@@ -35,6 +35,8 @@ OVERLAP_ARGV = {
     "inject": ["inject", "--preset", "smoke", "{input}"],
     "validate": ["validate", "--preset", "smoke", "--model", "{model}", "--lenses", "{input}"],
     "catalog": ["catalog", "--model", "{model}", "{input}"],
+    "cutouts": ["cutouts", "--catalog", "{input}"],
+    "grades import": ["grades", "import", "{input}", "--catalog", "{input}"],
 }
 
 

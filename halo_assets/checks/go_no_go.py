@@ -17,7 +17,7 @@ from halo_core.evaluation.shift import STRESS_SETS
 
 
 def _report(halo: HaloSettings) -> EvaluationReport:
-    return EvaluationReport.read(uris.join(halo.uri("evaluation_report"), REPORT_JSON))
+    return EvaluationReport.read(uris.join(halo.current("evaluation_report"), REPORT_JSON))
 
 
 def _criterion(halo: HaloSettings, report: EvaluationReport, name: str) -> Criterion:

@@ -16,14 +16,15 @@ import pyarrow as pa
 
 from halo_core import uris
 from halo_core.config import BLOB_COLUMNS
+from halo_core.data.graded import graded_negatives
 from halo_core.data.preprocess import PreprocessSpec, preprocess, preprocess_with_core
 from halo_core.data.reader import SPLITS, Source, parquet_rows, read_split, split_files
 from halo_core.data.shards import MANIFEST_FILE, ShardWriter, fingerprint_shards
 from halo_core.data.splits import SplitReport, split_report
 from halo_core.data.stamps import BANDS, decode_stamp
 from halo_core.errors import ContractError, StampDecodeError
-from halo_core.progress import Progress
 from halo_core.outputs import dataset_folder
+from halo_core.progress import Progress
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -228,14 +229,12 @@ def _filtered_sources(cfg, spec, source_uri: Source, split: str, files: list[str
 def _add_graded_negatives(cfg, spec: PreprocessSpec, out: Path, metas: dict, report: FilterReport) -> dict:
     """Append the galaxies graded "not a lens" to the train shards (stamp = control = the galaxy), once
     the val and test bricks are known: a graded galaxy in one of them is dropped and counted."""
-    from halo_core.survey.grades import graded_negatives
-
     held_out = {str(b) for s in SPLITS if s != "train" for b in metas[s]["brickname"]}
     graded = graded_negatives(cfg.graded_negatives_path, cfg.input_keys, held_out,
                               cfg.real_sky.nonlens_min_separation_arcsec)
     if len(graded.meta):
-        x = preprocess(graded.stamps, spec)
-        core = core_brightness(graded.stamps, spec)
+        prepared, core = preprocess_with_core(graded.stamps, spec)
+        x = preprocess(graded.stamps, spec) if prepared is None else prepared
         meta = graded.meta.assign(**{f"ctrl_core_flux_sigma_{b}": core[:, i] for i, b in enumerate(BANDS)})
         writer = ShardWriter(out / "train", append=True)
         writer.append(x, x, meta)

@@ -9,6 +9,7 @@ a deployment of a 6-channel model would actually get.
 from __future__ import annotations
 
 import numpy as np
+
 from halo_core.data.samples import CONTROL, SampleSet
 from halo_core.data.shards import SplitShards
 from halo_core.evaluation.metrics import auroc

@@ -378,9 +378,7 @@ def fetch_cutouts(objects: pd.DataFrame, out_dir: str, policy: FetchPolicy = Fet
     objects already fetched (their npz exists) or refused are skipped without a request. ``inputs``
     (the catalogue files) must not overlap the output."""
     started = time.perf_counter()
-    for source in inputs:
-        if uris.overlaps(out_dir, source):
-            raise ContractError(f"{out_dir}: the output folder overlaps the input {source}; choose another --out")
+    outputs.resumable_folder(out_dir, inputs)  # refuses an output that is, contains or lies inside an input
     previous = _read_manifest(out_dir)
     present = {Path(p).stem for p in uris.find(out_dir, ".npz")}
     done_before = {r["id"]: r for r in previous.to_dict("records")

@@ -10,37 +10,16 @@ import html
 import io
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from halo_core import uris
 from halo_core.config import stamp_keys
+from halo_core.data.graded import candidate_stamps
 from halo_core.data.preprocess import preprocess
-from halo_core.data.stamps import decode_cutout, decode_stamp
 from halo_core.model.checkpoint import load_sidecar, model_spec
-from halo_core.survey.grades import GRADES
 from halo_core.outputs import write_file
+from halo_core.survey.grades import GRADES
 
 COLUMNS = ("rank", "galaxy_id", "brick", "ra", "dec", "score", "probability", "probability_at_prevalence")
 ZOOM = 2  # 64 px stamps drawn at 128 px, nearest-neighbour: pixels stay pixels
-
-
-def candidate_stamps(candidates: list[dict], input_keys) -> list[np.ndarray]:
-    """Re-read the candidates' raw (3, 64, 64) stamps from their source files (a few files for a top-N)."""
-    by_source: dict[str, list[str]] = {}
-    for c in candidates:
-        by_source.setdefault(c["source"], []).append(c["galaxy_id"])
-    found: dict[tuple[str, str], np.ndarray] = {}
-    for source, ids in by_source.items():
-        if source.endswith(".npz"):
-            found[(source, ids[0])] = decode_cutout(uris.read_bytes(source), source)[0]
-            continue
-        fs, inner = uris.filesystem(source)
-        with fs.open(inner, "rb") as f:
-            table = pq.read_table(f, columns=["stamp_npz", "task_id"], filters=[("task_id", "in", ids)])
-        for blob, task_id in zip(table["stamp_npz"].to_pylist(), table["task_id"].to_pylist()):
-            found[(source, task_id)] = decode_stamp(blob, source=source, task_id=task_id, column="stamp_npz",
-                                                    keys=input_keys)
-    return [found[(c["source"], c["galaxy_id"])] for c in candidates]
 
 
 def composite(stamp: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from halo_core import uris
@@ -24,7 +23,6 @@ from halo_core.errors import ContractError
 from halo_core.outputs import write_file
 
 GRADES = ("A", "B", "C", "not a lens")
-NOT_A_LENS = "not a lens"
 GRADE_COLUMNS = ("id", "ra", "dec", "grade", "grader", "time")
 
 
@@ -87,38 +85,4 @@ def import_grades(csv_path: str, catalog: pd.DataFrame, out_path: str) -> Grades
                         unknown_ids=unknown, conflicts=conflicts)
 
 
-@dataclass
-class GradedNegatives:
-    stamps: np.ndarray  # (N, 3, 64, 64) float32, nanomaggies, as the catalogue read them
-    meta: pd.DataFrame  # task_id, brickname, ra, dec, ... per stamp
-    counts: dict[str, int]  # graded "not a lens", added, and dropped by reason
 
-
-def graded_negatives(path: str, input_keys, held_out_bricks: set[str], min_separation_arcsec: float) -> GradedNegatives:
-    """The galaxies graded "not a lens" in the grades file at ``path`` that may train: not in a held-out
-    (val/test) brick, not within ``min_separation_arcsec`` of a known lens, all pixels finite."""
-    from halo_core.config import stamp_keys
-    from halo_core.data.known_lenses import crossmatch
-    from halo_core.survey.gallery import candidate_stamps
-
-    if not uris.exists(path):
-        raise ContractError(f"graded_negatives_path {path}: no such grades file (write it with `halo grades import`)")
-    grades = pd.read_parquet(io.BytesIO(uris.read_bytes(path)))
-    negatives = grades[grades["grade"] == NOT_A_LENS].reset_index(drop=True)
-    counts = {"graded_not_a_lens": len(negatives)}
-    held_out = negatives["brick"].astype(str).isin(held_out_bricks).to_numpy()
-    near = crossmatch(negatives["ra"], negatives["dec"], min_separation_arcsec)["known_lens_name"].notna().to_numpy()
-    counts["dropped_in_val_test_bricks"] = int(held_out.sum())
-    counts["dropped_near_known_lens"] = int((near & ~held_out).sum())
-    kept = negatives[~held_out & ~near].reset_index(drop=True)
-    rows = [{"galaxy_id": str(r["id"]), "source": r["source"]} for _, r in kept.iterrows()]
-    stamps = np.stack(candidate_stamps(rows, stamp_keys(input_keys))) if rows else np.zeros((0, 3, 64, 64), np.float32)
-    finite = np.isfinite(stamps).all(axis=(1, 2, 3))
-    counts["dropped_nonfinite"] = int((~finite).sum())
-    kept, stamps = kept[finite].reset_index(drop=True), stamps[finite]
-    counts["added"] = len(kept)
-    meta = pd.DataFrame({"task_id": "graded-" + kept["id"].astype(str), "brickname": kept["brick"].astype(str),
-                         "ra": kept["ra"].astype(float), "dec": kept["dec"].astype(float),
-                         "arc_snr": np.nan, "is_control": 1, "graded_negative": True,
-                         "graded_by": kept["grader"].astype(str), "source_file": kept["source"].astype(str)})
-    return GradedNegatives(stamps.astype(np.float32), meta, counts)

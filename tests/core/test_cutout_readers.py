@@ -12,7 +12,7 @@ import pytest
 
 from halo_core.cli import main
 from halo_core.data.stamps import MAX_ABS_PIXEL_NMGY, REFUSED, read_checked_cutout, read_cutout
-from halo_core.simulate.injection import read_cutouts, refusal_counts
+from halo_core.simulate.injection import read_cutouts
 from halo_core.survey.candidates import ScoreBatches, decode_npz_batch
 from halo_core.survey.scoring import SCORED, score
 

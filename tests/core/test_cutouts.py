@@ -17,7 +17,7 @@ import pytest
 from halo_core import uris
 from halo_core.cli import main
 from halo_core.data.bricks import brick_names
-from halo_core.errors import ContractError
+from halo_core.errors import ContractError, StorageError
 from halo_core.survey.cutouts import (
     FAILED,
     FETCHED,
@@ -186,7 +186,7 @@ def test_bad_catalogues_and_outputs_are_refused_with_a_reason(tmp_path):
     assert objects["brickname"].tolist() == ["0010p000"]  # a given brick name is kept
     catalog = tmp_path / "cat.csv"
     catalog.write_text("ra,dec\n1,0\n")
-    with pytest.raises(ContractError, match="overlaps the input"):
+    with pytest.raises(StorageError, match="the input"):
         fetch_cutouts(objects, str(tmp_path), inputs=(str(catalog),))
     assert main(["cutouts", "--catalog", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
 

@@ -17,6 +17,7 @@ import pytest
 
 from halo_core.cli import main
 from halo_core.data.filtering import build_filtered_dataset
+from halo_core.data.graded import NOT_A_LENS, graded_negatives
 from halo_core.data.samples import CONTROL, build_samples
 from halo_core.data.shards import data_fingerprint, open_split, read_manifest
 from halo_core.errors import ContractError
@@ -24,7 +25,7 @@ from halo_core.model.checkpoint import load_sidecar
 from halo_core.simulate.injection import read_cutouts
 from halo_core.survey.candidates import read_catalog
 from halo_core.survey.cutouts import FetchPolicy, fetch_cutouts, targets
-from halo_core.survey.grades import NOT_A_LENS, graded_negatives, import_grades
+from halo_core.survey.grades import import_grades
 from halo_core.training.trainer import fit
 from tests.cutout_service import CutoutService
 

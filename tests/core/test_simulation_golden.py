@@ -7,7 +7,6 @@ file bytes, so a new parquet or zlib release does not move it."""
 
 import hashlib
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
