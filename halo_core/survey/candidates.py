@@ -3,8 +3,9 @@
 
 Inputs are the two real layouts ``halo score`` reads (paired parquet with ``stamp_npz`` blobs,
 single-cutout npz), local or S3, files or folders of them. Decoding runs in Ray tasks, scoring in an
-actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringModel.score_prepared`` (the inference engine, in the model's precision), the very
-preprocessing and calibration of ``halo score``; so the scores are the same within float32 batch noise.
+actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringInputs.prepare`` and
+``ScoringModel.score_prepared`` (the inference engine, in the model's precision), the very preprocessing
+and calibration of ``halo score``; so the scores are the same within float32 batch noise.
 This process writes the brick partitions, shows the progress and sums where the time went.
 A cutout the model must not score is kept with status ``refused: <reason>`` and NaN scores.
 Summaries and galleries go under ``_``-prefixed names, which parquet dataset readers skip.
