@@ -3,8 +3,10 @@
 
 Inputs are the two real layouts ``halo score`` reads (paired parquet with ``stamp_npz`` blobs,
 single-cutout npz), local or S3, files or folders of them. Decoding runs in Ray tasks, scoring in an
-actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringModel.score_stamps`` (the inference engine, in the model's precision), the very
-preprocessing and calibration of ``halo score``; so the scores are the same within float32 batch noise.
+actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringInputs.prepare`` and
+``ScoringModel.score_prepared`` (the inference engine, in the model's precision), the very preprocessing
+and calibration of ``halo score``; so the scores are the same within float32 batch noise.
+This process writes the brick partitions, shows the progress and sums where the time went.
 A cutout the model must not score is kept with status ``refused: <reason>`` and NaN scores.
 Summaries and galleries go under ``_``-prefixed names, which parquet dataset readers skip.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -32,6 +36,7 @@ from halo_core.errors import CheckpointError, ContractError, StampDecodeError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.outputs import dataset_folder, refuse_overlap, write_file
+from halo_core.progress import Progress
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
 from halo_core.survey.scoring import SCORED
 
@@ -44,6 +49,7 @@ PARQUET_COLUMNS = ["stamp_npz", "task_id", "ra", "dec", "brickname"]
 # fuses the decode into the actors, which then decode and run forward in turn on one core while the
 # other waits (the catalogue used half its CPU time that way). Two decode tasks share one CPU's quota.
 DECODE_CPUS = 0.5
+TIMING_PREFIX = "_seconds_"  # per-row shares of a stage's seconds, summed by the driver, never written
 BRICK_PARTITIONING = pads.partitioning(pa.schema([("brick", pa.string())]), flavor="hive")
 
 
@@ -127,11 +133,17 @@ def brick_index(inputs: list[str]) -> dict[str, list[str]]:
     return {b: sorted(files) for b, files in sorted(index.items())}
 
 
-def _decoded(rows: list[dict], stamps: list[np.ndarray]) -> dict:
+def _shares(seconds: float, n: int) -> np.ndarray:
+    """A batch's seconds as equal per-row shares: they travel with the rows, the driver sums them."""
+    return np.full(n, seconds / max(1, n))
+
+
+def _decoded(rows: list[dict], stamps: list[np.ndarray], started: float) -> dict:
     out = {k: np.array([r[k] for r in rows], dtype=object) for k in ("galaxy_id", "source", "brick", "status")}
     out["ra"] = np.array([r["ra"] for r in rows], dtype=np.float64)
     out["dec"] = np.array([r["dec"] for r in rows], dtype=np.float64)
     out["stamp"] = np.stack(stamps) if stamps else np.zeros((0, 3, STAMP_SIZE, STAMP_SIZE), np.float32)
+    out[TIMING_PREFIX + "decode"] = _shares(time.perf_counter() - started, len(rows))
     return out
 
 
@@ -142,6 +154,7 @@ def _row(galaxy_id, source, ra, dec, brick, status=SCORED) -> dict:
 
 def decode_parquet_batch(batch: pa.Table, input_keys, bricks, scheme: str) -> dict:
     """Paired-parquet rows -> stamps; an undecodable blob becomes a refused row, not a failed job."""
+    started = time.perf_counter()
     rows, stamps = [], []
     blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
     for blob, task_id, ra, dec, brick, path in zip(*(batch[c].to_pylist() for c in (*PARQUET_COLUMNS, "path"))):
@@ -154,10 +167,11 @@ def decode_parquet_batch(batch: pa.Table, input_keys, bricks, scheme: str) -> di
             stamp, status = blank, f"refused: {err.reason}"
         rows.append(_row(task_id, source, ra, dec, brick, status))
         stamps.append(stamp)
-    return _decoded(rows, stamps)
+    return _decoded(rows, stamps, started)
 
 
 def decode_npz_batch(batch: dict, bricks, scheme: str) -> dict:
+    started = time.perf_counter()
     rows, stamps = [], []
     for blob, path in zip(batch["bytes"], batch["path"]):
         source = scheme + str(path)
@@ -174,7 +188,7 @@ def decode_npz_batch(batch: dict, bricks, scheme: str) -> dict:
         rows.append(_row(meta.get("galaxy_id", Path(str(path)).stem), source, meta.get("ra"), meta.get("dec"),
                          meta.get("brickname"), status))
         stamps.append(stamp)
-    return _decoded(rows, stamps)
+    return _decoded(rows, stamps, started)
 
 
 class ScoreBatches:
@@ -189,17 +203,22 @@ class ScoreBatches:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)
         self.scorer.model.to(device)
+        self.inputs = self.scorer.inputs
         self.model = model
 
     def __call__(self, batch: dict) -> dict:
+        started = prepared = time.perf_counter()
         n = len(batch["status"])
         decoded = batch["status"] == SCORED
         out = {k: batch[k] for k in ("galaxy_id", "ra", "dec", "brick", "source")}
+        out.update({k: v for k, v in batch.items() if k.startswith(TIMING_PREFIX)})
         out["status"] = np.array(batch["status"], dtype=object)  # Ray's batches may be read-only
         for column in ("score", "probability", "probability_at_prevalence"):
             out[column] = np.full(n, np.nan)
         if decoded.any():  # halo score's own refusals and numbers, so both agree on the same cutout
-            scored = self.scorer.score_stamps(batch["stamp"][decoded])
+            states, x = self.inputs.prepare(batch["stamp"][decoded])
+            prepared = time.perf_counter()
+            scored = self.scorer.score_prepared(states, x)
             out["status"][decoded] = scored["status"]
             out["score"][decoded] = scored["score"]
             out["probability"][decoded] = scored["probability"]
@@ -209,6 +228,8 @@ class ScoreBatches:
         out["model_version"] = np.full(n, self.model.version, dtype=object)
         for column, values in crossmatch(out["ra"], out["dec"]).items():  # the known lens at each position
             out[column] = values.to_numpy(dtype=float if column == "known_lens_sep_arcsec" else object)
+        out[TIMING_PREFIX + "preprocess"] = _shares(prepared - started, n)
+        out[TIMING_PREFIX + "forward"] = _shares(time.perf_counter() - prepared, n)  # with calibration, cross-match
         return out
 
 
@@ -237,7 +258,8 @@ def _dataset(parquet: list[str], npz: list[str], input_keys, bricks, refused_row
     parts = []
     if refused_rows:  # input files that could not be read at all: one refused row each
         blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
-        parts.append(ray.data.from_items([{**r, "stamp": blank} for r in refused_rows]).map_batches(
+        parts.append(ray.data.from_items([{**r, "stamp": blank, TIMING_PREFIX + "decode": 0.0}
+                                          for r in refused_rows]).map_batches(
             lambda b: {**b, **{k: b[k].astype(object) for k in ("galaxy_id", "source", "brick", "status")}},
             batch_format="numpy"))
     for scheme, files in _by_scheme(parquet).items():
@@ -273,6 +295,7 @@ class CatalogReport:
     bricks: dict = field(default_factory=dict)  # brick -> {rows, scored, above_threshold}
     top: list = field(default_factory=list)  # the top candidates by probability, best first
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)  # stage -> seconds (decode, preprocess, forward: summed over workers)
 
     @property
     def refused_frac(self) -> float:
@@ -334,49 +357,108 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
 BRICK_MARKER = "_brick.json"  # a brick partition's files, as its last build wrote them (the next removes only these)
 
 
-def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict]]:
-    """(files whose parquet footer reads, one refused row per file that does not): a corrupt input
-    file is a refused row of the catalogue, not a failed job."""
-    good, bad = [], []
+def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict], int]:
+    """(files whose parquet footer reads, one refused row per file that does not, the rows the readable
+    ones hold): a corrupt input file is a refused row of the catalogue, not a failed job."""
+    good, bad, rows = [], [], 0
     for f in files:
         fs, inner = uris.filesystem(f)
         try:
             with fs.open(inner, "rb") as handle:
-                pq.read_metadata(handle)
+                rows += pq.read_metadata(handle).num_rows
             good.append(f)
         except (OSError, pa.ArrowException) as err:
             log.warning("%s: unreadable parquet (%s)", f, err)
             bad.append(_row(Path(f).stem, f, None, None, None, "refused: corrupt_file"))
-    return good, bad
+    return good, bad, rows
 
 
-def _write_partitions(scored, folder: str) -> None:
-    """Ray's parquet partitions under the local ``folder`` (a stage; S3 gets it uploaded whole), each
-    brick's with its BRICK_MARKER naming its files."""
-    scored.write_parquet(folder, partition_cols=["brick"])
-    for brick_dir in Path(folder).glob("brick=*"):
-        files = sorted(p.name for p in brick_dir.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
-        write_file(str(brick_dir / BRICK_MARKER), uris.json_text({"files": files}).encode())
+CATALOG_SCHEMA = pa.schema([  # one schema for every file, so a file of all-null cross-matches reads with the rest
+    ("galaxy_id", pa.string()), ("ra", pa.float64()), ("dec", pa.float64()), ("source", pa.string()),
+    ("status", pa.string()), ("score", pa.float64()), ("probability", pa.float64()),
+    ("probability_at_prevalence", pa.float64()), ("precision", pa.string()), ("deployment_prevalence", pa.float64()),
+    ("model_version", pa.string()), ("known_lens_name", pa.string()), ("known_lens_grading", pa.string()),
+    ("known_lens_reference", pa.string()), ("known_lens_sep_arcsec", pa.float64())])
+FLUSH_ROWS = 100_000  # rows the writer holds before it writes them out (one file per brick per flush)
 
 
-def _replace_bricks(scored, out_dir: str, bricks: list[str]) -> None:
-    """Each brick's partition replaced by its new files: they go in first (new names), then its
-    BRICK_MARKER names them, then the files the previous marker named go. A reader may briefly see
-    both, never neither; a file no build wrote stays; one writer per brick (docs/design.md §11 (storage and outputs))."""
-    with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
-        _write_partitions(scored, tmp)
-        for brick in bricks:
-            written = Path(tmp, f"brick={brick}")
-            files = sorted(p for p in written.glob("*.parquet")) if written.is_dir() else []
-            target = uris.join(out_dir, f"brick={brick}")
-            marker = uris.join(target, BRICK_MARKER)
-            previous = uris.read_json(marker)["files"] if uris.exists(marker) else []
-            for f in files:
-                write_file(uris.join(target, f.name), f.read_bytes())
-            write_file(marker, uris.json_text({"files": [f.name for f in files]}).encode())
-            fs, _ = uris.filesystem(target)
-            for name in sorted(set(previous) - {f.name for f in files}):
-                fs.rm_file(uris.filesystem(uris.join(target, name))[1])
+class BrickWriter:
+    """Scored batches -> ``<folder>/brick=<name>/part-<build>-<n>.parquet`` in a local folder, a few large
+    files per brick, memory bounded. The names are new to each build, so a brick's new files never
+    overwrite the ones a reader may still be reading."""
+
+    def __init__(self, folder: str):
+        self.folder, self.build = Path(folder), uuid.uuid4().hex[:12]
+        self.pending: dict[str, list[pa.Table]] = {}
+        self.rows = self.files = 0
+
+    def add(self, batch: pa.Table) -> None:
+        for brick in pc.unique(batch["brick"]).to_pylist():
+            rows = batch.filter(pc.equal(batch["brick"], brick)).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
+            self.pending.setdefault(brick, []).append(rows)
+        self.rows += len(batch)
+        if self.rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for brick, tables in self.pending.items():
+            folder = self.folder / f"brick={brick}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.concat_tables(tables), folder / f"part-{self.build}-{self.files:06d}.parquet")
+            self.files += 1
+        self.pending, self.rows = {}, 0
+
+    def close(self) -> None:
+        """The last rows out, then each brick's BRICK_MARKER naming its files."""
+        self.flush()
+        for brick_dir in self.folder.glob("brick=*"):
+            files = sorted(p.name for p in brick_dir.glob("*.parquet"))
+            write_file(str(brick_dir / BRICK_MARKER), uris.json_text({"files": files}).encode())
+
+
+def _write_partitions(scored, folder: str, total: int | None, timings: Counter) -> None:
+    """The scored rows as brick partitions under the local ``folder`` (a stage; S3 gets it uploaded
+    whole), written here as they stream in, with the progress of ``total`` rows (None: unknown) shown.
+    ``timings`` gets the seconds of each stage: the workers' (decode, preprocess, forward), this
+    process's (write) and its wait for the workers (waiting)."""
+    writer = BrickWriter(folder)
+    with Progress(total, "halo catalog", "cutouts") as progress:
+        batches = iter(scored.iter_batches(batch_size=None, batch_format="pyarrow"))
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            timings["waiting"] += time.perf_counter() - waited
+            if batch is None:
+                break
+            written = time.perf_counter()
+            stages = [c for c in batch.column_names if c.startswith(TIMING_PREFIX)]
+            for column in stages:
+                timings[column.removeprefix(TIMING_PREFIX)] += pc.sum(batch[column]).as_py() or 0.0
+            writer.add(batch.drop_columns(stages))
+            timings["write"] += time.perf_counter() - written
+            progress.update(len(batch))
+        written = time.perf_counter()
+        writer.close()
+        timings["write"] += time.perf_counter() - written
+
+
+def _replace_bricks(written: str, out_dir: str, bricks: list[str]) -> None:
+    """Each brick's partition replaced by its new files (written under the local folder ``written``):
+    they go in first (new names), then its BRICK_MARKER names them, then the files the previous marker
+    named go. A reader may briefly see both, never neither; a file no build wrote stays; one writer per
+    brick (docs/design.md §11 (storage and outputs))."""
+    for brick in bricks:
+        folder = Path(written, f"brick={brick}")
+        files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        target = uris.join(out_dir, f"brick={brick}")
+        marker = uris.join(target, BRICK_MARKER)
+        previous = uris.read_json(marker)["files"] if uris.exists(marker) else []
+        for f in files:
+            write_file(uris.join(target, f.name), f.read_bytes())
+        write_file(marker, uris.json_text({"files": [f.name for f in files]}).encode())
+        fs, _ = uris.filesystem(target)
+        for name in sorted(set(previous) - {f.name for f in files}):
+            fs.rm_file(uris.filesystem(uris.join(target, name))[1])
 
 
 def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, bricks: list[str] | None = None,
@@ -387,14 +469,17 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
     started = time.perf_counter()
     refuse_overlap(out_dir, [*inputs, model.path])
     parquet, npz = catalog_inputs(inputs)
-    parquet, unreadable = _readable_parquet(parquet)
+    parquet, unreadable, parquet_rows = _readable_parquet(parquet)
     wanted = None if bricks is None else set(bricks)
     sidecar = load_sidecar(model.path)
     if sidecar["needs_control"]:  # its actors would fail mid-run: refused before anything is read or written
         raise CheckpointError(f"{model.path}: this model reads {sidecar['input_channels']} channels (stamp + control "
                               "stamp); a real survey galaxy has no control, so it cannot score a survey")
     input_keys = stamp_keys(sidecar["config"]["input_keys"])
+    timings: Counter = Counter()
+    ray_started = time.perf_counter()
     with ray_session(num_cpus):
+        timings["ray_start"] = time.perf_counter() - ray_started
         quiet_progress()
         actors, gpus = pool_size()
         decoded = _dataset(parquet, npz, input_keys, wanted, unreadable if wanted is None else
@@ -403,19 +488,25 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
             ScoreBatches, fn_constructor_kwargs={"model": model, "torch_threads": 1 if not gpus else 4},
             batch_size=batch_size, batch_format="numpy", concurrency=actors, num_gpus=gpus,
             num_cpus=0 if gpus else 1)
-        if bricks is not None:
-            _replace_bricks(scored, out_dir, bricks)
+        if bricks is not None:  # the rows of other bricks in the same files are dropped: no total known
+            with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
+                _write_partitions(scored, tmp, None, timings)
+                placed = time.perf_counter()
+                _replace_bricks(tmp, out_dir, bricks)
+                timings["write"] += time.perf_counter() - placed
             report = _summarized(out_dir, model, bricks, top_n, inputs)
-        else:
+        else:  # footer row counts and one row per npz or unreadable file: the total without reading a blob
             with dataset_folder(out_dir, SUMMARY_FILE) as stage:
-                _write_partitions(scored, str(stage))
+                _write_partitions(scored, str(stage), parquet_rows + len(npz) + len(unreadable), timings)
                 report = _summarized(str(stage), model, None, top_n, inputs)
                 report.out_dir = str(stage)
                 publish(report, model)
             report.out_dir = out_dir
     report.seconds = round(time.perf_counter() - started, 3)
-    log.info("catalogue %s: %d rows, %d scored, refused %s, %d above the threshold, %.1f s", out_dir,
-             report.rows, report.scored, dict(report.refused), report.above_threshold, report.seconds)
+    report.timings = {k: round(v, 3) for k, v in timings.items()}
+    log.info("catalogue %s: %d rows, %d scored, refused %s, %d above the threshold, %.1f s (%s)", out_dir,
+             report.rows, report.scored, dict(report.refused), report.above_threshold, report.seconds,
+             ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
     return report
 
 

@@ -1,3 +1,5 @@
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,22 @@ def _inputs(paired_dir):
     return parquet, npz
 
 
-def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, promoted, paired_dir, tmp_path):
+def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, promoted, paired_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="halo.progress")
+    caplog.set_level(logging.INFO, logger="halo_core.survey.candidates")
     parquet, npz = _inputs(paired_dir)
     model = CatalogModel.from_checkpoint(promoted)
     report = build_catalog(model, [*parquet, str(REAL_CUTOUTS)], str(tmp_path / "cat"), batch_size=16)
+    # off a terminal (pytest captures stderr) the progress is a log line per tenth, of a total counted
+    # before any blob is read (parquet footers, one per npz)
+    progress = [r.getMessage() for r in caplog.records if r.name == "halo.progress"]
+    assert progress and progress[-1].startswith(f"halo catalog: {report.rows:,}/{report.rows:,} cutouts (100%)")
+    # where the time went, by stage (benchmarks/survey.py reads it), also on the build's last log line
+    stages = {"ray_start", "decode", "preprocess", "forward", "write", "waiting"}
+    assert set(report.timings) == stages and all(s >= 0 for s in report.timings.values())
+    assert report.timings["forward"] > 0 and report.timings["decode"] > 0
+    last = [r.getMessage() for r in caplog.records if r.name == "halo_core.survey.candidates"][-1]
+    assert all(f"{stage} " in last for stage in stages)
     catalog = read_catalog(str(tmp_path / "cat"))
     reference = score(promoted, [*parquet, *npz])
     assert len(catalog) == len(reference) == report.rows
@@ -64,8 +78,14 @@ def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, pro
     # a brick rebuilt alone (as a Dagster partition is) replaces its folder and leaves the others be
     brick, files = next(iter(brick_index(parquet).items()))
     others = {p: p.read_bytes() for p in (tmp_path / "cat").glob("brick=*/*.parquet") if f"brick={brick}" not in str(p)}
+    previous = {p.name for p in (tmp_path / "cat" / f"brick={brick}").glob("*.parquet")}
     again = build_catalog(model, files, str(tmp_path / "cat"), bricks=[brick])
     assert set(again.bricks) == {brick} and again.rows == int((reference["brickname"] == brick).sum())
+    assert set(again.timings) == stages
+    # its new files under new names, named by its marker; the previous build's files gone
+    now = {p.name for p in (tmp_path / "cat" / f"brick={brick}").glob("*.parquet")}
+    assert now and not now & previous
+    assert set(json.loads((tmp_path / "cat" / f"brick={brick}" / "_brick.json").read_text())["files"]) == now
     assert {p: p.read_bytes() for p in others} == others
     assert sorted(read_catalog(str(tmp_path / "cat"))["galaxy_id"]) == sorted(catalog["galaxy_id"])
 
