@@ -35,7 +35,8 @@ def bare_loop(cfg, steps: int, device: torch.device, channels_last: bool = True)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--n-lrg", type=int, default=400, help="train LRGs (x4 injections = pairs)")
+    # 2,000 demo LRGs keep ~1,600 train samples (whole bricks and quality cuts go): 6 batches of 256
+    p.add_argument("--n-lrg", type=int, default=2000, help="train LRGs of the demo preset")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
@@ -59,6 +60,9 @@ def measure(cfg, filtered: str, run_dir: Path, epochs: int) -> dict:
     device = pick_device(cfg.device)
     _, samples = load_split_samples(cfg, filtered, "train")
     steps = len(samples) // cfg.batch_size
+    if steps < 2:
+        raise SystemExit(f"{len(samples)} train samples are fewer than 2 batches of {cfg.batch_size}: "
+                         "raise --n-lrg or lower --batch-size")
     bare = bare_loop(cfg, steps, device)
     bare_contiguous = bare_loop(cfg, steps, device, channels_last=False)
     t0 = time.perf_counter()
