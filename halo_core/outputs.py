@@ -6,7 +6,8 @@ uses that kind's primitive here.
   lock; locally ``out`` is a symlink swapped to the new version by one ``rename``, so a reader sees the
   old dataset or the new one, never none; on S3 ``out/current.json`` names the version (readers use
   :func:`halo_core.uris.current`).
-- *file* (:func:`write_file`): one file, temp file + rename (one PUT on S3).
+- *file* (:func:`write_file`, or :func:`streamed_file` for content too big to hold): one file, temp
+  file + rename (one PUT on S3).
 - *resumable folder* (:func:`resumable_folder` + :func:`write_item`): a folder whose items are written
   one at a time, each atomically, in place (a training run's checkpoints, fetched cutouts); a rerun
   continues from the items already there.
@@ -34,6 +35,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from halo_core import uris
 from halo_core.errors import BuildLockedError, StorageError
@@ -79,6 +81,15 @@ def write_file(uri: str, data: bytes, inputs: Iterable[str | None] = ()) -> str:
     refuse_overlap(uri, inputs)
     uris.atomic_write_bytes(uri, data)
     return uri
+
+
+@contextmanager
+def streamed_file(uri: str, mode: str = "w", inputs: Iterable[str | None] = (), **open_kwargs) -> Iterator[IO]:
+    """:func:`write_file` of content written piece by piece into the yielded file: it lands at ``uri``
+    whole when the block ends without an exception, and nothing of it otherwise."""
+    refuse_overlap(uri, inputs)
+    with uris.atomic_file(uri, mode, **open_kwargs) as f:
+        yield f
 
 
 def write_json(uri: str, obj, inputs: Iterable[str | None] = ()) -> str:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 
@@ -49,28 +49,55 @@ def read_json(uri: str) -> Any:
     return json.loads(read_bytes(uri))
 
 
+@contextmanager
+def _writing(uri: str) -> Iterator[None]:
+    """An OSError of writing ``uri`` as a StorageError naming it (ENOSPC's own message names no file)."""
+    try:
+        yield
+    except OSError as err:
+        raise StorageError(f"{uri}: cannot write ({err.strerror or type(err).__name__})") from err
+
+
+def replace_file(tmp: str, target: Path) -> None:
+    """The one rename that publishes a finished local file (tests/killing.py stops commands here)."""
+    os.replace(tmp, target)
+
+
+@contextmanager
+def atomic_file(uri: str, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+    """A file to stream ``uri``'s content into: all of it lands at ``uri`` when the block ends without an
+    exception (a temp file beside it + one rename; one upload on S3), nothing of it otherwise."""
+    remote = is_remote(uri)
+    target = Path(uri.removeprefix("file://"))
+    with _writing(uri):
+        if not remote:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=None if remote else target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            with _writing(uri):
+                f.flush()
+                os.fsync(f.fileno())
+        with _writing(uri):
+            if remote:
+                fs, path = filesystem(uri)
+                fs.put_file(tmp, path)
+            else:
+                os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600; an artifact is as readable as any file
+                replace_file(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def atomic_write_bytes(uri: str, data: bytes) -> None:
-    """Write all of ``data`` or nothing: temp file + rename locally; S3 object PUTs are atomic already."""
+    """Write all of ``data`` or nothing: :func:`atomic_file` locally; S3 object PUTs are atomic already."""
     if is_remote(uri):
         fs, path = filesystem(uri)
         fs.pipe_file(path, data)
         return
-    target = Path(uri.removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600; an artifact is as readable as any file
-        os.replace(tmp, target)
-    except OSError as err:  # ENOSPC's own message names no file
-        Path(tmp).unlink(missing_ok=True)
-        raise StorageError(f"{uri}: cannot write ({err.strerror or type(err).__name__})") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(uri) as f, _writing(uri):
+        f.write(data)
 
 
 def check_writable(uri: str) -> None:

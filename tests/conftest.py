@@ -68,7 +68,9 @@ def scoring_model(trained, tmp_path_factory):
     state, sidecar = load_checkpoint(trained.model_path)
     path = str(tmp_path_factory.mktemp("m") / "model.pt")
     save_checkpoint(path, state, {**sidecar, "calibration": Calibration(1.0, 0.0, 0.5, 10).to_dict(),
-                                  "test_metrics": {"tpr_at_fpr": [{"fpr": 1e-2, "tpr": 0.5, "threshold": 0.5}]}})
+                                  "test_metrics": {"tpr_at_fpr": [  # a point as tpr_at_fpr measures one
+                                      {"fpr": 1e-2, "n_negatives": 100, "n_distinct_negatives": 100, "tpr": 0.5,
+                                       "threshold": 0.5, "measurable": True}]}})
     return CatalogModel.from_checkpoint(path)
 
 

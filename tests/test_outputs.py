@@ -1,7 +1,8 @@
 """Every `halo` subcommand declares what it writes (halo_core.cli.OUTPUTS) and is checked by its kind:
 an output that is or lies inside an input is refused before any work and nothing of the input changes;
-a rebuild keeps a foreign file; a kill mid-write leaves the previous output whole. A subcommand added
-without a declaration, or a writing one without a case here, fails this file."""
+a rebuild keeps a foreign file; a kill mid-write leaves the previous output whole (every dataset and file
+writer is stopped at its commit). A subcommand added without a declaration, or a writing one without a
+case here, fails this file."""
 
 import json
 import os
@@ -14,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from halo_core.cli import OUTPUTS, build_parser, main
-from halo_core.outputs import DATASET, FILE, RESUMABLE
+from halo_core.data.shards import MANIFEST_FILE
+from halo_core.evaluation.report import REPORT_JSON
+from halo_core.evaluation.validation import VALIDATION_JSON
+from halo_core.outputs import DATASET, FILE, RESUMABLE, write_dataset, write_file
+from halo_core.simulate.dataset import SIMULATION_FILE
+from halo_core.simulate.injection import INJECTION_FILE
+from halo_core.survey.candidates import SUMMARY_FILE
+from tests.killing import killed_at_commit
 
 
 def _subcommands(parser=None, prefix="") -> list[str]:
@@ -128,3 +136,65 @@ def test_score_writes_its_file_whole_beside_foreign_files(tmp_path, trained, fix
         main(["score", "--model", trained.model_path, *map(str, sorted(Path(fixtures).glob("*.npz"))), "--out", str(out)])
     assert (tmp_path / "notes.txt").read_text() == "mine" and out.read_text().startswith("id,")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# Every dataset and file writer, with {placeholders} for its inputs, and its dataset's marker (None: a file).
+KILL_ARGV = {
+    "simulate": ([*SIMULATE], SIMULATION_FILE),
+    "filter": (["filter", "--preset", "smoke", "--set", "filter_on_ray=false", "--data", "{paired}"], MANIFEST_FILE),
+    "evaluate": (["evaluate", "--preset", "smoke", "--data", "{filtered}", "--model", "{model}"], REPORT_JSON),
+    "inject": (["inject", "--preset", "smoke", "{cutouts}"], INJECTION_FILE),
+    "validate": (["validate", "--preset", "smoke", "--model", "{model}", "--lenses", "{cutouts}"], VALIDATION_JSON),
+    "catalog": (["catalog", "--model", "{model}", "{cutouts}"], SUMMARY_FILE),
+    "score": (["score", "--model", "{model}", "{npz}"], None),
+    "grades import": (["grades", "import", "{grades_csv}", "--catalog", "{catalog}"], None),
+}
+# Its registry must hold a GO version, which a retrain run makes: tests/assets/test_promotion.py kills it.
+# Resumable outputs (train, cutouts) keep what they finished: tests/core/test_resume.py, test_cutouts.py.
+KILLED_ELSEWHERE = {"models promote"}
+
+
+def test_every_dataset_and_file_writer_is_killed_at_its_commit():
+    writers = {name for name, o in OUTPUTS.items() if o and o.kind in (DATASET, FILE)}
+    assert set(KILL_ARGV) | KILLED_ELSEWHERE == writers, "add the new writer to KILL_ARGV"
+
+
+def _catalog_with(folder: Path, galaxies: list[str]) -> str:
+    """The columns `halo grades import` reads of a catalogue, in its brick partitioning."""
+    import pandas as pd
+
+    (folder / "brick=b1").mkdir(parents=True)
+    pd.DataFrame({"galaxy_id": galaxies, "source": [f"{g}.npz" for g in galaxies], "known_lens_name": None}
+                 ).to_parquet(folder / "brick=b1" / "part-0.parquet")
+    return str(folder)
+
+
+def _grades_csv(path: Path, galaxy: str) -> str:
+    path.write_text(f"id,ra,dec,grade,grader,time\n{galaxy},0,0,A,ann,2026-12-01T10:00:00Z\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("command", sorted(KILL_ARGV))
+def test_a_writer_killed_at_its_commit_leaves_the_previous_output_untouched(command, tmp_path, monkeypatch, request):
+    """The previous output is a build of the primitive (a file, or a dataset with the command's marker); the
+    command's own writes must not reach it before the commit (the primitives' SIGKILL tests cover the rest)."""
+    argv, marker = KILL_ARGV[command]
+    needs = {"paired": "paired_dir", "filtered": "filtered_dir", "model": "scoring_model", "cutouts": "fixtures",
+             "npz": "fixtures"}
+    values = {k: request.getfixturevalue(f) for k, f in needs.items() if any(f"{{{k}}}" in a for a in argv)}
+    values["model"] = getattr(values.get("model"), "path", None)
+    if "npz" in values:
+        values["npz"] = sorted(str(p) for p in Path(values["npz"]).glob("*.npz"))
+    values["catalog"] = _catalog_with(tmp_path / "catalog", ["g1", "g2"])
+    values["grades_csv"] = _grades_csv(tmp_path / "second.csv", "g2")
+    filled = [values.get(a[1:-1], a) if a[:1] == "{" and a[-1:] == "}" else a for a in argv]
+    argv = [x for a in filled for x in (a if isinstance(a, list) else [a])]  # a list spreads into arguments
+    out = tmp_path / ("previous" if marker else "previous.out")
+    if marker:
+        write_dataset(str(out), {marker: b'{"previous": true}', "previous.txt": b"the previous build"}, marker)
+    elif command == "grades import":  # it merges into the file, which must be a grades file
+        assert main(["grades", "import", _grades_csv(tmp_path / "first.csv", "g1"), "--catalog", values["catalog"],
+                     "--out", str(out)]) == 0
+    else:
+        write_file(str(out), b"the previous file")
+    killed_at_commit(monkeypatch, [*argv, "--out", str(out)], out, DATASET if marker else FILE)

@@ -8,8 +8,6 @@ model's sidecar, never the current preset's.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -22,7 +20,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from halo_core import uris
 from halo_core.config import HaloConfig, stamp_keys
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
 from halo_core.data.preprocess import PreprocessSpec, preprocess
@@ -33,6 +30,7 @@ from halo_core.evaluation.calibration import Calibration, sigmoid
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import DEFAULT_BATCH, Engine
 from halo_core.model.network import pick_device
+from halo_core.outputs import streamed_file
 from halo_core.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -340,29 +338,17 @@ def score_to_csv(model_path: str, inputs: list[str], out: str, *, calibration: C
     scorer = ScoringModel.load(model_path, calibration, prevalence)
     summary = ScoreSummary(scorer.precision_label)
     total = count_inputs(inputs)
-    fs, path = uris.filesystem(out)
-    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, newline="",
-                                     dir=None if uris.is_remote(out) else Path(path).parent) as f, \
-            Progress(total, "halo score", "cutouts") as progress:
-        try:
-            for chunk in score_chunks(scorer, inputs, known_lens_radius_arcsec=known_lens_radius_arcsec,
-                                      timings=summary.timings):
-                started = time.perf_counter()
-                chunk.to_csv(f, index=False, header=summary.rows == 0)
-                summary.timings["write"] += time.perf_counter() - started
-                summary.rows += len(chunk)
-                summary.refused.update(chunk.loc[chunk["status"] != SCORED, "status"])
-                summary.top = (pd.concat([summary.top, chunk]).sort_values("score", ascending=False, kind="stable")
-                               .head(top_n))  # refused rows (NaN) last
-                progress.update(len(chunk))
-            f.close()
-            if uris.is_remote(out):
-                fs.put_file(f.name, path)
-            else:
-                os.replace(f.name, path)
-        finally:
-            if os.path.exists(f.name):
-                os.unlink(f.name)
+    with streamed_file(out, newline="") as f, Progress(total, "halo score", "cutouts") as progress:
+        for chunk in score_chunks(scorer, inputs, known_lens_radius_arcsec=known_lens_radius_arcsec,
+                                  timings=summary.timings):
+            started = time.perf_counter()
+            chunk.to_csv(f, index=False, header=summary.rows == 0)
+            summary.timings["write"] += time.perf_counter() - started
+            summary.rows += len(chunk)
+            summary.refused.update(chunk.loc[chunk["status"] != SCORED, "status"])
+            summary.top = (pd.concat([summary.top, chunk]).sort_values("score", ascending=False, kind="stable")
+                           .head(top_n))  # refused rows (NaN) last
+            progress.update(len(chunk))
     if summary.refused:
         log.warning("%d of %d cutouts not scored: %s", sum(summary.refused.values()), summary.rows,
                     dict(summary.refused))

@@ -11,7 +11,9 @@ import pytest
 from halo_assets.demo import run_retrain
 from halo_core import cli
 from halo_core.model.registry import add_version, production, versions
+from halo_core.outputs import FILE
 from tests.factories import LENIENT_GO_NO_GO
+from tests.killing import killed_at_commit
 
 GO = [*LENIENT_GO_NO_GO, "log_to_wandb=true"]
 # the model's part of the graph: the data and the gates of the GO run stay as they are
@@ -169,6 +171,14 @@ def test_a_corrupt_pointer_is_a_one_line_error_and_promote_repairs_it(go_run, ca
         assert production(str(registry)) == champion and "production: none -> " in capsys.readouterr().out
     finally:
         path.write_bytes(saved)
+
+
+def test_a_promotion_killed_at_its_commit_leaves_the_registry_untouched(go_run, monkeypatch):
+    """`halo models promote`'s case of tests/test_outputs.py's kill test: its registry needs this GO run."""
+    _, _, registry = go_run
+    champion = production(str(registry))
+    killed_at_commit(monkeypatch, ["models", "promote", "--registry", str(registry), champion], registry, FILE)
+    assert production(str(registry)) == champion
 
 
 def test_a_promotion_that_lost_the_race_changes_nothing_and_names_the_winner(go_run):
