@@ -20,10 +20,10 @@ class Killed(BaseException):
     """SIGKILL at the commit: nothing after it runs (no handler of the product takes a BaseException of ours)."""
 
 
-def output_state(out: Path) -> dict:
+def output_state(out: Path, committing: Path | None = None) -> dict:
     """Where ``out`` points and every file at or under it with its bytes, inode and mtime, so a rewrite of
-    the same bytes shows too."""
-    files = [out] if out.is_file() else sorted(p for p in out.rglob("*") if p.is_file())
+    the same bytes shows too; ``committing``, the temp file being renamed (inside a registry folder), aside."""
+    files = [out] if out.is_file() else sorted(p for p in out.rglob("*") if p.is_file() and p != committing)
     return {"link": os.readlink(out) if out.is_symlink() else None,
             **{str(p.relative_to(out)): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}}
 
@@ -36,8 +36,8 @@ def killed_at_commit(monkeypatch, argv: list[str], out: Path, kind: str) -> None
     before, seen = output_state(out), []
     point, replace = outputs._point, uris.replace_file
 
-    def stop(at: str):
-        seen.append((at, output_state(out)))
+    def stop(at: str, committing: Path | None = None):
+        seen.append((at, output_state(out, committing)))
         raise Killed
 
     def killing_point(target, version):
@@ -47,7 +47,7 @@ def killed_at_commit(monkeypatch, argv: list[str], out: Path, kind: str) -> None
 
     def killing_replace(tmp, target):
         if Path(os.path.abspath(target)).is_relative_to(out):
-            stop(FILE)
+            stop(FILE, Path(os.path.abspath(tmp)))
         replace(tmp, target)
 
     monkeypatch.setattr(outputs, "_point", killing_point)
