@@ -11,7 +11,6 @@ import sys
 import dagster as dg
 
 from halo_assets.metadata import (
-    KEY_PLOTS,
     check_result,
     comparison_metadata,
     dataset_metadata,
@@ -32,7 +31,7 @@ from halo_core.data.shards import data_fingerprint
 from halo_core.evaluation.calibration import Calibration, ValidationFit, calibrate_on_val
 from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.evaluation.promotion import compare, require_go, score_test_split
-from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, ReportContext, evaluate
+from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, REPORT_JSON, ReportContext, evaluate, thumbnail_path
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import GATES as REGISTRY_GATES
@@ -270,9 +269,9 @@ def evaluation_report(context: dg.AssetExecutionContext, halo: HaloSettings) -> 
                       ReportContext(halo.profile(), context.run.run_id,
                                     uris.read_json(gates) if uris.exists(gates) else None))
     written = uris.current(out)
-    plots = {name: uris.read_bytes(uris.join(written, report.plots[name])) for name in KEY_PLOTS}
+    thumbnails = {name: uris.read_bytes(uris.join(written, thumbnail_path(name))) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(
-        report, uris.join(written, REPORT_HTML), plots, lambda relative: halo.url("evaluation_report", relative)))
+        report, uris.join(written, REPORT_HTML), thumbnails, lambda relative: halo.url("evaluation_report", relative)))
 
 
 CHALLENGER_CHECK = "not_worse_than_production"

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from halo_core.evaluation.report import REPORT_HTML, bin_label
+from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, bin_label, thumbnail_path
 from halo_core.evaluation.results import EvaluationReport
 
 NOT_MEASURABLE = "not measurable"
@@ -144,15 +144,13 @@ def comparison_metadata(comparison: dict) -> dict:
     }
 
 
-# the plots a reviewer needs in the Dagster UI without opening report.html
-KEY_PLOTS = ("roc", "reliability", "completeness", "training_curves")
-
-
-def image(png: bytes, alt: str, url: str | None) -> dg.MarkdownMetadataValue:
-    """A plot: a markdown image of its served URL is short, and the UI renders short markdown inline on
-    the asset page; without a server, the PNG itself as a data URI (the UI shows that in a pop-up)."""
-    src = url or f"data:image/png;base64,{base64.b64encode(png).decode()}"
-    return dg.MetadataValue.md(f"[![{alt}]({src})]({url})" if url else f"![{alt}]({src})")
+def image(thumbnail: bytes, alt: str, thumbnail_url: str | None, url: str | None) -> dg.MarkdownMetadataValue:
+    """A plot's thumbnail, linking to the plot: a markdown image of its served URL is short, and the UI
+    renders short markdown inline on the asset page; without a server, the PNG itself as a data URI
+    (the UI shows that in a pop-up)."""
+    if thumbnail_url and url:
+        return dg.MetadataValue.md(f"[![{alt}]({thumbnail_url})]({url})")
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(thumbnail).decode()})")
 
 
 def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
@@ -161,9 +159,10 @@ def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
                    "n_negatives": b["n_negatives"]} for b in rows])
 
 
-def report_metadata(report: EvaluationReport, html_path: str, plots: dict[str, bytes],
+def report_metadata(report: EvaluationReport, html_path: str, thumbnails: dict[str, bytes],
                     link: Callable[[str], str | None] = lambda relative: None) -> dict:
-    """``link(relative path under the report folder)`` is its browser URL, or None when nothing serves it."""
+    """``thumbnails``: each key plot's thumbnail PNG by name; ``link(relative path under the report
+    folder)`` is its browser URL, or None when nothing serves it."""
     m = report.metrics
     cal = report.calibration
     named = [k for k, v in m.items() if k not in ("n", "n_positives", "n_negatives") and not isinstance(v, (dict, list))]
@@ -189,7 +188,8 @@ def report_metadata(report: EvaluationReport, html_path: str, plots: dict[str, b
         "theta_e_bins": _bins(report.theta_e_bins),
         "psf_fwhm_bins": _bins(report.psf_fwhm_bins),
         "arc_snr_bins": _bins(report.arc_snr_bins),
-        **{f"plot_{name}": image(plots[name], name, link(report.plots[name])) for name in KEY_PLOTS},
+        **{f"plot_{name}": image(thumbnails[name], name, link(thumbnail_path(name)), link(report.plots[name]))
+           for name in KEY_PLOTS},
     }
 
 

@@ -4,6 +4,7 @@ results read back, and the evaluation_report asset page rendered by headless Chr
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -19,13 +20,15 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from halo_core.evaluation.report import KEY_PLOTS
+from tests.browser import rendered_dom, webdriver
 from tests.factories import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS_QUERY = """
 query($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
-    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } }
+    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name description executionForLatestMaterialization { status } } } } }
   }
 }"""
 # the UI's "Add partition" button; the register_profiles sensor may have added it first
@@ -110,25 +113,6 @@ def test_launch_retrain_through_graphql_and_read_checks(finished_run):
     assert (root / "smoke" / "evaluation_report" / "report.json").exists()  # the run got through evaluation
 
 
-def chromium() -> str:
-    """Debian's chromium; .ci/run installs it, so under CI its absence fails instead of skipping."""
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser test")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return path
-
-
-def rendered_dom(url: str, profile: Path) -> str:
-    """The page's DOM after its scripts ran and its GraphQL queries answered (virtual time lets the
-    React app settle before the dump)."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom"]
-    return subprocess.run([chromium(), *flags, url], capture_output=True, text=True, timeout=120, check=True).stdout
-
-
 def test_asset_page_shows_its_checks_and_a_plot_in_a_browser(finished_run, tmp_path):
     port, root = finished_run
     page = f"http://127.0.0.1:{port}/assets/evaluation_report"
@@ -137,7 +121,59 @@ def test_asset_page_shows_its_checks_and_a_plot_in_a_browser(finished_run, tmp_p
         assert name in checks, name
     _Files.fetched.clear()
     overview = rendered_dom(page, tmp_path / "profile_overview")
-    assert "/smoke/evaluation_report/plots/roc.png" in overview  # an <img> on the page itself, no pop-up
-    assert "/smoke/evaluation_report/plots/roc.png" in _Files.fetched  # and the browser loaded it
+    assert "/smoke/evaluation_report/plots/thumbnails/roc.png" in overview  # an <img> on the page itself, no pop-up
+    assert "/smoke/evaluation_report/plots/thumbnails/roc.png" in _Files.fetched  # and the browser loaded it
+    assert "/smoke/evaluation_report/plots/roc.png" in overview  # the thumbnail links the full plot
     assert "/smoke/evaluation_report/report.html" in overview  # the report one click away
     assert not re.search(r">\s*nan\s*<", overview)  # an unmeasured value reads "not measurable"
+
+
+# Each rendered <img>: its loaded size, and the right edge of what shows of it (the viewport and every
+# ancestor that clips or scrolls its overflow cut it off).
+IMAGE_FIT = """
+return [...document.images].filter(img => img.getClientRects().length).map(img => {
+  const box = img.getBoundingClientRect();
+  let visible = document.documentElement.clientWidth;
+  for (let el = img.parentElement; el; el = el.parentElement) {
+    if (getComputedStyle(el).overflowX !== "visible") {
+      visible = Math.min(visible, el.getBoundingClientRect().left + el.clientLeft + el.clientWidth);
+    }
+  }
+  return {src: img.src.slice(0, 100), loaded: img.complete && img.naturalWidth > 0, natural: img.naturalWidth,
+          left: box.left, right: box.right, visible: visible};
+});"""
+
+
+def overflowing(images: list[dict]) -> list[str]:
+    """Images cut off on the right, as shown or at their own size (a plot shrunk to fit is unreadable)."""
+    return [f"{i['src']}: {i['natural']} px wide, from x={i['left']:.0f} to {i['right']:.0f}, visible to "
+            f"x={i['visible']:.0f}" for i in images if max(i["right"], i["left"] + i["natural"]) > i["visible"] + 0.5]
+
+
+def test_plots_fit_the_asset_page_at_1280_px_and_the_report_opens_with_its_verdict(finished_run, tmp_path):
+    port, _ = finished_run
+    page = f"http://127.0.0.1:{port}/assets/evaluation_report"
+    reply = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=30, json={
+        "query": CHECKS_QUERY, "variables": {"key": {"path": ["evaluation_report"]}}}).json()
+    described = {c["name"]: c["description"] for c in reply["data"]["assetNodeOrError"]["assetChecksOrError"]["checks"]}
+    with webdriver(tmp_path / "profile", width=1280) as browser:
+        browser.open(f"{page}?view=checks&checkDetail=test_auroc")
+        browser.wait_for(f"return document.body.innerText.includes({json.dumps(described['test_auroc'])})",
+                         f"test_auroc's description {described['test_auroc']!r} on the checks view")
+        browser.open(page)
+        assert browser.script("return window.innerWidth") == 1280
+        plots = browser.wait_for(
+            "const shown = [...document.images].filter(i => i.src.includes('/evaluation_report/plots/'));"
+            f"return shown.length >= {len(KEY_PLOTS)} && shown.every(i => i.complete && i.naturalWidth > 0)"
+            " && shown.map(i => i.src)", f"the {len(KEY_PLOTS)} key plots")
+        assert len(plots) == len(KEY_PLOTS)
+        images = browser.script(IMAGE_FIT)
+        assert not overflowing(images), overflowing(images)
+        report = browser.script("return [...document.links].map(a => a.href).find(h => h.endsWith('/report.html'))")
+        browser.open(report)
+        banner = browser.script("const first = document.body.firstElementChild;"
+                                "return first.classList.contains('verdict') && first.querySelector('h1').innerText")
+        assert re.match(r"(GO|NO-GO)\b", banner or ""), banner
+        images = browser.script(IMAGE_FIT)
+        assert len(images) >= len(KEY_PLOTS) and all(i["loaded"] for i in images)
+        assert not overflowing(images), overflowing(images)

@@ -57,16 +57,51 @@ from halo_core.outputs import write_dataset
 from halo_core.training.monitors import EpochRecord, monitor_report, progress_summaries, run_history
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-GALLERY_SIZE = 8  # stamps per row: highest-scoring negatives, lowest-scoring positives
+GALLERY_SIZE = 8  # stamps per group: highest-scoring negatives, lowest-scoring positives
 DPI = 90
+# One figure per image, at most this wide: it shows unscaled in report.html and in a narrow window.
+MAX_PLOT_WIDTH_PX = 600
+# A key plot on the Dagster asset page: the UI cannot size a markdown image, and its metadata value
+# column is ~243 px wide in a 1,280-px window (beside the longest key, ece_after_other_calibration).
+THUMBNAIL_WIDTH_PX = 220
+# the plots a reviewer needs on the asset page without opening report.html, each with its thumbnail
+KEY_PLOTS = ("roc", "reliability", "completeness_theta_e", "completeness_psf_fwhm", "completeness_arc_snr",
+             "training_loss", "training_auroc", "training_lr")
 
 
-def _png(fig) -> bytes:
+def plot_path(name: str) -> str:
+    return f"plots/{name}.png"
+
+
+def thumbnail_path(name: str) -> str:
+    return f"plots/thumbnails/{name}.png"
+
+
+def _png(fig, width_px: float = 0, close: bool = True) -> bytes:
+    """The figure as a PNG, drawn at ``width_px`` (a lower DPI: text and lines scale with it) or at DPI."""
+    if fig.get_figwidth() * DPI > MAX_PLOT_WIDTH_PX:
+        raise ValueError(f"a {fig.get_figwidth() * DPI:.0f}-px figure: a plot is one figure of at most "
+                         f"{MAX_PLOT_WIDTH_PX} px")
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=width_px / fig.get_figwidth() if width_px else DPI)
+    if close:
+        plt.close(fig)
     return buf.getvalue()
+
+
+def _columns(n_panels: int, panel_width_in: float) -> int:
+    """As many panels in a row as MAX_PLOT_WIDTH_PX holds: a grid of stamps wraps instead of widening."""
+    return max(1, min(n_panels, int(MAX_PLOT_WIDTH_PX // (panel_width_in * DPI))))
+
+
+def _panels(rows: int, cols: int, panel_inches: tuple[float, float]):
+    """(fig, axes[rows][cols]) of image panels, every axis off."""
+    fig, axes = plt.subplots(max(rows, 1), cols, figsize=(panel_inches[0] * cols, panel_inches[1] * max(rows, 1)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes
 
 
 def bin_label(b: dict) -> str:
@@ -75,7 +110,7 @@ def bin_label(b: dict) -> str:
     return f"{b['lo']:g}+" if hi is None or math.isinf(hi) else f"{b['lo']:g}-{hi:g}"
 
 
-def roc_png(labels: np.ndarray, probs: np.ndarray, title: str) -> bytes:
+def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str):
     fpr, tpr, _ = roc_curve(labels, probs)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(np.maximum(fpr, 1e-5), tpr, lw=1.5)
@@ -83,10 +118,10 @@ def roc_png(labels: np.ndarray, probs: np.ndarray, title: str) -> bytes:
     ax.set_xlim(1e-4, 1)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate (completeness)", title=title)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
 
 
-def reliability_png(curves: dict[str, dict], title: str = "reliability (test, equal-mass bins)") -> bytes:
+def reliability_figure(curves: dict[str, dict], title: str = "reliability (test, equal-mass bins)"):
     """Observed lens fraction against mean predicted probability, per equal-mass bin, one curve per
     entry of ``curves`` ({"ece", "bins"}: a scaling on test, or a shift set)."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -97,23 +132,25 @@ def reliability_png(curves: dict[str, dict], title: str = "reliability (test, eq
     ax.set(xlabel="mean predicted probability", ylabel="fraction of lenses", title=title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
 
 
-def training_curves_png(history: list[EpochRecord]) -> bytes:
+def training_figures(history: list[EpochRecord]) -> dict:
+    """Loss, val AUROC and learning rate per epoch, one figure each."""
     epochs = [h.epoch + 1 for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    axes[0].plot(epochs, [h.train_loss for h in history], "o-", ms=3, label="train")
-    axes[0].plot(epochs, [h.val_loss for h in history], "o-", ms=3, label="val")
-    axes[0].set(xlabel="epoch", ylabel="BCE loss")
-    axes[0].legend(fontsize=8)
-    axes[1].plot(epochs, [h.val_auroc for h in history], "o-", ms=3)
-    axes[1].set(xlabel="epoch", ylabel="val AUROC")
-    axes[2].plot(epochs, [h.lr for h in history], "o-", ms=3)
-    axes[2].set(xlabel="epoch", ylabel="learning rate", yscale="log")
-    for ax in axes:
+    figures = {name: plt.subplots(figsize=(3.7, 3.2)) for name in ("training_loss", "training_auroc", "training_lr")}
+    ax = figures["training_loss"][1]
+    ax.plot(epochs, [h.train_loss for h in history], "o-", ms=3, label="train")
+    ax.plot(epochs, [h.val_loss for h in history], "o-", ms=3, label="val")
+    ax.set(xlabel="epoch", ylabel="BCE loss")
+    ax.legend(fontsize=8)
+    figures["training_auroc"][1].plot(epochs, [h.val_auroc for h in history], "o-", ms=3)
+    figures["training_auroc"][1].set(xlabel="epoch", ylabel="val AUROC")
+    figures["training_lr"][1].plot(epochs, [h.lr for h in history], "o-", ms=3)
+    figures["training_lr"][1].set(xlabel="epoch", ylabel="learning rate", yscale="log")
+    for _, ax in figures.values():
         ax.grid(alpha=0.3)
-    return _png(fig)
+    return {name: fig for name, (fig, _) in figures.items()}
 
 
 def confusion_png(confusion: dict) -> bytes:
@@ -127,19 +164,18 @@ def confusion_png(confusion: dict) -> bytes:
     return _png(fig)
 
 
-def binned_completeness_png(tables: dict[str, list[dict]]) -> bytes:
-    """Completeness per bin with its Wilson 95 % interval as the error bar, one panel per quantity."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(3.7 * len(tables), 3.2), squeeze=False)
-    for ax, (quantity, rows) in zip(axes[0], tables.items()):
-        rows = [r for r in rows if r["n"]]
-        x = np.arange(len(rows))
-        c = np.array([r["completeness"] for r in rows], dtype=float)
-        lo, hi = np.array([r["ci95"] for r in rows], dtype=float).reshape(-1, 2).T
-        ax.errorbar(x, c, yerr=[c - lo, hi - c], fmt="o", capsize=3)
-        ax.set_xticks(x, [f"{bin_label(r)}\nn={r['n']}" for r in rows], fontsize=7)
-        ax.set(ylim=(0, 1.05), xlabel=quantity, ylabel="completeness at p >= 0.5")
-        ax.grid(alpha=0.3)
-    return _png(fig)
+def completeness_figure(rows: list[dict], quantity: str):
+    """Completeness per bin of one quantity, with its Wilson 95 % interval as the error bar."""
+    fig, ax = plt.subplots(figsize=(3.7, 3.2))
+    rows = [r for r in rows if r["n"]]
+    x = np.arange(len(rows))
+    c = np.array([r["completeness"] for r in rows], dtype=float)
+    lo, hi = np.array([r["ci95"] for r in rows], dtype=float).reshape(-1, 2).T
+    ax.errorbar(x, c, yerr=[c - lo, hi - c], fmt="o", capsize=3)
+    ax.set_xticks(x, [f"{bin_label(r)}\nn={r['n']}" for r in rows], fontsize=7)
+    ax.set(ylim=(0, 1.05), xlabel=quantity, ylabel="completeness at p >= 0.5")
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def asinh_rgb(stamp: np.ndarray) -> np.ndarray:
@@ -150,22 +186,23 @@ def asinh_rgb(stamp: np.ndarray) -> np.ndarray:
     return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
-def gallery_png(rows: list[list[tuple[np.ndarray, str]]]) -> bytes:
-    """One row of (stamp, title) panels per list."""
-    cols = max([len(r) for r in rows] + [1])
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.9 * len(rows)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax_row, row in zip(axes, rows):
-        for ax, (stamp, title) in zip(ax_row, row):
+def gallery_png(groups: list[list[tuple[np.ndarray, str]]]) -> bytes:
+    """(stamp, title) panels; each group starts a row and wraps at the width limit."""
+    panel = (1.5, 1.9)
+    cols = _columns(max([len(g) for g in groups] + [1]), panel[0])
+    group_rows = [max(1, math.ceil(len(g) / cols)) for g in groups]
+    fig, axes = _panels(sum(group_rows), cols, panel)
+    for first, group in zip(np.cumsum([0, *group_rows]), groups):
+        for k, (stamp, title) in enumerate(group):
+            ax = axes[first + k // cols, k % cols]
             ax.imshow(asinh_rgb(stamp), origin="lower", interpolation="nearest")  # blocky pixels compress 3x
             ax.set_title(title, fontsize=6)
     return _png(fig)
 
 
 def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
-    """Top row: the highest-scoring non-lenses, one per LRG (its injections share one control);
-    bottom row: the lowest-scoring lenses."""
+    """First the highest-scoring non-lenses, one per LRG (its injections share one control); then the
+    lowest-scoring lenses."""
     neg = np.flatnonzero(samples.labels == 0)
     pos = np.flatnonzero(samples.labels == 1)
     neg = neg[np.argsort(-probs[neg], kind="stable")]
@@ -188,11 +225,10 @@ def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
 def saliency_png(figure: dict) -> bytes:
     """Mean gradient x input saliency of the test lenses per theta_E bin; the contour is the arc footprint
     (where at least half the bin's lenses have arc light), the dashed circle the r < 5 px core."""
-    n = max(len(figure["mean_maps"]), 1)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
-    for ax in axes[0]:
-        ax.axis("off")
-    for ax, (lo, hi), sal, arc in zip(axes[0], figure["edges"], figure["mean_maps"], figure["mean_arcs"]):
+    n = len(figure["mean_maps"])
+    cols = _columns(n, 2.2)
+    fig, axes = _panels(math.ceil(n / cols), cols, (2.2, 2.4))
+    for ax, (lo, hi), sal, arc in zip(axes.flat, figure["edges"], figure["mean_maps"], figure["mean_arcs"]):
         ax.imshow(sal, origin="lower", cmap="magma", interpolation="nearest")
         ax.contour(arc, levels=[0.5], colors="cyan", linewidths=0.8)
         c = (sal.shape[0] - 1) / 2
@@ -258,8 +294,8 @@ def shift_report(engine: Engine, spec, calibration: Calibration, report: Evaluat
 
 def shift_reliability_png(sets: dict[str, dict]) -> bytes:
     """Reliability of the calibrated probabilities on each shift set (equal-mass bins)."""
-    return reliability_png({name: {"ece": d["ece_calibrated"], "bins": d["reliability"]} for name, d in sets.items()},
-                           "reliability under shift (calibrated)")
+    return _png(reliability_figure({name: {"ece": d["ece_calibrated"], "bins": d["reliability"]} for name, d in sets.items()},
+                           "reliability under shift (calibrated)"))
 
 
 @dataclass(frozen=True)
@@ -353,22 +389,21 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         core_perturbation=core_perturbation_diagnostics(engine, shards, samples, spec, calibration, cfg.go_no_go),
     )
     report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"]["ece"], cfg)
-    plots = {
-        "roc": roc_png(labels, probs, "test ROC"),
-        "reliability": reliability_png(ece),
-        "training_curves": training_curves_png(history),
-        "confusion": confusion_png(report.metrics["confusion_at_threshold"]),
-        "completeness": binned_completeness_png({"theta_E (arcsec)": theta_e_bins,
-                                                 "PSF FWHM r (arcsec)": report.psf_fwhm_bins,
-                                                 "arc SNR (max pixel)": report.arc_snr_bins}),
-        "gallery": gallery(shards, samples, probs, meta),
-        "saliency": saliency_png(saliency_figure),
-    }
+    key_figures = {"roc": roc_figure(labels, probs, "test ROC"), "reliability": reliability_figure(ece),
+                   "completeness_theta_e": completeness_figure(theta_e_bins, "theta_E (arcsec)"),
+                   "completeness_psf_fwhm": completeness_figure(report.psf_fwhm_bins, "PSF FWHM r (arcsec)"),
+                   "completeness_arc_snr": completeness_figure(report.arc_snr_bins, "arc SNR (max pixel)"),
+                   **training_figures(history)}
+    plots = {name: _png(fig, close=False) for name, fig in key_figures.items()}
+    thumbnails = {thumbnail_path(name): _png(fig, THUMBNAIL_WIDTH_PX) for name, fig in key_figures.items()}
+    plots |= {"confusion": confusion_png(report.metrics["confusion_at_threshold"]),
+              "gallery": gallery(shards, samples, probs, meta),
+              "saliency": saliency_png(saliency_figure)}
     if report.shift_suite["sets"]:
         plots["shift_reliability"] = shift_reliability_png(report.shift_suite["sets"])
-    report.plots = {name: f"plots/{name}.png" for name in plots}
+    report.plots = {name: plot_path(name) for name in plots}
     banner = verdict_banner(report_verdict(cfg, report, context.gates), report, context)
-    write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()},
+    write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()}, **thumbnails,
                             REPORT_HTML: render_html(report, plots, banner).encode(),
                             REPORT_JSON: uris.json_text(report.to_dict()).encode()},
                   REPORT_JSON, [dataset_dir, model_path])
@@ -534,13 +569,17 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 {_bins_table(report.theta_e_bins, 'theta_E (arcsec)')}
 {_bins_table(report.psf_fwhm_bins, 'PSF FWHM r (arcsec)')}
 {_bins_table(report.arc_snr_bins, 'arc SNR (max pixel)')}
-{_img(plots['completeness'], 'completeness by bin')}
+{_img(plots['completeness_theta_e'], 'completeness by theta_E')}
+{_img(plots['completeness_psf_fwhm'], 'completeness by PSF FWHM')}
+{_img(plots['completeness_arc_snr'], 'completeness by arc SNR')}
 <h2>Per-brick AUROC</h2><p>{brick['n_bricks']} of {brick['n_bricks_total']} bricks have at least
 {brick['min_per_class']} test samples of each class; std of their AUROC: {_fmt(brick['std'])}.</p>
 <h2>Masked arcs (arc_snr == 0)</h2><p>n={masked['n']}, scored as lens: {_fmt(masked['accuracy_as_lens'], 3)}
 [{_fmt(masked['ci95'][0], 3)}, {_fmt(masked['ci95'][1], 3)}]</p>
 <h2>Training</h2><p>best epoch {report.training['best_epoch'] + 1} of {len(report.training['history'])}.</p>
-{_img(plots['training_curves'], 'training curves')}
+{_img(plots['training_loss'], 'training and val loss')}
+{_img(plots['training_auroc'], 'val AUROC')}
+{_img(plots['training_lr'], 'learning rate')}
 {_shortcut_section(report.shortcut_diagnostics, plots['saliency'])}
 {substitutes_html(report.control_substitutes)}
 {realism_html(report.realism_probe)}

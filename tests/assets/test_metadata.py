@@ -6,6 +6,7 @@ import math
 import dagster as dg
 
 from halo_assets.metadata import check_result, history_row, image, number, records, report_metadata, table
+from halo_core.evaluation.report import KEY_PLOTS
 from halo_core.training.monitors import EpochRecord
 
 
@@ -33,24 +34,28 @@ def test_history_is_a_table_of_flat_columns():
     assert row["val_auroc"] == "not measurable" and "val_per_class_accuracy" not in row
 
 
-def test_a_served_plot_is_short_markdown_linking_the_png():
-    served = image(b"\x89PNG", "roc", "http://127.0.0.1:3001/demo/evaluation_report/plots/roc.png")
+def test_a_served_plot_is_short_markdown_showing_its_thumbnail_linking_the_png():
+    base = "http://127.0.0.1:3001/demo/evaluation_report/plots"
+    served = image(b"\x89PNG", "roc", f"{base}/thumbnails/roc.png", f"{base}/roc.png")
     assert len(served.value) < 1000  # the UI renders markdown under 1,000 characters inline
-    assert "(http://127.0.0.1:3001/demo/evaluation_report/plots/roc.png)" in served.value
-    assert image(b"\x89PNG", "roc", None).value.startswith("![roc](data:image/png;base64,")
+    assert served.value == f"[![roc]({base}/thumbnails/roc.png)]({base}/roc.png)"
+    assert image(b"\x89PNG", "roc", None, None).value.startswith("![roc](data:image/png;base64,")
 
 
 def test_report_metadata_links_the_report_and_gives_each_metric_its_n(evaluated):
     _, report = evaluated
     m = report.metrics
     assert not report.tpr_at(1e-3)["measurable"]  # the smoke test split has far fewer than 1000 non-lenses
-    plots = {n: b"png" for n in report.plots}
-    md = report_metadata(report, "/r/report.html", plots, lambda rel: f"http://127.0.0.1:1/p/evaluation_report/{rel}")
+    thumbnails = {n: b"png" for n in KEY_PLOTS}
+    md = report_metadata(report, "/r/report.html", thumbnails,
+                         lambda rel: f"http://127.0.0.1:1/p/evaluation_report/{rel}")
     assert md["report_html"].value == "http://127.0.0.1:1/p/evaluation_report/report.html"
     assert isinstance(md["report_html"], dg.UrlMetadataValue)
     assert md["auroc"].value == float(f"{m['auroc']:.4g}") and md["n_test"].value == m["n"]
     assert "| auroc " in md["metrics"].value and f"|  {m['n']} |" in md["metrics"].value
     assert "not measurable" in md["tpr_at_fpr"].value and "nan" not in md["tpr_at_fpr"].value
-    assert "plots/roc.png" in md["plot_roc"].value
-    unserved = report_metadata(report, "/r/report.html", plots)
+    assert "(http://127.0.0.1:1/p/evaluation_report/plots/thumbnails/roc.png)" in md["plot_roc"].value
+    assert md["plot_roc"].value.endswith("(http://127.0.0.1:1/p/evaluation_report/plots/roc.png)")
+    assert {k for k in md if k.startswith("plot_")} == {f"plot_{n}" for n in KEY_PLOTS}
+    unserved = report_metadata(report, "/r/report.html", thumbnails)
     assert isinstance(unserved["report_html"], dg.PathMetadataValue)

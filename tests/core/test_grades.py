@@ -4,11 +4,6 @@ and "not a lens" grades joining the train split only (mechanics on stand-in cuto
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +22,7 @@ from halo_core.survey.candidates import read_catalog
 from halo_core.survey.cutouts import FetchPolicy, fetch_cutouts, targets
 from halo_core.survey.grades import import_grades
 from halo_core.training.trainer import fit
+from tests.browser import webdriver
 from tests.cutout_service import CutoutService
 
 ARCSEC = 1 / 3600
@@ -140,67 +136,29 @@ def test_graded_negatives_need_the_grades_file(tmp_path):
 
 # --------------------------------------------------------------------------------- the buttons, in Chromium
 
-def _webdriver(port: int):
-    def call(method: str, path: str, body=None):
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())["value"]
-    return call
-
-
 def test_grade_buttons_save_a_grades_csv_that_imports(candidates, tmp_path):
-    """Debian's chromium driven by chromium-driver over the W3C WebDriver protocol (plain HTTP: no new
-    Python dependency); the downloaded file is read back from the blob the download button saves."""
-    driver, browser = shutil.which("chromedriver"), shutil.which("chromium")
-    if not driver or not browser:
-        pytest.skip("chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)")
+    """The downloaded file is read back from the blob the download button saves."""
     root, catalog = candidates
     gallery = root / "catalog" / "_gallery" / "index.html"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    call = _webdriver(port)
-    try:
-        for _ in range(200):
-            try:
-                call("GET", "/status")
-                break
-            except OSError:
-                time.sleep(0.05)
-        session = call("POST", "/session", {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": browser, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                                        f"--user-data-dir={tmp_path / 'profile'}"]}}}})["sessionId"]
-        base = f"/session/{session}"
-
-        def element(css: str) -> str:
-            return next(iter(call("POST", f"{base}/element", {"using": "css selector", "value": css}).values()))
-
-        call("POST", f"{base}/url", {"url": gallery.as_uri()})
-        rows = call("POST", f"{base}/execute/sync", {"script": "return [...document.querySelectorAll('tr.candidate')]"
-                                                               ".map(r => r.dataset.id)", "args": []})
+    with webdriver(tmp_path / "profile") as browser:
+        browser.open(gallery.as_uri())
+        rows = browser.script("return [...document.querySelectorAll('tr.candidate')].map(r => r.dataset.id)")
         assert sorted(rows) == sorted(catalog["galaxy_id"])
-        call("POST", f"{base}/element/{element('#grader')}/value", {"text": "tester"})
+        browser.call("POST", f"/element/{browser.element('#grader')}/value", {"text": "tester"})
         first, second = rows[0], rows[1]
         for galaxy, grade in ((first, "A"), (second, "not a lens"), (first, "B")):  # first: a change of mind
-            call("POST", f"{base}/element/{element(f'tr[data-id={json.dumps(galaxy)}] button[data-grade={json.dumps(grade)}]')}/click", {})
-        shown = call("POST", f"{base}/execute/sync", {"script": "return [document.getElementById('graded').textContent, "
-                     f"document.querySelector('tr[data-id={json.dumps(first)}] button.chosen').dataset.grade]", "args": []})
+            css = f"tr[data-id={json.dumps(galaxy)}] button[data-grade={json.dumps(grade)}]"
+            browser.call("POST", f"/element/{browser.element(css)}/click", {})
+        shown = browser.script("return [document.getElementById('graded').textContent, "
+                               f"document.querySelector('tr[data-id={json.dumps(first)}] button.chosen').dataset.grade]")
         assert shown == ["3", "B"]
         # the download button: capture the link it clicks and read the blob it saves
-        call("POST", f"{base}/execute/sync", {"script": "HTMLAnchorElement.prototype.click = function () {"
-                                                        " window.saved = {name: this.download, href: this.href}; };",
-                                              "args": []})
-        call("POST", f"{base}/element/{element('#download')}/click", {})
-        saved = call("POST", f"{base}/execute/async", {"script": "const done = arguments[0]; fetch(window.saved.href)"
-                                                                 ".then(r => r.text()).then(t => done([window.saved.name, t]));",
-                                                       "args": []})
-        call("DELETE", base)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        browser.script("HTMLAnchorElement.prototype.click = function () {"
+                       " window.saved = {name: this.download, href: this.href}; };")
+        browser.call("POST", f"/element/{browser.element('#download')}/click", {})
+        saved = browser.call("POST", "/execute/async", {"script": "const done = arguments[0]; fetch(window.saved.href)"
+                                                                  ".then(r => r.text()).then(t => done([window.saved.name, t]));",
+                                                        "args": []})
     name, text = saved
     assert name == "grades.csv"
     (tmp_path / name).write_text(text)

@@ -2,21 +2,59 @@ import json
 import re
 from dataclasses import fields
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from halo_core.evaluation.calibration import ValidationFit, calibrate_on_val
-from halo_core.evaluation.report import REPORT_HTML, REPORT_JSON, asinh_rgb, bin_label, evaluate
+from halo_core.evaluation.report import (
+    KEY_PLOTS,
+    MAX_PLOT_WIDTH_PX,
+    REPORT_HTML,
+    REPORT_JSON,
+    THUMBNAIL_WIDTH_PX,
+    _png,
+    asinh_rgb,
+    bin_label,
+    evaluate,
+    gallery_png,
+    thumbnail_path,
+)
 from halo_core.evaluation.results import EvaluationReport
 
 
 def test_report_html_is_one_file_with_every_plot_embedded(evaluated):
     out, report = evaluated
     page = (out / REPORT_HTML).read_text()
-    assert page.count("data:image/png;base64,") == len(report.plots) == 7
+    assert page.count("data:image/png;base64,") == len(report.plots) == 11
     # self-contained: every src/href is a data URI, nothing to fetch beside the file
     assert all(ref.startswith("data:") for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
     assert all((out / path).read_bytes().startswith(b"\x89PNG") for path in report.plots.values())
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's IHDR chunk."""
+    assert png.startswith(b"\x89PNG")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_every_plot_is_one_figure_that_fits_and_each_key_plot_has_a_thumbnail(evaluated):
+    out, report = evaluated
+    written = sorted((out / "plots").rglob("*.png"))
+    assert len(written) == len(report.plots) + len(KEY_PLOTS)  # nothing else: the old multi-panel names are gone
+    assert all(png_size(p.read_bytes())[0] <= MAX_PLOT_WIDTH_PX for p in written)
+    assert set(KEY_PLOTS) <= set(report.plots)
+    assert all(png_size((out / thumbnail_path(n)).read_bytes())[0] == THUMBNAIL_WIDTH_PX for n in KEY_PLOTS)
+
+
+def test_a_plot_wider_than_the_limit_is_refused_and_a_stamp_gallery_wraps():
+    fig, _ = plt.subplots(figsize=(11, 3.2))
+    with pytest.raises(ValueError, match=f"at most {MAX_PLOT_WIDTH_PX} px"):
+        _png(fig)
+    plt.close(fig)
+    stamp = np.zeros((3, 8, 8), np.float32)
+    width, height = png_size(gallery_png([[(stamp, "a")] * 8, [(stamp, "b")] * 3]))
+    assert width <= MAX_PLOT_WIDTH_PX and height == round(3 * 1.9 * 90)  # 4 per row: 2 rows + 1 row
 
 
 def test_report_json_carries_the_diagnostics_with_counts(evaluated):
