@@ -194,5 +194,5 @@ def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
             "hosts_without_arc_above_threshold": number(result["controls_above_threshold"]["rate"])}
            if hosts["source"] == "real" else {}),
         "completeness_by_theta_e": table(result["marginals"]["theta_e_arcsec"]),
-        "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude", None),
+        "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude", None, None),
     })
