@@ -36,8 +36,8 @@ from halo_core.data.shards import (
 )
 from halo_core.data.splits import lrg_ids
 from halo_core.evaluation.calibration import calibrate_on_val
-from halo_core.evaluation.metrics import auroc, precision_at_recall, tpr_at_fpr
 from halo_core.evaluation.promotion import score_test_split
+from halo_core.metrics import auroc, precision_at_recall, tpr_at_fpr
 from halo_core.training.trainer import fit
 
 SPLITS = ("train", "val", "test")

@@ -30,11 +30,19 @@ from dataclasses import dataclass
 import yaml
 
 from halo_core import uris
-from halo_core.config import config_args, load_config, parse_overrides, profile_name
+from halo_core.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_LAYER,
+    DEFAULT_SIZE,
+    DEFAULT_WORKERS,
+    config_args,
+    load_config,
+    parse_overrides,
+    profile_name,
+)
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC
 from halo_core.errors import HaloError
 from halo_core.outputs import DATASET, FILE, RESUMABLE, refuse_overlap
-from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
 from halo_core.train import get_args_parser, train
 
 
@@ -178,7 +186,7 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_promote(args) -> None:
-    from halo_core.model.registry import promote
+    from halo_core.evaluation.promotion import promote
 
     before = promote(args.registry, args.version, reason="halo models promote")
     print(f"production: {before or 'none'} -> {args.version}")

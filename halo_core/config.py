@@ -30,7 +30,6 @@ from pydantic import (
 )
 
 from halo_core.errors import ConfigError
-from halo_core.survey.cutouts import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -95,7 +94,7 @@ def stamp_keys(input_keys) -> tuple[str, ...]:
 # The plan's `metrics` names. `precision@R` is precision at the score threshold where recall reaches R,
 # and `recall@P` is recall at the threshold where precision reaches P: the plan states its own target
 # as "precision at 90 % recall", so a bare number after `precision@` is the recall held fixed, and the
-# rate after `recall@` is read the same way (the other rate is fixed). halo_core.evaluation.metrics computes them.
+# rate after `recall@` is read the same way (the other rate is fixed). halo_core.metrics computes them.
 RATE_AT = re.compile(r"^(precision|recall)@(0\.\d+|1\.0)$")
 PLAIN_METRICS = ("auroc", "auprc", "accuracy")
 # the plan's diagnostics, computed by halo_core.evaluation.report; the go/no-go table (docs/design.md §5 (verdict)) needs all three
@@ -158,6 +157,13 @@ class RealValidationConfig(_Strict):
     max_realism_auc: float = Field(0.9, ge=0.5, le=1.0)  # above it, injection completeness is a lower bound
     min_real_lenses: int = Field(20, ge=2)  # fewer: the probe AUC is reported as indicative, not measured
     realism_folds: int = Field(5, ge=2, le=20)
+
+
+# the Legacy Survey cutout service (halo_core.survey.cutouts): defaults of `halo cutouts` and of real_sky
+DEFAULT_BASE_URL = "https://www.legacysurvey.org/viewer"
+DEFAULT_LAYER = "ls-dr10"
+DEFAULT_SIZE = 101  # the project's real cutouts: the 64x64 stamp plus room for the sky annulus
+DEFAULT_WORKERS = 4  # a polite load on a public service; the viewer throttles heavier clients with 429
 
 
 class RealSkyConfig(_Strict):

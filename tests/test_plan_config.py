@@ -20,7 +20,7 @@ from halo_core.data.filtering import build_filtered_dataset
 from halo_core.data.samples import load_split_samples
 from halo_core.data.shards import open_split, read_manifest
 from halo_core.errors import ConfigError
-from halo_core.evaluation.metrics import classification_metrics, precision_at_recall, recall_at_precision
+from halo_core.metrics import classification_metrics, precision_at_recall, recall_at_precision
 from halo_core.model.checkpoint import load_checkpoint
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import build_model

@@ -9,11 +9,11 @@ from halo_assets.assets import evaluation_report
 from halo_assets.metadata import check_result, criterion_result, number, other_calibration, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
-from halo_core.evaluation.metrics import TARGET_METRIC
 from halo_core.evaluation.promotion import REPORT_CRITERIA, Criterion
 from halo_core.evaluation.report import REPORT_JSON
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.shift import STRESS_SETS
+from halo_core.metrics import TARGET_METRIC
 
 
 def _report(halo: HaloSettings) -> EvaluationReport:

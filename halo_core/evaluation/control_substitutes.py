@@ -12,7 +12,7 @@ import numpy as np
 
 from halo_core.data.samples import CONTROL, SampleSet
 from halo_core.data.shards import SplitShards
-from halo_core.evaluation.metrics import auroc
+from halo_core.metrics import auroc
 from halo_core.model.engine import Engine
 
 SUBSTITUTES = ("true_control", "duplicated_image", "median_template")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from halo_core.evaluation.metrics import auroc, wilson_interval
+from halo_core.metrics import auroc, wilson_interval
 
 THETA_E_BINS_ARCSEC = (0.0, 0.75, 1.0, 1.5, 2.0, 3.0)
 PSF_FWHM_BINS_ARCSEC = (0.0, 1.2, 1.35, 1.5, math.inf)  # DR10 r-band seeing; the simulator's psf_bin edges

@@ -45,7 +45,7 @@ from halo_core.data.shards import check_dataset
 from halo_core.data.splits import lrg_ids
 from halo_core.data.stamps import CORE_PX
 from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
-from halo_core.evaluation.metrics import auroc
+from halo_core.metrics import auroc
 
 METADATA_COLUMNS = ("psfsize_r", "psf_fwhm_used_g", "psf_fwhm_used_r", "psf_fwhm_used_z", "psfdepth_r", "ebv",
                     "bad_pixel_frac", "wise_brightmask_frac")

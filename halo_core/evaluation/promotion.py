@@ -7,21 +7,33 @@ The evaluation_report checks show the verdict criterion by criterion, and ``prom
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
+from halo_core import uris
 from halo_core.config import ChallengerConfig, HaloConfig
 from halo_core.data.samples import load_split_samples
 from halo_core.data.shards import dataset_spec
 from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
-from halo_core.evaluation.metrics import TARGET_METRIC, auroc, tpr_at_fpr
 from halo_core.evaluation.results import EvaluationReport
-from halo_core.model.checkpoint import load_model, model_precision, model_spec
+from halo_core.metrics import TARGET_METRIC, auroc, tpr_at_fpr
+from halo_core.model.checkpoint import load_model, load_sidecar, model_precision, model_spec, verified_weights
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
+from halo_core.model.registry import (
+    GATES,
+    REPORT,
+    VERSIONS,
+    RegistryError,
+    pointer_state,
+    require_version,
+    set_production,
+)
 
 COMPARED_FPR = 1e-2  # the operating point the champion / challenger comparison uses beside AUROC
 
@@ -272,3 +284,29 @@ def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_
             "metrics": rows, "not_compared": [] if "tpr_at_fpr_0.01" in metrics else
             [f"tpr_at_fpr_0.01: {n_distinct_negatives} distinct non-lenses, it needs {math.ceil(1 / COMPARED_FPR)}"],
             "promote": all(r["not_worse"] for r in rows.values())}
+
+
+def promote(registry: str, version: str, reason: str) -> str | None:
+    """`halo models promote`: re-derive GO / NO-GO from the version's stored report and gates with the
+    thresholds of its own config (:func:`require_go`, as promoted_model does), then swap the registry's
+    pointer compare-and-swap; returns the version it replaced. Repairs a corrupt pointer."""
+    model = require_version(registry, version)
+    expected = pointer_state(registry)
+    card = load_sidecar(model)
+    folder = uris.join(registry, VERSIONS, version)
+    missing = [name for name in (REPORT, GATES) if not uris.exists(uris.join(folder, name))]
+    if missing:
+        raise RegistryError(
+            f"version {version} holds no {' or '.join(missing)} (promoted by an older halo), so its verdict cannot "
+            "be re-derived; re-evaluate its model: materialize evaluation_report, shortcut_gates and promoted_model "
+            "for its profile")
+    identity = {"sha256": hashlib.sha256(verified_weights(model, card)).hexdigest(),
+                "training_hash": card["training_hash"], "data_fingerprint": card["data_fingerprint"]}
+    try:
+        cfg = HaloConfig.model_validate(card["config"])
+    except (ValidationError, KeyError) as err:
+        raise RegistryError(f"{model}: its card's config does not load in this halo ({str(err).splitlines()[0]}); "
+                            "re-evaluate its model to promote it") from None
+    require_go(cfg, EvaluationReport.read(uris.join(folder, REPORT)),
+               uris.read_json(uris.join(folder, GATES)), identity)
+    return set_production(registry, version, reason, expected)

@@ -23,7 +23,7 @@ import numpy as np
 
 from halo_core.data.known_lenses import crossmatch
 from halo_core.errors import ContractError
-from halo_core.evaluation.metrics import wilson_interval
+from halo_core.metrics import wilson_interval
 from halo_core.simulate.injection import RealCutout, assign_splits, bricks_by_file, read_cutouts
 
 Z_95 = 1.96

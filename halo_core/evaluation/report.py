@@ -3,19 +3,11 @@ self-contained report.html (plots embedded as base64 PNG), plus the PNGs under p
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-import math
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on servers and in CI
-import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from halo_core import uris
 from halo_core.config import HaloConfig
@@ -37,7 +29,6 @@ from halo_core.evaluation.diagnostics import (
     completeness_trend,
     per_brick_auroc,
 )
-from halo_core.evaluation.metrics import classification_metrics
 from halo_core.evaluation.promotion import Criterion, Verdict, report_verdict
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.saliency import (
@@ -49,21 +40,17 @@ from halo_core.evaluation.saliency import (
 )
 from halo_core.evaluation.shift import shift_suite
 from halo_core.evaluation.validation import real_lens_realism, realism_html
+from halo_core.metrics import classification_metrics
 from halo_core.model.checkpoint import file_sha256, load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
 from halo_core.outputs import write_dataset
-from halo_core.training.monitors import EpochRecord, monitor_report, progress_summaries, run_history
+from halo_core.reports import figures
+from halo_core.training.monitors import monitor_report, progress_summaries, run_history
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 GALLERY_SIZE = 8  # stamps per group: highest-scoring negatives, lowest-scoring positives
-DPI = 90
-# One figure per image, at most this wide: it shows unscaled in report.html and in a narrow window.
-MAX_PLOT_WIDTH_PX = 600
-# A key plot on the Dagster asset page: the UI cannot size a markdown image, and its metadata value
-# column is ~243 px wide in a 1,280-px window (beside the longest key, ece_after_other_calibration).
-THUMBNAIL_WIDTH_PX = 220
 # the plots a reviewer needs on the asset page without opening report.html, each with its thumbnail
 KEY_PLOTS = ("roc", "reliability", "completeness_theta_e", "completeness_psf_fwhm", "completeness_arc_snr",
              "training_loss", "training_auroc", "training_lr")
@@ -75,129 +62,6 @@ def plot_path(name: str) -> str:
 
 def thumbnail_path(name: str) -> str:
     return f"plots/thumbnails/{name}.png"
-
-
-def _png(fig, width_px: float = 0, close: bool = True) -> bytes:
-    """The figure as a PNG, drawn at ``width_px`` (a lower DPI: text and lines scale with it) or at DPI."""
-    if fig.get_figwidth() * DPI > MAX_PLOT_WIDTH_PX:
-        raise ValueError(f"a {fig.get_figwidth() * DPI:.0f}-px figure: a plot is one figure of at most "
-                         f"{MAX_PLOT_WIDTH_PX} px")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=width_px / fig.get_figwidth() if width_px else DPI)
-    if close:
-        plt.close(fig)
-    return buf.getvalue()
-
-
-def _columns(n_panels: int, panel_width_in: float) -> int:
-    """As many panels in a row as MAX_PLOT_WIDTH_PX holds: a grid of stamps wraps instead of widening."""
-    return max(1, min(n_panels, int(MAX_PLOT_WIDTH_PX // (panel_width_in * DPI))))
-
-
-def _panels(rows: int, cols: int, panel_inches: tuple[float, float]):
-    """(fig, axes[rows][cols]) of image panels, every axis off."""
-    fig, axes = plt.subplots(max(rows, 1), cols, figsize=(panel_inches[0] * cols, panel_inches[1] * max(rows, 1)),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    return fig, axes
-
-
-def bin_label(b: dict) -> str:
-    """'1-1.5' or '20+' (the open last bin: hi is inf in memory, null in report.json)."""
-    hi = b["hi"]
-    return f"{b['lo']:g}+" if hi is None or math.isinf(hi) else f"{b['lo']:g}-{hi:g}"
-
-
-def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str):
-    fpr, tpr, _ = roc_curve(labels, probs)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(np.maximum(fpr, 1e-5), tpr, lw=1.5)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1)
-    ax.set(xlabel="false-positive rate", ylabel="true-positive rate (completeness)", title=title)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def reliability_figure(curves: dict[str, dict], title: str = "reliability (test, equal-mass bins)"):
-    """Observed lens fraction against mean predicted probability, per equal-mass bin, one curve per
-    entry of ``curves`` ({"ece", "bins"}: a scaling on test, or a shift set)."""
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    for name, ece in curves.items():
-        ax.plot([b["mean_p"] for b in ece["bins"]], [b["frac_pos"] for b in ece["bins"]], "o-", ms=4,
-                label=f"{name} (ECE {ece['ece']:.3f})")
-    ax.set(xlabel="mean predicted probability", ylabel="fraction of lenses", title=title)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def training_figures(history: list[EpochRecord]) -> dict:
-    """Loss, val AUROC and learning rate per epoch, one figure each."""
-    epochs = [h.epoch + 1 for h in history]
-    figures = {name: plt.subplots(figsize=(3.7, 3.2)) for name in ("training_loss", "training_auroc", "training_lr")}
-    ax = figures["training_loss"][1]
-    ax.plot(epochs, [h.train_loss for h in history], "o-", ms=3, label="train")
-    ax.plot(epochs, [h.val_loss for h in history], "o-", ms=3, label="val")
-    ax.set(xlabel="epoch", ylabel="BCE loss")
-    ax.legend(fontsize=8)
-    figures["training_auroc"][1].plot(epochs, [h.val_auroc for h in history], "o-", ms=3)
-    figures["training_auroc"][1].set(xlabel="epoch", ylabel="val AUROC")
-    figures["training_lr"][1].plot(epochs, [h.lr for h in history], "o-", ms=3)
-    figures["training_lr"][1].set(xlabel="epoch", ylabel="learning rate", yscale="log")
-    for _, ax in figures.values():
-        ax.grid(alpha=0.3)
-    return {name: fig for name, (fig, _) in figures.items()}
-
-
-def confusion_png(confusion: dict) -> bytes:
-    counts = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    ax.imshow(counts, cmap="Blues")
-    for (i, j), n in np.ndenumerate(counts):
-        ax.text(j, i, str(n), ha="center", va="center", color="black" if n < counts.max() / 2 else "white")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["non-lens", "lens"], yticklabels=["non-lens", "lens"],
-           xlabel="predicted", ylabel="true", title=f"confusion at p >= {confusion['threshold']:g}")
-    return _png(fig)
-
-
-def completeness_figure(rows: list[dict], quantity: str):
-    """Completeness per bin of one quantity, with its Wilson 95 % interval as the error bar."""
-    fig, ax = plt.subplots(figsize=(3.7, 3.2))
-    rows = [r for r in rows if r["n"]]
-    x = np.arange(len(rows))
-    c = np.array([r["completeness"] for r in rows], dtype=float)
-    lo, hi = np.array([r["ci95"] for r in rows], dtype=float).reshape(-1, 2).T
-    ax.errorbar(x, c, yerr=[c - lo, hi - c], fmt="o", capsize=3)
-    ax.set_xticks(x, [f"{bin_label(r)}\nn={r['n']}" for r in rows], fontsize=7)
-    ax.set(ylim=(0, 1.05), xlabel=quantity, ylabel="completeness at p >= 0.5")
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def asinh_rgb(stamp: np.ndarray) -> np.ndarray:
-    """(3, H, W) g,r,z -> (H, W, 3) RGB in [0, 1]: z red, g blue, one asinh stretch for all bands so
-    colours survive; the stamps are already in sky-noise units, so a softening of 3 sigma is fine."""
-    x = np.arcsinh(stamp[::-1].astype(np.float32) / 3.0).transpose(1, 2, 0)
-    lo, hi = np.percentile(x, [1.0, 99.5])
-    return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def gallery_png(groups: list[list[tuple[np.ndarray, str]]]) -> bytes:
-    """(stamp, title) panels; each group starts a row and wraps at the width limit."""
-    panel = (1.5, 1.9)
-    cols = _columns(max([len(g) for g in groups] + [1]), panel[0])
-    group_rows = [max(1, math.ceil(len(g) / cols)) for g in groups]
-    fig, axes = _panels(sum(group_rows), cols, panel)
-    for first, group in zip(np.cumsum([0, *group_rows]), groups):
-        for k, (stamp, title) in enumerate(group):
-            ax = axes[first + k // cols, k % cols]
-            ax.imshow(asinh_rgb(stamp), origin="lower", interpolation="nearest")  # blocky pixels compress 3x
-            ax.set_title(title, fontsize=6)
-    return _png(fig)
 
 
 def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
@@ -219,22 +83,7 @@ def gallery(shards, samples: SampleSet, probs: np.ndarray, meta) -> bytes:
             stamp = np.asarray(shards.pairs[samples.rows[i], samples.slots[i]])  # (3, 64, 64) preprocessed
             row.append((stamp, f"{group} p={probs[i]:.3f}\n{m['task_id']}\n{arc}"))
         rows.append(row)
-    return gallery_png(rows)
-
-
-def saliency_png(figure: dict) -> bytes:
-    """Mean gradient x input saliency of the test lenses per theta_E bin; the contour is the arc footprint
-    (where at least half the bin's lenses have arc light), the dashed circle the r < 5 px core."""
-    n = len(figure["mean_maps"])
-    cols = _columns(n, 2.2)
-    fig, axes = _panels(math.ceil(n / cols), cols, (2.2, 2.4))
-    for ax, (lo, hi), sal, arc in zip(axes.flat, figure["edges"], figure["mean_maps"], figure["mean_arcs"]):
-        ax.imshow(sal, origin="lower", cmap="magma", interpolation="nearest")
-        ax.contour(arc, levels=[0.5], colors="cyan", linewidths=0.8)
-        c = (sal.shape[0] - 1) / 2
-        ax.add_patch(plt.Circle((c, c), CORE_RADIUS_PX, fill=False, color="white", ls="--", lw=0.8))
-        ax.set_title(f"theta_E {bin_label({'lo': lo, 'hi': hi})}\"", fontsize=8)
-    return _png(fig)
+    return figures.gallery_png(rows)
 
 
 def saliency_diagnostics(engine: Engine, shards, samples: SampleSet, calibration: Calibration,
@@ -290,12 +139,6 @@ def shift_report(engine: Engine, spec, calibration: Calibration, report: Evaluat
         return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution}
     return shift_suite(engine, spec, calibration.probability, in_distribution, cfg.shift,
                        report.needs_control)
-
-
-def shift_reliability_png(sets: dict[str, dict]) -> bytes:
-    """Reliability of the calibrated probabilities on each shift set (equal-mass bins)."""
-    return _png(reliability_figure({name: {"ece": d["ece_calibrated"], "bins": d["reliability"]} for name, d in sets.items()},
-                           "reliability under shift (calibrated)"))
 
 
 @dataclass(frozen=True)
@@ -389,18 +232,20 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         core_perturbation=core_perturbation_diagnostics(engine, shards, samples, spec, calibration, cfg.go_no_go),
     )
     report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"]["ece"], cfg)
-    key_figures = {"roc": roc_figure(labels, probs, "test ROC"), "reliability": reliability_figure(ece),
-                   "completeness_theta_e": completeness_figure(theta_e_bins, "theta_E (arcsec)"),
-                   "completeness_psf_fwhm": completeness_figure(report.psf_fwhm_bins, "PSF FWHM r (arcsec)"),
-                   "completeness_arc_snr": completeness_figure(report.arc_snr_bins, "arc SNR (max pixel)"),
-                   **training_figures(history)}
-    plots = {name: _png(fig, close=False) for name, fig in key_figures.items()}
-    thumbnails = {thumbnail_path(name): _png(fig, THUMBNAIL_WIDTH_PX) for name, fig in key_figures.items()}
-    plots |= {"confusion": confusion_png(report.metrics["confusion_at_threshold"]),
+    key_figures = {"roc": figures.roc_figure(labels, probs, "test ROC"),
+                   "reliability": figures.reliability_figure(ece),
+                   "completeness_theta_e": figures.completeness_figure(theta_e_bins, "theta_E (arcsec)"),
+                   "completeness_psf_fwhm": figures.completeness_figure(report.psf_fwhm_bins, "PSF FWHM r (arcsec)"),
+                   "completeness_arc_snr": figures.completeness_figure(report.arc_snr_bins, "arc SNR (max pixel)"),
+                   **figures.training_figures(history)}
+    plots = {name: figures.png(fig, close=False) for name, fig in key_figures.items()}
+    thumbnails = {thumbnail_path(name): figures.png(fig, figures.THUMBNAIL_WIDTH_PX)
+                  for name, fig in key_figures.items()}
+    plots |= {"confusion": figures.confusion_png(report.metrics["confusion_at_threshold"]),
               "gallery": gallery(shards, samples, probs, meta),
-              "saliency": saliency_png(saliency_figure)}
+              "saliency": figures.saliency_png(saliency_figure, CORE_RADIUS_PX)}
     if report.shift_suite["sets"]:
-        plots["shift_reliability"] = shift_reliability_png(report.shift_suite["sets"])
+        plots["shift_reliability"] = figures.shift_reliability_png(report.shift_suite["sets"])
     report.plots = {name: plot_path(name) for name in plots}
     banner = verdict_banner(report_verdict(cfg, report, context.gates), report, context)
     write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()}, **thumbnails,
@@ -414,13 +259,9 @@ def _fmt(v, digits: int = 4, missing: str = "not measurable") -> str:
     return missing if v is None or v != v else f"{v:.{digits}f}"  # v != v: NaN
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
 def _bins_table(rows: list[dict], quantity: str) -> str:
     body = "".join(
-        f"<tr><td>{bin_label(b)}</td><td>{b['n']}</td><td>{_fmt(b['completeness'], 3)} "
+        f"<tr><td>{figures.bin_label(b)}</td><td>{b['n']}</td><td>{_fmt(b['completeness'], 3)} "
         f"[{_fmt(b['ci95'][0], 3)}, {_fmt(b['ci95'][1], 3)}]</td><td>{_fmt(b['auroc'])}</td>"
         f"<td>{b['n_negatives']}</td></tr>" for b in rows
     )
@@ -437,7 +278,7 @@ def _scaling(c: dict) -> str:
 
 def _shortcut_section(d: dict, png: bytes) -> str:
     focus = d["arc_localised_focus"]
-    rows = [(bin_label(b), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
+    rows = [(figures.bin_label(b), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
     body = "".join(
         f"<tr><td>{label}</td><td>{b['n']}</td><td>{_fmt(b['saliency_arc_fraction'], 3)}</td>"
         f"<td>{_fmt(b['arc_area_fraction'], 3)}</td><td>{_fmt(b['saliency_core_fraction'], 3)}</td>"
@@ -451,7 +292,7 @@ core occlusion inside it. Saliency in arc: the share inside the pixels where the
 core drop &le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['passed']}</b>.</p>
 <table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in arc</th><th>arc area share</th>
 <th>saliency in core</th><th>mean score</th><th>arc-occlusion drop</th><th>core-occlusion drop</th></tr>{body}</table>
-{_img(png, 'mean saliency per theta_E bin')}"""
+{figures.img_tag(png, 'mean saliency per theta_E bin')}"""
 
 
 def _core_perturbation_section(d: dict) -> str:
@@ -494,7 +335,7 @@ TPR &ge; {lim['min_independent_tpr']:g} and drop &le; {lim['max_independent_drop
 simulator: WARN on a TPR drop &gt; {lim['max_stress_drop']:g}; WARN on raw ECE &gt; {lim['max_raw_ece']:g} on any set.</p>
 <table><tr><th>set</th><th>n lenses / non-lenses</th><th>AUROC</th><th>TPR at FPR 1e-2</th><th>threshold</th>
 <th>TPR drop</th><th>AUROC drop</th><th>raw ECE</th><th>calibrated ECE</th></tr>{rows}</table>
-{_img(plots['shift_reliability'], 'reliability under shift')}"""
+{figures.img_tag(plots['shift_reliability'], 'reliability under shift')}"""
 
 
 def _criterion_line(c: Criterion) -> str:
@@ -554,14 +395,14 @@ TPR&middot;&pi; / (TPR&middot;&pi; + FPR&middot;(1&minus;&pi;)), at the nominal 
 Not measurable where the test split has fewer than 1/FPR distinct negatives (injections on one LRG share its control).</p>
 <table><tr><th>FPR</th><th>TPR</th><th>threshold</th><th>precision at &pi;={pi:g}</th><th>n negatives</th></tr>
 {operating}</table>
-{_img(plots['roc'], 'ROC curve')} {_img(plots['confusion'], 'confusion matrix')}
+{figures.img_tag(plots['roc'], 'ROC curve')} {figures.img_tag(plots['confusion'], 'confusion matrix')}
 <h2>Calibration (fitted on val, ECE on test, equal-mass bins)</h2>
 <table><tr><th>scaling</th><th>fitted on n (val)</th><th>ECE before</th><th>ECE after</th></tr>
 <tr><td>{_scaling(cal)} (used downstream)</td><td>{cal['n_fit']}</td>
 <td>{cal['ece_before']['ece']:.4f}</td><td>{cal['ece_after']['ece']:.4f}</td></tr>
 <tr><td>{_scaling(alt)} (config <code>calibration</code> selects it)</td><td>{alt['n_fit']}</td>
 <td>{cal['ece_before']['ece']:.4f}</td><td>{alt['ece_after']['ece']:.4f}</td></tr></table>
-{_img(plots['reliability'], 'reliability diagram')}
+{figures.img_tag(plots['reliability'], 'reliability diagram')}
 <h2>Completeness and AUROC by theta_E, PSF and arc SNR (threshold 0.5)</h2>
 <p>AUROC: the bin's lenses against all non-lenses (theta_E, arc SNR) or against the non-lenses of the same PSF bin.
 Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not trend['violations']}</b>
@@ -569,17 +410,17 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 {_bins_table(report.theta_e_bins, 'theta_E (arcsec)')}
 {_bins_table(report.psf_fwhm_bins, 'PSF FWHM r (arcsec)')}
 {_bins_table(report.arc_snr_bins, 'arc SNR (max pixel)')}
-{_img(plots['completeness_theta_e'], 'completeness by theta_E')}
-{_img(plots['completeness_psf_fwhm'], 'completeness by PSF FWHM')}
-{_img(plots['completeness_arc_snr'], 'completeness by arc SNR')}
+{figures.img_tag(plots['completeness_theta_e'], 'completeness by theta_E')}
+{figures.img_tag(plots['completeness_psf_fwhm'], 'completeness by PSF FWHM')}
+{figures.img_tag(plots['completeness_arc_snr'], 'completeness by arc SNR')}
 <h2>Per-brick AUROC</h2><p>{brick['n_bricks']} of {brick['n_bricks_total']} bricks have at least
 {brick['min_per_class']} test samples of each class; std of their AUROC: {_fmt(brick['std'])}.</p>
 <h2>Masked arcs (arc_snr == 0)</h2><p>n={masked['n']}, scored as lens: {_fmt(masked['accuracy_as_lens'], 3)}
 [{_fmt(masked['ci95'][0], 3)}, {_fmt(masked['ci95'][1], 3)}]</p>
 <h2>Training</h2><p>best epoch {report.training['best_epoch'] + 1} of {len(report.training['history'])}.</p>
-{_img(plots['training_loss'], 'training and val loss')}
-{_img(plots['training_auroc'], 'val AUROC')}
-{_img(plots['training_lr'], 'learning rate')}
+{figures.img_tag(plots['training_loss'], 'training and val loss')}
+{figures.img_tag(plots['training_auroc'], 'val AUROC')}
+{figures.img_tag(plots['training_lr'], 'learning rate')}
 {_shortcut_section(report.shortcut_diagnostics, plots['saliency'])}
 {substitutes_html(report.control_substitutes)}
 {realism_html(report.realism_probe)}
@@ -587,6 +428,6 @@ Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not tr
 {_shift_section(report.shift_suite, plots)}
 <h2>Hardest cases</h2><p>Top: the highest-scoring non-lenses; bottom: the lowest-scoring lenses
 (preprocessed stamps, asinh g,r,z).</p>
-{_img(plots['gallery'], 'gallery of hardest cases')}
+{figures.img_tag(plots['gallery'], 'gallery of hardest cases')}
 <h2>Raw JSON</h2><pre>{html.escape(json.dumps(report.metrics, indent=1))}</pre>
 </body></html>"""

@@ -23,7 +23,7 @@ class EvaluationReport:
     model_config_hash: str
     needs_control: bool
     sample_construction: str
-    metrics: dict  # halo_core.evaluation.metrics.classification_metrics, calibrated probabilities
+    metrics: dict  # halo_core.metrics.classification_metrics, calibrated probabilities
     calibration: dict  # the scaling in use, its test ECE before/after, and the alternative's
     deployment_prevalence: float
     arc_snr_zero: dict

@@ -24,7 +24,7 @@ import numpy as np
 from halo_core.data.preprocess import preprocess
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
 from halo_core.evaluation.calibration import expected_calibration_error, sigmoid
-from halo_core.evaluation.metrics import auroc, tpr_at_fpr
+from halo_core.metrics import auroc, tpr_at_fpr
 from halo_core.model.engine import Engine
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.dataset import (

@@ -36,8 +36,8 @@ from halo_core.data.stamps import STAMP_SIZE
 from halo_core.errors import ContractError
 from halo_core.evaluation import real_sky as sky
 from halo_core.evaluation.calibration import Calibration
-from halo_core.evaluation.metrics import auroc, precision_at_prevalence, wilson_interval
 from halo_core.evaluation.real_sky import RealSkySet
+from halo_core.metrics import auroc, precision_at_prevalence, wilson_interval
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
 from halo_core.outputs import write_dataset
@@ -180,8 +180,8 @@ def real_lens_realism(cfg, engine: Engine, spec, shards: SplitShards, samples: S
 def test_operating_points(cfg, dataset_dir: str, model_path: str, calibration: Calibration) -> list[dict]:
     """The synthetic test split's TPR-at-FPR rows (calibrated thresholds, distinct negatives), computed as
     the evaluation report computes them, in the model's own precision: real validation needs no report."""
-    from halo_core.evaluation.metrics import classification_metrics
     from halo_core.evaluation.promotion import score_test_split
+    from halo_core.metrics import classification_metrics
 
     labels, logits, n_distinct = score_test_split(cfg, dataset_dir, model_path)
     return classification_metrics(labels, calibration.probability(logits), prevalence=cfg.deployment_prevalence,
@@ -196,7 +196,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``. With ``real_sky``
     its lenses (reported per lenscat grading) and test-brick LRGs are scored instead of the paths', and
     the plan's purity target is tested against the FPR on those real LRGs."""
-    from halo_core.evaluation.report import gallery_png  # matplotlib only when writing a report
+    from halo_core.reports.figures import gallery_png, png, score_histogram_figure  # matplotlib: only here
 
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:
@@ -248,7 +248,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     lens_probs, non_probs = groups["lenses"][2], groups["nonlenses"][2]
     # without a measurable threshold the gallery shows the lowest-scored lenses
     missed = np.flatnonzero(lens_probs < (operating["threshold"] if operating["measurable"] else np.inf))
-    plots = {"scores": _score_histogram(lens_probs, non_probs, thresholds, standin),
+    plots = {"scores": png(score_histogram_figure(lens_probs, non_probs, thresholds, standin)),
              "missed_lenses": gallery_png([gallery_row("lenses", missed[np.argsort(lens_probs[missed])])]),
              "top_nonlenses": gallery_png([gallery_row("nonlenses", np.argsort(-non_probs, kind="stable"))])}
     report = {
@@ -281,24 +281,6 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     return report
 
 
-def _score_histogram(lens: np.ndarray, non: np.ndarray, thresholds: list[dict], standin: bool) -> bytes:
-    import matplotlib.pyplot as plt
-
-    from halo_core.evaluation.report import _png
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    bins = np.linspace(0, 1, 26)
-    ax.hist(non, bins=bins, alpha=0.6, label=f"{'stand-in ' if standin else ''}non-lenses (n={len(non)})")
-    ax.hist(lens, bins=bins, alpha=0.6, label=f"real lenses (n={len(lens)})")
-    for t in thresholds:
-        if t["measurable"]:
-            ax.axvline(t["threshold"], ls="--" if t["operating"] else ":", color="k", lw=1)
-            ax.text(t["threshold"], ax.get_ylim()[1] * 0.9, f" FPR {t['fpr']:g}", fontsize=7)
-    ax.set(xlabel="calibrated lens probability", ylabel="galaxies", yscale="log", title="real-galaxy scores")
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
 def _ci(rate: dict | None) -> str:
     if not rate:
         return "not measurable"
@@ -325,7 +307,7 @@ def realism_html(probe: dict) -> str:
 def render_html(report: dict, plots: dict[str, bytes]) -> str:
     import html
 
-    from halo_core.evaluation.report import _img
+    from halo_core.reports.figures import img_tag
 
     rows = "".join(
         f"<tr><td>{p['fpr']:g}{' (operating)' if p['operating'] else ''}</td>"
@@ -344,9 +326,9 @@ Purity at prevalence {report['prevalence']:g} (target &gt; {report['purity_targe
 <table><tr><th>FPR (synthetic)</th><th>threshold</th><th>recall on real lenses [Wilson 95 %]</th>
 <th>FPR on non-lenses [Wilson 95 %]</th><th>purity at synthetic FPR</th><th>purity at real FPR</th></tr>{rows}</table>
 <p>Known lenses (lenscat, within {report['known_lens_radius_arcsec']:g}"): {report['known_lens_matches']}.</p>
-{_img(plots['scores'], 'score distributions')}
-<h2>Missed real lenses (below the operating threshold)</h2>{_img(plots['missed_lenses'], 'missed lenses')}
-<h2>Highest-scored non-lenses</h2>{_img(plots['top_nonlenses'], 'top non-lenses')}
+{img_tag(plots['scores'], 'score distributions')}
+<h2>Missed real lenses (below the operating threshold)</h2>{img_tag(plots['missed_lenses'], 'missed lenses')}
+<h2>Highest-scored non-lenses</h2>{img_tag(plots['top_nonlenses'], 'top non-lenses')}
 {real_sky_html(report)}
 {realism_html(report['realism_probe'])}
 </body></html>"""

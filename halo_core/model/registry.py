@@ -7,7 +7,7 @@
     <registry>/production.json      {"version": ..., "previous": ..., "set_at": ...}
 
 A version carries the evidence it was promoted on, so `halo models promote` re-derives GO / NO-GO from
-it with the very function `promoted_model` uses (evaluation/promotion.py) and the thresholds of the
+it with the very function `promoted_model` uses (evaluation/promotion.py, which also holds `promote`) and the thresholds of the
 version's own config: a hand-edited card cannot talk its way into production. The pointer is one small
 JSON file replaced atomically under a lock, compare-and-swap: of two concurrent promotions one wins
 and the other fails naming the winner. On S3 there is no lock (one writer per registry, docs/design.md §11 (storage and outputs)).
@@ -17,12 +17,9 @@ The pointer is the one output that lives inside what its writer reads (halo_core
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
 from contextlib import nullcontext
-
-from pydantic import ValidationError
 
 from halo_core import uris
 from halo_core.errors import HaloError
@@ -133,7 +130,7 @@ def production_model(registry: str) -> str:
     return version_model(registry, version)
 
 
-def _require_version(registry: str, version: str) -> str:
+def require_version(registry: str, version: str) -> str:
     model = version_model(registry, version)
     if not uris.exists(model):
         known = ", ".join(c["version"] for c in versions(registry)) or "none"
@@ -144,7 +141,7 @@ def _require_version(registry: str, version: str) -> str:
 _UNCHECKED, CORRUPT = object(), "<corrupt pointer>"
 
 
-def _pointer_state(registry: str) -> str | None:
+def pointer_state(registry: str) -> str | None:
     """The production version, None, or CORRUPT: what a compare-and-swap compares."""
     try:
         return production(registry)
@@ -158,10 +155,10 @@ def set_production(registry: str, version: str, reason: str, expected: str | Non
     the caller decided on (None: none yet; CORRUPT: a pointer to repair); when it has changed since,
     nothing is written and RegistryError names the version that won. Locally under a lock, so the
     read and the swap are one step."""
-    _require_version(registry, version)
+    require_version(registry, version)
     # waits for a concurrent promotion (milliseconds), then finds the pointer moved and names the winner
     with uris.build_lock(uris.join(registry, POINTER), wait=True) if not uris.is_remote(registry) else nullcontext():
-        previous = _pointer_state(registry)
+        previous = pointer_state(registry)
         if expected is not _UNCHECKED and previous != expected:
             raise RegistryError(f"{uris.join(registry, POINTER)}: production moved to {previous} while this promotion "
                                 f"ran; {version} was not promoted (run it again to promote it over {previous})")
@@ -170,33 +167,6 @@ def set_production(registry: str, version: str, reason: str, expected: str | Non
             "set_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}).encode())
     return None if previous == CORRUPT else previous
 
-
-def promote(registry: str, version: str, reason: str) -> str | None:
-    """`halo models promote`: re-derive GO / NO-GO from the version's stored report and gates with the
-    thresholds of its own config (the function promoted_model uses), then swap the pointer
-    compare-and-swap; returns the version it replaced. Repairs a corrupt pointer."""
-    from halo_core.config import HaloConfig
-    from halo_core.evaluation.promotion import require_go
-    from halo_core.evaluation.results import EvaluationReport
-
-    model = _require_version(registry, version)
-    expected = _pointer_state(registry)
-    card = load_sidecar(model)
-    folder = uris.join(registry, VERSIONS, version)
-    missing = [name for name in (REPORT, GATES) if not uris.exists(uris.join(folder, name))]
-    if missing:
-        raise RegistryError(f"version {version} holds no {' or '.join(missing)} (promoted by an older halo), so its "
-                            "verdict cannot be re-derived; re-evaluate its model: materialize evaluation_report, "
-                            "shortcut_gates and promoted_model for its profile")
-    identity = {"sha256": hashlib.sha256(verified_weights(model, card)).hexdigest(),
-                "training_hash": card["training_hash"], "data_fingerprint": card["data_fingerprint"]}
-    try:
-        cfg = HaloConfig.model_validate(card["config"])
-    except (ValidationError, KeyError) as err:
-        raise RegistryError(f"{model}: its card's config does not load in this halo ({str(err).splitlines()[0]}); "
-                            "re-evaluate its model to promote it") from None
-    require_go(cfg, EvaluationReport.read(uris.join(folder, REPORT)), uris.read_json(uris.join(folder, GATES)), identity)
-    return set_production(registry, version, reason, expected)
 
 
 def resolve_model(path: str) -> str:

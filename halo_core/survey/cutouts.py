@@ -47,16 +47,13 @@ import numpy as np
 import pandas as pd
 
 from halo_core import outputs, uris
+from halo_core.config import DEFAULT_BASE_URL, DEFAULT_LAYER, DEFAULT_SIZE, DEFAULT_WORKERS
 from halo_core.data.bricks import brick_names
 from halo_core.data.stamps import BANDS, CUTOUT_KEY, PIXEL_SCALE_ARCSEC
 from halo_core.errors import ContractError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://www.legacysurvey.org/viewer"
-DEFAULT_LAYER = "ls-dr10"
-DEFAULT_SIZE = 101  # the project's real cutouts: the 64x64 stamp plus room for the sky annulus
-DEFAULT_WORKERS = 4  # a polite load on a public service; the viewer throttles heavier clients with 429
 MANIFEST = "_manifest.parquet"
 FETCHED, REFUSED, FAILED = "fetched", "refused", "failed"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

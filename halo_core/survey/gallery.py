@@ -5,9 +5,7 @@ column in the browser, without a server or a network connection."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 
@@ -34,14 +32,6 @@ def composite(stamp: np.ndarray) -> np.ndarray:
 def residual(model_input: np.ndarray, limit: float = 5.0) -> np.ndarray:
     """(3, H, W) preprocessed input in robust sigma -> (H, W, 3) in [0, 1], the same channel order."""
     return np.clip((model_input[::-1].transpose(1, 2, 0) + limit) / (2 * limit), 0, 1)
-
-
-def _png(rgb: np.ndarray) -> str:
-    import matplotlib.image
-
-    buf = io.BytesIO()
-    matplotlib.image.imsave(buf, np.kron(rgb, np.ones((ZOOM, ZOOM, 1))), format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _cell(value) -> str:
@@ -107,6 +97,8 @@ def _grade_cells(c: dict) -> str:
 def write_gallery(candidates: list[dict], model_path: str, out_uri: str, *, title: str,
                   threshold: float | None) -> str:
     """Write the gallery of ``candidates`` (catalogue rows, best first) to ``out_uri``; returns it."""
+    from halo_core.reports.figures import stamp_data_uri  # matplotlib only when writing a gallery
+
     sidecar = load_sidecar(model_path)
     raw = candidate_stamps(candidates, stamp_keys(sidecar["config"]["input_keys"]))
     inputs = preprocess(np.stack(raw), model_spec(sidecar)) if raw else []
@@ -114,9 +106,10 @@ def write_gallery(candidates: list[dict], model_path: str, out_uri: str, *, titl
     for rank, (c, stamp, x) in enumerate(zip(candidates, raw, inputs), start=1):
         values = {**c, "rank": rank}
         cells = "".join(_cell(values[k]) for k in COLUMNS)
+        colour, model_input = stamp_data_uri(composite(stamp), ZOOM), stamp_data_uri(residual(x), ZOOM)
         rows.append(f'<tr class="candidate" data-id="{html.escape(str(c["galaxy_id"]))}" data-ra="{c["ra"]!r}" '
-                    f'data-dec="{c["dec"]!r}">{cells}<td><img src="{_png(composite(stamp))}" alt="g,r,z"></td>'
-                    f'<td><img src="{_png(residual(x))}" alt="model input"></td>{_grade_cells(c)}</tr>')
+                    f'data-dec="{c["dec"]!r}">{cells}<td><img src="{colour}" alt="g,r,z"></td>'
+                    f'<td><img src="{model_input}" alt="model input"></td>{_grade_cells(c)}</tr>')
     head = "".join(f'<th data-col="{k}">{k}</th>' for k in COLUMNS)
     cut = "not measured" if threshold is None else f"{threshold:.4g}"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>

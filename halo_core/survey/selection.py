@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import itertools
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 from halo_core import uris
 from halo_core.errors import ContractError
-from halo_core.evaluation.metrics import wilson_interval
+from halo_core.metrics import wilson_interval
 from halo_core.outputs import write_dataset
 from halo_core.ray_runtime import ray_session
 from halo_core.simulate.dataset import DEPTH_BIN_EDGES_MAG, PSF_BIN_EDGES_ARCSEC
@@ -289,58 +288,13 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
     }
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def plots(result: dict) -> dict[str, bytes]:
-    """PNGs: the marginal completeness curves with their Wilson intervals, and the heat map of
-    theta_E x source magnitude pooled over PSF and depth; not-measurable points are grey, with their n."""
-    import matplotlib
+    """PNGs: the marginal completeness along each axis (``completeness_<axis>``) and the theta_E x source
+    magnitude heat map (``heatmap``)."""
+    from halo_core.reports import figures  # matplotlib only when writing a report
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(AXES), figsize=(4 * len(AXES), 3.2), sharey=True)
-    for ax, axis in zip(axes, AXES):
-        m = [r for r in result["marginals"][axis] if r["n"]]
-        for measurable, style in ((True, {"marker": "o"}), (False, {"marker": "x", "color": "grey", "ls": "none"})):
-            part = [r for r in m if r["measurable"] == measurable]
-            y = np.array([r["completeness"] for r in part])
-            err = [y - [r["ci_low"] for r in part], [r["ci_high"] for r in part] - y]
-            ax.errorbar([r["value"] for r in part], y, yerr=err, capsize=3, **style)
-        for r in m:
-            ax.annotate(f"n={r['n']}", (r["value"], r["completeness"]), fontsize=7, textcoords="offset points",
-                        xytext=(3, 3))
-        ax.set(xlabel=axis, ylim=(0, 1.02))
-    axes[0].set_ylabel(f"completeness at p >= {result['threshold']:.3g}")
-    curves = _png(fig)
-
-    theta, mags = result["axes"]["theta_e_arcsec"], result["axes"]["source_r_mag"]
-    k = np.zeros((len(mags), len(theta)))
-    n = np.zeros_like(k)
-    for r in result["cells"]:
-        i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
-        k[i, j] += r["detected"]
-        n[i, j] += r["n"]
-    measurable = n >= result["injections_per_cell"]
-    completeness = np.where(measurable, k / np.maximum(n, 1), np.nan)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    image = ax.imshow(completeness, origin="lower", vmin=0, vmax=1, cmap=plt.get_cmap("viridis").with_extremes(
-        bad="lightgrey"), aspect="auto")
-    ax.set(xticks=range(len(theta)), xticklabels=[f"{t:g}" for t in theta], xlabel="theta_E (arcsec)",
-           yticks=range(len(mags)), yticklabels=[f"{m:g}" for m in mags], ylabel="source r mag")
-    for (i, j), c in np.ndenumerate(completeness):
-        label = f"{c:.2f}" if measurable[i, j] else "not\nmeasurable"
-        ax.text(j, i, f"{label}\nn={int(n[i, j])}", ha="center", va="center",
-                color="w" if measurable[i, j] and c < 0.6 else "k", fontsize=8)
-    fig.colorbar(image, ax=ax, label="completeness")
-    return {"marginals": curves, "heatmap": _png(fig)}
+    pngs = {f"completeness_{axis}": figures.png(figures.selection_marginal_figure(result, axis)) for axis in AXES}
+    return {**pngs, "heatmap": figures.png(figures.selection_heatmap_figure(result))}
 
 
 def _hosts_html(hosts: dict, per_cell: int) -> str:
@@ -369,6 +323,7 @@ def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
     pngs = plots(result)
     images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
+    marginals = "".join(f'<img src="data:image/png;base64,{images[f"completeness_{a}"]}">' for a in AXES)
     head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
     body = "".join(
         "<tr>" + "".join(f"<td>{r[a]:g}</td>" for a in AXES)
@@ -391,7 +346,7 @@ def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
 Detected = calibrated probability &ge; {result['threshold']:.4g}, the operating threshold
 at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % Wilson.</p>
 {hosts}
-<h2>Marginal completeness</h2><img src="data:image/png;base64,{images['marginals']}">
+<h2>Marginal completeness</h2>{marginals}
 <h2>theta_E x source magnitude (pooled over PSF and depth)</h2><img src="data:image/png;base64,{images['heatmap']}">
 <h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""
     write_dataset(out_dir, {SELECTION_HTML: page.encode(), SELECTION_JSON: uris.json_text(result).encode()},

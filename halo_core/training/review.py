@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from halo_core.config import HaloConfig
-from halo_core.evaluation.metrics import TARGET_METRIC
+from halo_core.metrics import TARGET_METRIC
 from halo_core.model.network import bare_training_step, pick_device, step_seconds
 from halo_core.training.monitors import cycle_of, cycle_starts, expected_lr
 

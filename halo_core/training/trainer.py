@@ -30,7 +30,7 @@ from halo_core.data.preprocess import PreprocessSpec
 from halo_core.data.samples import SampleSet, load_split_samples
 from halo_core.data.shards import SplitShards, check_dataset, data_fingerprint
 from halo_core.errors import CheckpointError, TrainingError
-from halo_core.evaluation.metrics import auroc, per_class_accuracy
+from halo_core.metrics import auroc, per_class_accuracy
 from halo_core.model.checkpoint import code_version, file_sha256, load_checkpoint, load_sidecar, save_checkpoint
 from halo_core.model.inference import batch_dtype, predict_logits, to_device
 from halo_core.model.network import build_model, pick_device

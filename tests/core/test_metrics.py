@@ -12,7 +12,7 @@ from halo_core.evaluation.calibration import (
     prior_shift,
     sigmoid,
 )
-from halo_core.evaluation.metrics import (
+from halo_core.metrics import (
     classification_metrics,
     operating_points,
     precision_at_prevalence,

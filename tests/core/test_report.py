@@ -7,20 +7,10 @@ import numpy as np
 import pytest
 
 from halo_core.evaluation.calibration import ValidationFit, calibrate_on_val
-from halo_core.evaluation.report import (
-    KEY_PLOTS,
-    MAX_PLOT_WIDTH_PX,
-    REPORT_HTML,
-    REPORT_JSON,
-    THUMBNAIL_WIDTH_PX,
-    _png,
-    asinh_rgb,
-    bin_label,
-    evaluate,
-    gallery_png,
-    thumbnail_path,
-)
+from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, REPORT_JSON, evaluate, thumbnail_path
 from halo_core.evaluation.results import EvaluationReport
+from halo_core.reports.figures import MAX_PLOT_WIDTH_PX, THUMBNAIL_WIDTH_PX, asinh_rgb, bin_label, gallery_png, png
+from tests.factories import png_size
 
 
 def test_report_html_is_one_file_with_every_plot_embedded(evaluated):
@@ -30,12 +20,6 @@ def test_report_html_is_one_file_with_every_plot_embedded(evaluated):
     # self-contained: every src/href is a data URI, nothing to fetch beside the file
     assert all(ref.startswith("data:") for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
     assert all((out / path).read_bytes().startswith(b"\x89PNG") for path in report.plots.values())
-
-
-def png_size(png: bytes) -> tuple[int, int]:
-    """(width, height) in pixels, from the PNG's IHDR chunk."""
-    assert png.startswith(b"\x89PNG")
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def test_every_plot_is_one_figure_that_fits_and_each_key_plot_has_a_thumbnail(evaluated):
@@ -50,7 +34,7 @@ def test_every_plot_is_one_figure_that_fits_and_each_key_plot_has_a_thumbnail(ev
 def test_a_plot_wider_than_the_limit_is_refused_and_a_stamp_gallery_wraps():
     fig, _ = plt.subplots(figsize=(11, 3.2))
     with pytest.raises(ValueError, match=f"at most {MAX_PLOT_WIDTH_PX} px"):
-        _png(fig)
+        png(fig)
     plt.close(fig)
     stamp = np.zeros((3, 8, 8), np.float32)
     width, height = png_size(gallery_png([[(stamp, "a")] * 8, [(stamp, "b")] * 3]))

@@ -5,8 +5,8 @@ from torch import nn
 
 from halo_core.data.preprocess import pixel_radius
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC
-from halo_core.evaluation.metrics import per_class_accuracy
 from halo_core.evaluation.saliency import arc_masks, core_mask, mask_fraction, occlude, shortcut_diagnostics
+from halo_core.metrics import per_class_accuracy
 from halo_core.model.engine import Engine
 
 SIZE = 32

@@ -5,6 +5,7 @@ import pytest
 
 from halo_core.config import load_preset
 from halo_core.errors import CheckpointError
+from halo_core.reports.figures import MAX_PLOT_WIDTH_PX
 from halo_core.survey.candidates import CatalogModel
 from halo_core.survey.scoring import ScoringModel
 from halo_core.survey.selection import (
@@ -16,6 +17,7 @@ from halo_core.survey.selection import (
     selection_function,
     write_report,
 )
+from tests.factories import png_size
 
 GRID = {"selection_function": {"theta_e_arcsec": [0.8, 2.0], "psf_fwhm_arcsec": [1.2], "psfdepth_r_mag": [24.6],
                                "source_r_mag": [20.5, 23.5], "injections_per_cell": 6, "seed": 3}}
@@ -47,7 +49,9 @@ def test_grid_completeness_is_the_models_verdict_per_cell(ray_local, scoring_mod
     assert by_mag[20.5]["detected"] == sum(r["detected"] for r in result["cells"] if r["source_r_mag"] == 20.5)
     html, plots = write_report(result, str(tmp_path))
     assert json.loads((tmp_path / SELECTION_JSON).read_text())["cells"] == result["cells"]
-    assert set(plots) == {"marginals", "heatmap"} and "data:image/png" in (tmp_path / "selection_function.html").read_text()
+    assert set(plots) == {*(f"completeness_{a}" for a in AXES), "heatmap"}
+    assert all(png_size(p)[0] <= MAX_PLOT_WIDTH_PX for p in plots.values())  # one figure each, none too wide
+    assert (tmp_path / "selection_function.html").read_text().count("data:image/png") == len(plots)
 
 
 def test_needs_a_measured_operating_threshold(scoring_model):

@@ -15,7 +15,6 @@ from halo_core.data.samples import SampleSet, build_samples
 from halo_core.data.shards import open_split
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.control_substitutes import median_template, substitute_scores
-from halo_core.evaluation.metrics import wilson_interval
 from halo_core.evaluation.validation import (
     STANDIN_LABEL,
     VALIDATION_HTML,
@@ -24,6 +23,7 @@ from halo_core.evaluation.validation import (
     realism_probe,
     validate_real,
 )
+from halo_core.metrics import wilson_interval
 from halo_core.model.checkpoint import load_model
 from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
