@@ -23,7 +23,7 @@ def _training_monitor(name: str, description: str, comparison: str):
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         sidecar = load_sidecar(model_path(halo))
         history = run_history(sidecar)
-        result = monitor_report(history, halo.config(), sidecar["best_epoch"])[name]
+        result = monitor_report(sidecar)[name]  # against the run's own stored config
         return check_result(passed=result["passed"], observed=result["value"], expected=f"{comparison} {result['limit']:g}",
                             severity=dg.AssetCheckSeverity.WARN, metadata={
                                 "epochs": len(history), **{k: v for k, v in result.items()

@@ -223,7 +223,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         arc_snr_bins=bins("arc_snr", ARC_SNR_BINS),
         training={"best_epoch": sidecar["best_epoch"], "history": sidecar["history"],
                   "progress": progress_summaries(history)},
-        monitors=monitor_report(history, cfg, sidecar["best_epoch"]),
+        monitors=monitor_report(sidecar),
         shortcut_diagnostics=shortcut,
         # real galaxies: what a 6-channel model gets without a control; do injections look real?
         control_substitutes=(control_substitutes(engine, shards, samples, open_split(dataset_dir, "train"), cfg.seed)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import takewhile
 
+from halo_core.config import HaloConfig
+
 PROGRESS_EPOCHS = (10, 25, 50)  # the plan's progress reports
 
 
@@ -73,8 +75,11 @@ def promoted_record(history: list[EpochRecord], best_epoch: int) -> EpochRecord:
     return next((h for h in history if h.epoch == best_epoch), history[-1])
 
 
-def monitor_report(history: list[EpochRecord], cfg, best_epoch: int) -> dict[str, dict]:
-    """Each monitor: observed value, limit, passed."""
+def monitor_report(sidecar: dict) -> dict[str, dict]:
+    """Each monitor of the run that wrote a checkpoint's ``sidecar``: observed value, limit, passed. The
+    schedule and the limits are the run's own stored config, not whatever the current config says."""
+    cfg = HaloConfig.model_validate(sidecar["config"])
+    history, best_epoch = run_history(sidecar), sidecar["best_epoch"]
     s = cfg.scheduler
     expected = [expected_lr(h.epoch, cfg.learning_rate, s.T_0, s.T_mult, s.eta_min) for h in history]
     lr_error = max(abs(h.lr - lr) / lr for h, lr in zip(history, expected))

@@ -5,8 +5,6 @@ only the rendering package draws; halo_core never imports Dagster. A new unit fa
 import ast
 from pathlib import Path
 
-import pytest
-
 CORE = Path(__file__).resolve().parents[2] / "halo_core"
 # lowest first; a unit is a subpackage or a top-level module of halo_core ("halo_core": its __init__)
 LAYERS = (
@@ -109,3 +107,9 @@ def test_only_the_rendering_package_draws():
 def test_halo_core_never_imports_dagster():
     assert not {f"{p.relative_to(CORE)}: {m}" for p in CORE.rglob("*.py") for m in imports(p)
                 if m.split(".")[0] in ("dagster", "dagster_aws", "dagster_k8s")}
+
+
+def test_the_key_read_count_counts_reads_not_writes():
+    from scripts.count_key_reads import key_reads
+
+    assert key_reads('a["x"]\nb.get("y")\nc["z"] = 1\nd[0]\ne.get(k)\nf["u"]["v"]\n') == 4
