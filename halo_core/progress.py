@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TextIO
 
-log = logging.getLogger("halo.progress")
+log = logging.getLogger(__name__)  # under halo_core: the logger Dagster captures (managed_python_loggers)
 BAR_WIDTH = 30
 REDRAW_S = 0.2  # a terminal bar redraws at most this often
 LOG_STEPS = 10  # log lines over the whole run, when not on a terminal

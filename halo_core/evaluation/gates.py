@@ -28,6 +28,7 @@ The model-level causal tests (core occlusion, core perturbation) live in salienc
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 
@@ -46,6 +47,8 @@ from halo_core.data.splits import lrg_ids
 from halo_core.data.stamps import CORE_PX
 from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
 from halo_core.metrics import auroc
+
+log = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ("psfsize_r", "psf_fwhm_used_g", "psf_fwhm_used_r", "psf_fwhm_used_z", "psfdepth_r", "ebv",
                     "bad_pixel_frac", "wise_brightmask_frac")
@@ -216,5 +219,7 @@ def shortcut_gates(cfg, dataset_dir: str, split: str = "train") -> GatesReport:
     subset = SampleSet(samples.rows[chosen], samples.slots[chosen], samples.labels[chosen], samples.with_control)
     x = gather(shards, subset, np.arange(len(subset)))
     meta = shards.meta.iloc[subset.rows].reset_index(drop=True)
+    log.info("shortcut gates on %s: linear probes on %d samples, %d folds", split, len(subset), cfg.gates.folds)
     probes = run_probes(x, subset.labels.astype(int), meta, cfg.gates.folds, cfg.gates.max_auc, cfg.seed)
+    log.info("shortcut gates: the selection null")
     return GatesReport(probes, selection_null(cfg, shards, samples), not cfg.needs_control_at_inference)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ from halo_core.outputs import write_dataset
 from halo_core.reports import figures
 from halo_core.training.monitors import monitor_report, progress_summaries, run_history
 
+log = logging.getLogger(__name__)
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 GALLERY_SIZE = 8  # stamps per group: highest-scoring negatives, lowest-scoring positives
 # the plots a reviewer needs on the asset page without opening report.html, each with its thumbnail
@@ -168,6 +170,8 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     shards, samples = load_split_samples(cfg, dataset_dir, "test")
     precision = model_precision(sidecar)  # the numerics of training, so of the threshold measured here
     engine = Engine(model, precision, device, batch_size=cfg.batch_size)
+    # each stage below takes seconds to a minute on a laptop: say which one runs (docs/design.md §6)
+    log.info("evaluating %s: scoring %d test samples (%s)", model_path, len(samples), precision)
     logits = predict_logits(model, shards, samples, cfg.batch_size, device, precision)
     probs = calibration.probability(logits)
     labels = samples.labels.astype(int)
@@ -190,7 +194,9 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
                                 neg_values=values[~pos] if negatives_binned else None)
 
     theta_e_bins = bins("theta_e_arcsec", THETA_E_BINS_ARCSEC)
+    log.info("shortcut diagnostics: saliency and occlusion of the test lenses")
     shortcut, saliency_figure = saliency_diagnostics(engine, shards, samples, calibration, cfg.go_no_go)
+    log.info("metrics, per-brick AUROC, realism probe and core perturbation")
     report = EvaluationReport(
         split="test",
         model=model_path,
@@ -231,6 +237,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         realism_probe=real_lens_realism(cfg, engine, model_spec(sidecar), shards, samples),
         core_perturbation=core_perturbation_diagnostics(engine, shards, samples, spec, calibration, cfg.go_no_go),
     )
+    log.info("shift suite: %s", f"{cfg.shift.n_per_class} per class and set" if cfg.shift.enabled else "off")
     report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"]["ece"], cfg)
     key_figures = {"roc": figures.roc_figure(labels, probs, "test ROC"),
                    "reliability": figures.reliability_figure(ece),
@@ -247,6 +254,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     if report.shift_suite["sets"]:
         plots["shift_reliability"] = figures.shift_reliability_png(report.shift_suite["sets"])
     report.plots = {name: plot_path(name) for name in plots}
+    log.info("writing %s: %d plots, report.html, report.json", out_dir, len(plots))
     banner = verdict_banner(report_verdict(cfg, report, context.gates), report, context)
     write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()}, **thumbnails,
                             REPORT_HTML: render_html(report, plots, banner).encode(),

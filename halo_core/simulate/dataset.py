@@ -45,6 +45,7 @@ from halo_core import uris
 from halo_core.config import SimulationConfig
 from halo_core.data.stamps import BANDS, PIXEL_SCALE_ARCSEC, STAMP_SIZE, encode_stamp
 from halo_core.outputs import dataset_folder
+from halo_core.progress import Progress
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy, point_source_depth
 from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
@@ -486,7 +487,8 @@ def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 100
               for chunk_index, start in enumerate(range(0, n_lrg[split], _LRG_CHUNK))]
     rows, files = {}, {}
     snr_all = []
-    with _render_pool(draws, sim, oversample, workers, len(chunks)) as render:
+    with _render_pool(draws, sim, oversample, workers, len(chunks)) as render, \
+            Progress(sum(len(inj["owner"]) for _, inj in draws), "halo simulate", "pairs") as progress:
         rendered = iter(render(_render_part, chunks))
         for split_index, split in enumerate(SPLITS):
             split_dir = root / split
@@ -495,6 +497,7 @@ def simulate_dataset(out_dir, sim: SimulationConfig, *, rows_per_file: int = 100
             n_pending = n_files = 0
             for _ in range(-(-n_lrg[split] // _LRG_CHUNK)):
                 table, snr = next(rendered)
+                progress.update(len(table))
                 pending.append(table)
                 n_pending += len(table)
                 snr_all.append(snr)

@@ -32,14 +32,14 @@ def _inputs(paired_dir):
 
 
 def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, promoted, paired_dir, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="halo.progress")
+    caplog.set_level(logging.INFO, logger="halo_core.progress")
     caplog.set_level(logging.INFO, logger="halo_core.survey.candidates")
     parquet, npz = _inputs(paired_dir)
     model = CatalogModel.from_checkpoint(promoted)
     report = build_catalog(model, [*parquet, str(REAL_CUTOUTS)], str(tmp_path / "cat"), batch_size=16)
     # off a terminal (pytest captures stderr) the progress is a log line per tenth, of a total counted
     # before any blob is read (parquet footers, one per npz)
-    progress = [r.getMessage() for r in caplog.records if r.name == "halo.progress"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "halo_core.progress"]
     assert progress and progress[-1].startswith(f"halo catalog: {report.rows:,}/{report.rows:,} cutouts (100%)")
     # where the time went, by stage (benchmarks/survey.py reads it), also on the build's last log line
     stages = {"ray_start", "decode", "preprocess", "forward", "write", "waiting"}

@@ -113,3 +113,17 @@ def test_the_key_read_count_counts_reads_not_writes():
     from scripts.count_key_reads import key_reads
 
     assert key_reads('a["x"]\nb.get("y")\nc["z"] = 1\nd[0]\ne.get(k)\nf["u"]["v"]\n') == 4
+
+
+def test_every_logger_of_halo_core_is_one_dagster_captures():
+    """Dagster shows the lines of the loggers under halo_core (deploy/*.yaml managed_python_loggers); progress
+    once logged as "halo.progress", and no run log ever showed it. (Ray's own loggers are only quietened.)"""
+    def ours(arg) -> bool:
+        return (isinstance(arg, ast.Name) and arg.id == "__name__") or (
+            isinstance(arg, ast.Constant) and str(arg.value).startswith(("halo_core.", "ray.")))
+
+    named = sorted(f"{p.relative_to(CORE)}:{node.lineno}" for p in CORE.rglob("*.py")
+                   for node in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger"
+                   and node.args and not ours(node.args[0]))
+    assert not named, "log with logging.getLogger(__name__)"

@@ -15,11 +15,11 @@ def test_a_terminal_gets_a_bar_with_rate_and_eta():
 
 
 def test_a_log_gets_one_line_per_tenth(caplog):
-    with caplog.at_level(logging.INFO, logger="halo.progress"):
+    with caplog.at_level(logging.INFO, logger="halo_core.progress"):
         with Progress(1000, "halo catalog", "cutouts", stream=io.StringIO(), terminal=False) as bar:
             for _ in range(100):
                 bar.update(10)
-    lines = [r.getMessage() for r in caplog.records if r.name == "halo.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "halo_core.progress"]
     assert len(lines) == 10 and lines[0].startswith("halo catalog: 100/1,000 cutouts (10%)")
     assert "1,000/1,000" in lines[-1]
 
