@@ -7,10 +7,11 @@
     <registry>/production.json      {"version": ..., "previous": ..., "set_at": ...}
 
 A version carries the evidence it was promoted on, so `halo models promote` re-derives GO / NO-GO from
-it with the very function `promoted_model` uses (evaluation/promotion.py, which also holds `promote`) and the thresholds of the
-version's own config: a hand-edited card cannot talk its way into production. The pointer is one small
-JSON file replaced atomically under a lock, compare-and-swap: of two concurrent promotions one wins
-and the other fails naming the winner. On S3 there is no lock (one writer per registry, docs/design.md §11 (storage and outputs)).
+it with the very function `promoted_model` uses (evaluation/promotion.py, which also holds `promote`)
+and the thresholds of the version's own config: a hand-edited card cannot talk its way into production.
+The pointer is one small JSON file replaced atomically under a lock, compare-and-swap: of two concurrent
+promotions one wins and the other fails naming the winner. On S3 there is no lock (one writer per
+registry, docs/design.md §11 (storage and outputs)).
 The pointer is the one output that lives inside what its writer reads (halo_core.outputs).
 """
 

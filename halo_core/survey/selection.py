@@ -15,7 +15,6 @@ theta_E and the source magnitude are imposed on the injected lens in both.
 
 from __future__ import annotations
 
-import base64
 import html
 import itertools
 import time
@@ -321,9 +320,10 @@ def _fmt(value, spec: str) -> str:
 
 def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
+    from halo_core.reports import figures  # matplotlib only when writing a report
+
     pngs = plots(result)
-    images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
-    marginals = "".join(f'<img src="data:image/png;base64,{images[f"completeness_{a}"]}">' for a in AXES)
+    marginals = "".join(figures.img_tag(pngs[f"completeness_{a}"], f"completeness along {a}") for a in AXES)
     head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
     body = "".join(
         "<tr>" + "".join(f"<td>{r[a]:g}</td>" for a in AXES)
@@ -347,7 +347,7 @@ Detected = calibrated probability &ge; {result['threshold']:.4g}, the operating 
 at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % Wilson.</p>
 {hosts}
 <h2>Marginal completeness</h2>{marginals}
-<h2>theta_E x source magnitude (pooled over PSF and depth)</h2><img src="data:image/png;base64,{images['heatmap']}">
+<h2>theta_E x source magnitude (pooled over PSF and depth)</h2>{figures.img_tag(pngs['heatmap'], 'completeness, theta_E x source magnitude')}
 <h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""
     write_dataset(out_dir, {SELECTION_HTML: page.encode(), SELECTION_JSON: uris.json_text(result).encode()},
                   SELECTION_JSON)
