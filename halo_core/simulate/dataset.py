@@ -31,8 +31,11 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import pickle
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,6 +531,10 @@ def _set_render_state(state: tuple) -> None:
     _RENDER_STATE = state
 
 
+def _load_render_state(path: str) -> None:
+    _set_render_state(pickle.loads(Path(path).read_bytes()))
+
+
 def _render_part(chunk: tuple[int, int, int]) -> tuple[pa.Table, np.ndarray]:
     """One chunk of one split as its Arrow table, and the arc SNRs of its unmasked injections."""
     draws, sim, oversample = _RENDER_STATE
@@ -553,9 +560,21 @@ def _render_pool(draws, sim: SimulationConfig, oversample: int, workers: int | N
         finally:
             _set_render_state(None)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_render_state, initargs=(state,)) as pool:
-        yield pool.map
+    # The state goes through a file, not the spawn pipe: a worker that dies before reading a pipe larger
+    # than its buffer (a script without a __main__ guard re-runs itself in every worker) left the parent
+    # blocked on the write forever; with a file it gets BrokenProcessPool, said below.
+    with tempfile.TemporaryDirectory(prefix="halo-render-") as tmp:
+        path = Path(tmp, "state.pickle")
+        path.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_load_render_state, initargs=(str(path),)) as pool:
+                yield pool.map
+        except BrokenProcessPool as err:
+            raise RuntimeError("simulate: a render worker process died (killed, or out of memory). From a script, "
+                               "put its top-level code under `if __name__ == \"__main__\":` (each worker imports "
+                               "the script, docs.python.org/3/library/multiprocessing.html#the-spawn-and-"
+                               "forkserver-start-methods), or pass workers=1") from err
 
 
 def _chunk_table(split: str, sim: SimulationConfig, lrg, inj, chunk: RenderedChunk) -> pa.Table:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +244,19 @@ def test_domain_randomised_fields_have_neighbours_and_flag_masked_columns(tmp_pa
     assert np.isfinite(controls).all() and np.isfinite(stamps).all()  # masked columns are zeros, not NaN
     i = cols[0]
     assert (controls[i][:, :, lrg["masked_columns"][i]] == 0).all()
+
+
+def test_a_render_worker_that_dies_fails_the_simulation_instead_of_hanging_it(tmp_path):
+    """A script without a __main__ guard re-runs itself in each spawned worker, which then dies. The
+    render state once went through the spawn pipe: past its 64 KiB buffer the parent blocked on that
+    write forever (35 minutes at 0 % CPU before anyone looked)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys\nfrom halo_core.config import SimulationConfig\nfrom halo_core.simulate import simulate_dataset\n"
+        "simulate_dataset(sys.argv[1], SimulationConfig(n_lrg={'train': 600, 'val': 40, 'test': 40}, "
+        "lrgs_per_brick=20, domain_randomization=False), workers=2)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode != 0
+    assert "a render worker process died" in done.stderr and "__main__" in done.stderr
