@@ -4,8 +4,9 @@ machine's load beside each:
 - the bare forward pass: the same ResNet18, in the model card's precision (and the other one), batch
   256, 1 torch thread (what each scoring worker and `halo score`'s forward use) and all cores; median of 3;
 - `halo score` (one process, no Ray: read, decode, crop, preprocess in a thread ahead of the forward)
-  and `halo catalog` with 1 and 2 scoring workers (Ray start-up apart), their rates, their ratios to
-  the bare forward, and where the time went (decode, preprocess, forward, write, waiting);
+  and `halo catalog` with 1 and 2 scoring workers (start-up apart: Ray's, then the workers' until
+  their first call), their steady-state rates, their ratios to the bare forward, and where the time
+  went (decode, preprocess, forward, write, waiting);
 - with ``--before PATH`` (a checkout of older code, e.g. `git worktree add /tmp/old 066af9d`), the same
   pipelines and the filter run by that code in a subprocess on the same files, in the same run;
 - the filter: single process (decode 2 npz, preprocess, write float16 shards) now and before, the
@@ -34,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -60,48 +60,6 @@ def load() -> float:
 
 def emit(**row) -> None:
     print(json.dumps({**row, "load_1min": round(load(), 2)}), flush=True)
-
-
-class PeakRss:
-    """Peak summed RSS of this process and all its descendants (Ray's raylet, workers), from /proc."""
-
-    def __init__(self, every_s: float = 0.5):
-        self.peak, self._stop, self.every_s = 0, threading.Event(), every_s
-
-    def _tree_rss(self) -> int:
-        parents, rss = {}, {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            parents[int(entry)] = int(fields["PPid"])
-            rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-        tree, frontier = {os.getpid()}, [os.getpid()]
-        while frontier:
-            pid = frontier.pop()
-            for child, parent in parents.items():
-                if parent == pid and child not in tree:
-                    tree.add(child)
-                    frontier.append(child)
-        return sum(rss.get(p, 0) for p in tree)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._tree_rss())
-            time.sleep(self.every_s)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def model_file(root: Path) -> tuple[str, str]:
@@ -156,10 +114,14 @@ def cutouts(root: Path, n: int) -> list[str]:
 # The pipelines, run by whichever code a PYTHONPATH names (this checkout, or --before's): only the
 # APIs both share (score, CatalogModel, build_catalog, build_filtered_dataset).
 PIPELINE = textwrap.dedent('''
-    import json, os, sys, time
+    import importlib.util, json, os, sys, time
     import torch
     torch.set_num_threads(1)
-    from benchmarks.survey import PeakRss
+    import halo_core
+    spec = importlib.util.spec_from_file_location("halo_bench_peak_rss", os.environ["HALO_BENCH_PEAK_RSS"])
+    peak_rss = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peak_rss)
+    PeakRss = peak_rss.PeakRss
     what, model_path, out, workers, files = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
     started = time.perf_counter()
     with PeakRss() as mem:
@@ -177,7 +139,7 @@ PIPELINE = textwrap.dedent('''
             report = build_catalog(CatalogModel.from_checkpoint(model_path), files, out, num_cpus=workers + 1)
             rows, timings = report.rows, dict(getattr(report, "timings", {}))
     print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "timings": timings,
-                                  "peak_rss_mb": round(mem.peak / 2**20)}))
+                                  "peak_rss_mb": round(mem.peak / 2**20), "halo_core": halo_core.__file__}))
 ''')
 
 FILTER = textwrap.dedent('''
@@ -189,7 +151,8 @@ FILTER = textwrap.dedent('''
     started = time.perf_counter()
     report = build_filtered_dataset(cfg, raw, out, on_ray=on_ray, num_cpus=cpus)
     rows = sum(r.rows_in for r in report.splits.values())
-    print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started}))
+    import halo_core
+    print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "halo_core": halo_core.__file__}))
 ''')
 
 
@@ -254,13 +217,19 @@ def components(before: str | None, model_path: str, parquet: str, n: int = 512, 
 
 
 def run_code(code_root: str, script: str, *args) -> dict:
-    """Run ``script`` with the halo_core of ``code_root`` (benchmarks from this checkout) in a subprocess."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([code_root, str(Path(__file__).resolve().parents[1])])}
-    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True)
+    """Run ``script`` with the halo_core of ``code_root`` in a subprocess started there (``python -c`` puts
+    its working directory first on sys.path: started from this checkout, it would run this checkout's code
+    whatever PYTHONPATH says, which once made a "before" run measure the new code)."""
+    env = {**os.environ, "PYTHONPATH": code_root, "HALO_BENCH_PEAK_RSS": str(Path(__file__).with_name("peak_rss.py"))}
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, cwd=code_root,
+                          capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"{script[:40]!r} with {code_root}: {done.stderr[-2000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    ran = Path(result["halo_core"]).resolve()
+    assert ran.is_relative_to(Path(code_root).resolve()), f"asked for {code_root}'s halo_core, ran {ran}"
+    return result
 
 
 def table(timings: dict, seconds: float) -> dict:
@@ -276,11 +245,14 @@ def pipelines(label: str, code: str, model: str, files: list[str], n: int, root:
         out = root / f"{label}-{name}{'.csv' if what == 'score' else ''}"
         r = run_code(code, PIPELINE, what, model, out, workers, *files)
         assert r["rows"] == n, (r["rows"], n)
-        ray_start = r["timings"].get("ray_start", 0.0)
-        steady = r["seconds"] - ray_start  # Ray's start reported apart; the old code does not say it
+        # start-up reported apart: Ray's, then the scoring workers' until their first call (import torch, load
+        # the model); code that does not report them has them in its steady state
+        ray_start, workers_start = (r["timings"].get(k, 0.0) for k in ("ray_start", "workers_start"))
+        steady = r["seconds"] - ray_start - workers_start
         rates[name] = n / steady
         emit(benchmark=f"{label}_{name}", cutouts=n, seconds=round(r["seconds"], 1), ray_start_s=round(ray_start, 1),
-             cutouts_per_s=round(n / steady, 1), peak_rss_mb=r["peak_rss_mb"],
+             workers_start_s=round(workers_start, 1), cutouts_per_s=round(n / steady, 1),
+             end_to_end_per_s=round(n / (r["seconds"] - ray_start), 1), peak_rss_mb=r["peak_rss_mb"],
              **{f"vs_bare_{k}": round(n / steady / v, 3) for k, v in bare.items()},
              where_time_goes=table(r["timings"], steady), seconds_by_stage={k: round(v, 1) for k, v in r["timings"].items()})
     return rates
