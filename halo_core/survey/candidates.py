@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,6 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from halo_core import uris
-from halo_core.config import stamp_keys
 from halo_core.data.known_lenses import crossmatch
 from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, read_cutout_meta
 from halo_core.errors import CheckpointError, ContractError, StampDecodeError
@@ -38,17 +38,15 @@ from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.outputs import dataset_folder, refuse_overlap, write_file
 from halo_core.progress import Progress
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
-from halo_core.survey.scoring import SCORED
+from halo_core.survey.rows import PARQUET_COLUMNS, RAW_SCHEMA, brick_name, raw_npz, raw_parquet
+from halo_core.survey.scoring import SCORED, prefetched
 
 log = logging.getLogger(__name__)
-UNKNOWN_BRICK = "unknown"  # a cutout without a brickname still gets a partition
 SUMMARY_FILE = "_summary.json"
 GALLERY_DIR = "_gallery"
-PARQUET_COLUMNS = ["stamp_npz", "task_id", "ra", "dec", "brickname"]
-# A decode task's CPU request differs from a scoring actor's (1) on purpose: with equal requests Ray Data
-# fuses the decode into the actors, which then decode and run forward in turn on one core while the
-# other waits (the catalogue used half its CPU time that way). Two decode tasks share one CPU's quota.
-DECODE_CPUS = 0.5
+BLANK_STAMP = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)  # a refused row's stamp: never run
+WORKER_BATCHES = 8  # forward batches per call of a scoring worker: its decode runs one ahead of the forward
+CALLED_AT = "_called_at"  # when the worker call that scored a row began (time.time()), never written
 TIMING_PREFIX = "_seconds_"  # per-row shares of a stage's seconds, summed by the driver, never written
 BRICK_PARTITIONING = pads.partitioning(pa.schema([("brick", pa.string())]), flavor="hive")
 
@@ -112,10 +110,6 @@ def catalog_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
     return sorted(parquet), sorted(npz)
 
 
-def _brick(value) -> str:
-    return str(value) if value not in (None, "") else UNKNOWN_BRICK
-
-
 def brick_index(inputs: list[str]) -> dict[str, list[str]]:
     """brick -> the input files holding its cutouts: one column of each parquet file and one small
     member of each npz, so a sensor can afford it on every tick."""
@@ -126,10 +120,10 @@ def brick_index(inputs: list[str]) -> dict[str, list[str]]:
         with fs.open(inner, "rb") as f:
             bricks = pq.read_table(f, columns=["brickname"])["brickname"].unique().to_pylist()
         for b in bricks:
-            index.setdefault(_brick(b), set()).add(path)
+            index.setdefault(brick_name(b), set()).add(path)
     for path in npz:
         brick = read_cutout_meta(uris.read_bytes(path), path).get("brickname")
-        index.setdefault(_brick(brick), set()).add(path)
+        index.setdefault(brick_name(brick), set()).add(path)
     return {b: sorted(files) for b, files in sorted(index.items())}
 
 
@@ -138,99 +132,96 @@ def _shares(seconds: float, n: int) -> np.ndarray:
     return np.full(n, seconds / max(1, n))
 
 
-def _decoded(rows: list[dict], stamps: list[np.ndarray], started: float) -> dict:
-    out = {k: np.array([r[k] for r in rows], dtype=object) for k in ("galaxy_id", "source", "brick", "status")}
-    out["ra"] = np.array([r["ra"] for r in rows], dtype=np.float64)
-    out["dec"] = np.array([r["dec"] for r in rows], dtype=np.float64)
-    out["stamp"] = np.stack(stamps) if stamps else np.zeros((0, 3, STAMP_SIZE, STAMP_SIZE), np.float32)
-    out[TIMING_PREFIX + "decode"] = _shares(time.perf_counter() - started, len(rows))
-    return out
-
-
 def _row(galaxy_id, source, ra, dec, brick, status=SCORED) -> dict:
     return {"galaxy_id": str(galaxy_id), "source": source, "ra": np.nan if ra is None else float(ra),
-            "dec": np.nan if dec is None else float(dec), "brick": _brick(brick), "status": status}
+            "dec": np.nan if dec is None else float(dec), "brick": brick_name(brick), "status": status}
 
 
-def decode_parquet_batch(batch: pa.Table, input_keys, bricks, scheme: str) -> dict:
-    """Paired-parquet rows -> stamps; an undecodable blob becomes a refused row, not a failed job."""
-    started = time.perf_counter()
-    rows, stamps = [], []
-    blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
-    for blob, task_id, ra, dec, brick, path in zip(*(batch[c].to_pylist() for c in (*PARQUET_COLUMNS, "path"))):
-        if bricks is not None and _brick(brick) not in bricks:
-            continue
-        source = scheme + path
-        try:
-            stamp, status = decode_stamp(blob, source=source, task_id=task_id, column="stamp_npz", keys=input_keys), SCORED
-        except StampDecodeError as err:
-            stamp, status = blank, f"refused: {err.reason}"
-        rows.append(_row(task_id, source, ra, dec, brick, status))
+def decode_rows(rows: pa.Table, input_keys, bricks) -> tuple[dict, np.ndarray]:
+    """RAW_SCHEMA rows -> (the catalogue's identity columns and ``status``, the stamps): an undecodable blob
+    is a refused row with a blank stamp, not a failed job; npz rows of bricks not asked for are dropped."""
+    out, stamps = [], []
+    for blob, fmt, task_id, ra, dec, brick, source, status in zip(*(rows[c].to_pylist() for c in RAW_SCHEMA.names)):
+        stamp, meta = BLANK_STAMP, {}
+        if status is None:
+            try:
+                if fmt == "npz":
+                    stamp, meta = decode_cutout(blob, source)
+                else:
+                    stamp = decode_stamp(blob, source=source, task_id=task_id, column="stamp_npz", keys=input_keys)
+                status = SCORED
+            except StampDecodeError as err:
+                status = f"refused: {err.reason}"
+            except Exception as err:  # a truncated or non-zip file: the same verdict as a corrupt blob
+                if fmt != "npz":
+                    raise
+                log.warning("%s: unreadable npz (%s)", source, err)
+                status = "refused: corrupt_npz"
+        if fmt == "npz":
+            task_id, ra, dec, brick = (meta.get("galaxy_id", Path(source).stem), meta.get("ra"), meta.get("dec"),
+                                       meta.get("brickname"))
+            if bricks is not None and brick_name(brick) not in bricks:
+                continue
+        out.append(_row(task_id, source, ra, dec, brick, status))
         stamps.append(stamp)
-    return _decoded(rows, stamps, started)
+    ids = {k: np.array([r[k] for r in out], dtype=object) for k in ("galaxy_id", "source", "brick", "status")}
+    ids.update({k: np.array([r[k] for r in out], dtype=np.float64) for k in ("ra", "dec")})
+    return ids, np.stack(stamps) if stamps else np.zeros((0, *BLANK_STAMP.shape), np.float32)
 
 
-def decode_npz_batch(batch: dict, bricks, scheme: str) -> dict:
-    started = time.perf_counter()
-    rows, stamps = [], []
-    for blob, path in zip(batch["bytes"], batch["path"]):
-        source = scheme + str(path)
-        try:
-            stamp, meta = decode_cutout(bytes(blob), source)
-            status = SCORED
-        except StampDecodeError as err:
-            stamp, meta, status = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32), {}, f"refused: {err.reason}"
-        except Exception as err:  # a truncated or non-zip file: the same verdict as a corrupt blob
-            log.warning("%s: unreadable npz (%s)", source, err)
-            stamp, meta, status = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32), {}, "refused: corrupt_npz"
-        if bricks is not None and _brick(meta.get("brickname")) not in bricks:
-            continue
-        rows.append(_row(meta.get("galaxy_id", Path(str(path)).stem), source, meta.get("ra"), meta.get("dec"),
-                         meta.get("brickname"), status))
-        stamps.append(stamp)
-    return _decoded(rows, stamps, started)
+class ScoringWorker:
+    """A Ray actor: loads the model once, then scores batch after batch of raw rows (on its GPU when it
+    has one). Within a batch the next sub-batch is decoded and preprocessed in a thread while this one
+    runs forward, the pipeline of ``halo score`` (``scoring.prefetched``): a worker's forward is fed by
+    its own decode, never by blocks of decoded stamps waiting in Ray's object store."""
 
-
-class ScoreBatches:
-    """A Ray actor: loads the model once, then scores batch after batch (on its GPU when it has one)."""
-
-    def __init__(self, model: CatalogModel, torch_threads: int):
+    def __init__(self, model: CatalogModel, bricks, batch_size: int, torch_threads: int):
         import torch
 
         from halo_core.survey.scoring import ScoringModel
 
         torch.set_num_threads(torch_threads)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)
-        self.scorer.model.to(device)
-        self.inputs = self.scorer.inputs
-        self.model = model
+        self.inputs, self.input_keys = self.scorer.inputs, self.scorer.input_keys
+        self.model, self.bricks, self.batch_size = model, bricks, batch_size
 
-    def __call__(self, batch: dict) -> dict:
-        started = prepared = time.perf_counter()
-        n = len(batch["status"])
-        decoded = batch["status"] == SCORED
-        out = {k: batch[k] for k in ("galaxy_id", "ra", "dec", "brick", "source")}
-        out.update({k: v for k, v in batch.items() if k.startswith(TIMING_PREFIX)})
-        out["status"] = np.array(batch["status"], dtype=object)  # Ray's batches may be read-only
-        for column in ("score", "probability", "probability_at_prevalence"):
-            out[column] = np.full(n, np.nan)
-        if decoded.any():  # halo score's own refusals and numbers, so both agree on the same cutout
-            states, x = self.inputs.prepare(batch["stamp"][decoded])
-            prepared = time.perf_counter()
-            scored = self.scorer.score_prepared(states, x)
-            out["status"][decoded] = scored["status"]
-            out["score"][decoded] = scored["score"]
-            out["probability"][decoded] = scored["probability"]
-            out["probability_at_prevalence"][decoded] = scored[f"probability_at_prevalence_{self.model.prevalence:g}"]
+    def _prepared(self, rows: pa.Table) -> tuple[dict, np.ndarray]:
+        """``halo score``'s refusals and preprocessing (``ScoringInputs.prepare``) of decoded rows, timed."""
+        started = time.perf_counter()
+        out, stamps = decode_rows(rows, self.input_keys, self.bricks)
+        decoded = time.perf_counter()
+        x = np.zeros(stamps.shape, np.float32)
+        readable = out["status"] == SCORED
+        if readable.any():
+            out["status"][readable], x[readable] = self.inputs.prepare(stamps[readable])
+        out[TIMING_PREFIX + "decode"] = _shares(decoded - started, len(stamps))
+        out[TIMING_PREFIX + "preprocess"] = _shares(time.perf_counter() - decoded, len(stamps))
+        return out, x
+
+    def _scored(self, out: dict, x: np.ndarray) -> dict:
+        started = time.perf_counter()
+        n = len(x)
+        scored = self.scorer.score_prepared(out["status"], x)  # a refused row never reaches the network
+        out["status"] = scored["status"]
+        out["score"], out["probability"] = scored["score"], scored["probability"]
+        out["probability_at_prevalence"] = scored[f"probability_at_prevalence_{self.model.prevalence:g}"]
         out["precision"] = np.full(n, self.scorer.precision_label, dtype=object)  # the numerics of the scores
         out["deployment_prevalence"] = np.full(n, self.model.prevalence)
         out["model_version"] = np.full(n, self.model.version, dtype=object)
         for column, values in crossmatch(out["ra"], out["dec"]).items():  # the known lens at each position
             out[column] = values.to_numpy(dtype=float if column == "known_lens_sep_arcsec" else object)
-        out[TIMING_PREFIX + "preprocess"] = _shares(prepared - started, n)
-        out[TIMING_PREFIX + "forward"] = _shares(time.perf_counter() - prepared, n)  # with calibration, cross-match
+        out[TIMING_PREFIX + "forward"] = _shares(time.perf_counter() - started, n)  # with calibration, cross-match
         return out
+
+    def __call__(self, batch: pa.Table) -> Iterator[dict]:
+        called = time.time()  # wall clock, so the driver can tell start-up (until a worker's first call) apart
+        # a small first part: its decode is the only one the forward waits for, the rest overlap
+        starts = [0, *range(max(1, self.batch_size // 4), len(batch), self.batch_size)]
+        parts = (batch.slice(lo, hi - lo) for lo, hi in zip(starts, [*starts[1:], max(1, len(batch))]))
+        for item in prefetched(map(self._prepared, parts), Counter()):
+            out = self._scored(*item)
+            out[CALLED_AT] = np.full(len(out["status"]), called)
+            yield out
 
 
 def _by_scheme(files: list[str]) -> dict[str, list[str]]:
@@ -252,27 +243,25 @@ def _inner(uri: str) -> str:
     return uris.filesystem(uri)[1]
 
 
-def _dataset(parquet: list[str], npz: list[str], input_keys, bricks, refused_rows: list[dict] = ()):
+def _dataset(parquet: list[str], npz: list[str], bricks, refused_rows: list[dict] = ()):
+    """Every input as RAW_SCHEMA rows, read in Ray tasks (the reshaping fuses into the read)."""
     import ray.data
 
     parts = []
     if refused_rows:  # input files that could not be read at all: one refused row each
-        blank = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)
-        parts.append(ray.data.from_items([{**r, "stamp": blank, TIMING_PREFIX + "decode": 0.0}
-                                          for r in refused_rows]).map_batches(
-            lambda b: {**b, **{k: b[k].astype(object) for k in ("galaxy_id", "source", "brick", "status")}},
-            batch_format="numpy"))
+        parts.append(ray.data.from_arrow(pa.Table.from_pylist(
+            [{"format": "file", "task_id": r["galaxy_id"], "source": r["source"], "status": r["status"]}
+             for r in refused_rows], schema=RAW_SCHEMA)))
     for scheme, files in _by_scheme(parquet).items():
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_parquet([_inner(f) for f in files], include_paths=True, filesystem=fs).select_columns(
             [*PARQUET_COLUMNS, "path"])
-        parts.append(ds.map_batches(decode_parquet_batch, batch_format="pyarrow", num_cpus=DECODE_CPUS,
-                                    fn_kwargs={"input_keys": input_keys, "bricks": bricks, "scheme": scheme}))
+        parts.append(ds.map_batches(raw_parquet, batch_format="pyarrow",
+                                    fn_kwargs={"bricks": bricks, "scheme": scheme}))
     for scheme, files in _by_scheme(npz).items():
         fs = _arrow_fs(files[0])[0] if scheme else None
         ds = ray.data.read_binary_files([_inner(f) for f in files], include_paths=True, filesystem=fs)
-        parts.append(ds.map_batches(decode_npz_batch, batch_format="numpy", num_cpus=DECODE_CPUS,
-                                    fn_kwargs={"bricks": bricks, "scheme": scheme}))
+        parts.append(ds.map_batches(raw_npz, batch_format="pyarrow", fn_kwargs={"scheme": scheme}))
     if not parts:
         raise ContractError("no cutouts to score")
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
@@ -416,12 +405,13 @@ class BrickWriter:
             write_file(str(brick_dir / BRICK_MARKER), uris.json_text({"files": files}).encode())
 
 
-def _write_partitions(scored, folder: str, total: int | None, timings: Counter) -> None:
+def _write_partitions(scored, folder: str, total: int | None, timings: Counter) -> float:
     """The scored rows as brick partitions under the local ``folder`` (a stage; S3 gets it uploaded
     whole), written here as they stream in, with the progress of ``total`` rows (None: unknown) shown.
     ``timings`` gets the seconds of each stage: the workers' (decode, preprocess, forward), this
-    process's (write) and its wait for the workers (waiting)."""
-    writer = BrickWriter(folder)
+    process's (write) and its wait for the workers (waiting). Returns when (time.time()) the first
+    worker call began: scoring's start, once the workers had started and loaded the model."""
+    writer, first_call = BrickWriter(folder), float("inf")
     with Progress(total, "halo catalog", "cutouts") as progress:
         batches = iter(scored.iter_batches(batch_size=None, batch_format="pyarrow"))
         while True:
@@ -434,12 +424,14 @@ def _write_partitions(scored, folder: str, total: int | None, timings: Counter) 
             stages = [c for c in batch.column_names if c.startswith(TIMING_PREFIX)]
             for column in stages:
                 timings[column.removeprefix(TIMING_PREFIX)] += pc.sum(batch[column]).as_py() or 0.0
-            writer.add(batch.drop_columns(stages))
+            first_call = min(first_call, pc.min(batch[CALLED_AT]).as_py() or first_call)
+            writer.add(batch.drop_columns([*stages, CALLED_AT]))
             timings["write"] += time.perf_counter() - written
             progress.update(len(batch))
         written = time.perf_counter()
         writer.close()
         timings["write"] += time.perf_counter() - written
+    return first_call
 
 
 def _replace_bricks(written: str, out_dir: str, bricks: list[str]) -> None:
@@ -475,33 +467,37 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
     if sidecar["needs_control"]:  # its actors would fail mid-run: refused before anything is read or written
         raise CheckpointError(f"{model.path}: this model reads {sidecar['input_channels']} channels (stamp + control "
                               "stamp); a real survey galaxy has no control, so it cannot score a survey")
-    input_keys = stamp_keys(sidecar["config"]["input_keys"])
     timings: Counter = Counter()
     ray_started = time.perf_counter()
     with ray_session(num_cpus):
         timings["ray_start"] = time.perf_counter() - ray_started
+        ray_up = time.time()
         quiet_progress()
         actors, gpus = pool_size()
-        decoded = _dataset(parquet, npz, input_keys, wanted, unreadable if wanted is None else
-                           [r for r in unreadable if r["brick"] in wanted])
-        scored = decoded.map_batches(
-            ScoreBatches, fn_constructor_kwargs={"model": model, "torch_threads": 1 if not gpus else 4},
-            batch_size=batch_size, batch_format="numpy", concurrency=actors, num_gpus=gpus,
+        rows = _dataset(parquet, npz, wanted, unreadable if wanted is None else
+                        [r for r in unreadable if r["brick"] in wanted])
+        scored = rows.map_batches(
+            ScoringWorker, fn_constructor_kwargs={"model": model, "bricks": wanted, "batch_size": batch_size,
+                                                  "torch_threads": 1 if not gpus else 4},
+            batch_size=batch_size * WORKER_BATCHES, batch_format="pyarrow", concurrency=actors, num_gpus=gpus,
             num_cpus=0 if gpus else 1)
         if bricks is not None:  # the rows of other bricks in the same files are dropped: no total known
             with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
-                _write_partitions(scored, tmp, None, timings)
+                first_call = _write_partitions(scored, tmp, None, timings)
                 placed = time.perf_counter()
                 _replace_bricks(tmp, out_dir, bricks)
                 timings["write"] += time.perf_counter() - placed
             report = _summarized(out_dir, model, bricks, top_n, inputs)
         else:  # footer row counts and one row per npz or unreadable file: the total without reading a blob
             with dataset_folder(out_dir, SUMMARY_FILE) as stage:
-                _write_partitions(scored, str(stage), parquet_rows + len(npz) + len(unreadable), timings)
+                first_call = _write_partitions(scored, str(stage), parquet_rows + len(npz) + len(unreadable),
+                                               timings)
                 report = _summarized(str(stage), model, None, top_n, inputs)
                 report.out_dir = str(stage)
                 publish(report, model)
             report.out_dir = out_dir
+        # start-up, apart from the steady state: the workers starting and loading the model until their first call
+        timings["workers_start"] = max(0.0, first_call - ray_up)
     report.seconds = round(time.perf_counter() - started, 3)
     report.timings = {k: round(v, 3) for k, v in timings.items()}
     log.info("catalogue %s: %d rows, %d scored, refused %s, %d above the threshold, %.1f s (%s)", out_dir,

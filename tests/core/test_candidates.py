@@ -42,7 +42,7 @@ def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, pro
     progress = [r.getMessage() for r in caplog.records if r.name == "halo_core.progress"]
     assert progress and progress[-1].startswith(f"halo catalog: {report.rows:,}/{report.rows:,} cutouts (100%)")
     # where the time went, by stage (benchmarks/survey.py reads it), also on the build's last log line
-    stages = {"ray_start", "decode", "preprocess", "forward", "write", "waiting"}
+    stages = {"ray_start", "workers_start", "decode", "preprocess", "forward", "write", "waiting"}
     assert set(report.timings) == stages and all(s >= 0 for s in report.timings.values())
     assert report.timings["forward"] > 0 and report.timings["decode"] > 0
     last = [r.getMessage() for r in caplog.records if r.name == "halo_core.survey.candidates"][-1]
