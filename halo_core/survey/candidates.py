@@ -2,10 +2,11 @@
 (docs/design.md §13 (survey path)), written as parquet partitioned by brick (``<out>/brick=<name>/*.parquet``).
 
 Inputs are the two real layouts ``halo score`` reads (paired parquet with ``stamp_npz`` blobs,
-single-cutout npz), local or S3, files or folders of them. Decoding runs in Ray tasks, scoring in an
-actor pool (one actor per GPU when the cluster has GPUs) through ``ScoringInputs.prepare`` and
-``ScoringModel.score_prepared`` (the inference engine, in the model's precision), the very preprocessing
-and calibration of ``halo score``; so the scores are the same within float32 batch noise.
+single-cutout npz), local or S3, files or folders of them. Ray Data hands whole files to a pool of
+scoring workers (one actor per GPU when the cluster has GPUs), and each runs ``halo score``'s own pipeline
+on them (``scoring.score_chunks``: the next chunk read, decoded and preprocessed in a thread while this one
+runs forward in the model's precision); so the scores are ``halo score``'s, and no blob or stamp
+travels through Ray's object store.
 This process writes the brick partitions, shows the progress and sums where the time went.
 A cutout the model must not score is kept with status ``refused: <reason>`` and NaN scores.
 Summaries and galleries go under ``_``-prefixed names, which parquet dataset readers skip.
@@ -30,22 +31,19 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from halo_core import uris
-from halo_core.data.known_lenses import crossmatch
-from halo_core.data.stamps import STAMP_SIZE, decode_cutout, decode_stamp, read_cutout_meta
-from halo_core.errors import CheckpointError, ContractError, StampDecodeError
+from halo_core.data.stamps import read_cutout_meta
+from halo_core.errors import CheckpointError, ContractError
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.outputs import dataset_folder, refuse_overlap, write_file
 from halo_core.progress import Progress
 from halo_core.ray_runtime import pool_size, quiet_progress, ray_session
-from halo_core.survey.rows import PARQUET_COLUMNS, RAW_SCHEMA, brick_name, raw_npz, raw_parquet
-from halo_core.survey.scoring import SCORED, prefetched
+from halo_core.survey.scoring import SCORED, brick_or_unknown, input_rows, score_chunks
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "_summary.json"
 GALLERY_DIR = "_gallery"
-BLANK_STAMP = np.zeros((3, STAMP_SIZE, STAMP_SIZE), np.float32)  # a refused row's stamp: never run
-WORKER_BATCHES = 8  # forward batches per call of a scoring worker: its decode runs one ahead of the forward
+ITEM_ROWS = 4096  # cutouts per worker call, at least (see work_items)
 CALLED_AT = "_called_at"  # when the worker call that scored a row began (time.time()), never written
 TIMING_PREFIX = "_seconds_"  # per-row shares of a stage's seconds, summed by the driver, never written
 BRICK_PARTITIONING = pads.partitioning(pa.schema([("brick", pa.string())]), flavor="hive")
@@ -120,151 +118,73 @@ def brick_index(inputs: list[str]) -> dict[str, list[str]]:
         with fs.open(inner, "rb") as f:
             bricks = pq.read_table(f, columns=["brickname"])["brickname"].unique().to_pylist()
         for b in bricks:
-            index.setdefault(brick_name(b), set()).add(path)
+            index.setdefault(brick_or_unknown(b), set()).add(path)
     for path in npz:
         brick = read_cutout_meta(uris.read_bytes(path), path).get("brickname")
-        index.setdefault(brick_name(brick), set()).add(path)
+        index.setdefault(brick_or_unknown(brick), set()).add(path)
     return {b: sorted(files) for b, files in sorted(index.items())}
 
 
 def _shares(seconds: float, n: int) -> np.ndarray:
-    """A batch's seconds as equal per-row shares: they travel with the rows, the driver sums them."""
+    """A chunk's seconds as equal per-row shares: they travel with the rows, the driver sums them."""
     return np.full(n, seconds / max(1, n))
 
 
-def _row(galaxy_id, source, ra, dec, brick, status=SCORED) -> dict:
-    return {"galaxy_id": str(galaxy_id), "source": source, "ra": np.nan if ra is None else float(ra),
-            "dec": np.nan if dec is None else float(dec), "brick": brick_name(brick), "status": status}
-
-
-def decode_rows(rows: pa.Table, input_keys, bricks) -> tuple[dict, np.ndarray]:
-    """RAW_SCHEMA rows -> (the catalogue's identity columns and ``status``, the stamps): an undecodable blob
-    is a refused row with a blank stamp, not a failed job; npz rows of bricks not asked for are dropped."""
-    out, stamps = [], []
-    for blob, fmt, task_id, ra, dec, brick, source, status in zip(*(rows[c].to_pylist() for c in RAW_SCHEMA.names)):
-        stamp, meta = BLANK_STAMP, {}
-        if status is None:
-            try:
-                if fmt == "npz":
-                    stamp, meta = decode_cutout(blob, source)
-                else:
-                    stamp = decode_stamp(blob, source=source, task_id=task_id, column="stamp_npz", keys=input_keys)
-                status = SCORED
-            except StampDecodeError as err:
-                status = f"refused: {err.reason}"
-            except Exception as err:  # a truncated or non-zip file: the same verdict as a corrupt blob
-                if fmt != "npz":
-                    raise
-                log.warning("%s: unreadable npz (%s)", source, err)
-                status = "refused: corrupt_npz"
-        if fmt == "npz":
-            task_id, ra, dec, brick = (meta.get("galaxy_id", Path(source).stem), meta.get("ra"), meta.get("dec"),
-                                       meta.get("brickname"))
-            if bricks is not None and brick_name(brick) not in bricks:
-                continue
-        out.append(_row(task_id, source, ra, dec, brick, status))
-        stamps.append(stamp)
-    ids = {k: np.array([r[k] for r in out], dtype=object) for k in ("galaxy_id", "source", "brick", "status")}
-    ids.update({k: np.array([r[k] for r in out], dtype=np.float64) for k in ("ra", "dec")})
-    return ids, np.stack(stamps) if stamps else np.zeros((0, *BLANK_STAMP.shape), np.float32)
-
-
 class ScoringWorker:
-    """A Ray actor: loads the model once, then scores batch after batch of raw rows (on its GPU when it
-    has one). Within a batch the next sub-batch is decoded and preprocessed in a thread while this one
-    runs forward, the pipeline of ``halo score`` (``scoring.prefetched``): a worker's forward is fed by
-    its own decode, never by blocks of decoded stamps waiting in Ray's object store."""
+    """A Ray actor: loads the model once, then scores the files of each work item it is given (on its GPU
+    when it has one) through ``halo score``'s pipeline, yielding the catalogue's columns chunk by chunk."""
 
-    def __init__(self, model: CatalogModel, bricks, batch_size: int, torch_threads: int):
+    def __init__(self, model: CatalogModel, bricks: set[str] | None, batch_size: int, torch_threads: int):
         import torch
 
         from halo_core.survey.scoring import ScoringModel
 
         torch.set_num_threads(torch_threads)
         self.scorer = ScoringModel.load(model.path, model.calibration, model.prevalence)
-        self.inputs, self.input_keys = self.scorer.inputs, self.scorer.input_keys
         self.model, self.bricks, self.batch_size = model, bricks, batch_size
 
-    def _prepared(self, rows: pa.Table) -> tuple[dict, np.ndarray]:
-        """``halo score``'s refusals and preprocessing (``ScoringInputs.prepare``) of decoded rows, timed."""
-        started = time.perf_counter()
-        out, stamps = decode_rows(rows, self.input_keys, self.bricks)
-        decoded = time.perf_counter()
-        x = np.zeros(stamps.shape, np.float32)
-        readable = out["status"] == SCORED
-        if readable.any():
-            out["status"][readable], x[readable] = self.inputs.prepare(stamps[readable])
-        out[TIMING_PREFIX + "decode"] = _shares(decoded - started, len(stamps))
-        out[TIMING_PREFIX + "preprocess"] = _shares(time.perf_counter() - decoded, len(stamps))
-        return out, x
-
-    def _scored(self, out: dict, x: np.ndarray) -> dict:
-        started = time.perf_counter()
-        n = len(x)
-        scored = self.scorer.score_prepared(out["status"], x)  # a refused row never reaches the network
-        out["status"] = scored["status"]
-        out["score"], out["probability"] = scored["score"], scored["probability"]
-        out["probability_at_prevalence"] = scored[f"probability_at_prevalence_{self.model.prevalence:g}"]
-        out["precision"] = np.full(n, self.scorer.precision_label, dtype=object)  # the numerics of the scores
-        out["deployment_prevalence"] = np.full(n, self.model.prevalence)
-        out["model_version"] = np.full(n, self.model.version, dtype=object)
-        for column, values in crossmatch(out["ra"], out["dec"]).items():  # the known lens at each position
-            out[column] = values.to_numpy(dtype=float if column == "known_lens_sep_arcsec" else object)
-        out[TIMING_PREFIX + "forward"] = _shares(time.perf_counter() - started, n)  # with calibration, cross-match
-        return out
-
-    def __call__(self, batch: pa.Table) -> Iterator[dict]:
+    def __call__(self, batch: dict) -> Iterator[dict]:
         called = time.time()  # wall clock, so the driver can tell start-up (until a worker's first call) apart
-        # a small first part: its decode is the only one the forward waits for, the rest overlap
-        starts = [0, *range(max(1, self.batch_size // 4), len(batch), self.batch_size)]
-        parts = (batch.slice(lo, hi - lo) for lo, hi in zip(starts, [*starts[1:], max(1, len(batch))]))
-        for item in prefetched(map(self._prepared, parts), Counter()):
-            out = self._scored(*item)
-            out[CALLED_AT] = np.full(len(out["status"]), called)
+        files = [str(f) for item in batch["files"] for f in item]
+        timings: Counter = Counter()
+        for chunk in score_chunks(self.scorer, files, chunk_rows=self.batch_size, timings=timings, bricks=self.bricks):
+            n, seen = len(chunk), dict(timings)
+            timings.clear()
+            out = {"galaxy_id": chunk["id"].astype(str).to_numpy(object), "source": chunk["source"].to_numpy(object),
+                   "ra": chunk["ra"].to_numpy(float), "dec": chunk["dec"].to_numpy(float),
+                   "brick": np.array([brick_or_unknown(b) for b in chunk["brickname"]], dtype=object),
+                   "status": chunk["status"].to_numpy(object), "score": chunk["score"].to_numpy(float),
+                   "probability": chunk["probability"].to_numpy(float),
+                   "probability_at_prevalence": chunk[f"probability_at_prevalence_{self.model.prevalence:g}"]
+                   .to_numpy(float),
+                   "precision": chunk["precision"].to_numpy(object),  # the numerics of the scores
+                   "deployment_prevalence": np.full(n, self.model.prevalence),
+                   "model_version": np.full(n, self.model.version, dtype=object), CALLED_AT: np.full(n, called),
+                   **{c: chunk[c].to_numpy(float if c == "known_lens_sep_arcsec" else object) for c in KNOWN_LENS},
+                   **{TIMING_PREFIX + k: _shares(seen.get(k, 0.0), n) for k in ("decode", "preprocess", "forward")}}
             yield out
 
 
-def _by_scheme(files: list[str]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for f in files:
-        groups.setdefault(f.split("://", 1)[0] + "://" if uris.is_remote(f) else "", []).append(f)
-    return groups
+def work_items(rows: dict[str, int]) -> list[dict]:
+    """What one worker call scores: consecutive input files (``rows``: file -> its cutouts) of at least
+    ITEM_ROWS cutouts together. Each call starts the pipeline anew, its first chunk's read not overlapped;
+    a survey's parquet files (10^3-10^5 rows) are mostly an item each."""
+    items, files, n = [], [], 0
+    for f, count in rows.items():
+        files.append(f)
+        n += count
+        if n >= ITEM_ROWS:
+            items.append({"files": files})
+            files, n = [], 0
+    return items + ([{"files": files}] if files else [])
 
 
 def _arrow_fs(uri: str):
-    """A pyarrow filesystem over fsspec's, so Ray reads S3 with the same credentials and endpoint as halo."""
+    """A pyarrow filesystem over fsspec's, so pyarrow reads S3 with the same credentials and endpoint as halo."""
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
     fs, path = uris.filesystem(uri)
     return PyFileSystem(FSSpecHandler(fs)), path
-
-
-def _inner(uri: str) -> str:
-    return uris.filesystem(uri)[1]
-
-
-def _dataset(parquet: list[str], npz: list[str], bricks, refused_rows: list[dict] = ()):
-    """Every input as RAW_SCHEMA rows, read in Ray tasks (the reshaping fuses into the read)."""
-    import ray.data
-
-    parts = []
-    if refused_rows:  # input files that could not be read at all: one refused row each
-        parts.append(ray.data.from_arrow(pa.Table.from_pylist(
-            [{"format": "file", "task_id": r["galaxy_id"], "source": r["source"], "status": r["status"]}
-             for r in refused_rows], schema=RAW_SCHEMA)))
-    for scheme, files in _by_scheme(parquet).items():
-        fs = _arrow_fs(files[0])[0] if scheme else None
-        ds = ray.data.read_parquet([_inner(f) for f in files], include_paths=True, filesystem=fs).select_columns(
-            [*PARQUET_COLUMNS, "path"])
-        parts.append(ds.map_batches(raw_parquet, batch_format="pyarrow",
-                                    fn_kwargs={"bricks": bricks, "scheme": scheme}))
-    for scheme, files in _by_scheme(npz).items():
-        fs = _arrow_fs(files[0])[0] if scheme else None
-        ds = ray.data.read_binary_files([_inner(f) for f in files], include_paths=True, filesystem=fs)
-        parts.append(ds.map_batches(raw_npz, batch_format="pyarrow", fn_kwargs={"scheme": scheme}))
-    if not parts:
-        raise ContractError("no cutouts to score")
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
 @dataclass
@@ -346,22 +266,7 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
 BRICK_MARKER = "_brick.json"  # a brick partition's files, as its last build wrote them (the next removes only these)
 
 
-def _readable_parquet(files: list[str]) -> tuple[list[str], list[dict], int]:
-    """(files whose parquet footer reads, one refused row per file that does not, the rows the readable
-    ones hold): a corrupt input file is a refused row of the catalogue, not a failed job."""
-    good, bad, rows = [], [], 0
-    for f in files:
-        fs, inner = uris.filesystem(f)
-        try:
-            with fs.open(inner, "rb") as handle:
-                rows += pq.read_metadata(handle).num_rows
-            good.append(f)
-        except (OSError, pa.ArrowException) as err:
-            log.warning("%s: unreadable parquet (%s)", f, err)
-            bad.append(_row(Path(f).stem, f, None, None, None, "refused: corrupt_file"))
-    return good, bad, rows
-
-
+KNOWN_LENS = ("known_lens_name", "known_lens_grading", "known_lens_reference", "known_lens_sep_arcsec")
 CATALOG_SCHEMA = pa.schema([  # one schema for every file, so a file of all-null cross-matches reads with the rest
     ("galaxy_id", pa.string()), ("ra", pa.float64()), ("dec", pa.float64()), ("source", pa.string()),
     ("status", pa.string()), ("score", pa.float64()), ("probability", pa.float64()),
@@ -461,7 +366,7 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
     started = time.perf_counter()
     refuse_overlap(out_dir, [*inputs, model.path])
     parquet, npz = catalog_inputs(inputs)
-    parquet, unreadable, parquet_rows = _readable_parquet(parquet)
+    rows = {f: input_rows(f) for f in parquet + npz}  # parquet footers: the total and the work items, no blob read
     wanted = None if bricks is None else set(bricks)
     sidecar = load_sidecar(model.path)
     if sidecar["needs_control"]:  # its actors would fail mid-run: refused before anything is read or written
@@ -474,13 +379,13 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
         ray_up = time.time()
         quiet_progress()
         actors, gpus = pool_size()
-        rows = _dataset(parquet, npz, wanted, unreadable if wanted is None else
-                        [r for r in unreadable if r["brick"] in wanted])
-        scored = rows.map_batches(
+        import ray.data
+
+        items = work_items(rows)
+        scored = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ScoringWorker, fn_constructor_kwargs={"model": model, "bricks": wanted, "batch_size": batch_size,
                                                   "torch_threads": 1 if not gpus else 4},
-            batch_size=batch_size * WORKER_BATCHES, batch_format="pyarrow", concurrency=actors, num_gpus=gpus,
-            num_cpus=0 if gpus else 1)
+            batch_size=1, batch_format="numpy", concurrency=actors, num_gpus=gpus, num_cpus=0 if gpus else 1)
         if bricks is not None:  # the rows of other bricks in the same files are dropped: no total known
             with tempfile.TemporaryDirectory(prefix="halo-bricks-") as tmp:
                 first_call = _write_partitions(scored, tmp, None, timings)
@@ -490,8 +395,7 @@ def build_catalog(model: CatalogModel, inputs: list[str], out_dir: str, *, brick
             report = _summarized(out_dir, model, bricks, top_n, inputs)
         else:  # footer row counts and one row per npz or unreadable file: the total without reading a blob
             with dataset_folder(out_dir, SUMMARY_FILE) as stage:
-                first_call = _write_partitions(scored, str(stage), parquet_rows + len(npz) + len(unreadable),
-                                               timings)
+                first_call = _write_partitions(scored, str(stage), sum(rows.values()), timings)
                 report = _summarized(str(stage), model, None, top_n, inputs)
                 report.out_dir = str(stage)
                 publish(report, model)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from halo_core import uris
 from halo_core.config import HaloConfig, stamp_keys
 from halo_core.data.known_lenses import DEFAULT_RADIUS_ARCSEC, crossmatch
 from halo_core.data.preprocess import PreprocessSpec, preprocess
@@ -48,31 +49,44 @@ def cutout_row(path: str, meta: dict) -> dict:
             "ra": meta.get("ra"), "dec": meta.get("dec"), "brickname": meta.get("brickname")}
 
 
+UNKNOWN_BRICK = "unknown"  # a cutout without a brickname (the catalogue still gives it a partition)
+
+
+def brick_or_unknown(value) -> str:
+    return str(value) if value not in (None, "") else UNKNOWN_BRICK
+
+
 def _format_refusal(path: str) -> str | None:
-    p = Path(path)
-    if not p.exists():
+    fs, inner = uris.filesystem(path)  # local or s3://
+    if not fs.exists(inner):
         return "missing_file"
-    if not p.is_file():
+    if not fs.isfile(inner):
         return "not_a_file"
     return None if path.endswith((".npz", ".parquet")) else "unknown_format"
 
 
+def input_rows(path: str) -> int:
+    """Cutouts (rows of the output) in one input: a parquet file's footer count, 1 for an npz or an
+    unreadable file (its refused row)."""
+    if _format_refusal(path) or not path.endswith(".parquet"):
+        return 1
+    try:
+        return parquet_rows(path)
+    except (HaloError, OSError):
+        return 1
+
+
 def count_inputs(paths: list[str]) -> int:
-    """Cutouts in ``paths`` (parquet row counts from the footer, one per npz or unreadable file)."""
-    def rows(path: str) -> int:
-        if _format_refusal(path) or not path.endswith(".parquet"):
-            return 1
-        try:
-            return parquet_rows(path)
-        except (HaloError, OSError):
-            return 1
-    return sum(rows(p) for p in paths)
+    return sum(input_rows(p) for p in paths)
 
 
-def read_chunks(paths: list[str], input_keys, rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+def read_chunks(paths: list[str], input_keys, rows: int, bricks: set[str] | None = None
+                ) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     """(stamps, rows with their read ``status``) of at most ``rows`` cutouts at a time, in input order:
     streamed, so memory does not grow with the survey. A file or blob that cannot be decoded is a row
-    refused with its reason and a NaN stamp, never an exception that loses the other rows."""
+    refused with its reason and a NaN stamp, never an exception that loses the other rows. With
+    ``bricks``, only the cutouts of those bricks (a paired-parquet row is skipped before its blob is
+    decoded; an npz names its brick inside)."""
     blank = np.full((3, STAMP_SIZE, STAMP_SIZE), np.nan, np.float32)
     stamps, table = [], []
 
@@ -93,16 +107,20 @@ def read_chunks(paths: list[str], input_keys, rows: int) -> Iterator[tuple[np.nd
             refused(path, reason)
         elif path.endswith(".npz"):
             try:
-                stamp, meta = decode_cutout(path)
+                stamp, meta = decode_cutout(uris.read_bytes(path), path)
             except StampDecodeError as err:
-                refused(path, err.reason, str(err))
+                if bricks is None or UNKNOWN_BRICK in bricks:
+                    refused(path, err.reason, str(err))
             else:
-                stamps.append(stamp)
-                table.append({**cutout_row(path, meta), "status": SCORED})
+                if bricks is None or brick_or_unknown(meta.get("brickname")) in bricks:
+                    stamps.append(stamp)
+                    table.append({**cutout_row(path, meta), "status": SCORED})
         else:
             try:
                 for batch in parquet_batches(path, ["stamp_npz", "task_id", "ra", "dec", "brickname"], rows):
                     for blob, task_id, ra, dec, brickname in zip(*(c.to_pylist() for c in batch.columns)):
+                        if bricks is not None and brick_or_unknown(brickname) not in bricks:
+                            continue
                         row = {"id": task_id, "source": path, "ra": ra, "dec": dec, "brickname": brickname}
                         try:
                             stamps.append(decode_stamp(blob, source=path, task_id=task_id, column="stamp_npz",
@@ -239,7 +257,8 @@ PRECISION_UNRECORDED = "the model card does not record the precision its thresho
 
 
 def score_chunks(scorer: ScoringModel, inputs: list[str], *, known_lens_radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
-                 chunk_rows: int = DEFAULT_BATCH, timings: Counter | None = None) -> Iterator[pd.DataFrame]:
+                 chunk_rows: int = DEFAULT_BATCH, timings: Counter | None = None, bricks: set[str] | None = None
+                 ) -> Iterator[pd.DataFrame]:
     """The rows of ``score``, a chunk at a time, streamed: the next chunk is read, decoded and
     preprocessed in a thread while this one runs forward (zlib, numpy and torch release the GIL).
     ``timings`` accumulates the seconds of read+decode, preprocess, forward and the wait for input."""
@@ -247,7 +266,7 @@ def score_chunks(scorer: ScoringModel, inputs: list[str], *, known_lens_radius_a
     prepared = scorer.inputs
 
     def read_and_prepare():
-        chunks = read_chunks(inputs, scorer.input_keys, chunk_rows)
+        chunks = read_chunks(inputs, scorer.input_keys, chunk_rows, bricks)
         while True:
             started = time.perf_counter()
             item = next(chunks, None)

@@ -8,14 +8,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from halo_core.cli import main
 from halo_core.data.stamps import MAX_ABS_PIXEL_NMGY, REFUSED, read_checked_cutout, read_cutout
 from halo_core.simulate.injection import read_cutouts
 from halo_core.survey.candidates import ScoringWorker
-from halo_core.survey.rows import raw_npz
 from halo_core.survey.scoring import SCORED, score
 
 
@@ -101,10 +99,8 @@ def test_score_and_the_catalogue_refuse_the_same_cutouts_and_never_report_an_emp
     out = capsys.readouterr().out
     assert "1 scored" in out and f"{len(files)} not scored" in out
 
-    batch = pa.table({"bytes": [Path(f).read_bytes() for f in files[:-1]] + [good.read_bytes()],
-                      "path": files[:-1] + [str(good)]})
-    worker = ScoringWorker(_catalog_model(trained), bricks=None, batch_size=2, torch_threads=1)  # 2: sub-batches
-    parts = list(worker(raw_npz(batch, "")))
+    worker = ScoringWorker(_catalog_model(trained), bricks=None, batch_size=2, torch_threads=1)  # 2: chunks
+    parts = list(worker({"files": [[*files[:-1], str(good)]]}))
     scored = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     got = dict(zip((Path(p).name for p in scored["source"]), scored["status"]))
     assert got == {**{n: REFUSED + r for n, r in expected.items()}, good.name: SCORED}
