@@ -175,7 +175,7 @@ def _grades_csv(path: Path, galaxy: str) -> str:
 
 
 @pytest.mark.parametrize("command", sorted(KILL_ARGV))
-def test_a_writer_killed_at_its_commit_leaves_the_previous_output_untouched(command, tmp_path, monkeypatch, request):
+def test_a_writer_killed_at_its_commit_leaves_the_previous_output_untouched(command, tmp_path, request):
     """The previous output is a build of the primitive (a file, or a dataset with the command's marker); the
     command's own writes must not reach it before the commit (the primitives' SIGKILL tests cover the rest)."""
     argv, marker = KILL_ARGV[command]
@@ -197,4 +197,4 @@ def test_a_writer_killed_at_its_commit_leaves_the_previous_output_untouched(comm
                      "--out", str(out)]) == 0
     else:
         write_file(str(out), b"the previous file")
-    killed_at_commit(monkeypatch, [*argv, "--out", str(out)], out, DATASET if marker else FILE)
+    killed_at_commit([*argv, "--out", str(out)], out, DATASET if marker else FILE)
