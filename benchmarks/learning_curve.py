@@ -37,7 +37,7 @@ from halo_core.data.shards import (
 from halo_core.data.splits import lrg_ids
 from halo_core.evaluation.calibration import calibrate_on_val
 from halo_core.evaluation.promotion import score_test_split
-from halo_core.metrics import auroc, precision_at_recall, tpr_at_fpr
+from halo_core.metrics import OPERATING_TPR, auroc, precision_at_recall, tpr_at_fpr
 from halo_core.training.trainer import fit
 
 SPLITS = ("train", "val", "test")
@@ -72,12 +72,12 @@ def train_subset(source: str, out: Path, fraction: float, seed: int = 0) -> Path
     return out
 
 
-def with_intervals(labels: np.ndarray, probs: np.ndarray, n_distinct: int, seed: int = 0) -> dict:
-    """AUROC, precision at 90 % recall and TPR at FPR 1e-2 with n and 95 % class-stratified bootstrap
-    intervals (TPR only where >= 100 distinct negatives make it measurable); the replicates' AUROCs too."""
+def with_intervals(labels: np.ndarray, probs: np.ndarray, n_distinct: int, operating_fpr: float, seed: int = 0) -> dict:
+    """AUROC, precision at 90 % recall and TPR at the operating FPR with n and 95 % class-stratified bootstrap
+    intervals (TPR only where >= 1/FPR distinct negatives make it measurable); the replicates' AUROCs too."""
     metrics = {"auroc": auroc, "precision_at_recall_0_90": lambda y, s: precision_at_recall(y, s, 0.90)}
-    if tpr_at_fpr(labels, probs, 1e-2, n_distinct)["tpr"] is not None:
-        metrics["tpr_at_fpr_1e-2"] = lambda y, s: tpr_at_fpr(y, s, 1e-2)["tpr"]
+    if tpr_at_fpr(labels, probs, operating_fpr, n_distinct)["tpr"] is not None:
+        metrics[OPERATING_TPR] = lambda y, s: tpr_at_fpr(y, s, operating_fpr)["tpr"]
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     reps = {name: [] for name in metrics}
@@ -128,7 +128,7 @@ def plot(points: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ("auroc", "precision_at_recall_0_90", "tpr_at_fpr_1e-2")
+    names = ("auroc", "precision_at_recall_0_90", OPERATING_TPR)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     n = [p["train_samples"] for p in points]
     for ax, name in zip(axes, names):
@@ -174,7 +174,7 @@ def main() -> None:
                  "best_epoch": result.best_epoch + 1, "epochs_run": len(result.history), "fit_seconds": round(fit_s, 1)}
         for split in ("val", "test"):
             labels, logits, n_distinct = score_test_split(cfg, str(data), result.model_path, split=split)
-            point[split] = with_intervals(labels, calibration.probability(logits), n_distinct)
+            point[split] = with_intervals(labels, calibration.probability(logits), n_distinct, cfg.operating_fpr)
         points.append(point)
         print(json.dumps({k: v for k, v in point.items() if k not in ("val", "test")}
                          | {s: {m: point[s][m] for m in point[s] if m != "auroc_replicates"} for s in ("val", "test")}),
@@ -193,7 +193,7 @@ def main() -> None:
     print(pd.DataFrame([{"train_samples": q["train_samples"], "val_auroc": q["val"]["auroc"]["value"],
                          "test_auroc": q["test"]["auroc"]["value"],
                          "test_p@0.90": q["test"]["precision_at_recall_0_90"]["value"],
-                         "test_tpr@1e-2": q["test"].get("tpr_at_fpr_1e-2", {}).get("value")} for q in points]))
+                         "test_tpr@op": q["test"].get(OPERATING_TPR, {}).get("value")} for q in points]))
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ from halo_core.training.trainer import fit
 MAX_DROP = 0.01
 
 
-def drop_bound(labels: np.ndarray, reference: np.ndarray, candidate: np.ndarray, n_distinct: int) -> dict:
-    """Per metric: both values and the 95 % upper bound of (reference - candidate), paired bootstrap."""
+def drop_bound(labels: np.ndarray, reference: np.ndarray, candidate: np.ndarray, n_distinct: int,
+               operating_fpr: float) -> dict:
+    """Per metric (AUROC, TPR at the operating FPR): both values and the 95 % upper bound of
+    (reference - candidate), paired bootstrap."""
     c = compare(labels, reference, candidate, n_distinct, ChallengerConfig(min_tolerance=0, ci=0.90,
-                                                                           bootstrap_resamples=1000))
+                                                                           bootstrap_resamples=1000), operating_fpr)
     # a two-sided 90 % interval's upper end is the one-sided 95 % bound
     rows = {name: {"reference": r["production"], "candidate": r["challenger"], "drop": -r["difference"],
                    "drop_upper_95": -r["difference"] + r["ci_half_width"],
@@ -61,9 +63,10 @@ def main() -> None:
         scored[(trained, scored_in)] = logits
     report = {
         "benchmark": "precision", "data": args.data, "max_drop": MAX_DROP, "fit_seconds": seconds,
-        "bf16_trained_vs_fp32_trained": drop_bound(labels, scored[("fp32", "fp32")], scored[("bf16", "bf16")], n_distinct),
+        "bf16_trained_vs_fp32_trained": drop_bound(labels, scored[("fp32", "fp32")], scored[("bf16", "bf16")], n_distinct,
+                                                   cfg.operating_fpr),
         "fp32_model_scored_bf16_vs_fp32": drop_bound(labels, scored[("fp32", "fp32")], scored[("fp32", "bf16")],
-                                                     n_distinct),
+                                                     n_distinct, cfg.operating_fpr),
         "max_abs_logit_difference_fp32_model_bf16_vs_fp32": float(np.abs(scored[("fp32", "bf16")]
                                                                          - scored[("fp32", "fp32")]).max()),
         **machine(),

@@ -311,7 +311,8 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     else:
         labels, challenger_logits, n_distinct = score_test_split(cfg, data, model)
         _, champion_logits, _ = score_test_split(cfg, data, champion_model)
-        comparison = compare(labels, champion_logits, challenger_logits, n_distinct, cfg.challenger)
+        comparison = compare(labels, champion_logits, challenger_logits, n_distinct, cfg.challenger,
+                             cfg.operating_fpr)
     comparison.update(production_version=champion, test_data_fingerprint=report.data_fingerprint)
 
     version = find_version(registry, identity["sha256"]) or add_version(registry, model, {

@@ -174,7 +174,7 @@ def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
     cfg = halo.config()
     model = production_model(halo)
     if model.threshold is None:
-        # a small test split has too few distinct negatives for FPR 1e-2: no threshold, no completeness
+        # a small test split has too few distinct negatives for the operating FPR: no threshold, no completeness
         # (never a made-up 0.5); the report says the same of TPR at that FPR
         return dg.MaterializeResult(metadata={
             "completeness": dg.MetadataValue.text(

@@ -151,8 +151,10 @@ def cmd_score(args) -> int:
 
 
 def _operating_tpr(card: dict) -> str:
-    point = next((p for p in card["test_metrics"]["tpr_at_fpr"] if p["fpr"] == 1e-2), None)
-    return "n/a" if point is None or point["tpr"] is None else f"{point['tpr']:.3f}"
+    """The card's TPR at its own config's operating FPR, e.g. "0.810@0.01"."""
+    fpr = card["config"]["operating_fpr"]
+    point = next((p for p in card["test_metrics"]["tpr_at_fpr"] if p["fpr"] == fpr), None)
+    return "n/a" if point is None or point["tpr"] is None else f"{point['tpr']:.3f}@{fpr:g}"
 
 
 def cmd_models_list(args) -> int:
@@ -163,7 +165,7 @@ def cmd_models_list(args) -> int:
     except RegistryError as err:
         current, pointer_error = None, str(err)
     cards = versions(args.registry)
-    print(f"{'':2}{'version':<28} {'AUROC':>7} {'TPR@1e-2':>8} {'n_test':>6}  {'go':<5} {'training':<16} "
+    print(f"{'':2}{'version':<28} {'AUROC':>7} {'TPR@FPR':>12} {'n_test':>6}  {'go':<5} {'training':<16} "
           f"{'trained on':<16} {'evaluated on':<16}")
     bad = 0
     for c in cards:
@@ -172,7 +174,7 @@ def cmd_models_list(args) -> int:
             if "bad" in c:
                 raise ValueError(c["bad"])
             m = c["test_metrics"]
-            print(f"{mark:2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>8} "
+            print(f"{mark:2}{c['version']:<28} {m['auroc']:>7.4f} {_operating_tpr(c):>12} "
                   f"{m['n']:>6}  {'GO' if c['go_no_go']['go'] else 'NO-GO':<5} {c['training_hash']:<16} "
                   f"{c['data_fingerprint']:<16} {c['evaluated_on']:<16}")
         except (KeyError, TypeError, ValueError) as err:  # one bad card is listed as such, never hides the rest

@@ -8,6 +8,27 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 FPR_POINTS = (1e-2, 1e-3, 1e-4)
+# The TPR (and its threshold) at the config's `operating_fpr`, under one name whatever its value; the FPR
+# travels beside them as "operating_fpr".
+OPERATING_TPR = "tpr_at_operating_fpr"
+OPERATING_THRESHOLD = "threshold_at_operating_fpr"
+# Their names while the operating point was fixed at 1e-2: reports and cards written then are still read.
+LEGACY_OPERATING_KEYS = {"tpr_at_fpr_1e-2": OPERATING_TPR, "threshold_at_fpr_1e-2": OPERATING_THRESHOLD,
+                         "tpr_at_fpr_0.01": OPERATING_TPR}
+LEGACY_OPERATING_FPR = 1e-2
+
+
+def current_spelling(value):
+    """``value`` (a stored report section: dicts and lists) with the legacy operating-point names renamed,
+    and ``operating_fpr`` (then 1e-2) added beside them where it was implied."""
+    if isinstance(value, list):
+        return [current_spelling(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {LEGACY_OPERATING_KEYS.get(k, k): current_spelling(v) for k, v in value.items()}
+    if LEGACY_OPERATING_KEYS.keys() & value.keys():
+        out.setdefault("operating_fpr", LEGACY_OPERATING_FPR)
+    return out
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

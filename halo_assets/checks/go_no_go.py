@@ -13,7 +13,7 @@ from halo_core.evaluation.promotion import REPORT_CRITERIA, Criterion
 from halo_core.evaluation.report import REPORT_JSON
 from halo_core.evaluation.results import EvaluationReport
 from halo_core.evaluation.shift import STRESS_SETS
-from halo_core.metrics import TARGET_METRIC
+from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR, TARGET_METRIC
 
 
 def _report(halo: HaloSettings) -> EvaluationReport:
@@ -183,18 +183,18 @@ def _shift_sets(halo: HaloSettings) -> tuple[dict, dict]:
     return suite, suite["sets"]
 
 
-SHIFT_COLUMNS = ("n", "auroc", "tpr_at_fpr_1e-2", "threshold_at_fpr_1e-2", "tpr_drop", "auroc_drop", "ece_raw",
-                 "ece_calibrated")
+SHIFT_COLUMNS = ("n", "auroc", OPERATING_TPR, OPERATING_THRESHOLD, "tpr_drop", "auroc_drop", "ece_raw", "ece_calibrated")
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES,
                 description="On lenses rendered by another code base (lenstronomy) the finder still finds most.")
 def independent_renderer_shift(halo: HaloSettings) -> dg.AssetCheckResult:
-    """On the test set rendered by another code base (lenstronomy, its own models), TPR at FPR 1e-2 is at
-    least `shift.min_independent_tpr` and drops by at most `shift.max_independent_drop` from the test split."""
+    """On the test set rendered by another code base (lenstronomy, its own models), TPR at the operating FPR
+    is at least `shift.min_independent_tpr` and drops by at most `shift.max_independent_drop` from the test split."""
     report = _report(halo)
     suite, criterion = report.shift_suite, _criterion(halo, report, "independent_renderer_shift")
-    metadata = {"in_distribution": dg.MetadataValue.json(suite["in_distribution"])}
+    metadata = {"in_distribution": dg.MetadataValue.json(suite["in_distribution"]),
+                "operating_fpr": suite["operating_fpr"]}
     if criterion.measurable:
         d = suite["sets"]["independent"]
         metadata.update({k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS if k != "n"})
@@ -203,15 +203,15 @@ def independent_renderer_shift(halo: HaloSettings) -> dg.AssetCheckResult:
 
 def _stress_check(name: str):
     @dg.asset_check(asset=evaluation_report, name=f"shift_{name}_drop", partitions_def=PROFILES,
-                    description=f"WARN: TPR at FPR 1e-2 on the {name.replace('_', ' ')} stress set stays near "
-                                "the test split's.")
+                    description=f"WARN: TPR at the operating FPR on the {name.replace('_', ' ')} stress set stays "
+                                "near the test split's.")
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
         suite, sets = _shift_sets(halo)
         limit = halo.config().shift.max_stress_drop
         expected = f"TPR drop <= {limit:g}"
         if not suite["measurable"] or sets[name]["tpr_drop"] is None:
-            return _not_measurable(suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split",
-                                   expected, {})
+            return _not_measurable(suite["reason"] or f"TPR at FPR {suite['operating_fpr']:g} not measurable here "
+                                   "or on the test split", expected, {})
         d = sets[name]
         return check_result(passed=d["tpr_drop"] <= limit, observed=d["tpr_drop"], expected=expected, n=d["n"],
                             severity=dg.AssetCheckSeverity.WARN, metadata={

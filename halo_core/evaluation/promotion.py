@@ -21,7 +21,7 @@ from halo_core.data.shards import dataset_spec
 from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
 from halo_core.evaluation.results import EvaluationReport
-from halo_core.metrics import TARGET_METRIC, auroc, tpr_at_fpr
+from halo_core.metrics import OPERATING_TPR, TARGET_METRIC, auroc, tpr_at_fpr
 from halo_core.model.checkpoint import load_model, load_sidecar, model_precision, model_spec, verified_weights
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import pick_device
@@ -34,8 +34,6 @@ from halo_core.model.registry import (
     require_version,
     set_production,
 )
-
-COMPARED_FPR = 1e-2  # the operating point the champion / challenger comparison uses beside AUROC
 
 
 class PromotionError(HaloError):
@@ -148,10 +146,10 @@ def _independent_renderer_shift(cfg: HaloConfig, r: EvaluationReport) -> Criteri
     d = suite["sets"].get("independent") if suite["measurable"] else None
     expected = f"TPR >= {limits.min_independent_tpr:g}, drop <= {limits.max_independent_drop:g}"
     if d is None or d["tpr_drop"] is None:
-        return _unmeasured("independent_renderer_shift",
-                           suite["reason"] or "TPR at FPR 1e-2 not measurable here or on the test split", expected)
-    return Criterion("independent_renderer_shift", d["tpr_at_fpr_1e-2"] >= limits.min_independent_tpr
-                     and d["tpr_drop"] <= limits.max_independent_drop, observed=d["tpr_at_fpr_1e-2"],
+        return _unmeasured("independent_renderer_shift", suite["reason"] or
+                           f"TPR at FPR {cfg.operating_fpr:g} not measurable here or on the test split", expected)
+    return Criterion("independent_renderer_shift", d[OPERATING_TPR] >= limits.min_independent_tpr
+                     and d["tpr_drop"] <= limits.max_independent_drop, observed=d[OPERATING_TPR],
                      expected=expected, n=d["n"])
 
 
@@ -250,22 +248,21 @@ def score_test_split(cfg: HaloConfig, dataset_dir: str, model_path: str, *, spli
     return samples.labels.astype(int), logits, int(lrg_ids(meta[samples.labels == 0]).nunique())
 
 
-def _tpr(labels, scores, n_distinct) -> float | None:
-    return tpr_at_fpr(labels, scores, COMPARED_FPR, n_distinct)["tpr"]
-
-
 def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_distinct_negatives: int,
-            cfg: ChallengerConfig, seed: int = 0) -> dict:
+            cfg: ChallengerConfig, operating_fpr: float, seed: int = 0) -> dict:
     """Champion / challenger on one test split: per metric both values, the difference (challenger minus
     champion), the paired, class-stratified bootstrap CI half-width of that difference, the tolerance
-    max(min_tolerance, half-width), and whether the challenger is not worse by more than it. TPR at FPR
-    1e-2 is left out, and said so, when the split has too few distinct non-lenses to measure it."""
+    max(min_tolerance, half-width), and whether the challenger is not worse by more than it. The TPR at
+    the operating FPR is left out, and said so, when the split has too few distinct non-lenses to measure it."""
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+
+    def tpr(y, s):  # a resample repeats galaxies; the distinct count of the split stands for its measurability
+        return tpr_at_fpr(y, s, operating_fpr, n_distinct_negatives)["tpr"]
+
     metrics = {"auroc": lambda y, s: auroc(y, s)}
-    if _tpr(labels, champion, n_distinct_negatives) is not None:
-        # a resample repeats galaxies; the distinct count of the split stands for its measurability
-        metrics["tpr_at_fpr_0.01"] = lambda y, s: _tpr(y, s, n_distinct_negatives)
+    if tpr(labels, champion) is not None:
+        metrics[OPERATING_TPR] = tpr
     diffs = {name: [] for name in metrics}
     for _ in range(cfg.bootstrap_resamples):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
@@ -281,8 +278,9 @@ def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_
                       "tolerance": tolerance, "not_worse": b - a >= -tolerance}
     return {"n_test": len(labels), "n_positives": len(pos), "n_negatives": len(neg),
             "n_distinct_negatives": n_distinct_negatives, "ci": cfg.ci, "resamples": cfg.bootstrap_resamples,
-            "metrics": rows, "not_compared": [] if "tpr_at_fpr_0.01" in metrics else
-            [f"tpr_at_fpr_0.01: {n_distinct_negatives} distinct non-lenses, it needs {math.ceil(1 / COMPARED_FPR)}"],
+            "operating_fpr": operating_fpr, "metrics": rows, "not_compared": [] if OPERATING_TPR in metrics else
+            [f"{OPERATING_TPR} (FPR {operating_fpr:g}): {n_distinct_negatives} distinct non-lenses, it needs "
+             f"{math.ceil(1 / operating_fpr)}"],
             "promote": all(r["not_worse"] for r in rows.values())}
 
 

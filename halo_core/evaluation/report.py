@@ -41,7 +41,7 @@ from halo_core.evaluation.saliency import (
 )
 from halo_core.evaluation.shift import shift_suite
 from halo_core.evaluation.validation import real_lens_realism, realism_html
-from halo_core.metrics import classification_metrics
+from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR, classification_metrics
 from halo_core.model.checkpoint import file_sha256, load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
@@ -135,12 +135,13 @@ def core_perturbation_diagnostics(engine: Engine, shards, samples: SampleSet, sp
 def shift_report(engine: Engine, spec, calibration: Calibration, report: EvaluationReport, raw_ece: float,
                  cfg: HaloConfig) -> dict:
     """The shift suite against this test split's own numbers (docs/design.md §8 (trust))."""
-    in_distribution = {"auroc": report.metrics["auroc"], "tpr_at_fpr_1e-2": report.tpr_at(1e-2)["tpr"],
+    in_distribution = {"auroc": report.metrics["auroc"], OPERATING_TPR: report.tpr_at(cfg.operating_fpr)["tpr"],
                        "ece_raw": raw_ece}
     if not cfg.shift.enabled:
-        return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution}
+        return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution,
+                "operating_fpr": cfg.operating_fpr}
     return shift_suite(engine, spec, calibration.probability, in_distribution, cfg.shift,
-                       report.needs_control)
+                       report.needs_control, cfg.operating_fpr)
 
 
 @dataclass(frozen=True)
@@ -324,24 +325,24 @@ preprocessed as the raw stamp would be. Blocking limit: mean |score change| over
 
 
 def _shift_section(d: dict, plots: dict[str, bytes]) -> str:
-    ref = d["in_distribution"]
+    ref, fpr = d["in_distribution"], d["operating_fpr"]
     head = (f"<h2>Shift suite: test sets outside the training distribution</h2><p>Calibrated probabilities hold "
             f"<b>in-distribution only</b>: the calibration was fitted on val, and each set below shows its raw and "
-            f"calibrated ECE. In-distribution (test split): AUROC {_fmt(ref['auroc'])}, TPR at FPR 1e-2 "
-            f"{_fmt(ref['tpr_at_fpr_1e-2'], 3)}, raw ECE {_fmt(ref['ece_raw'], 3)}.</p>")
+            f"calibrated ECE. In-distribution (test split): AUROC {_fmt(ref['auroc'])}, TPR at FPR {fpr:g} "
+            f"{_fmt(ref[OPERATING_TPR], 3)}, raw ECE {_fmt(ref['ece_raw'], 3)}.</p>")
     if not d["measurable"]:
         return head + f"<p>Not measured: {html.escape(d['reason'])}.</p>"
     lim = d["limits"]
     rows = "".join(
         f"<tr><td>{name}</td><td>{s['n_lenses']} / {s['n_non_lenses']}</td><td>{_fmt(s['auroc'])}</td>"
-        f"<td>{_fmt(s['tpr_at_fpr_1e-2'], 3, 'not measurable')}</td><td>{_fmt(s['threshold_at_fpr_1e-2'], 3)}</td>"
+        f"<td>{_fmt(s[OPERATING_TPR], 3, 'not measurable')}</td><td>{_fmt(s[OPERATING_THRESHOLD], 3)}</td>"
         f"<td>{_fmt(s['tpr_drop'], 3)}</td><td>{_fmt(s['auroc_drop'], 4)}</td><td>{_fmt(s['ece_raw'], 3)}</td>"
         f"<td>{_fmt(s['ece_calibrated'], 3)}</td></tr>" for name, s in d["sets"].items())
-    return head + f"""<p>Each set has its own lenses and non-lenses and its own threshold at FPR 1e-2 (seed {d['seed']}).
+    return head + f"""<p>Each set has its own lenses and non-lenses and its own threshold at FPR {fpr:g} (seed {d['seed']}).
 <code>independent</code> is rendered by lenstronomy with its own mass, source, neighbour, PSF and noise models; blocking:
 TPR &ge; {lim['min_independent_tpr']:g} and drop &le; {lim['max_independent_drop']:g}. Stress sets move one axis of our
 simulator: WARN on a TPR drop &gt; {lim['max_stress_drop']:g}; WARN on raw ECE &gt; {lim['max_raw_ece']:g} on any set.</p>
-<table><tr><th>set</th><th>n lenses / non-lenses</th><th>AUROC</th><th>TPR at FPR 1e-2</th><th>threshold</th>
+<table><tr><th>set</th><th>n lenses / non-lenses</th><th>AUROC</th><th>TPR at FPR {fpr:g}</th><th>threshold</th>
 <th>TPR drop</th><th>AUROC drop</th><th>raw ECE</th><th>calibrated ECE</th></tr>{rows}</table>
 {figures.img_tag(plots['shift_reliability'], 'reliability under shift')}"""
 

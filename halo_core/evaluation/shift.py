@@ -1,5 +1,5 @@
 """The shift suite (docs/design.md §8 (trust)): test sets made outside the training distribution, each with its own lenses
-and non-lenses and its own threshold at FPR 1e-2.
+and non-lenses and its own threshold at the operating FPR (`operating_fpr`, 1e-2 by default).
 
 - ``independent``: rendered by another code base (lenstronomy) with its own models: a power-law (SPEP)
   mass instead of the SIE, Sersic sources with Gaussian star-forming clumps, de Vaucouleurs deflectors with
@@ -24,7 +24,7 @@ import numpy as np
 from halo_core.data.preprocess import preprocess
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
 from halo_core.evaluation.calibration import expected_calibration_error, sigmoid
-from halo_core.metrics import auroc, tpr_at_fpr
+from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR, auroc, tpr_at_fpr
 from halo_core.model.engine import Engine
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.dataset import (
@@ -41,7 +41,6 @@ from halo_core.simulate.source import sersic_amplitude
 INDEPENDENT = "independent"
 STRESS_SETS = ("compact_sources", "crowded_fields", "psf_extremes", "faint_arcs")
 SHIFT_SETS = (INDEPENDENT, *STRESS_SETS)
-OPERATING_FPR = 1e-2
 
 
 def _stress_recipe(name: str, rng: np.random.Generator, lrg: dict, inj: dict) -> None:
@@ -189,10 +188,11 @@ def score_images(engine: Engine, images: np.ndarray, spec) -> np.ndarray:
     return engine.logits(images, prepare=lambda batch: preprocess(batch, spec))
 
 
-def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distribution: dict) -> dict:
-    """AUROC, TPR at FPR 1e-2 with its own threshold and n, raw and calibrated ECE, and the drops."""
+def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distribution: dict,
+                  operating_fpr: float) -> dict:
+    """AUROC, TPR at the operating FPR with its own threshold and n, raw and calibrated ECE, and the drops."""
     probs = probability(logits)
-    point = tpr_at_fpr(labels, probs, OPERATING_FPR)
+    point = tpr_at_fpr(labels, probs, operating_fpr)
     a = auroc(labels, probs)
 
     def drop(key: str, value):
@@ -201,24 +201,28 @@ def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distri
 
     calibrated = expected_calibration_error(probs, labels)
     return {"n": int(len(labels)), "n_lenses": int(labels.sum()), "n_non_lenses": int((labels == 0).sum()),
-            "auroc": a, "tpr_at_fpr_1e-2": point["tpr"], "threshold_at_fpr_1e-2": point["threshold"],
+            "auroc": a, OPERATING_TPR: point["tpr"], OPERATING_THRESHOLD: point["threshold"],
             "measurable": point["measurable"],
             "ece_raw": expected_calibration_error(sigmoid(logits), labels)["ece"],
             "ece_calibrated": calibrated["ece"],
-            "auroc_drop": drop("auroc", a), "tpr_drop": drop("tpr_at_fpr_1e-2", point["tpr"]),
+            "auroc_drop": drop("auroc", a), "tpr_drop": drop(OPERATING_TPR, point["tpr"]),
             "reliability": calibrated["bins"]}
 
 
-def shift_suite(engine: Engine, spec, probability, in_distribution: dict, cfg_shift, with_control: bool) -> dict:
-    """Every shift set scored by the model; ``in_distribution`` holds the test split's auroc and tpr_at_fpr_1e-2."""
+def shift_suite(engine: Engine, spec, probability, in_distribution: dict, cfg_shift, with_control: bool,
+                operating_fpr: float) -> dict:
+    """Every shift set scored by the model, at the operating FPR; ``in_distribution`` holds the test split's
+    auroc and OPERATING_TPR."""
     limits = {"min_independent_tpr": cfg_shift.min_independent_tpr, "max_independent_drop": cfg_shift.max_independent_drop,
               "max_stress_drop": cfg_shift.max_stress_drop, "max_raw_ece": cfg_shift.max_raw_ece}
     if with_control:
         return {"measurable": False, "reason": "the model needs a control stamp, which these sets do not give it",
-                "sets": {}, "in_distribution": in_distribution, "limits": limits, "seed": cfg_shift.seed}
+                "sets": {}, "in_distribution": in_distribution, "limits": limits, "seed": cfg_shift.seed,
+                "operating_fpr": operating_fpr}
     sets = {}
     for name in SHIFT_SETS:
         images, labels, _ = render_shift_set(name, cfg_shift.n_per_class, cfg_shift.seed)
-        sets[name] = shift_metrics(labels, score_images(engine, images, spec), probability, in_distribution)
+        sets[name] = shift_metrics(labels, score_images(engine, images, spec), probability, in_distribution,
+                                   operating_fpr)
     return {"measurable": True, "reason": "", "sets": sets, "in_distribution": in_distribution, "limits": limits,
-            "seed": cfg_shift.seed, "n_per_class": cfg_shift.n_per_class}
+            "seed": cfg_shift.seed, "n_per_class": cfg_shift.n_per_class, "operating_fpr": operating_fpr}

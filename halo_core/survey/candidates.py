@@ -65,13 +65,15 @@ class CatalogModel:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, version: str | None = None, calibration: Calibration | None = None,
-                        prevalence: float | None = None, operating_fpr: float = 1e-2) -> "CatalogModel":
-        """A promoted model's card carries its calibration and test metrics; a bare model needs ``calibration``."""
+                        prevalence: float | None = None, operating_fpr: float | None = None) -> CatalogModel:
+        """A promoted model's card carries its calibration and test metrics; a bare model needs ``calibration``.
+        The operating point is the caller's config's, else the one the model's own config names."""
         card = load_sidecar(path)
         calibration = calibration or (Calibration.from_dict(card["calibration"]) if "calibration" in card else None)
         if calibration is None:
             raise CheckpointError(f"{path}: no calibration in its card; the catalogue publishes calibrated "
                                   "probabilities: pass the calibrated_model's calibration.json")
+        operating_fpr = operating_fpr or card["config"]["operating_fpr"]
         point = next((p for p in card.get("test_metrics", {}).get("tpr_at_fpr", []) if p["fpr"] == operating_fpr), {})
         return cls(path, version or weights_version(path), calibration,
                    prevalence or card["config"]["deployment_prevalence"], operating_fpr,

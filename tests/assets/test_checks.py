@@ -221,6 +221,8 @@ def test_schema_contract_fails_rather_than_crashes_on_a_truncated_file(tmp_path)
 
 
 def _shift(independent_tpr: float, faint_drop: float, raw_ece: float) -> dict:
+    """A shift suite as reports wrote it while the operating point was fixed at 1e-2 (``tpr_at_fpr_1e-2``):
+    still read, in today's names (halo_core.metrics.current_spelling)."""
     def one(tpr, drop, ece):
         return {"n": 400, "auroc": 0.95, "tpr_at_fpr_1e-2": tpr, "threshold_at_fpr_1e-2": 0.9, "tpr_drop": drop,
                 "auroc_drop": 0.04, "ece_raw": ece, "ece_calibrated": ece, "measurable": True}
@@ -236,7 +238,10 @@ def test_independent_renderer_shift_blocks_a_model_that_does_not_transfer(tmp_pa
     from halo_assets.checks.go_no_go import independent_renderer_shift, shift_raw_ece
 
     good = with_report(tmp_path / "a", _shift(0.85, 0.1, 0.03))
-    assert independent_renderer_shift(halo=good).passed and shift_raw_ece(halo=good).passed
+    passed = independent_renderer_shift(halo=good)
+    assert passed.passed and shift_raw_ece(halo=good).passed
+    # the old spelling reads under the one name of the operating point, with the FPR it implied
+    assert passed.metadata["tpr_at_operating_fpr"].value == 0.85 and passed.metadata["operating_fpr"].value == 1e-2
     bad = with_report(tmp_path / "b", _shift(0.36, 0.1, 0.146))  # the demo model on the independent data
     failed = independent_renderer_shift(halo=bad)
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
