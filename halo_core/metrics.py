@@ -19,16 +19,12 @@ LEGACY_OPERATING_FPR = 1e-2
 
 
 def current_spelling(value):
-    """``value`` (a stored report section: dicts and lists) with the legacy operating-point names renamed,
-    and ``operating_fpr`` (then 1e-2) added beside them where it was implied."""
+    """``value`` (a stored report section: dicts and lists) with the legacy operating-point names renamed."""
     if isinstance(value, list):
         return [current_spelling(v) for v in value]
     if not isinstance(value, dict):
         return value
-    out = {LEGACY_OPERATING_KEYS.get(k, k): current_spelling(v) for k, v in value.items()}
-    if LEGACY_OPERATING_KEYS.keys() & value.keys():
-        out.setdefault("operating_fpr", LEGACY_OPERATING_FPR)
-    return out
+    return {LEGACY_OPERATING_KEYS.get(k, k): current_spelling(v) for k, v in value.items()}
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from halo_core import uris
-from halo_core.metrics import current_spelling
+from halo_core.metrics import LEGACY_OPERATING_FPR, current_spelling
 
 
 @dataclass
@@ -50,8 +50,10 @@ class EvaluationReport:
     @classmethod
     def from_dict(cls, d: dict) -> EvaluationReport:
         """A stored report; one written while the operating point was fixed at 1e-2 reads in today's names."""
-        return cls(**{f.name: current_spelling(d[f.name]) if f.name == "shift_suite" else d[f.name]
-                      for f in fields(cls) if f.name in d})
+        report = cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        if report.shift_suite:
+            report.shift_suite = {"operating_fpr": LEGACY_OPERATING_FPR, **current_spelling(report.shift_suite)}
+        return report
 
     @classmethod
     def read(cls, uri: str) -> EvaluationReport:
