@@ -44,8 +44,8 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
 
 def pool_size(per_worker_cpus: float = 1.0) -> tuple[int, float]:
     """(actors, GPUs per actor) for a ``map_batches`` actor pool: one actor per GPU when the cluster
-    has GPUs; otherwise CPU actors that leave a quarter of the CPUs (at least one) to the read and
-    decode tasks. On 2 cores a pool that takes both CPUs starves the readers and hangs (docs/design.md §13 (survey path))."""
+    has GPUs; otherwise CPU actors that leave a quarter of the CPUs (at least one) free: a catalogue
+    worker reads and decodes in a second thread beside its forward (docs/design.md §13 (survey path))."""
     import ray
 
     resources = ray.cluster_resources()

@@ -140,8 +140,8 @@ def read_chunks(paths: list[str], input_keys, rows: int, bricks: set[str] | None
 
 @dataclass(frozen=True)
 class ScoringInputs:
-    """What turns decoded cutouts into network inputs, from the model's sidecar alone (no weights): cheap
-    to send to the catalogue's decode tasks, so preprocessing runs beside the reading, not in the scorer."""
+    """What turns decoded cutouts into network inputs, from the model's sidecar alone (no weights): the
+    refusal rules and the preprocessing, run in the reading thread ahead of the forward."""
 
     spec: PreprocessSpec
     max_nonfinite_frac: float
