@@ -68,7 +68,7 @@ def _format_refusal(path: str) -> str | None:
 def input_rows(path: str) -> int:
     """Cutouts (rows of the output) in one input: a parquet file's footer count, 1 for an npz or an
     unreadable file (its refused row)."""
-    if _format_refusal(path) or not path.endswith(".parquet"):
+    if not path.endswith(".parquet") or _format_refusal(path):  # an npz is one row: no existence check here
         return 1
     try:
         return parquet_rows(path)
