@@ -142,3 +142,28 @@ def test_selection_function_without_a_measured_threshold_says_not_measurable(tra
         result = dg.materialize([selection_function], resources={"halo": halo}, instance=instance, partition_key="smoke")
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["completeness"].value.startswith("not measurable")
+
+
+def test_a_selection_function_killed_at_its_commit_leaves_the_previous_one_whole(ray_local, trained, tmp_path):
+    """tests/test_outputs.py's kill test for the one asset the GO run cannot stop (smoke has no threshold):
+    measured once on one cell, then stopped at the commit of its second measurement."""
+    from halo_assets.assets import ASSET_OUTPUTS
+    from halo_assets.survey import selection_function
+    from tests.killing import killed_at_commit
+
+    one_cell = ["selection_function.theta_e_arcsec=[1.25]", "selection_function.psf_fwhm_arcsec=[1.1]",
+                "selection_function.psfdepth_r_mag=[24.6]", "selection_function.source_r_mag=[21.0]",
+                "selection_function.injections_per_cell=4"]
+    halo = HaloSettings(preset="smoke", overrides=one_cell, root_uri=str(tmp_path))
+    _promote(trained, halo)
+    out = tmp_path / "smoke" / "selection_function"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(PROFILES.name, ["smoke"])
+
+        def materialize():
+            return dg.materialize([selection_function], resources={"halo": halo}, instance=instance, partition_key="smoke")
+
+        first = materialize()
+        assert first.get_asset_materialization_events()[0].materialization.metadata["cells"].value == 1
+        assert (out / "selection_function.json").is_file()
+        killed_at_commit(materialize, out, ASSET_OUTPUTS["selection_function"])
