@@ -72,37 +72,42 @@ def ring_medians(flat: np.ndarray, size: int, n_rings: int | None = None) -> np.
     mask per ring cost most of the preprocessing); a median does not depend on the pixels' order."""
     order, bounds = _ring_order(size)
     n_rings = len(bounds) - 1 if n_rings is None else n_rings
-    grouped = flat[..., order]
-    return np.stack([median(grouped[..., bounds[r]:bounds[r + 1]]) for r in range(n_rings)], axis=-1)
+    grouped = np.take(flat, order, axis=-1)  # a copy of our own: each ring is partitioned in place
+    return np.stack([median(grouped[..., bounds[r]:bounds[r + 1]], overwrite_input=True) for r in range(n_rings)],
+                    axis=-1)
 
 
 @lru_cache(maxsize=4)
-def _profile_interpolation(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each pixel: the ring below and above its radius and the linear weight of the upper one,
-    with rings placed at their pixels' mean radius."""
+def _profile_interpolation(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each pixel: the ring below and above its radius and the linear weights of the upper and the
+    lower one, with rings placed at their pixels' mean radius."""
     radius, rings = pixel_radius(size), ring_index(size)
     centres = np.bincount(rings, weights=radius) / np.bincount(rings)
     upper = np.clip(np.searchsorted(centres, radius), 1, len(centres) - 1)
-    weight = np.clip((radius - centres[upper - 1]) / (centres[upper] - centres[upper - 1]), 0, 1)
-    return upper - 1, upper, weight.astype(np.float32)
+    weight = np.clip((radius - centres[upper - 1]) / (centres[upper] - centres[upper - 1]), 0, 1).astype(np.float32)
+    return upper - 1, upper, weight, 1 - weight
 
 
-def median(x: np.ndarray) -> np.ndarray:
-    """``np.median(x, axis=-1)``, the same numbers, ~1.6x faster: one partition around the upper middle
-    element, the lower middle one the maximum below it (np.median partitions around both), and their
-    mean as np.median takes it."""
+def median(x: np.ndarray, overwrite_input: bool = False) -> np.ndarray:
+    """``np.median(x, axis=-1, overwrite_input=...)``, the same numbers, ~1.6x faster: one partition around
+    the upper middle element, the lower middle one the maximum below it (np.median partitions around
+    both), and their mean as np.median takes it. ``overwrite_input``: ``x`` is partitioned in place (its
+    values stay, their order does not), saving the copy on arrays the caller made for the purpose."""
     n = x.shape[-1]
-    part = np.partition(x, n // 2, axis=-1)
+    if overwrite_input:
+        x.partition(n // 2, axis=-1)
+    part = x if overwrite_input else np.partition(x, n // 2, axis=-1)
     middle = [part[..., n // 2]] if n % 2 else [part[..., :n // 2].max(axis=-1), part[..., n // 2]]
     out = np.mean(np.stack(middle), axis=0)  # as np.median: its dtype rules, and -0.0 read as 0.0
     nan = np.isnan(x).any(axis=-1) if x.dtype.kind == "f" else False
     return np.where(nan, np.nan, out).astype(out.dtype, copy=False) if np.any(nan) else out
 
 
-def _robust_center_scale(pixels: np.ndarray, mad_factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Median and mad_factor*MAD over the last axis; a flat image gets scale 1 rather than a division by 0."""
-    center = median(pixels)[..., None]
-    scale = mad_factor * median(np.abs(pixels - center))[..., None]
+def _robust_center_scale(pixels: np.ndarray, mad_factor: float, overwrite_input: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Median and mad_factor*MAD over the last axis; a flat image gets scale 1 rather than a division by 0.
+    ``overwrite_input``: ``pixels`` is a copy the caller made (the outer annulus), reordered in place."""
+    center = median(pixels, overwrite_input)[..., None]
+    scale = mad_factor * median(np.abs(pixels - center), overwrite_input=True)[..., None]
     return center, np.where(scale > 0, scale, 1.0)
 
 
@@ -115,7 +120,7 @@ def preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         out = (flat - center) / scale
     else:
         outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
-        center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
+        center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor, overwrite_input=True)
         out = (flat - center) / scale
         out = subtract_radial_profile(out, h)
     return np.clip(out, *spec.clip_range).reshape(n, c, h, w)
@@ -127,8 +132,11 @@ def subtract_radial_profile(flat: np.ndarray, size: int) -> np.ndarray:
     pixel's radius: a steep core changes by several sigma across one 1-px ring, and a stepwise profile
     leaves that slope behind as a fixed pattern a classifier can read."""
     medians = ring_medians(flat, size)
-    lower, upper, weight = _profile_interpolation(size)
-    return flat - (medians[..., lower] * (1 - weight) + medians[..., upper] * weight)
+    lower, upper, weight, lower_weight = _profile_interpolation(size)
+    profile = np.take(medians, lower, axis=-1)  # in place from here: 2.5x faster, the same numbers
+    profile *= lower_weight
+    profile += np.take(medians, upper, axis=-1) * weight
+    return np.subtract(flat, profile, out=profile)
 
 
 def reapply_to_input(x: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -155,7 +163,7 @@ def preprocess_with_core(images: np.ndarray, spec: PreprocessSpec,
     n, c, h, w = images.shape
     flat = images.reshape(n, c, h * w).astype(np.float32, copy=False)
     outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
-    center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor)
+    center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor, overwrite_input=True)
     core = ((flat[..., pixel_radius(h) < radius_px] - center) / scale).sum(axis=-1)
     if spec.normalization != "residual_radial":
         return None, core

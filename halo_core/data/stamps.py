@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import zipfile
 
 import numpy as np
@@ -61,9 +62,8 @@ def _parse_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
     return read(f)
 
 
-def _open_member(archive: zipfile.ZipFile, name: str, where: str):
-    """(open member positioned at its data, shape, fortran order, dtype), from its npy header alone."""
-    f = archive.open(f"{name}.npy")
+def _read_header(f, name: str, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of an npy member from its header; ``f`` is left at the data."""
     try:
         magic = f.read(8)
         version = tuple(magic[6:8])
@@ -75,43 +75,62 @@ def _open_member(archive: zipfile.ZipFile, name: str, where: str):
         header = f.read(int.from_bytes(length, "little"))
         shape, fortran, dtype = _parse_header(magic + length + header)
     except StampDecodeError:
-        f.close()
         raise
     except Exception as err:  # zlib/zip/format errors all mean the same thing to the caller: corrupt blob
-        f.close()
         raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from None
     if dtype.hasobject:
-        f.close()
         raise StampDecodeError(f"{where}: {name} holds pickled Python objects; never unpickled", "pickled_object")
-    return f, shape, fortran, dtype
+    return shape, fortran, dtype
 
 
 def member_header(archive: zipfile.ZipFile, name: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) of one npz member, from its npy header alone: nothing else is decompressed."""
-    f, shape, _, dtype = _open_member(archive, name, where)
-    f.close()
+    try:
+        f = archive.open(f"{name}.npy")
+    except Exception as err:
+        raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from None
+    with f:
+        shape, _, dtype = _read_header(f, name, where)
     return shape, dtype
 
 
+def _check_member(name: str, where: str, shape: tuple[int, ...], dtype: np.dtype, max_shape: tuple[int, ...]) -> None:
+    if dtype.kind != "f":  # integer counts are not nanomaggies: a different product, never rescaled silently
+        raise StampDecodeError(f"{where}: {name} has dtype {dtype}, want floating-point nanomaggies", "bad_dtype")
+    if len(shape) != len(max_shape) or any(n > m for n, m in zip(shape, max_shape)):
+        raise StampDecodeError(f"{where}: {name} shape {shape}, want at most {max_shape}", "bad_shape")
+
+
+# an npy header is at most 64 KiB (format 1.0's 2-byte length; 2.0 headers that long are refused anyway)
+MAX_NPY_HEADER_BYTES = 8 + 4 + 65_535
+
+
 def read_member(archive: zipfile.ZipFile, name: str, where: str, max_shape: tuple[int, ...]) -> np.ndarray:
-    """One numeric array of an npz archive. Its header is checked first, so a pickled object, a band of
-    strings or an oversized array (a decompression bomb: 8000x8000 zeros compress to 0.5 MB) is refused
-    before its data is decompressed; ``max_shape`` bounds each axis. The member is decompressed once,
-    straight into the array."""
-    f, shape, fortran, dtype = _open_member(archive, name, where)
-    with f:
-        if dtype.kind != "f":  # integer counts are not nanomaggies: a different product, never rescaled silently
-            raise StampDecodeError(f"{where}: {name} has dtype {dtype}, want floating-point nanomaggies", "bad_dtype")
-        if len(shape) != len(max_shape) or any(n > m for n, m in zip(shape, max_shape)):
-            raise StampDecodeError(f"{where}: {name} shape {shape}, want at most {max_shape}", "bad_shape")
-        data = bytearray(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-        try:
-            got = f.readinto(data)
-        except Exception as err:
-            raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from None
-    if got != len(data):
-        raise StampDecodeError(f"{where}: corrupt npz ({name}: {got} of {len(data)} data bytes)", "corrupt_npz")
-    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    """One numeric array of an npz archive. A member whose declared size exceeds the largest array
+    ``max_shape`` allows (a decompression bomb: 8000x8000 zeros compress to 0.5 MB) has only its header
+    read, for the refusal; any other is decompressed in one call (zipfile stops at the declared size and
+    checks the CRC) and its header checked before it becomes an array: a pickled object or a band of
+    strings is never unpickled or rescaled."""
+    member = f"{name}.npy"
+    try:
+        declared = archive.getinfo(member).file_size
+        if declared > MAX_NPY_HEADER_BYTES + math.prod(max_shape) * 8:  # float64's 8 bytes, the widest kept
+            shape, dtype = member_header(archive, name, where)
+            _check_member(name, where, shape, dtype, max_shape)
+            raise StampDecodeError(f"{where}: {name} declares {declared} bytes for shape {shape}", "corrupt_npz")
+        raw = archive.read(member)
+    except StampDecodeError:
+        raise
+    except Exception as err:
+        raise StampDecodeError(f"{where}: corrupt npz ({type(err).__name__}: {err})", "corrupt_npz") from None
+    f = io.BytesIO(raw)
+    shape, fortran, dtype = _read_header(f, name, where)
+    _check_member(name, where, shape, dtype, max_shape)
+    count, offset = math.prod(shape), f.tell()
+    if len(raw) - offset != count * dtype.itemsize:
+        raise StampDecodeError(f"{where}: corrupt npz ({name}: {len(raw) - offset} of {count * dtype.itemsize} "
+                               "data bytes)", "corrupt_npz")
+    return np.frombuffer(raw, dtype, count, offset).reshape(shape, order="F" if fortran else "C")
 
 
 def decode_stamp(blob: bytes, *, source: str, task_id: str, column: str, keys=BAND_KEYS) -> np.ndarray:
