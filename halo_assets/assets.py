@@ -32,7 +32,7 @@ from halo_core.evaluation.calibration import Calibration, ValidationFit, calibra
 from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.evaluation.promotion import compare, require_go, score_test_split
 from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, REPORT_JSON, ReportContext, evaluate, thumbnail_path
-from halo_core.evaluation.results import EvaluationReport
+from halo_core.evaluation.results import EvaluationReport, GatesReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import GATES as REGISTRY_GATES
 from halo_core.model.registry import REPORT as REGISTRY_REPORT
@@ -172,8 +172,7 @@ def shortcut_gates(halo: HaloSettings) -> dg.MaterializeResult:
     checks gate promotion, not training: a shortcut-prone model is still trained and evaluated, so the
     report shows what the shortcut buys."""
     gates = measure_shortcut_gates(halo.config(), halo.uri("filtered_dataset"))
-    write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), {
-        **gates.to_dict(), "data_fingerprint": data_fingerprint(halo.uri("filtered_dataset"))})
+    write_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE), gates.to_dict())
     return dg.MaterializeResult(metadata=gates_metadata(gates))
 
 
@@ -267,7 +266,7 @@ def evaluation_report(context: dg.AssetExecutionContext, halo: HaloSettings) -> 
     gates = uris.join(halo.uri("shortcut_gates"), GATES_FILE)  # the banner's selection null, when measured
     report = evaluate(cfg, halo.uri("filtered_dataset"), model_path(halo), load_validation_fit(halo), out,
                       ReportContext(halo.profile(), context.run.run_id,
-                                    uris.read_json(gates) if uris.exists(gates) else None))
+                                    GatesReport.read(gates) if uris.exists(gates) else None))
     written = uris.current(out)
     thumbnails = {name: uris.read_bytes(uris.join(written, thumbnail_path(name))) for name in KEY_PLOTS}
     return dg.MaterializeResult(metadata=report_metadata(
@@ -299,7 +298,7 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     evidence = {REGISTRY_REPORT: uris.read_bytes(report_path) if uris.exists(report_path) else None,
                 REGISTRY_GATES: uris.read_bytes(gates_path) if uris.exists(gates_path) else None}
     report = EvaluationReport.from_dict(json.loads(evidence[REGISTRY_REPORT])) if evidence[REGISTRY_REPORT] else None
-    gates = json.loads(evidence[REGISTRY_GATES]) if evidence[REGISTRY_GATES] else None
+    gates = GatesReport.from_dict(json.loads(evidence[REGISTRY_GATES])) if evidence[REGISTRY_GATES] else None
     verdict = require_go(cfg, report, gates, identity)
 
     champion = production(registry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+from dataclasses import asdict
 from collections.abc import Callable
 
 import dagster as dg
@@ -29,7 +30,9 @@ def cell(value):
     return value
 
 
-def table(rows: list[dict]) -> dg.MarkdownMetadataValue:
+def table(rows: list) -> dg.MarkdownMetadataValue:
+    """Rows (dicts or typed records) as a Markdown table."""
+    rows = [r if isinstance(r, dict) else asdict(r) for r in rows]
     return dg.MetadataValue.md(
         pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in rows]).to_markdown(index=False) if rows else "_none_")
 
@@ -201,7 +204,7 @@ def gates_metadata(gates) -> dict:
                          "n_features": g.n_features, "threshold": g.threshold, "passed": g.passed}
                         for g in probes.values()]),
         **{f"{name}_auc": number(g.auc) for name, g in probes.items()},
-        "strata": table([{"gate": g.gate, **s} for g in probes.values() for s in g.strata]),
+        "strata": table([{"gate": g.gate, **asdict(s)} for g in probes.values() for s in g.strata]),
         "selection_null_max_auc": number(null.max_auc),
         "selection_null_informative": null.informative,
         "deployable": gates.deployable,

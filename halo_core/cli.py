@@ -95,7 +95,7 @@ def cmd_gates(cfg, args) -> int:
         print(f"  {'info' if g.passed else 'WARN'}  probe {g.gate:<8} AUC {g.auc:.3f} [{g.ci95[0]:.3f}, "
               f"{g.ci95[1]:.3f}]  n={g.n}  features={g.n_features}", file=sys.stderr)
         for s in g.strata:
-            print(f"          {s['stratum']:<22} AUC {s['auc']:.3f}  ({s['n_pos']} lenses, {s['n_neg']} non-lenses)",
+            print(f"          {s.stratum:<22} AUC {s.auc:.3f}  ({s.n_pos} lenses, {s.n_neg} non-lenses)",
                   file=sys.stderr)
     return 0 if gates.passed else 1
 

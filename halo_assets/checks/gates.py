@@ -9,11 +9,12 @@ from halo_assets.metadata import check_result, criterion_result, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.gates import GATES
+from halo_core.evaluation.results import GatesReport
 from halo_core.evaluation.promotion import gate_criteria
 
 
-def _gates_file(halo: HaloSettings) -> dict:
-    return uris.read_json(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
+def _gates_file(halo: HaloSettings) -> GatesReport:
+    return GatesReport.read(uris.join(halo.uri("shortcut_gates"), GATES_FILE))
 
 
 def _gate_check(gate: str):
@@ -23,10 +24,10 @@ def _gate_check(gate: str):
                     description=f"WARN, evidence: a linear probe on the {gate} features alone barely tells lenses "
                                 "from non-lenses.", partitions_def=PROFILES)
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
-        result = _gates_file(halo)["gates"][gate]
-        return check_result(passed=result["passed"], observed=result["auc"], expected=f"AUC <= {result['threshold']:g}",
-                            n=result["n"], severity=dg.AssetCheckSeverity.WARN, metadata={
-                                "ci95": dg.MetadataValue.json(result["ci95"]), "strata": table(result["strata"])})
+        result = _gates_file(halo).probes[gate]
+        return check_result(passed=result.passed, observed=result.auc, expected=f"AUC <= {result.threshold:g}",
+                            n=result.n, severity=dg.AssetCheckSeverity.WARN, metadata={
+                                "ci95": dg.MetadataValue.json(list(result.ci95)), "strata": table(result.strata)})
 
     return check
 
@@ -38,10 +39,10 @@ def selection_null(halo: HaloSettings) -> dg.AssetCheckResult:
     below `gates.max_null_auc`: the galaxies chosen as lenses are not separable without their arcs.
     Paired constructions pass as not informative (both sides are the same images)."""
     gates = _gates_file(halo)
-    null, probes = gates["selection_null"], gates["selection_null"]["probes"]
+    null = gates.selection_null
     return criterion_result(gate_criteria(gates)["selection_null"], {
-        "informative": null["informative"], "reason": null["reason"] or "-",
-        "probes": table([{"probe": k, "auc": v["auc"], "ci95": v["ci95"], "n": v["n"]} for k, v in probes.items()]),
+        "informative": null.informative, "reason": null.reason or "-",
+        "probes": table([{"probe": k, "auc": v.auc, "ci95": list(v.ci95), "n": v.n} for k, v in null.probes.items()]),
     })
 
 

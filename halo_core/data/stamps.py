@@ -139,9 +139,10 @@ def decode_stamp(blob: bytes, *, source: str, task_id: str, column: str, keys=BA
     if blob is None:
         raise StampDecodeError(f"{where}: blob is NULL", "null_blob")
     with open_npz(blob, where) as archive:
-        missing = [k for k in keys if k not in npz_names(archive)]
+        names = npz_names(archive)
+        missing = [k for k in keys if k not in names]
         if missing:
-            raise StampDecodeError(f"{where}: no {missing}; has {npz_names(archive)}", "missing_band")
+            raise StampDecodeError(f"{where}: no {missing}; has {names}", "missing_band")
         bands = [read_member(archive, k, where, (STAMP_SIZE, STAMP_SIZE)) for k in keys]
     shapes = {b.shape for b in bands}
     if shapes != {(STAMP_SIZE, STAMP_SIZE)}:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -42,10 +40,11 @@ from sklearn.preprocessing import StandardScaler
 from halo_core.data.loader import gather
 from halo_core.data.preprocess import ring_medians
 from halo_core.data.samples import CONTROL, SampleSet, balanced_subset, load_split_samples
-from halo_core.data.shards import check_dataset
+from halo_core.data.shards import check_dataset, data_fingerprint
 from halo_core.data.splits import lrg_ids
 from halo_core.data.stamps import CORE_PX
 from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
+from halo_core.evaluation.results import GateResult, GatesReport, SelectionNull, Stratum
 from halo_core.metrics import auroc
 
 log = logging.getLogger(__name__)
@@ -55,65 +54,6 @@ METADATA_COLUMNS = ("psfsize_r", "psf_fwhm_used_g", "psf_fwhm_used_r", "psf_fwhm
 GATES = ("core", "radial", "metadata")
 BOOTSTRAP_RESAMPLES = 200  # the interval's own Monte-Carlo scatter is ~0.005 at n = 2000
 PAIRED_CONSTRUCTIONS = ("paired_6ch", "ctrl_negative")
-
-
-@dataclass
-class GateResult:
-    gate: str
-    auc: float  # NaN when the gate has no features (e.g. no metadata columns)
-    n: int
-    n_features: int
-    threshold: float
-    strata: list[dict]
-    ci95: tuple[float, float] = (math.nan, math.nan)  # bootstrap over samples of the out-of-fold scores
-
-    @property
-    def passed(self) -> bool:
-        return math.isnan(self.auc) or self.auc <= self.threshold
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "ci95": list(self.ci95), "passed": self.passed}
-
-
-@dataclass
-class SelectionNull:
-    """The probes on arc-free inputs: positives' own controls (label 1) against the negatives (label 0)."""
-
-    informative: bool  # False for paired constructions, whose two sides are the same images
-    probes: dict[str, GateResult]
-    threshold: float
-    reason: str = ""
-
-    @property
-    def max_auc(self) -> float:
-        aucs = [g.auc for g in self.probes.values() if not math.isnan(g.auc)]
-        return max(aucs) if aucs else math.nan
-
-    @property
-    def passed(self) -> bool:
-        return all(g.passed for g in self.probes.values())
-
-    def to_dict(self) -> dict:
-        return {"informative": self.informative, "reason": self.reason, "threshold": self.threshold,
-                "max_auc": self.max_auc, "passed": self.passed,
-                "probes": {name: g.to_dict() for name, g in self.probes.items()}}
-
-
-@dataclass
-class GatesReport:
-    """Data-level evidence (probes), the blocking selection null and deployability of one dataset."""
-
-    probes: dict[str, GateResult]
-    selection_null: SelectionNull
-    deployable: bool  # the model's input holds no control stamp
-
-    @property
-    def passed(self) -> bool:
-        return self.selection_null.passed and self.deployable
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "deployable": self.deployable, "selection_null": self.selection_null.to_dict(),
-                "gates": {name: g.to_dict() for name, g in self.probes.items()}}
 
 
 def core_features(x: np.ndarray) -> np.ndarray:
@@ -149,7 +89,7 @@ def cross_validated_scores(features: np.ndarray, labels: np.ndarray, groups: np.
     return scores
 
 
-def _strata(meta: pd.DataFrame, labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+def _strata(meta: pd.DataFrame, labels: np.ndarray, scores: np.ndarray) -> list[Stratum]:
     """AUC per theta_E bin (that bin's lenses against all non-lenses) and per PSF tercile (both classes)."""
     rows = []
     theta = meta["theta_e_arcsec"].to_numpy(dtype=float)
@@ -157,15 +97,15 @@ def _strata(meta: pd.DataFrame, labels: np.ndarray, scores: np.ndarray) -> list[
     for lo, hi in zip(THETA_E_BINS_ARCSEC[:-1], THETA_E_BINS_ARCSEC[1:]):
         pos = (labels == 1) & (theta >= lo) & (theta < hi)
         keep = pos | neg
-        rows.append({"stratum": f"theta_e {lo:g}-{hi:g}\"", "n_pos": int(pos.sum()), "n_neg": int(neg.sum()),
-                     "auc": auroc(labels[keep], scores[keep]) if pos.any() else math.nan})
+        rows.append(Stratum(f"theta_e {lo:g}-{hi:g}\"", int(pos.sum()), int(neg.sum()),
+                            auroc(labels[keep], scores[keep]) if pos.any() else math.nan))
     if "psfsize_r" in meta.columns:
         psf = meta["psfsize_r"].to_numpy(dtype=float)
         edges = np.nanquantile(psf, [0, 1 / 3, 2 / 3, 1])
         for lo, hi in zip(edges[:-1], edges[1:]):
             keep = (psf >= lo) & (psf <= hi)
-            rows.append({"stratum": f"psf_r {lo:.2f}-{hi:.2f}\"", "n_pos": int(labels[keep].sum()),
-                         "n_neg": int((labels[keep] == 0).sum()), "auc": auroc(labels[keep], scores[keep])})
+            rows.append(Stratum(f"psf_r {lo:.2f}-{hi:.2f}\"", int(labels[keep].sum()), int((labels[keep] == 0).sum()),
+                                auroc(labels[keep], scores[keep])))
     return rows
 
 
@@ -222,4 +162,5 @@ def shortcut_gates(cfg, dataset_dir: str, split: str = "train") -> GatesReport:
     log.info("shortcut gates on %s: linear probes on %d samples, %d folds", split, len(subset), cfg.gates.folds)
     probes = run_probes(x, subset.labels.astype(int), meta, cfg.gates.folds, cfg.gates.max_auc, cfg.seed)
     log.info("shortcut gates: the selection null")
-    return GatesReport(probes, selection_null(cfg, shards, samples), not cfg.needs_control_at_inference)
+    return GatesReport(probes, selection_null(cfg, shards, samples), not cfg.needs_control_at_inference,
+                       data_fingerprint(dataset_dir))

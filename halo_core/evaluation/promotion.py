@@ -20,7 +20,7 @@ from halo_core.data.samples import load_split_samples
 from halo_core.data.shards import dataset_spec
 from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
-from halo_core.evaluation.results import EvaluationReport
+from halo_core.evaluation.results import EvaluationReport, GatesReport
 from halo_core.metrics import OPERATING_TPR, TARGET_METRIC, auroc, tpr_at_fpr
 from halo_core.model.checkpoint import load_model, load_sidecar, model_precision, model_spec, verified_weights
 from halo_core.model.inference import predict_logits
@@ -174,13 +174,13 @@ def report_criteria(cfg: HaloConfig, report: EvaluationReport) -> dict[str, Crit
     return {name: judge(cfg, report) for name, judge in REPORT_CRITERIA.items()}
 
 
-def gate_criteria(gates: dict) -> dict[str, Criterion]:
+def gate_criteria(gates: GatesReport) -> dict[str, Criterion]:
     """What blocks among the data-level gates (gates.json): the selection null (docs/design.md §8 (trust)). The probes are
     evidence, and deployability is judged on the trained model (deployable_without_control)."""
-    null = gates["selection_null"]
+    null = gates.selection_null
     return {"selection_null": Criterion(
-        "selection_null", null["passed"], observed=null["max_auc"] if null["informative"] else "not informative",
-        expected=f"<= {null['threshold']:g}", n=min((p["n"] for p in null["probes"].values()), default=None))}
+        "selection_null", null.passed, observed=null.max_auc if null.informative else "not informative",
+        expected=f"<= {null.threshold:g}", n=min((p.n for p in null.probes.values()), default=None))}
 
 
 @dataclass(frozen=True)
@@ -196,23 +196,23 @@ class Verdict:
         return {"go": self.go, "failed": self.failed, "criteria": {n: asdict(c) for n, c in self.criteria.items()}}
 
 
-def go_no_go(cfg: HaloConfig, report: EvaluationReport, gates: dict) -> Verdict:
+def go_no_go(cfg: HaloConfig, report: EvaluationReport, gates: GatesReport) -> Verdict:
     """GO when no measured criterion failed (the data-quality checks gate the dataset upstream)."""
     criteria = {**report_criteria(cfg, report), **gate_criteria(gates)}
     return Verdict(not any(c.blocks for c in criteria.values()), criteria)
 
 
-def report_verdict(cfg: HaloConfig, report: EvaluationReport, gates: dict | None) -> Verdict:
+def report_verdict(cfg: HaloConfig, report: EvaluationReport, gates: GatesReport | None) -> Verdict:
     """The verdict as far as ``report`` and ``gates`` tell it, for the report's banner: gates measured on
     other data (or not yet) leave the selection null unmeasured. Promotion requires both (require_go)."""
-    if gates is not None and gates.get("data_fingerprint") == report.data_fingerprint:
+    if gates is not None and gates.data_fingerprint == report.data_fingerprint:
         return go_no_go(cfg, report, gates)
     criteria = {**report_criteria(cfg, report),
                 "selection_null": _unmeasured("selection_null", "shortcut_gates not measured on this data yet")}
     return Verdict(not any(c.blocks for c in criteria.values()), criteria)
 
 
-def require_go(cfg: HaloConfig, report: EvaluationReport | None, gates: dict | None, model: dict) -> Verdict:
+def require_go(cfg: HaloConfig, report: EvaluationReport | None, gates: GatesReport | None, model: dict) -> Verdict:
     """The verdict on ``model`` (its sha256, training hash, data fingerprint), or PromotionError when it
     is NO-GO, was never evaluated, or the report and gates describe another model or other data."""
     name = f"model {model['sha256'][:12]} (training hash {model['training_hash']}, data {model['data_fingerprint']})"
@@ -221,7 +221,7 @@ def require_go(cfg: HaloConfig, report: EvaluationReport | None, gates: dict | N
     if report.model_sha256 != model["sha256"]:
         raise PromotionError(f"the evaluation report describes model {str(report.model_sha256)[:12]}, not {name}; "
                              "materialize evaluation_report for this model first")
-    if gates is None or gates.get("data_fingerprint") != report.data_fingerprint:
+    if gates is None or gates.data_fingerprint != report.data_fingerprint:
         raise PromotionError(f"the shortcut gates were not measured on the data the report evaluated "
                              f"({report.data_fingerprint}); materialize shortcut_gates first")
     verdict = go_no_go(cfg, report, gates)
@@ -306,5 +306,5 @@ def promote(registry: str, version: str, reason: str) -> str | None:
         raise RegistryError(f"{model}: its card's config does not load in this halo ({str(err).splitlines()[0]}); "
                             "re-evaluate its model to promote it") from None
     require_go(cfg, EvaluationReport.read(uris.join(folder, REPORT)),
-               uris.read_json(uris.join(folder, GATES)), identity)
+               GatesReport.read(uris.join(folder, GATES)), identity)
     return set_production(registry, version, reason, expected)

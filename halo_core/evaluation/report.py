@@ -31,7 +31,7 @@ from halo_core.evaluation.diagnostics import (
     per_brick_auroc,
 )
 from halo_core.evaluation.promotion import Criterion, Verdict, report_verdict
-from halo_core.evaluation.results import EvaluationReport
+from halo_core.evaluation.results import EvaluationReport, GatesReport
 from halo_core.evaluation.saliency import (
     CORE_RADIUS_PX,
     MAX_SAMPLES,
@@ -151,7 +151,7 @@ class ReportContext:
 
     profile: str = ""
     run_id: str = ""
-    gates: dict | None = None
+    gates: GatesReport | None = None
 
 
 def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: ValidationFit, out_dir: str,

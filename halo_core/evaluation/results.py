@@ -1,12 +1,93 @@
-"""The evaluation report as a typed record: what report.json holds, which the checks, the verdict, the
-registry and the CLI read by attribute (its sections stay JSON dicts, as written)."""
+"""Evaluation's results as typed records (halo_core.records): the shortcut gates (gates.json) and the
+evaluation report (report.json), which the checks, the verdict, the registry and the CLI read by attribute."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from halo_core import uris
 from halo_core.metrics import LEGACY_OPERATING_FPR, current_spelling
+from halo_core.records import from_json
+
+
+@dataclass
+class Stratum:
+    """A probe's AUC on one slice: a theta_E bin's lenses against all non-lenses, or a PSF tercile."""
+
+    stratum: str
+    n_pos: int
+    n_neg: int
+    auc: float  # NaN without a lens in the bin
+
+
+@dataclass
+class GateResult:
+    gate: str
+    auc: float  # NaN when the gate has no features (e.g. no metadata columns)
+    n: int
+    n_features: int
+    threshold: float
+    strata: list[Stratum]
+    ci95: tuple[float, float] = (math.nan, math.nan)  # bootstrap over samples of the out-of-fold scores
+
+    @property
+    def passed(self) -> bool:
+        return math.isnan(self.auc) or self.auc <= self.threshold
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95), "passed": self.passed}
+
+
+@dataclass
+class SelectionNull:
+    """The probes on arc-free inputs: positives' own controls (label 1) against the negatives (label 0)."""
+
+    informative: bool  # False for paired constructions, whose two sides are the same images
+    probes: dict[str, GateResult]
+    threshold: float
+    reason: str = ""
+
+    @property
+    def max_auc(self) -> float:
+        aucs = [g.auc for g in self.probes.values() if not math.isnan(g.auc)]
+        return max(aucs) if aucs else math.nan
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.probes.values())
+
+    def to_dict(self) -> dict:
+        return {"informative": self.informative, "reason": self.reason, "threshold": self.threshold,
+                "max_auc": self.max_auc, "passed": self.passed,
+                "probes": {name: g.to_dict() for name, g in self.probes.items()}}
+
+
+@dataclass
+class GatesReport:
+    """Data-level evidence (probes), the blocking selection null and deployability of one dataset."""
+
+    probes: dict[str, GateResult]
+    selection_null: SelectionNull
+    deployable: bool  # the model's input holds no control stamp
+    data_fingerprint: str  # of the filtered dataset measured: promotion requires the report's
+
+    @property
+    def passed(self) -> bool:
+        return self.selection_null.passed and self.deployable
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "deployable": self.deployable, "selection_null": self.selection_null.to_dict(),
+                "gates": {name: g.to_dict() for name, g in self.probes.items()}, "data_fingerprint": self.data_fingerprint}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GatesReport:
+        """gates.json (its probes are written under "gates")."""
+        return from_json(cls, {**d, "probes": d["gates"]})
+
+    @classmethod
+    def read(cls, uri: str) -> GatesReport:
+        return cls.from_dict(uris.read_json(uri))
 
 
 @dataclass

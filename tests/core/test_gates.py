@@ -1,4 +1,5 @@
 import io
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ from halo_core.data.filtering import build_filtered_dataset
 from halo_core.data.samples import lrg_half
 from halo_core.data.stamps import encode_stamp
 from halo_core.evaluation.gates import core_features, radial_features, shortcut_gates
+from halo_core.evaluation.results import GatesReport, SelectionNull, Stratum
 from tests.factories import make_paired_table, three_splits, write_split_dirs
 
 PREPROCESSINGS = ("per_sample_robust", "residual_radial")
@@ -28,6 +30,10 @@ def test_core_probe_flags_the_label_in_the_core_flux(tmp_path):
     core = gates.probes["core"]
     assert core.auc > 0.9 and not core.passed and core.ci95[0] > 0.85 and core.ci95[0] <= core.auc <= core.ci95[1]
     assert core.n == 200 and core.n_features == 300
+    # gates.json, which promotion re-derives the verdict from, reads back as the report it was written from
+    back = GatesReport.from_dict(json.loads(json.dumps(gates.to_dict())))
+    assert json.dumps(back.to_dict()) == json.dumps(gates.to_dict())
+    assert isinstance(back.probes["core"].strata[0], Stratum) and isinstance(back.selection_null, SelectionNull)
     assert math.isclose(gates.probes["metadata"].auc, 0.5, abs_tol=0.1)  # identical metadata in both classes
     # a paired construction: both arc-free sides are the same images, so the null cannot say anything
     assert not gates.selection_null.informative and gates.selection_null.passed and gates.passed
@@ -36,7 +42,7 @@ def test_core_probe_flags_the_label_in_the_core_flux(tmp_path):
 def test_core_probe_passes_when_the_arc_is_outside_the_core(tmp_path):
     gates = _gates(tmp_path, "residual_radial")
     assert gates.probes["core"].auc < 0.6 and gates.probes["core"].passed
-    assert gates.probes["core"].strata[0]["stratum"].startswith("theta_e")
+    assert gates.probes["core"].strata[0].stratum.startswith("theta_e")
 
 
 def test_residual_preprocessing_weakens_the_core_flux_shortcut(tmp_path):
@@ -114,3 +120,4 @@ def test_gen5_prime_construction_is_no_go(tmp_path):
     # (c) the plan's 6-channel model reads the control: not deployable, whatever the probes say
     gates = _planted_gates(tmp_path, "gen5_prime", n_train=60)
     assert not gates.deployable and not gates.passed and not gates.selection_null.informative
+

@@ -9,7 +9,7 @@ CORE = Path(__file__).resolve().parents[2] / "halo_core"
 # lowest first; a unit is a subpackage or a top-level module of halo_core ("halo_core": its __init__)
 LAYERS = (
     ("halo_core", "errors"),
-    ("uris",),
+    ("uris", "records"),
     ("outputs", "progress", "precision", "ray_runtime", "metrics", "reports"),
     ("config",),
     ("data",),

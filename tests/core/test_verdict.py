@@ -7,6 +7,7 @@ import pytest
 
 from halo_core.config import ChallengerConfig, load_preset
 from halo_core.evaluation.promotion import PromotionError, compare, require_go
+from halo_core.evaluation.results import GatesReport, SelectionNull
 
 LABELS = np.r_[np.ones(200), np.zeros(300)].astype(int)
 GOOD = LABELS * 1.5 + np.random.default_rng(0).normal(size=500)
@@ -36,9 +37,14 @@ def test_the_guard_refuses_a_missing_report_and_a_report_of_another_model(evalua
     cfg = load_preset("smoke")
     model = {"sha256": "a" * 64, "training_hash": "t", "data_fingerprint": "d"}
     report = replace(evaluated[1], model_sha256="a" * 64, data_fingerprint="d")
+    def gates(fingerprint: str) -> GatesReport:
+        return GatesReport({}, SelectionNull(False, {}, 0.6, "paired"), True, fingerprint)
+
     with pytest.raises(PromotionError, match="never evaluated"):
-        require_go(cfg, None, {}, model)
+        require_go(cfg, None, gates("d"), model)
     with pytest.raises(PromotionError, match="describes model bbbbbbbbbbbb"):
-        require_go(cfg, replace(report, model_sha256="b" * 64), {"data_fingerprint": "d"}, model)
+        require_go(cfg, replace(report, model_sha256="b" * 64), gates("d"), model)
     with pytest.raises(PromotionError, match="shortcut gates were not measured"):
-        require_go(cfg, report, {"data_fingerprint": "old"}, model)
+        require_go(cfg, report, gates("old"), model)
+    with pytest.raises(PromotionError, match="shortcut gates were not measured"):
+        require_go(cfg, report, None, model)
