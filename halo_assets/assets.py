@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import asdict
 
 import dagster as dg
 
@@ -32,7 +33,7 @@ from halo_core.evaluation.calibration import Calibration, ValidationFit, calibra
 from halo_core.evaluation.gates import shortcut_gates as measure_shortcut_gates
 from halo_core.evaluation.promotion import compare, require_go, score_test_split
 from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, REPORT_JSON, ReportContext, evaluate, thumbnail_path
-from halo_core.evaluation.results import EvaluationReport, GatesReport
+from halo_core.evaluation.results import Comparison, EvaluationReport, GatesReport
 from halo_core.model.checkpoint import file_sha256, load_sidecar
 from halo_core.model.registry import GATES as REGISTRY_GATES
 from halo_core.model.registry import REPORT as REGISTRY_REPORT
@@ -304,21 +305,21 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
     champion = production(registry)
     champion_model = version_model(registry, champion) if champion else None
     if champion_model is None:
-        comparison = {"skipped": "first promotion: no production model to compare with", "promote": True}
+        comparison = Comparison(True, skipped="first promotion: no production model to compare with")
     elif file_sha256(champion_model) == identity["sha256"]:
-        comparison = {"skipped": f"this model is production already ({champion})", "promote": True}
+        comparison = Comparison(True, skipped=f"this model is production already ({champion})")
     else:
         labels, challenger_logits, n_distinct = score_test_split(cfg, data, model)
         _, champion_logits, _ = score_test_split(cfg, data, champion_model)
         comparison = compare(labels, champion_logits, challenger_logits, n_distinct, cfg.challenger,
                              cfg.operating_fpr)
-    comparison.update(production_version=champion, test_data_fingerprint=report.data_fingerprint)
+    comparison.production_version, comparison.test_data_fingerprint = champion, report.data_fingerprint
 
     version = find_version(registry, identity["sha256"]) or add_version(registry, model, {
         "calibration": load_calibration(halo).to_dict(), "test_metrics": report.metrics,
-        "evaluated_on": report.data_fingerprint, "go_no_go": verdict.to_dict(), "champion_challenger": comparison,
+        "evaluated_on": report.data_fingerprint, "go_no_go": verdict.to_dict(), "champion_challenger": asdict(comparison),
         "dagster_run_id": context.run.run_id}, evidence=evidence)
-    promoted = comparison["promote"]
+    promoted = comparison.promote
     if promoted and champion != version:  # compare-and-swap: a promotion that ran meanwhile is not overwritten
         set_production(registry, version, reason=f"dagster run {context.run.run_id}", expected=champion)
     context.log.info("version %s %s", version, "is production" if promoted else
@@ -338,14 +339,13 @@ def promoted_model(context: dg.AssetExecutionContext, halo: HaloSettings) -> dg.
             [version, *(["production"] if promoted else [])],
             {"training_hash": identity["training_hash"], "data_fingerprint": identity["data_fingerprint"],
              "test_auroc": report.metrics["auroc"]}, context.run.run_id, uris.join(registry, "wandb")))
-    worst = None if "skipped" in comparison else min(
-        comparison["metrics"].items(), key=lambda item: item[1]["difference"] + item[1]["tolerance"])
+    worst = comparison.worst
     check = check_result(
         check_name=CHALLENGER_CHECK, passed=promoted,
-        observed=f"skipped: {comparison['skipped']}" if worst is None else worst[1]["difference"],
+        observed=f"skipped: {comparison.skipped}" if worst is None else worst[1].difference,
         expected="challenger - production >= -tolerance" if worst is None
-        else f"{worst[0]} difference >= -{worst[1]['tolerance']:.3g}",
-        n=comparison.get("n_test"), metadata=comparison_metadata(comparison))
+        else f"{worst[0]} difference >= -{worst[1].tolerance:.3g}",
+        n=comparison.n_test, metadata=comparison_metadata(comparison))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 

@@ -134,17 +134,18 @@ def training_metadata(result) -> dict:
     }
 
 
-def comparison_metadata(comparison: dict) -> dict:
+def comparison_metadata(comparison) -> dict:
     """Champion / challenger: both models' numbers on the same test split, or why none were compared."""
-    if "skipped" in comparison:
-        return {"comparison": dg.MetadataValue.text(comparison["skipped"])}
+    if comparison.skipped:
+        return {"comparison": dg.MetadataValue.text(comparison.skipped)}
     return {
-        "comparison": table([{"metric": name, **{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}}
-                             for name, row in comparison["metrics"].items()]),
-        **{f"{who}_{name}": number(row[who]) for name, row in comparison["metrics"].items()
+        "comparison": table([{"metric": name, **{k: round(v, 4) if isinstance(v, float) else v
+                                                 for k, v in asdict(row).items()}}
+                             for name, row in comparison.metrics.items()]),
+        **{f"{who}_{name}": number(getattr(row, who)) for name, row in comparison.metrics.items()
            for who in ("production", "challenger")},
-        "n_test": dg.MetadataValue.int(comparison["n_test"]),
-        "not_compared": dg.MetadataValue.text("; ".join(comparison["not_compared"]) or "none"),
+        "n_test": dg.MetadataValue.int(comparison.n_test),
+        "not_compared": dg.MetadataValue.text("; ".join(comparison.not_compared) or "none"),
     }
 
 

@@ -20,7 +20,7 @@ from halo_core.data.samples import load_split_samples
 from halo_core.data.shards import dataset_spec
 from halo_core.data.splits import lrg_ids
 from halo_core.errors import HaloError
-from halo_core.evaluation.results import EvaluationReport, GatesReport
+from halo_core.evaluation.results import Comparison, EvaluationReport, GatesReport, MetricComparison
 from halo_core.metrics import OPERATING_TPR, TARGET_METRIC, auroc, tpr_at_fpr
 from halo_core.model.checkpoint import load_model, load_sidecar, model_precision, model_spec, verified_weights
 from halo_core.model.inference import predict_logits
@@ -249,7 +249,7 @@ def score_test_split(cfg: HaloConfig, dataset_dir: str, model_path: str, *, spli
 
 
 def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_distinct_negatives: int,
-            cfg: ChallengerConfig, operating_fpr: float, seed: int = 0) -> dict:
+            cfg: ChallengerConfig, operating_fpr: float, seed: int = 0) -> Comparison:
     """Champion / challenger on one test split: per metric both values, the difference (challenger minus
     champion), the paired, class-stratified bootstrap CI half-width of that difference, the tolerance
     max(min_tolerance, half-width), and whether the challenger is not worse by more than it. The TPR at
@@ -274,14 +274,13 @@ def compare(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, n_
         a, b = fn(labels, champion), fn(labels, challenger)
         half = float(np.quantile(diffs[name], hi) - np.quantile(diffs[name], lo)) / 2
         tolerance = max(cfg.min_tolerance, half)
-        rows[name] = {"production": a, "challenger": b, "difference": b - a, "ci_half_width": half,
-                      "tolerance": tolerance, "not_worse": b - a >= -tolerance}
-    return {"n_test": len(labels), "n_positives": len(pos), "n_negatives": len(neg),
-            "n_distinct_negatives": n_distinct_negatives, "ci": cfg.ci, "resamples": cfg.bootstrap_resamples,
-            "operating_fpr": operating_fpr, "metrics": rows, "not_compared": [] if OPERATING_TPR in metrics else
-            [f"{OPERATING_TPR} (FPR {operating_fpr:g}): {n_distinct_negatives} distinct non-lenses, it needs "
-             f"{math.ceil(1 / operating_fpr)}"],
-            "promote": all(r["not_worse"] for r in rows.values())}
+        rows[name] = MetricComparison(a, b, b - a, half, tolerance, b - a >= -tolerance)
+    return Comparison(
+        all(r.not_worse for r in rows.values()), n_test=len(labels), n_positives=len(pos), n_negatives=len(neg),
+        n_distinct_negatives=n_distinct_negatives, ci=cfg.ci, resamples=cfg.bootstrap_resamples,
+        operating_fpr=operating_fpr, metrics=rows, not_compared=[] if OPERATING_TPR in metrics else [
+            f"{OPERATING_TPR} (FPR {operating_fpr:g}): {n_distinct_negatives} distinct non-lenses, it needs "
+            f"{math.ceil(1 / operating_fpr)}"])
 
 
 def promote(registry: str, version: str, reason: str) -> str | None:

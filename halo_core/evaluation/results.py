@@ -91,6 +91,42 @@ class GatesReport:
 
 
 @dataclass
+class MetricComparison:
+    """One metric of champion / challenger on the same test split."""
+
+    production: float
+    challenger: float
+    difference: float  # challenger minus production
+    ci_half_width: float  # paired, class-stratified bootstrap
+    tolerance: float  # max(min_tolerance, ci_half_width)
+    not_worse: bool
+
+
+@dataclass
+class Comparison:
+    """Champion / challenger (promotion.compare), or why none was made (``skipped``); the card keeps it."""
+
+    promote: bool
+    skipped: str = ""  # "": compared
+    n_test: int | None = None
+    n_positives: int | None = None
+    n_negatives: int | None = None
+    n_distinct_negatives: int | None = None
+    ci: float | None = None
+    resamples: int | None = None
+    operating_fpr: float | None = None
+    metrics: dict[str, MetricComparison] = field(default_factory=dict)
+    not_compared: list[str] = field(default_factory=list)  # metrics left out, and why
+    production_version: str | None = None
+    test_data_fingerprint: str = ""
+
+    @property
+    def worst(self) -> tuple[str, MetricComparison] | None:
+        """The metric nearest to (or furthest past) its tolerance; None when skipped."""
+        return min(self.metrics.items(), key=lambda item: item[1].difference + item[1].tolerance, default=None)
+
+
+@dataclass
 class EvaluationReport:
     """Which model, trained on which data, was evaluated on which data, and what the held-out test split
     says of it. Promotion refuses a report that names another model (docs/design.md §5 (verdict))."""

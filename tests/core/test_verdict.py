@@ -16,21 +16,21 @@ GOOD = LABELS * 1.5 + np.random.default_rng(0).normal(size=500)
 def test_a_clearly_worse_challenger_is_refused_on_both_metrics():
     worse = LABELS * 0.2 + np.random.default_rng(1).normal(size=500)
     result = compare(LABELS, GOOD, worse, 300, ChallengerConfig(), 1e-2)
-    assert not result["promote"] and result["not_compared"] == []
-    for row in result["metrics"].values():
-        assert row["difference"] < -row["tolerance"] and row["tolerance"] >= 0.01 and not row["not_worse"]
+    assert not result.promote and result.not_compared == []
+    for row in result.metrics.values():
+        assert row.difference < -row.tolerance and row.tolerance >= 0.01 and not row.not_worse
 
 
 def test_an_equally_good_retrain_is_not_blocked_by_chance():
     retrain = LABELS * 1.5 + np.random.default_rng(2).normal(size=500)  # same skill, other noise
     result = compare(LABELS, GOOD, retrain, 300, ChallengerConfig(), 1e-2)
-    assert result["promote"], result["metrics"]
-    assert all(r["tolerance"] == max(0.01, r["ci_half_width"]) for r in result["metrics"].values())
+    assert result.promote, result.metrics
+    assert all(r.tolerance == max(0.01, r.ci_half_width) for r in result.metrics.values())
 
 
 def test_tpr_is_left_out_and_said_so_when_too_few_distinct_negatives():
     result = compare(LABELS, GOOD, GOOD, 40, ChallengerConfig(), 1e-2)
-    assert set(result["metrics"]) == {"auroc"} and "40 distinct" in result["not_compared"][0]
+    assert set(result.metrics) == {"auroc"} and "40 distinct" in result.not_compared[0]
 
 
 def test_the_guard_refuses_a_missing_report_and_a_report_of_another_model(evaluated):
