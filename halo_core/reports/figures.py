@@ -1,11 +1,10 @@
-"""The figures of every report (evaluation, validation, selection function), drawn from numbers already
-computed: nothing here measures anything, and nothing imports halo_core above it. One figure per image,
-at most MAX_PLOT_WIDTH_PX wide (grids of stamps wrap)."""
+"""The figures of every report (evaluation, validation, selection function, gallery), drawn from numbers
+already computed: nothing here measures anything. One figure per image, at most MAX_PLOT_WIDTH_PX wide
+(grids of stamps wrap). The only module that imports matplotlib."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 
@@ -16,6 +15,8 @@ import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
+
+from halo_core.reports.markup import bin_label
 
 DPI = 90
 # One figure per image, at most this wide: it shows unscaled in report.html and in a narrow window.
@@ -50,12 +51,6 @@ def panels(rows: int, cols: int, panel_inches: tuple[float, float]):
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes
-
-
-def bin_label(b: dict) -> str:
-    """'1-1.5' or '20+' (the open last bin: hi is inf in memory, null in report.json)."""
-    hi = b["hi"]
-    return f"{b['lo']:g}+" if hi is None or math.isinf(hi) else f"{b['lo']:g}-{hi:g}"
 
 
 def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str):
@@ -167,11 +162,6 @@ def shift_reliability_png(sets: dict[str, dict]) -> bytes:
     """Reliability of the calibrated probabilities on each shift set (equal-mass bins)."""
     return png(reliability_figure({name: {"ece": d["ece_calibrated"], "bins": d["reliability"]} for name, d in sets.items()},
                            "reliability under shift (calibrated)"))
-
-
-def img_tag(data: bytes, alt: str) -> str:
-    """An HTML image of the PNG ``data`` itself (a self-contained page)."""
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def selection_marginal_figure(result: dict, axis: str):

@@ -10,9 +10,10 @@ CORE = Path(__file__).resolve().parents[2] / "halo_core"
 LAYERS = (
     ("halo_core", "errors"),
     ("uris",),
-    ("outputs", "progress", "precision", "ray_runtime", "metrics", "reports"),
+    ("outputs", "progress", "precision", "ray_runtime", "metrics"),
     ("config",),
     ("data",),
+    ("reports",),  # renders evaluation's and survey's results, so below them: they call it, it reads them
     ("simulate",),
     ("model",),
     ("training",),
