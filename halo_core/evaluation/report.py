@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
 from halo_core import uris
 from halo_core.config import HaloConfig
@@ -234,7 +235,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
     )
     log.info("shift suite: %s", f"{cfg.shift.n_per_class} per class and set" if cfg.shift.enabled else "off")
     report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"]["ece"], cfg)
-    plots, thumbnails = report_plots(report, labels, probs, ece, history, saliency_figure,
+    plots, thumbnails = report_plots(report, roc_curve(labels, probs)[:2], ece, history, saliency_figure,
                                      hardest_cases(shards, samples, probs, meta))
     report.plots = {name: plot_path(name) for name in plots}
     log.info("writing %s: %d plots, report.html, report.json", out_dir, len(plots))

@@ -16,12 +16,12 @@ from halo_core.reports.markup import REPORT_STYLE, bin_label, fmt, img_tag
 from halo_core.reports.validation import realism_section
 
 
-def report_plots(report, labels: np.ndarray, probs: np.ndarray, ece: dict[str, dict], history: list,
+def report_plots(report, roc: tuple[np.ndarray, np.ndarray], ece: dict[str, dict], history: list,
                  saliency_figure: dict, hardest: list) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """(PNGs by name, thumbnails of the key plots by name) of the EvaluationReport ``report``: the test
-    ``labels`` and calibrated ``probs``, the ECE per scaling, the training ``history`` (EpochRecords), the
-    mean saliency maps and the ``hardest`` cases ((stamp, title) groups)."""
-    key_figures = {"roc": figures.roc_figure(labels, probs, "test ROC"),
+    ``roc`` curve (FPR, TPR), the ECE per scaling, the training ``history`` (EpochRecords), the mean
+    saliency maps and the ``hardest`` cases ((stamp, title) groups)."""
+    key_figures = {"roc": figures.roc_figure(*roc, "test ROC"),
                    "reliability": figures.reliability_figure(ece),
                    "completeness_theta_e": figures.completeness_figure(report.theta_e_bins, "theta_E (arcsec)"),
                    "completeness_psf_fwhm": figures.completeness_figure(report.psf_fwhm_bins, "PSF FWHM r (arcsec)"),

@@ -14,7 +14,6 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from halo_core.reports.markup import bin_label
 
@@ -53,8 +52,8 @@ def panels(rows: int, cols: int, panel_inches: tuple[float, float]):
     return fig, axes
 
 
-def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str):
-    fpr, tpr, _ = roc_curve(labels, probs)
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, title: str):
+    """The measured ROC curve (sklearn's roc_curve points) on a log FPR axis."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(np.maximum(fpr, 1e-5), tpr, lw=1.5)
     ax.set_xscale("log")
@@ -181,18 +180,11 @@ def selection_marginal_figure(result: dict, axis: str):
     return fig
 
 
-def selection_heatmap_figure(result: dict):
-    """Completeness over theta_E x source magnitude, pooled over PSF and depth; a cell with fewer than
-    the injections per cell reads "not measurable" on grey, each with its n."""
-    theta, mags = result["axes"]["theta_e_arcsec"], result["axes"]["source_r_mag"]
-    k = np.zeros((len(mags), len(theta)))
-    n = np.zeros_like(k)
-    for r in result["cells"]:
-        i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
-        k[i, j] += r["detected"]
-        n[i, j] += r["n"]
-    measurable = n >= result["injections_per_cell"]
-    completeness = np.where(measurable, k / np.maximum(n, 1), np.nan)
+def selection_heatmap_figure(pooled: dict):
+    """Completeness over theta_E x source magnitude (survey.selection.pooled_completeness); a cell not
+    measurable reads so on grey, each with its n."""
+    theta, mags, n = pooled["theta_e_arcsec"], pooled["source_r_mag"], pooled["n"]
+    completeness, measurable = pooled["completeness"], pooled["measurable"]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     image = ax.imshow(completeness, origin="lower", vmin=0, vmax=1, cmap=plt.get_cmap("viridis").with_extremes(
         bad="lightgrey"), aspect="auto")

@@ -9,12 +9,12 @@ from halo_core.reports import figures
 from halo_core.reports.markup import fmt, img_tag
 
 
-def selection_plots(result: dict) -> dict[str, bytes]:
-    """PNGs: the marginal completeness along each axis (``completeness_<axis>``) and the theta_E x source
-    magnitude heat map (``heatmap``)."""
+def selection_plots(result: dict, pooled: dict) -> dict[str, bytes]:
+    """PNGs: the marginal completeness along each axis (``completeness_<axis>``) and the ``pooled``
+    theta_E x source magnitude heat map (``heatmap``)."""
     pngs = {f"completeness_{axis}": figures.png(figures.selection_marginal_figure(result, axis))
             for axis in result["axes"]}
-    return {**pngs, "heatmap": figures.png(figures.selection_heatmap_figure(result))}
+    return {**pngs, "heatmap": figures.png(figures.selection_heatmap_figure(pooled))}
 
 
 def _hosts_section(hosts: dict, per_cell: int) -> str:

@@ -286,11 +286,26 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
     }
 
 
+def pooled_completeness(result: dict) -> dict:
+    """Completeness over theta_E x source magnitude, pooled over PSF and depth: per [magnitude, theta_E]
+    the injections n and the completeness, NaN where n is below the injections per cell (not measurable)."""
+    theta, mags = result["axes"]["theta_e_arcsec"], result["axes"]["source_r_mag"]
+    k = np.zeros((len(mags), len(theta)))
+    n = np.zeros_like(k)
+    for r in result["cells"]:
+        i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
+        k[i, j] += r["detected"]
+        n[i, j] += r["n"]
+    measurable = n >= result["injections_per_cell"]
+    return {"theta_e_arcsec": theta, "source_r_mag": mags, "n": n, "measurable": measurable,
+            "completeness": np.where(measurable, k / np.maximum(n, 1), np.nan)}
+
+
 def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
     from halo_core.reports.selection import selection_html, selection_plots  # matplotlib only when writing a report
 
-    pngs = selection_plots(result)
+    pngs = selection_plots(result, pooled_completeness(result))
     write_dataset(out_dir, {SELECTION_HTML: selection_html(result, pngs).encode(),
                             SELECTION_JSON: uris.json_text(result).encode()}, SELECTION_JSON)
     return uris.join(out_dir, SELECTION_HTML), pngs
