@@ -13,7 +13,7 @@ import pandas as pd
 
 from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, thumbnail_path
 from halo_core.evaluation.results import EvaluationReport
-from halo_core.reports.figures import bin_label
+from halo_core.reports.markup import bin_label
 
 NOT_MEASURABLE = "not measurable"
 DIGITS = 4  # significant digits a person reads; report.json keeps full precision

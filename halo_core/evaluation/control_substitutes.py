@@ -49,13 +49,3 @@ def control_substitutes(engine: Engine, shards: SplitShards, samples: SampleSet,
     labels = samples.labels.astype(int)
     return {"n": len(labels), "n_positives": int(labels.sum()), "template_rows": min(len(train), TEMPLATE_ROWS),
             "auroc": {name: auroc(labels, s) for name, s in logits.items()}}
-
-
-def substitutes_html(result: dict | None) -> str:
-    if not result:
-        return ""
-    a = result["auroc"]
-    return (f"<h2>Without a control (the plan's Q7)</h2><p>Test AUROC (n={result['n']}) with the true control "
-            f"{a['true_control']:.4f}; with the image duplicated {a['duplicated_image']:.4f}; with a median LRG "
-            f"template of {result['template_rows']} train controls {a['median_template']:.4f}. A real galaxy "
-            "only ever offers the last two.</p>")

@@ -196,7 +196,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``. With ``real_sky``
     its lenses (reported per lenscat grading) and test-brick LRGs are scored instead of the paths', and
     the plan's purity target is tested against the FPR on those real LRGs."""
-    from halo_core.reports.figures import gallery_png, png, score_histogram_figure  # matplotlib: only here
+    from halo_core.reports.validation import validation_html, validation_plots  # matplotlib: only here
 
     model, sidecar = load_model(model_path)
     if sidecar["needs_control"]:
@@ -248,9 +248,9 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     lens_probs, non_probs = groups["lenses"][2], groups["nonlenses"][2]
     # without a measurable threshold the gallery shows the lowest-scored lenses
     missed = np.flatnonzero(lens_probs < (operating["threshold"] if operating["measurable"] else np.inf))
-    plots = {"scores": png(score_histogram_figure(lens_probs, non_probs, thresholds, standin)),
-             "missed_lenses": gallery_png([gallery_row("lenses", missed[np.argsort(lens_probs[missed])])]),
-             "top_nonlenses": gallery_png([gallery_row("nonlenses", np.argsort(-non_probs, kind="stable"))])}
+    plots = validation_plots(lens_probs, non_probs, thresholds, standin,
+                             gallery_row("lenses", missed[np.argsort(lens_probs[missed])]),
+                             gallery_row("nonlenses", np.argsort(-non_probs, kind="stable")))
     report = {
         "model": model_path, "lenses_path": lenses_path,
         "nonlenses_path": nonlenses_path or None, "nonlenses_are_standins": standin,
@@ -275,80 +275,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
     }
     write_dataset(out_dir, {**{report["plots"][name]: png for name, png in plots.items()},
                             "scores.csv": scores.to_csv(index=False).encode(),
-                            VALIDATION_HTML: render_html(report, plots).encode(),
+                            VALIDATION_HTML: validation_html(report, plots).encode(),
                             VALIDATION_JSON: uris.json_text(report).encode()},
                   VALIDATION_JSON, [model_path, lenses_path, nonlenses_path])
     return report
-
-
-def _ci(rate: dict | None) -> str:
-    if not rate:
-        return "not measurable"
-    return f"{rate['rate']:.3f} [{rate['ci95'][0]:.3f}, {rate['ci95'][1]:.3f}] ({rate['k']}/{rate['n']})"
-
-
-def realism_html(probe: dict) -> str:
-    """The realism probe as an HTML section (shared by the evaluation and validation reports)."""
-    if probe.get("auc") is None:
-        return f"<h2>Injection realism</h2><p>{probe.get('status', 'not computed')}</p>"
-    lo, hi = probe["ci95"]
-    if not probe["measurable"]:
-        verdict = f"indicative only: fewer than {probe['min_real_lenses']} real lenses"
-    elif not probe["passed"]:
-        verdict = f"above {probe['max_auc']:g}: injection-based completeness is a LOWER BOUND, not an estimate"
-    else:
-        verdict = f"at most {probe['max_auc']:g}: the model does not tell the injections from real lenses"
-    return (f"<h2>Injection realism</h2><p>Linear probe on the model's penultimate features, injected lenses "
-            f"(n={probe['n_injected']}) vs real lenses (n={probe['n_real']}), {probe['folds']}-fold, folds "
-            f"disjoint by galaxy: AUC <b>{probe['auc']:.3f}</b> [bootstrap 95 %: {lo:.3f}, {hi:.3f}]; "
-            f"{verdict}. Status: {probe['status']}.</p>")
-
-
-def render_html(report: dict, plots: dict[str, bytes]) -> str:
-    import html
-
-    from halo_core.reports.figures import img_tag
-
-    rows = "".join(
-        f"<tr><td>{p['fpr']:g}{' (operating)' if p['operating'] else ''}</td>"
-        f"<td>{'not measurable' if p['threshold'] is None else format(p['threshold'], '.4f')}</td>"
-        f"<td>{_ci(p['recall'])}</td><td>{_ci(p['fpr_real'])}</td>"
-        f"<td>{'n/a' if p.get('purity_at_synthetic_fpr') is None else format(p['purity_at_synthetic_fpr'], '.3f')}</td>"
-        f"<td>{'n/a' if p.get('purity_at_real_fpr') is None else format(p['purity_at_real_fpr'], '.3f')}</td></tr>"
-        for p in report["operating_points"])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>halo real-galaxy validation</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
-img{{max-width:100%}}</style></head><body><h1>halo real-galaxy validation</h1>
-<p>Model {html.escape(report['model'])}; {report['n_lenses']} real lenses from {html.escape(report['lenses_path'])};
-{report['n_nonlenses']} {html.escape(report['nonlenses_label'])}.
-Thresholds: {html.escape(report['threshold_source'])}; operating FPR {report['operating_fpr']:g}.
-Purity at prevalence {report['prevalence']:g} (target &gt; {report['purity_target']:g}).</p>
-<table><tr><th>FPR (synthetic)</th><th>threshold</th><th>recall on real lenses [Wilson 95 %]</th>
-<th>FPR on non-lenses [Wilson 95 %]</th><th>purity at synthetic FPR</th><th>purity at real FPR</th></tr>{rows}</table>
-<p>Known lenses (lenscat, within {report['known_lens_radius_arcsec']:g}"): {report['known_lens_matches']}.</p>
-{img_tag(plots['scores'], 'score distributions')}
-<h2>Missed real lenses (below the operating threshold)</h2>{img_tag(plots['missed_lenses'], 'missed lenses')}
-<h2>Highest-scored non-lenses</h2>{img_tag(plots['top_nonlenses'], 'top non-lenses')}
-{real_sky_html(report)}
-{realism_html(report['realism_probe'])}
-</body></html>"""
-
-
-def real_sky_html(report: dict) -> str:
-    """The plan's purity target and, for a real-sky set, recall per lenscat grading."""
-    t = report["purity_target_check"]
-    target = (f"<h2>Sim-to-real purity target</h2><p>Purity {t['purity']:g} at prevalence {t['prevalence']:g}"
-              + (f" and real recall {t['recall']:.3f} needs FPR &le; {t['required_fpr']:.2g}; measured FPR "
-                 f"{t['fpr']:.3g} [Wilson 95 %: {t['fpr_ci95'][0]:.2g}, {t['fpr_ci95'][1]:.2g}] on "
-                 f"{t['n_nonlenses']} non-lenses" if "required_fpr" in t else "")
-              + f". <b>{t['status']}</b>.</p>")
-    if not report.get("recall_by_grading"):
-        return target
-    rows = "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{_ci(p['recall'])}</td>" for p in points) + "</tr>"
-                   for g, points in report["recall_by_grading"].items())
-    head = "".join(f"<th>recall at FPR {p['fpr']:g}</th>" for p in report["operating_points"])
-    counts = report["real_sky_set"]
-    return (f"{target}<h2>Real lenses by lenscat grading</h2><table><tr><th>grading</th>{head}</tr>{rows}</table>"
-            f"<p>Non-lenses: {counts['n_nonlenses']} LRGs of {len(counts['test_bricks'])} test-split bricks; "
-            f"{counts['lrgs_dropped_near_known_lens']} dropped within {counts['nonlens_min_separation_arcsec']:g}\" "
-            f"of a known lens. Lenses dropped by grading: {counts['lenses_dropped_by_grading'] or 'none'}.</p>")

@@ -1,1 +1,3 @@
-"""Rendering only: figures and HTML from results already computed (docs/design.md §2 (graph))."""
+"""Rendering only, computing nothing: every plot and every HTML page, from results already computed
+(docs/design.md §2 (graph)). figures.py draws (the only matplotlib import); evaluation, validation,
+selection and gallery build one page each; markup holds what they share."""

@@ -1,11 +1,10 @@
-"""The figures of every report (evaluation, validation, selection function), drawn from numbers already
-computed: nothing here measures anything, and nothing imports halo_core above it. One figure per image,
-at most MAX_PLOT_WIDTH_PX wide (grids of stamps wrap)."""
+"""The figures of every report (evaluation, validation, selection function, gallery), drawn from numbers
+already computed: nothing here measures anything. One figure per image, at most MAX_PLOT_WIDTH_PX wide
+(grids of stamps wrap). The only module that imports matplotlib."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 
@@ -15,7 +14,8 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.metrics import roc_curve
+
+from halo_core.reports.markup import bin_label
 
 DPI = 90
 # One figure per image, at most this wide: it shows unscaled in report.html and in a narrow window.
@@ -52,14 +52,8 @@ def panels(rows: int, cols: int, panel_inches: tuple[float, float]):
     return fig, axes
 
 
-def bin_label(b: dict) -> str:
-    """'1-1.5' or '20+' (the open last bin: hi is inf in memory, null in report.json)."""
-    hi = b["hi"]
-    return f"{b['lo']:g}+" if hi is None or math.isinf(hi) else f"{b['lo']:g}-{hi:g}"
-
-
-def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str):
-    fpr, tpr, _ = roc_curve(labels, probs)
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, title: str):
+    """The measured ROC curve (sklearn's roc_curve points) on a log FPR axis."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(np.maximum(fpr, 1e-5), tpr, lw=1.5)
     ax.set_xscale("log")
@@ -169,11 +163,6 @@ def shift_reliability_png(sets: dict[str, dict]) -> bytes:
                            "reliability under shift (calibrated)"))
 
 
-def img_tag(data: bytes, alt: str) -> str:
-    """An HTML image of the PNG ``data`` itself (a self-contained page)."""
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
 def selection_marginal_figure(result: dict, axis: str):
     """Completeness along one axis of a selection function with its Wilson intervals; a point that is not
     measurable is a grey cross; each point carries its n."""
@@ -191,18 +180,11 @@ def selection_marginal_figure(result: dict, axis: str):
     return fig
 
 
-def selection_heatmap_figure(result: dict):
-    """Completeness over theta_E x source magnitude, pooled over PSF and depth; a cell with fewer than
-    the injections per cell reads "not measurable" on grey, each with its n."""
-    theta, mags = result["axes"]["theta_e_arcsec"], result["axes"]["source_r_mag"]
-    k = np.zeros((len(mags), len(theta)))
-    n = np.zeros_like(k)
-    for r in result["cells"]:
-        i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
-        k[i, j] += r["detected"]
-        n[i, j] += r["n"]
-    measurable = n >= result["injections_per_cell"]
-    completeness = np.where(measurable, k / np.maximum(n, 1), np.nan)
+def selection_heatmap_figure(pooled: dict):
+    """Completeness over theta_E x source magnitude (survey.selection.pooled_completeness); a cell not
+    measurable reads so on grey, each with its n."""
+    theta, mags, n = pooled["theta_e_arcsec"], pooled["source_r_mag"], pooled["n"]
+    completeness, measurable = pooled["completeness"], pooled["measurable"]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     image = ax.imshow(completeness, origin="lower", vmin=0, vmax=1, cmap=plt.get_cmap("viridis").with_extremes(
         bad="lightgrey"), aspect="auto")

@@ -15,7 +15,6 @@ theta_E and the source magnitude are imposed on the injected lens in both.
 
 from __future__ import annotations
 
-import html
 import itertools
 import time
 from dataclasses import dataclass
@@ -287,68 +286,26 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
     }
 
 
-def plots(result: dict) -> dict[str, bytes]:
-    """PNGs: the marginal completeness along each axis (``completeness_<axis>``) and the theta_E x source
-    magnitude heat map (``heatmap``)."""
-    from halo_core.reports import figures  # matplotlib only when writing a report
-
-    pngs = {f"completeness_{axis}": figures.png(figures.selection_marginal_figure(result, axis)) for axis in AXES}
-    return {**pngs, "heatmap": figures.png(figures.selection_heatmap_figure(result))}
-
-
-def _hosts_html(hosts: dict, per_cell: int) -> str:
-    if hosts["source"] == "simulated":
-        return "<p>Hosts: the embedded simulator's LRGs, observed at each cell's imposed PSF and depth.</p>"
-    rows = "".join(
-        f"<tr><td>{axis}</td><td>{b['bin']}</td><td>{_fmt(b['low'], 'g')}</td><td>{_fmt(b['high'], 'g')}</td>"
-        f"<td>{b['value']:g}</td><td>{b['n_hosts']}</td></tr>"
-        for axis, bins in hosts["bins"].items() for b in bins)
-    return f"""<p>Hosts: {hosts['n_hosts']} real cutouts from {html.escape(hosts['path'])} ({html.escape(hosts['selected'])};
-{len(hosts['bricks'])} brick(s)).
-The PSF and depth axes are not imposed: each host sits in the bin of its own measured values (PSF FWHM in r from
-its metadata: {hosts['psf_source'].get('metadata', 0)} hosts, the nominal default where the metadata has none:
-{hosts['psf_source'].get('default', 0)}; depth: psfdepth_r from the metadata for
-{hosts['depth_source'].get('metadata', 0)}, else the 5-sigma point-source depth of the cutout's measured sky sigma
-for {hosts['depth_source'].get('sky_sigma', 0)}). A cell's value on those axes is the median of its bin's hosts; a
-cell's n is its hosts, one injection each; below {per_cell} it is not measurable.</p>
-<table><tr><th>axis</th><th>bin</th><th>from</th><th>to</th><th>value (median)</th><th>hosts</th></tr>{rows}</table>"""
-
-
-def _fmt(value, spec: str) -> str:
-    return "&ndash;" if value is None else format(value, spec)
+def pooled_completeness(result: dict) -> dict:
+    """Completeness over theta_E x source magnitude, pooled over PSF and depth: per [magnitude, theta_E]
+    the injections n and the completeness, NaN where n is below the injections per cell (not measurable)."""
+    theta, mags = result["axes"]["theta_e_arcsec"], result["axes"]["source_r_mag"]
+    k = np.zeros((len(mags), len(theta)))
+    n = np.zeros_like(k)
+    for r in result["cells"]:
+        i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
+        k[i, j] += r["detected"]
+        n[i, j] += r["n"]
+    measurable = n >= result["injections_per_cell"]
+    return {"theta_e_arcsec": theta, "source_r_mag": mags, "n": n, "measurable": measurable,
+            "completeness": np.where(measurable, k / np.maximum(n, 1), np.nan)}
 
 
 def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
-    from halo_core.reports import figures  # matplotlib only when writing a report
+    from halo_core.reports.selection import selection_html, selection_plots  # matplotlib only when writing a report
 
-    pngs = plots(result)
-    marginals = "".join(figures.img_tag(pngs[f"completeness_{a}"], f"completeness along {a}") for a in AXES)
-    head = "".join(f"<th>{h}</th>" for h in (*AXES, "n", "detected", "completeness", "95 % Wilson"))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{r[a]:g}</td>" for a in AXES)
-        + f"<td>{r['n']}</td><td>{r['detected']}</td><td>{_fmt(r['completeness'], '.2f')}"
-        + ("" if r["measurable"] else " (not measurable)")
-        + f"</td><td>[{_fmt(r['ci_low'], '.2f')}, {_fmt(r['ci_high'], '.2f')}]</td></tr>" for r in result["cells"])
-    per_cell = result["injections_per_cell"]
-    hosts = _hosts_html(result["hosts"], per_cell)
-    fp = result["controls_above_threshold"]
-    if fp:
-        hosts += (f"<p>The hosts' own cutouts, without an arc: {fp['above_threshold']} of {fp['n']} "
-                  f"({fp['rate']:.2f}, 95 % Wilson [{fp['ci_low']:.2f}, {fp['ci_high']:.2f}]"
-                  f"{'' if fp['measurable'] else ', not measurable'}) at or above the threshold: the model's "
-                  "false-positive rate on these very hosts. A completeness means little where it is high.</p>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>halo selection function</title>
-<style>body{{font-family:sans-serif;margin:1em}} td,th{{padding:2px 8px;text-align:right}}</style></head><body>
-<h1>Selection function of model {html.escape(result['model_version'])}</h1>
-<p>Injection-recovery ({html.escape(result['injections'])}): {result['n']} injections, one per host per cell;
-{result['cells_measurable']} of {len(result['cells'])} cells measurable (at least {per_cell} injections).
-Detected = calibrated probability &ge; {result['threshold']:.4g}, the operating threshold
-at FPR {result['operating_fpr']:g} on the synthetic test split. Intervals: 95 % Wilson.</p>
-{hosts}
-<h2>Marginal completeness</h2>{marginals}
-<h2>theta_E x source magnitude (pooled over PSF and depth)</h2>{figures.img_tag(pngs['heatmap'], 'completeness, theta_E x source magnitude')}
-<h2>Every cell</h2><table><tr>{head}</tr>{body}</table></body></html>"""
-    write_dataset(out_dir, {SELECTION_HTML: page.encode(), SELECTION_JSON: uris.json_text(result).encode()},
-                  SELECTION_JSON)
+    pngs = selection_plots(result, pooled_completeness(result))
+    write_dataset(out_dir, {SELECTION_HTML: selection_html(result, pngs).encode(),
+                            SELECTION_JSON: uris.json_text(result).encode()}, SELECTION_JSON)
     return uris.join(out_dir, SELECTION_HTML), pngs

@@ -9,7 +9,8 @@ import pytest
 from halo_core.evaluation.calibration import ValidationFit, calibrate_on_val
 from halo_core.evaluation.report import KEY_PLOTS, REPORT_HTML, REPORT_JSON, evaluate, thumbnail_path
 from halo_core.evaluation.results import EvaluationReport
-from halo_core.reports.figures import MAX_PLOT_WIDTH_PX, THUMBNAIL_WIDTH_PX, asinh_rgb, bin_label, gallery_png, png
+from halo_core.reports.figures import MAX_PLOT_WIDTH_PX, THUMBNAIL_WIDTH_PX, asinh_rgb, gallery_png, png
+from halo_core.reports.markup import bin_label
 from tests.factories import png_size
 
 
@@ -104,7 +105,8 @@ def test_report_html_opens_with_the_verdict_and_what_failed(evaluated, smoke_cfg
     """The first thing on the page: GO / NO-GO, each failed criterion with its value, limit and n, the
     profile, the run and the model; the same judgement promotion makes (promotion.report_verdict)."""
     from halo_core.evaluation.promotion import report_verdict
-    from halo_core.evaluation.report import ReportContext, verdict_banner
+    from halo_core.evaluation.report import ReportContext
+    from halo_core.reports.evaluation import verdict_banner
 
     out, report = evaluated
     page = (out / REPORT_HTML).read_text()
