@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import math
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 
 import dagster as dg
 import numpy as np
@@ -88,11 +88,11 @@ def records(rows: list[dict]) -> dg.TableMetadataValue:
     return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in rows], schema=dg.TableSchema(columns=columns))
 
 
-def other_calibration(cal: dict) -> dict:
+def other_calibration(cal) -> dict:
     """The calibration not in use and its test ECE, under stable keys so the UI plots them across runs
     whichever calibration is in use."""
-    return {"other_calibration": dg.MetadataValue.text(cal["alternative"]["method"]),
-            "ece_after_other_calibration": number(cal["alternative"]["ece_after"]["ece"])}
+    return {"other_calibration": dg.MetadataValue.text(cal.alternative.method),
+            "ece_after_other_calibration": number(cal.alternative.ece_after.ece)}
 
 
 def dataset_metadata(report) -> dict:
@@ -186,9 +186,9 @@ def report_metadata(report: EvaluationReport, html_path: str, thumbnails: dict[s
                               "threshold": t["threshold"], "precision_at_prevalence": t["precision_at_prevalence"],
                               "n_negatives": t["n_negatives"], "n_distinct_negatives": t["n_distinct_negatives"]}
                              for t in m["tpr_at_fpr"]]),
-        "ece_before_calibration": number(cal["ece_before"]["ece"]),
-        "ece_after_calibration": number(cal["ece_after"]["ece"]),
-        "calibration": dg.MetadataValue.text(cal["method"]),
+        "ece_before_calibration": number(cal.ece_before.ece),
+        "ece_after_calibration": number(cal.ece_after.ece),
+        "calibration": dg.MetadataValue.text(cal.method),
         **other_calibration(cal),
         "theta_e_bins": _bins(report.theta_e_bins),
         "psf_fwhm_bins": _bins(report.psf_fwhm_bins),

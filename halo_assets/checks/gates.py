@@ -9,8 +9,8 @@ from halo_assets.metadata import check_result, criterion_result, table
 from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.gates import GATES
-from halo_core.evaluation.results import GatesReport
 from halo_core.evaluation.promotion import gate_criteria
+from halo_core.evaluation.results import GatesReport
 
 
 def _gates_file(halo: HaloSettings) -> GatesReport:

@@ -3,6 +3,8 @@ same code promoted_model reruns; and the shift suite's checks. Each shows its va
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from halo_assets.assets import evaluation_report
@@ -11,7 +13,7 @@ from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.promotion import REPORT_CRITERIA, Criterion
 from halo_core.evaluation.report import REPORT_JSON
-from halo_core.evaluation.results import EvaluationReport
+from halo_core.evaluation.results import EvaluationReport, ShiftSet, ShiftSuite
 from halo_core.evaluation.shift import STRESS_SETS
 from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR, TARGET_METRIC
 
@@ -115,7 +117,7 @@ def calibration_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     report = _report(halo)
     cal = report.calibration
     return criterion_result(_criterion(halo, report, "calibration_ece"), {
-        "method": cal["method"], "ece_before": cal["ece_before"]["ece"], **other_calibration(cal)})
+        "method": cal.method, "ece_before": cal.ece_before.ece, **other_calibration(cal)})
 
 
 BIN_COLUMNS = ("lo", "hi", "n", "saliency_arc_fraction", "saliency_core_fraction", "arc_occlusion_drop",
@@ -178,12 +180,18 @@ def core_perturbation_offset(halo: HaloSettings) -> dg.AssetCheckResult:
                         severity=dg.AssetCheckSeverity.WARN, metadata={"measurable": True, **metadata})
 
 
-def _shift_sets(halo: HaloSettings) -> tuple[dict, dict]:
+def _shift_suite(halo: HaloSettings) -> ShiftSuite:
     suite = _report(halo).shift_suite
-    return suite, suite["sets"]
+    if suite is None:
+        raise dg.Failure("the evaluation report predates the shift suite: materialize evaluation_report again")
+    return suite
 
 
-SHIFT_COLUMNS = ("n", "auroc", OPERATING_TPR, OPERATING_THRESHOLD, "tpr_drop", "auroc_drop", "ece_raw", "ece_calibrated")
+SHIFT_COLUMNS = ("auroc", OPERATING_TPR, OPERATING_THRESHOLD, "tpr_drop", "auroc_drop", "ece_raw", "ece_calibrated")
+
+
+def _set_metadata(d: ShiftSet) -> dict:
+    return {k: number(v) if isinstance(v, float) else v for k in SHIFT_COLUMNS for v in [getattr(d, k)]}
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES,
@@ -192,12 +200,11 @@ def independent_renderer_shift(halo: HaloSettings) -> dg.AssetCheckResult:
     """On the test set rendered by another code base (lenstronomy, its own models), TPR at the operating FPR
     is at least `shift.min_independent_tpr` and drops by at most `shift.max_independent_drop` from the test split."""
     report = _report(halo)
-    suite, criterion = report.shift_suite, _criterion(halo, report, "independent_renderer_shift")
-    metadata = {"in_distribution": dg.MetadataValue.json(suite["in_distribution"]),
-                "operating_fpr": suite["operating_fpr"]}
+    suite, criterion = _shift_suite(halo), _criterion(halo, report, "independent_renderer_shift")
+    metadata = {"in_distribution": dg.MetadataValue.json(asdict(suite.in_distribution)),
+                "operating_fpr": suite.operating_fpr}
     if criterion.measurable:
-        d = suite["sets"]["independent"]
-        metadata.update({k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS if k != "n"})
+        metadata.update(_set_metadata(suite.sets["independent"]))
     return criterion_result(criterion, metadata)
 
 
@@ -206,16 +213,15 @@ def _stress_check(name: str):
                     description=f"WARN: TPR at the operating FPR on the {name.replace('_', ' ')} stress set stays "
                                 "near the test split's.")
     def check(halo: HaloSettings) -> dg.AssetCheckResult:
-        suite, sets = _shift_sets(halo)
+        suite = _shift_suite(halo)
         limit = halo.config().shift.max_stress_drop
         expected = f"TPR drop <= {limit:g}"
-        if not suite["measurable"] or sets[name]["tpr_drop"] is None:
-            return _not_measurable(suite["reason"] or f"TPR at FPR {suite['operating_fpr']:g} not measurable here "
+        if not suite.measurable or suite.sets[name].tpr_drop is None:
+            return _not_measurable(suite.reason or f"TPR at FPR {suite.operating_fpr:g} not measurable here "
                                    "or on the test split", expected, {})
-        d = sets[name]
-        return check_result(passed=d["tpr_drop"] <= limit, observed=d["tpr_drop"], expected=expected, n=d["n"],
-                            severity=dg.AssetCheckSeverity.WARN, metadata={
-                                k: number(d[k]) if isinstance(d[k], float) else d[k] for k in SHIFT_COLUMNS if k != "n"})
+        d = suite.sets[name]
+        return check_result(passed=d.tpr_drop <= limit, observed=d.tpr_drop, expected=expected, n=d.n,
+                            severity=dg.AssetCheckSeverity.WARN, metadata=_set_metadata(d))
 
     return check
 
@@ -225,15 +231,15 @@ def _stress_check(name: str):
 def shift_raw_ece(halo: HaloSettings) -> dg.AssetCheckResult:
     """WARN when the uncalibrated ECE on any shift set exceeds `shift.max_raw_ece`: probabilities are
     calibrated in-distribution only."""
-    suite, sets = _shift_sets(halo)
+    suite = _shift_suite(halo)
     limit = halo.config().shift.max_raw_ece
-    rows = [{"set": k, "ece_raw": v["ece_raw"], "ece_calibrated": v["ece_calibrated"], "n": v["n"]} for k, v in sets.items()]
-    if not suite["measurable"]:
-        return _not_measurable(suite["reason"], f"<= {limit:g} on every set", {})
-    worst = max(rows, key=lambda r: r["ece_raw"])
-    return check_result(passed=worst["ece_raw"] <= limit, observed=worst["ece_raw"], expected=f"<= {limit:g} on every set",
-                        n=sum(r["n"] for r in rows), severity=dg.AssetCheckSeverity.WARN,
-                        metadata={"worst_set": worst["set"], "sets": table(rows)})
+    if not suite.measurable:
+        return _not_measurable(suite.reason, f"<= {limit:g} on every set", {})
+    worst = max(suite.sets, key=lambda k: suite.sets[k].ece_raw)
+    rows = [{"set": k, "ece_raw": v.ece_raw, "ece_calibrated": v.ece_calibrated, "n": v.n} for k, v in suite.sets.items()]
+    return check_result(passed=suite.sets[worst].ece_raw <= limit, observed=suite.sets[worst].ece_raw,
+                        expected=f"<= {limit:g} on every set", n=sum(v.n for v in suite.sets.values()),
+                        severity=dg.AssetCheckSeverity.WARN, metadata={"worst_set": worst, "sets": table(rows)})
 
 
 SHIFT_CHECKS = [independent_renderer_shift, *(_stress_check(name) for name in STRESS_SETS), shift_raw_ece]

@@ -10,6 +10,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
+from halo_core.evaluation.results import CalibrationError, ReliabilityBin
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return expit(np.asarray(x, dtype=np.float64))  # no overflow warning for the |logit| > 700 of a 6-channel model
@@ -70,13 +72,13 @@ def prior_shift(p: np.ndarray, from_prevalence: float, to_prevalence: float) -> 
     return pos / (pos + neg)
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict:
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> CalibrationError:
     """ECE over equal-mass bins (equal-width bins are mostly empty for a confident classifier)."""
     order = np.argsort(probs, kind="stable")
     bins = [b for b in np.array_split(order, n_bins) if len(b)]
-    rows = [{"n": len(b), "mean_p": float(probs[b].mean()), "frac_pos": float(labels[b].mean())} for b in bins]
-    ece = sum(r["n"] * abs(r["mean_p"] - r["frac_pos"]) for r in rows) / max(len(probs), 1)
-    return {"ece": float(ece), "n": int(len(probs)), "bins": rows}
+    rows = [ReliabilityBin(len(b), float(probs[b].mean()), float(labels[b].mean())) for b in bins]
+    ece = sum(r.n * abs(r.mean_p - r.frac_pos) for r in rows) / max(len(probs), 1)
+    return CalibrationError(float(ece), int(len(probs)), rows)
 
 
 FITS = {"platt": fit_platt, "temperature": fit_temperature}
@@ -113,6 +115,6 @@ def calibrate_on_val(cfg, dataset_dir: str, model_path: str) -> ValidationFit:
     logits = predict_logits(model.to(device), shards, samples, cfg.batch_size, device, model_precision(sidecar))
     chosen = FITS[cfg.calibration](logits, samples.labels)
     other = next(name for name in FITS if name != cfg.calibration)
-    ece = {"before": expected_calibration_error(sigmoid(logits), samples.labels)["ece"],
-           "after": expected_calibration_error(chosen.probability(logits), samples.labels)["ece"]}
+    ece = {"before": expected_calibration_error(sigmoid(logits), samples.labels).ece,
+           "after": expected_calibration_error(chosen.probability(logits), samples.labels).ece}
     return ValidationFit(chosen, FITS[other](logits, samples.labels), ece)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression

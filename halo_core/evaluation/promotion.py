@@ -115,9 +115,8 @@ def _arc_snr_zero(cfg, r) -> Criterion:
 
 
 def _calibration_ece(cfg, r) -> Criterion:
-    after, limit = r.calibration["ece_after"], cfg.go_no_go.max_ece_after_calibration
-    return Criterion("calibration_ece", after["ece"] <= limit, observed=after["ece"], expected=f"<= {limit:g}",
-                     n=after["n"])
+    after, limit = r.calibration.ece_after, cfg.go_no_go.max_ece_after_calibration
+    return Criterion("calibration_ece", after.ece <= limit, observed=after.ece, expected=f"<= {limit:g}", n=after.n)
 
 
 def _arc_localised_focus(cfg, r) -> Criterion:
@@ -143,14 +142,15 @@ def _core_perturbation(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
 
 def _independent_renderer_shift(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
     suite, limits = r.shift_suite, cfg.shift
-    d = suite["sets"].get("independent") if suite["measurable"] else None
+    d = suite.sets.get("independent") if suite and suite.measurable else None
     expected = f"TPR >= {limits.min_independent_tpr:g}, drop <= {limits.max_independent_drop:g}"
-    if d is None or d["tpr_drop"] is None:
-        return _unmeasured("independent_renderer_shift", suite["reason"] or
+    if d is None or d.tpr_drop is None:
+        why = suite.reason if suite else "the report predates the shift suite"
+        return _unmeasured("independent_renderer_shift", why or
                            f"TPR at FPR {cfg.operating_fpr:g} not measurable here or on the test split", expected)
-    return Criterion("independent_renderer_shift", d[OPERATING_TPR] >= limits.min_independent_tpr
-                     and d["tpr_drop"] <= limits.max_independent_drop, observed=d[OPERATING_TPR],
-                     expected=expected, n=d["n"])
+    return Criterion("independent_renderer_shift", d.tpr_at_operating_fpr >= limits.min_independent_tpr
+                     and d.tpr_drop <= limits.max_independent_drop, observed=d.tpr_at_operating_fpr,
+                     expected=expected, n=d.n)
 
 
 # each go/no-go criterion of the evaluation report: (cfg, report) -> Criterion

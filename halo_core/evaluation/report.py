@@ -31,11 +31,18 @@ from halo_core.evaluation.diagnostics import (
     per_brick_auroc,
 )
 from halo_core.evaluation.promotion import report_verdict
-from halo_core.evaluation.results import EvaluationReport, GatesReport
+from halo_core.evaluation.results import (
+    CalibrationSummary,
+    EvaluationReport,
+    GatesReport,
+    InDistribution,
+    ScalingOnTest,
+    ShiftSuite,
+)
 from halo_core.evaluation.saliency import MAX_SAMPLES, core_brightness_spread, core_perturbation, shortcut_diagnostics
 from halo_core.evaluation.shift import shift_suite
 from halo_core.evaluation.validation import real_lens_realism
-from halo_core.metrics import OPERATING_TPR, classification_metrics
+from halo_core.metrics import classification_metrics
 from halo_core.model.checkpoint import file_sha256, load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
@@ -126,13 +133,11 @@ def core_perturbation_diagnostics(engine: Engine, shards, samples: SampleSet, sp
 
 
 def shift_report(engine: Engine, spec, calibration: Calibration, report: EvaluationReport, raw_ece: float,
-                 cfg: HaloConfig) -> dict:
+                 cfg: HaloConfig) -> ShiftSuite:
     """The shift suite against this test split's own numbers (docs/design.md §8 (trust))."""
-    in_distribution = {"auroc": report.metrics["auroc"], OPERATING_TPR: report.tpr_at(cfg.operating_fpr)["tpr"],
-                       "ece_raw": raw_ece}
+    in_distribution = InDistribution(report.metrics["auroc"], report.tpr_at(cfg.operating_fpr)["tpr"], raw_ece)
     if not cfg.shift.enabled:
-        return {"measurable": False, "reason": "shift.enabled is false", "sets": {}, "in_distribution": in_distribution,
-                "operating_fpr": cfg.operating_fpr}
+        return ShiftSuite(False, "shift.enabled is false", {}, in_distribution, operating_fpr=cfg.operating_fpr)
     return shift_suite(engine, spec, calibration.probability, in_distribution, cfg.shift,
                        report.needs_control, cfg.operating_fpr)
 
@@ -209,12 +214,9 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         sample_construction=cfg.sample_construction,
         metrics=classification_metrics(labels, probs, prevalence=cfg.deployment_prevalence,
                                        n_distinct_negatives=int(lrg_ids(meta[~pos]).nunique()), names=cfg.metrics),
-        calibration={
-            **calibration.to_dict(),
-            "ece_before": ece["uncalibrated"],
-            "ece_after": ece[calibration.method],
-            "alternative": {**alternative.to_dict(), "ece_after": ece[alternative.method]},
-        },
+        calibration=CalibrationSummary(**calibration.to_dict(), ece_after=ece[calibration.method],
+                                       ece_before=ece["uncalibrated"],
+                                       alternative=ScalingOnTest(**alternative.to_dict(), ece_after=ece[alternative.method])),
         deployment_prevalence=cfg.deployment_prevalence,
         arc_snr_zero=arc_snr_zero_behaviour(masked_probs),
         per_brick=per_brick_auroc(meta, labels, probs, cfg.go_no_go.brick_min_per_class),
@@ -234,7 +236,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
         core_perturbation=core_perturbation_diagnostics(engine, shards, samples, spec, calibration, cfg.go_no_go),
     )
     log.info("shift suite: %s", f"{cfg.shift.n_per_class} per class and set" if cfg.shift.enabled else "off")
-    report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"]["ece"], cfg)
+    report.shift_suite = shift_report(engine, spec, calibration, report, ece["uncalibrated"].ece, cfg)
     plots, thumbnails = report_plots(report, roc_curve(labels, probs)[:2], ece, history, saliency_figure,
                                      hardest_cases(shards, samples, probs, meta))
     report.plots = {name: plot_path(name) for name in plots}

@@ -4,7 +4,7 @@ evaluation report (report.json), which the checks, the verdict, the registry and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from halo_core import uris
 from halo_core.metrics import LEGACY_OPERATING_FPR, current_spelling
@@ -127,6 +127,91 @@ class Comparison:
 
 
 @dataclass
+class ReliabilityBin:
+    n: int
+    mean_p: float  # mean predicted probability
+    frac_pos: float  # observed fraction of lenses
+
+
+@dataclass
+class CalibrationError:
+    """ECE over equal-mass bins (halo_core.evaluation.calibration.expected_calibration_error) and its bins."""
+
+    ece: float
+    n: int
+    bins: list[ReliabilityBin]
+
+
+@dataclass
+class ScalingOnTest:
+    """A scaling fitted on val (the fields of evaluation.calibration.Calibration) and its ECE on test."""
+
+    a: float
+    b: float
+    train_prevalence: float
+    n_fit: int
+    method: str
+    ece_after: CalibrationError
+
+
+@dataclass
+class CalibrationSummary(ScalingOnTest):
+    """The scaling in use, the test ECE before it, and the other scaling fitted on the same val logits."""
+
+    ece_before: CalibrationError
+    alternative: ScalingOnTest
+
+
+@dataclass
+class ShiftSet:
+    """One shift set scored by the model (evaluation.shift.shift_metrics), at its own operating threshold."""
+
+    n: int
+    n_lenses: int
+    n_non_lenses: int
+    auroc: float
+    tpr_at_operating_fpr: float | None  # None: too few distinct non-lenses for the operating FPR
+    threshold_at_operating_fpr: float | None
+    measurable: bool
+    ece_raw: float
+    ece_calibrated: float
+    auroc_drop: float | None  # from the test split; None where either side is not measurable
+    tpr_drop: float | None
+    reliability: list[ReliabilityBin]  # of the calibrated probabilities
+
+
+@dataclass
+class InDistribution:
+    """The test split's own numbers, which each shift set's drop is measured from."""
+
+    auroc: float
+    tpr_at_operating_fpr: float | None
+    ece_raw: float
+
+
+@dataclass
+class ShiftLimits:
+    min_independent_tpr: float
+    max_independent_drop: float
+    max_stress_drop: float
+    max_raw_ece: float
+
+
+@dataclass
+class ShiftSuite:
+    """Test sets outside the training distribution (evaluation.shift), or why none was measured."""
+
+    measurable: bool
+    reason: str
+    sets: dict[str, ShiftSet]
+    in_distribution: InDistribution
+    limits: ShiftLimits | None = None  # None when the suite is off
+    seed: int | None = None
+    n_per_class: int | None = None
+    operating_fpr: float = LEGACY_OPERATING_FPR  # a suite stored before the operating point was configurable
+
+
+@dataclass
 class EvaluationReport:
     """Which model, trained on which data, was evaluated on which data, and what the held-out test split
     says of it. Promotion refuses a report that names another model (docs/design.md §5 (verdict))."""
@@ -142,7 +227,7 @@ class EvaluationReport:
     needs_control: bool
     sample_construction: str
     metrics: dict  # halo_core.metrics.classification_metrics, calibrated probabilities
-    calibration: dict  # the scaling in use, its test ECE before/after, and the alternative's
+    calibration: CalibrationSummary
     deployment_prevalence: float
     arc_snr_zero: dict
     per_brick: dict
@@ -156,21 +241,18 @@ class EvaluationReport:
     control_substitutes: dict | None  # None for a model without a control channel
     realism_probe: dict
     core_perturbation: dict
-    shift_suite: dict = field(default_factory=dict)
+    shift_suite: ShiftSuite | None = None  # None in a report written before the suite existed
     # the numerics the test split, and so the operating threshold, was scored in (halo_core.precision)
     precision: str = "fp32"
     plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> EvaluationReport:
         """A stored report; one written while the operating point was fixed at 1e-2 reads in today's names."""
-        report = cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-        if report.shift_suite:
-            report.shift_suite = {"operating_fpr": LEGACY_OPERATING_FPR, **current_spelling(report.shift_suite)}
-        return report
+        return from_json(cls, {**d, "shift_suite": current_spelling(d["shift_suite"]) if d.get("shift_suite") else None})
 
     @classmethod
     def read(cls, uri: str) -> EvaluationReport:

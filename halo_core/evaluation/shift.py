@@ -24,7 +24,8 @@ import numpy as np
 from halo_core.data.preprocess import preprocess
 from halo_core.data.stamps import PIXEL_SCALE_ARCSEC, STAMP_SIZE
 from halo_core.evaluation.calibration import expected_calibration_error, sigmoid
-from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR, auroc, tpr_at_fpr
+from halo_core.evaluation.results import InDistribution, ShiftLimits, ShiftSet, ShiftSuite
+from halo_core.metrics import auroc, tpr_at_fpr
 from halo_core.model.engine import Engine
 from halo_core.simulate.catalog import draw_lrg_mags, mag_to_flux_nmgy
 from halo_core.simulate.dataset import (
@@ -188,41 +189,34 @@ def score_images(engine: Engine, images: np.ndarray, spec) -> np.ndarray:
     return engine.logits(images, prepare=lambda batch: preprocess(batch, spec))
 
 
-def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distribution: dict,
-                  operating_fpr: float) -> dict:
+def shift_metrics(labels: np.ndarray, logits: np.ndarray, probability, in_distribution: InDistribution,
+                  operating_fpr: float) -> ShiftSet:
     """AUROC, TPR at the operating FPR with its own threshold and n, raw and calibrated ECE, and the drops."""
     probs = probability(logits)
     point = tpr_at_fpr(labels, probs, operating_fpr)
     a = auroc(labels, probs)
 
-    def drop(key: str, value):
-        ref = in_distribution.get(key)
+    def drop(ref, value):
         return None if value is None or ref is None or (isinstance(ref, float) and math.isnan(ref)) else ref - value
 
     calibrated = expected_calibration_error(probs, labels)
-    return {"n": int(len(labels)), "n_lenses": int(labels.sum()), "n_non_lenses": int((labels == 0).sum()),
-            "auroc": a, OPERATING_TPR: point["tpr"], OPERATING_THRESHOLD: point["threshold"],
-            "measurable": point["measurable"],
-            "ece_raw": expected_calibration_error(sigmoid(logits), labels)["ece"],
-            "ece_calibrated": calibrated["ece"],
-            "auroc_drop": drop("auroc", a), "tpr_drop": drop(OPERATING_TPR, point["tpr"]),
-            "reliability": calibrated["bins"]}
+    return ShiftSet(int(len(labels)), int(labels.sum()), int((labels == 0).sum()), a, point["tpr"], point["threshold"],
+                    point["measurable"], expected_calibration_error(sigmoid(logits), labels).ece, calibrated.ece,
+                    auroc_drop=drop(in_distribution.auroc, a),
+                    tpr_drop=drop(in_distribution.tpr_at_operating_fpr, point["tpr"]), reliability=calibrated.bins)
 
 
-def shift_suite(engine: Engine, spec, probability, in_distribution: dict, cfg_shift, with_control: bool,
-                operating_fpr: float) -> dict:
-    """Every shift set scored by the model, at the operating FPR; ``in_distribution`` holds the test split's
-    auroc and OPERATING_TPR."""
-    limits = {"min_independent_tpr": cfg_shift.min_independent_tpr, "max_independent_drop": cfg_shift.max_independent_drop,
-              "max_stress_drop": cfg_shift.max_stress_drop, "max_raw_ece": cfg_shift.max_raw_ece}
+def shift_suite(engine: Engine, spec, probability, in_distribution: InDistribution, cfg_shift, with_control: bool,
+                operating_fpr: float) -> ShiftSuite:
+    """Every shift set scored by the model, at the operating FPR, against the test split's ``in_distribution``."""
+    limits = ShiftLimits(cfg_shift.min_independent_tpr, cfg_shift.max_independent_drop, cfg_shift.max_stress_drop,
+                         cfg_shift.max_raw_ece)
     if with_control:
-        return {"measurable": False, "reason": "the model needs a control stamp, which these sets do not give it",
-                "sets": {}, "in_distribution": in_distribution, "limits": limits, "seed": cfg_shift.seed,
-                "operating_fpr": operating_fpr}
+        return ShiftSuite(False, "the model needs a control stamp, which these sets do not give it", {},
+                          in_distribution, limits, cfg_shift.seed, operating_fpr=operating_fpr)
     sets = {}
     for name in SHIFT_SETS:
         images, labels, _ = render_shift_set(name, cfg_shift.n_per_class, cfg_shift.seed)
         sets[name] = shift_metrics(labels, score_images(engine, images, spec), probability, in_distribution,
                                    operating_fpr)
-    return {"measurable": True, "reason": "", "sets": sets, "in_distribution": in_distribution, "limits": limits,
-            "seed": cfg_shift.seed, "n_per_class": cfg_shift.n_per_class, "operating_fpr": operating_fpr}
+    return ShiftSuite(True, "", sets, in_distribution, limits, cfg_shift.seed, cfg_shift.n_per_class, operating_fpr)

@@ -10,19 +10,18 @@ import json
 import numpy as np
 
 from halo_core.data.stamps import BANDS
-from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR
 from halo_core.reports import figures
 from halo_core.reports.markup import REPORT_STYLE, bin_label, fmt, img_tag
 from halo_core.reports.validation import realism_section
 
 
-def report_plots(report, roc: tuple[np.ndarray, np.ndarray], ece: dict[str, dict], history: list,
+def report_plots(report, roc: tuple[np.ndarray, np.ndarray], ece: dict, history: list,
                  saliency_figure: dict, hardest: list) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """(PNGs by name, thumbnails of the key plots by name) of the EvaluationReport ``report``: the test
-    ``roc`` curve (FPR, TPR), the ECE per scaling, the training ``history`` (EpochRecords), the mean
+    ``roc`` curve (FPR, TPR), the CalibrationError per scaling, the training ``history`` (EpochRecords), the mean
     saliency maps and the ``hardest`` cases ((stamp, title) groups)."""
     key_figures = {"roc": figures.roc_figure(*roc, "test ROC"),
-                   "reliability": figures.reliability_figure(ece),
+                   "reliability": figures.reliability_figure({name: (e.ece, e.bins) for name, e in ece.items()}),
                    "completeness_theta_e": figures.completeness_figure(report.theta_e_bins, "theta_E (arcsec)"),
                    "completeness_psf_fwhm": figures.completeness_figure(report.psf_fwhm_bins, "PSF FWHM r (arcsec)"),
                    "completeness_arc_snr": figures.completeness_figure(report.arc_snr_bins, "arc SNR (max pixel)"),
@@ -32,8 +31,8 @@ def report_plots(report, roc: tuple[np.ndarray, np.ndarray], ece: dict[str, dict
     plots |= {"confusion": figures.confusion_png(report.metrics["confusion_at_threshold"]),
               "gallery": figures.gallery_png(hardest),
               "saliency": figures.saliency_png(saliency_figure, report.shortcut_diagnostics["core_radius_px"])}
-    if report.shift_suite["sets"]:
-        plots["shift_reliability"] = figures.shift_reliability_png(report.shift_suite["sets"])
+    if report.shift_suite.sets:
+        plots["shift_reliability"] = figures.shift_reliability_png(report.shift_suite.sets)
     return plots, thumbnails
 
 
@@ -47,11 +46,11 @@ def _bins_table(rows: list[dict], quantity: str) -> str:
             f"<th>AUROC</th><th>n non-lenses</th></tr>{body}</table>")
 
 
-def _scaling(c: dict) -> str:
+def _scaling(c) -> str:
     """A calibration's name and parameters: temperature scaling is p = sigmoid(logit / T)."""
-    if c["method"] == "temperature":
-        return f"temperature (T={1 / c['a']:.4f})"
-    return f"{html.escape(c['method'])} (a={c['a']:.4f}, b={c['b']:.4f})"
+    if c.method == "temperature":
+        return f"temperature (T={1 / c.a:.4f})"
+    return f"{html.escape(c.method)} (a={c.a:.4f}, b={c.b:.4f})"
 
 
 def _shortcut_section(d: dict, png: bytes) -> str:
@@ -93,24 +92,24 @@ preprocessed as the raw stamp would be. Blocking limit: mean |score change| over
 {rows}</table>"""
 
 
-def _shift_section(d: dict, plots: dict[str, bytes]) -> str:
-    ref, fpr = d["in_distribution"], d["operating_fpr"]
+def _shift_section(d, plots: dict[str, bytes]) -> str:
+    ref, fpr = d.in_distribution, d.operating_fpr
     head = (f"<h2>Shift suite: test sets outside the training distribution</h2><p>Calibrated probabilities hold "
             f"<b>in-distribution only</b>: the calibration was fitted on val, and each set below shows its raw and "
-            f"calibrated ECE. In-distribution (test split): AUROC {fmt(ref['auroc'])}, TPR at FPR {fpr:g} "
-            f"{fmt(ref[OPERATING_TPR], '.3f')}, raw ECE {fmt(ref['ece_raw'], '.3f')}.</p>")
-    if not d["measurable"]:
-        return head + f"<p>Not measured: {html.escape(d['reason'])}.</p>"
-    lim = d["limits"]
+            f"calibrated ECE. In-distribution (test split): AUROC {fmt(ref.auroc)}, TPR at FPR {fpr:g} "
+            f"{fmt(ref.tpr_at_operating_fpr, '.3f')}, raw ECE {fmt(ref.ece_raw, '.3f')}.</p>")
+    if not d.measurable:
+        return head + f"<p>Not measured: {html.escape(d.reason)}.</p>"
+    lim = d.limits
     rows = "".join(
-        f"<tr><td>{name}</td><td>{s['n_lenses']} / {s['n_non_lenses']}</td><td>{fmt(s['auroc'])}</td>"
-        f"<td>{fmt(s[OPERATING_TPR], '.3f')}</td><td>{fmt(s[OPERATING_THRESHOLD], '.3f')}</td>"
-        f"<td>{fmt(s['tpr_drop'], '.3f')}</td><td>{fmt(s['auroc_drop'])}</td><td>{fmt(s['ece_raw'], '.3f')}</td>"
-        f"<td>{fmt(s['ece_calibrated'], '.3f')}</td></tr>" for name, s in d["sets"].items())
-    return head + f"""<p>Each set has its own lenses and non-lenses and its own threshold at FPR {fpr:g} (seed {d['seed']}).
+        f"<tr><td>{name}</td><td>{s.n_lenses} / {s.n_non_lenses}</td><td>{fmt(s.auroc)}</td>"
+        f"<td>{fmt(s.tpr_at_operating_fpr, '.3f')}</td><td>{fmt(s.threshold_at_operating_fpr, '.3f')}</td>"
+        f"<td>{fmt(s.tpr_drop, '.3f')}</td><td>{fmt(s.auroc_drop)}</td><td>{fmt(s.ece_raw, '.3f')}</td>"
+        f"<td>{fmt(s.ece_calibrated, '.3f')}</td></tr>" for name, s in d.sets.items())
+    return head + f"""<p>Each set has its own lenses and non-lenses and its own threshold at FPR {fpr:g} (seed {d.seed}).
 <code>independent</code> is rendered by lenstronomy with its own mass, source, neighbour, PSF and noise models; blocking:
-TPR &ge; {lim['min_independent_tpr']:g} and drop &le; {lim['max_independent_drop']:g}. Stress sets move one axis of our
-simulator: WARN on a TPR drop &gt; {lim['max_stress_drop']:g}; WARN on raw ECE &gt; {lim['max_raw_ece']:g} on any set.</p>
+TPR &ge; {lim.min_independent_tpr:g} and drop &le; {lim.max_independent_drop:g}. Stress sets move one axis of our
+simulator: WARN on a TPR drop &gt; {lim.max_stress_drop:g}; WARN on raw ECE &gt; {lim.max_raw_ece:g} on any set.</p>
 <table><tr><th>set</th><th>n lenses / non-lenses</th><th>AUROC</th><th>TPR at FPR {fpr:g}</th><th>threshold</th>
 <th>TPR drop</th><th>AUROC drop</th><th>raw ECE</th><th>calibrated ECE</th></tr>{rows}</table>
 {img_tag(plots['shift_reliability'], 'reliability under shift')}"""
@@ -165,7 +164,7 @@ def report_html(report, plots: dict[str, bytes], banner: str = "") -> str:
         f"<td>{t['n_negatives']} ({t['n_distinct_negatives']} distinct)</td></tr>" for t in m["tpr_at_fpr"]
     )
     cal = report.calibration
-    alt = cal["alternative"]
+    alt = cal.alternative
     trend = report.theta_e_completeness_trend
     brick = report.per_brick
     masked = report.arc_snr_zero
@@ -188,10 +187,10 @@ Not measurable where the test split has fewer than 1/FPR distinct negatives (inj
 {img_tag(plots['roc'], 'ROC curve')} {img_tag(plots['confusion'], 'confusion matrix')}
 <h2>Calibration (fitted on val, ECE on test, equal-mass bins)</h2>
 <table><tr><th>scaling</th><th>fitted on n (val)</th><th>ECE before</th><th>ECE after</th></tr>
-<tr><td>{_scaling(cal)} (used downstream)</td><td>{cal['n_fit']}</td>
-<td>{cal['ece_before']['ece']:.4f}</td><td>{cal['ece_after']['ece']:.4f}</td></tr>
-<tr><td>{_scaling(alt)} (config <code>calibration</code> selects it)</td><td>{alt['n_fit']}</td>
-<td>{cal['ece_before']['ece']:.4f}</td><td>{alt['ece_after']['ece']:.4f}</td></tr></table>
+<tr><td>{_scaling(cal)} (used downstream)</td><td>{cal.n_fit}</td>
+<td>{cal.ece_before.ece:.4f}</td><td>{cal.ece_after.ece:.4f}</td></tr>
+<tr><td>{_scaling(alt)} (config <code>calibration</code> selects it)</td><td>{alt.n_fit}</td>
+<td>{cal.ece_before.ece:.4f}</td><td>{alt.ece_after.ece:.4f}</td></tr></table>
 {img_tag(plots['reliability'], 'reliability diagram')}
 <h2>Completeness and AUROC by theta_E, PSF and arc SNR (threshold 0.5)</h2>
 <p>AUROC: the bin's lenses against all non-lenses (theta_E, arc SNR) or against the non-lenses of the same PSF bin.

@@ -63,14 +63,13 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, title: str):
     return fig
 
 
-def reliability_figure(curves: dict[str, dict], title: str = "reliability (test, equal-mass bins)"):
+def reliability_figure(curves: dict[str, tuple[float, list]], title: str = "reliability (test, equal-mass bins)"):
     """Observed lens fraction against mean predicted probability, per equal-mass bin, one curve per
-    entry of ``curves`` ({"ece", "bins"}: a scaling on test, or a shift set)."""
+    entry of ``curves`` ((ECE, its ReliabilityBins): a scaling on test, or a shift set)."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    for name, ece in curves.items():
-        ax.plot([b["mean_p"] for b in ece["bins"]], [b["frac_pos"] for b in ece["bins"]], "o-", ms=4,
-                label=f"{name} (ECE {ece['ece']:.3f})")
+    for name, (ece, bins) in curves.items():
+        ax.plot([b.mean_p for b in bins], [b.frac_pos for b in bins], "o-", ms=4, label=f"{name} (ECE {ece:.3f})")
     ax.set(xlabel="mean predicted probability", ylabel="fraction of lenses", title=title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -157,10 +156,10 @@ def saliency_png(figure: dict, core_radius_px: float) -> bytes:
     return png(fig)
 
 
-def shift_reliability_png(sets: dict[str, dict]) -> bytes:
-    """Reliability of the calibrated probabilities on each shift set (equal-mass bins)."""
-    return png(reliability_figure({name: {"ece": d["ece_calibrated"], "bins": d["reliability"]} for name, d in sets.items()},
-                           "reliability under shift (calibrated)"))
+def shift_reliability_png(sets: dict) -> bytes:
+    """Reliability of the calibrated probabilities on each ShiftSet (equal-mass bins)."""
+    return png(reliability_figure({name: (d.ece_calibrated, d.reliability) for name, d in sets.items()},
+                                  "reliability under shift (calibrated)"))
 
 
 def selection_marginal_figure(result: dict, axis: str):

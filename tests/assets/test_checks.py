@@ -156,9 +156,10 @@ def test_masked_arcs_must_be_scored_as_negatives(tmp_path, with_report):
 
 def _calibration(ece_after: float) -> dict:
     ece = {"ece": ece_after, "n": 400, "bins": []}
-    return {"calibration": {"method": "platt", "ece_before": {**ece, "ece": 0.2}, "ece_after": ece,
-                            "alternative": {"method": "temperature", "a": 0.5, "b": 0.0, "n_fit": 100,
-                                            "ece_after": ece}}}
+    return {"calibration": {"a": 1.1, "b": 0.1, "train_prevalence": 0.5, "n_fit": 100, "method": "platt",
+                            "ece_before": {**ece, "ece": 0.2}, "ece_after": ece,
+                            "alternative": {"method": "temperature", "a": 0.5, "b": 0.0, "train_prevalence": 0.5,
+                                            "n_fit": 100, "ece_after": ece}}}
 
 
 def test_calibration_ece_check(tmp_path, with_report):
@@ -224,8 +225,9 @@ def _shift(independent_tpr: float, faint_drop: float, raw_ece: float) -> dict:
     """A shift suite as reports wrote it while the operating point was fixed at 1e-2 (``tpr_at_fpr_1e-2``):
     still read, in today's names (halo_core.metrics.current_spelling)."""
     def one(tpr, drop, ece):
-        return {"n": 400, "auroc": 0.95, "tpr_at_fpr_1e-2": tpr, "threshold_at_fpr_1e-2": 0.9, "tpr_drop": drop,
-                "auroc_drop": 0.04, "ece_raw": ece, "ece_calibrated": ece, "measurable": True}
+        return {"n": 400, "n_lenses": 200, "n_non_lenses": 200, "auroc": 0.95, "tpr_at_fpr_1e-2": tpr,
+                "threshold_at_fpr_1e-2": 0.9, "tpr_drop": drop, "auroc_drop": 0.04, "ece_raw": ece,
+                "ece_calibrated": ece, "measurable": True, "reliability": []}
 
     sets = {"independent": one(independent_tpr, 0.95 - independent_tpr, raw_ece),
             **{name: one(0.9, 0.05, 0.02) for name in ("compact_sources", "crowded_fields", "psf_extremes")},

@@ -95,9 +95,9 @@ def test_platt_scaling_fixes_an_overconfident_model():
     labels = rng.integers(0, 2, 4000)
     true_logit = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 1.5, 4000)
     logits = 4 * true_logit  # overconfident by 4x
-    before = expected_calibration_error(sigmoid(logits), labels)["ece"]
+    before = expected_calibration_error(sigmoid(logits), labels).ece
     cal = fit_platt(logits, labels)
-    after = expected_calibration_error(cal.probability(logits), labels)["ece"]
+    after = expected_calibration_error(cal.probability(logits), labels).ece
     assert after < 0.03 < before
     assert cal.a == pytest.approx(0.25 * 8 / 9 * 1.0, rel=0.3)
 

@@ -79,8 +79,8 @@ def test_temperature_scaling_can_be_the_calibration_in_use(tmp_path, smoke_cfg, 
     assert fit.chosen.method == "temperature" and fit.chosen.b == 0.0 and fit.val_ece["after"] >= 0
     assert fit.alternative.method == "platt" and ValidationFit.from_dict(fit.to_dict()) == fit
     report = evaluate(cfg, filtered_dir, trained.model_path, fit, str(tmp_path))
-    assert report.calibration["method"] == "temperature"
-    assert report.calibration["alternative"]["method"] == "platt"
+    assert report.calibration.method == "temperature" and report.calibration.alternative.method == "platt"
+    assert EvaluationReport.read(str(tmp_path / "report.json")).calibration == report.calibration
     assert "temperature (T=" in (tmp_path / REPORT_HTML).read_text()
 
 

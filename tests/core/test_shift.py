@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from halo_core.evaluation.results import InDistribution
 from halo_core.evaluation.shift import render_shift_set, shift_metrics
-from halo_core.metrics import OPERATING_TPR
 
 
 def _arc_light(images, labels):
@@ -31,10 +31,13 @@ def test_shift_metrics_use_the_sets_own_threshold_and_report_drops():
     rng = np.random.default_rng(0)
     labels = np.repeat([1, 0], 150)
     logits = np.where(labels == 1, rng.normal(3, 1, 300), rng.normal(-3, 1, 300))
-    m = shift_metrics(labels, logits, lambda z: 1 / (1 + np.exp(-z)), {"auroc": 0.999, OPERATING_TPR: 0.99}, 1e-2)
-    assert m["measurable"] and m["n_non_lenses"] == 150 and 0.9 < m[OPERATING_TPR] <= 1
-    assert m["tpr_drop"] == pytest.approx(0.99 - m[OPERATING_TPR]) and m["ece_raw"] >= 0
-    few = shift_metrics(labels[:150 + 50], logits[:200], lambda z: 1 / (1 + np.exp(-z)), {}, 1e-2)
-    assert not few["measurable"] and few[OPERATING_TPR] is None and few["tpr_drop"] is None
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    m = shift_metrics(labels, logits, sigmoid, InDistribution(0.999, 0.99, 0.01), 1e-2)
+    assert m.measurable and m.n_non_lenses == 150 and 0.9 < m.tpr_at_operating_fpr <= 1
+    assert m.tpr_drop == pytest.approx(0.99 - m.tpr_at_operating_fpr) and m.ece_raw >= 0
+    unmeasured = InDistribution(0.999, None, 0.01)  # the test split too small for the operating FPR
+    assert shift_metrics(labels, logits, sigmoid, unmeasured, 1e-2).tpr_drop is None
+    few = shift_metrics(labels[:150 + 50], logits[:200], sigmoid, InDistribution(0.999, 0.99, 0.01), 1e-2)
+    assert not few.measurable and few.tpr_at_operating_fpr is None and few.tpr_drop is None
     # at 1e-3 the same 150 non-lenses are too few: the operating point is the caller's, not a constant
-    assert not shift_metrics(labels, logits, lambda z: 1 / (1 + np.exp(-z)), {}, 1e-3)["measurable"]
+    assert not shift_metrics(labels, logits, sigmoid, unmeasured, 1e-3).measurable
