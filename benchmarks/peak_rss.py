@@ -9,13 +9,27 @@ import time
 from pathlib import Path
 
 
+def _pss(pid: int) -> int:
+    """Proportional set size: each shared page (a library, the object store) split among the processes
+    mapping it, so a sum over processes counts it once (summed RSS counts it in each)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class PeakRss:
-    """Peak summed RSS of this process and all its descendants (Ray's raylet, workers), from /proc."""
+    """Peak summed RSS and peak summed PSS of this process and all its descendants (Ray's raylet,
+    workers), from /proc."""
 
     def __init__(self, every_s: float = 0.5):
-        self.peak, self._stop, self.every_s = 0, threading.Event(), every_s
+        self.peak, self.peak_pss, self._stop, self.every_s = 0, 0, threading.Event(), every_s
 
-    def _tree_rss(self) -> int:
+    def _tree(self) -> dict[int, int]:
+        """pid -> RSS of this process and its descendants."""
         parents, rss = {}, {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -34,11 +48,13 @@ class PeakRss:
                 if parent == pid and child not in tree:
                     tree.add(child)
                     frontier.append(child)
-        return sum(rss.get(p, 0) for p in tree)
+        return {p: rss.get(p, 0) for p in tree}
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._tree_rss())
+            tree = self._tree()
+            self.peak = max(self.peak, sum(tree.values()))
+            self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree))
             time.sleep(self.every_s)
 
     def __enter__(self):

@@ -11,7 +11,8 @@ machine's load beside each:
   pipelines and the filter run by that code in a subprocess on the same files, in the same run;
 - the filter: single process (decode 2 npz, preprocess, write float16 shards) now and before, the
   shards compared byte for byte; Ray on all cores;
-- ``--memory``: peak memory of `halo score` and `halo catalog` at ``--cutouts`` and ``--big`` cutouts;
+- ``--memory``: peak memory (RSS and PSS summed over the process tree) of `halo score` and `halo catalog`
+  at ``--cutouts`` and ``--big`` cutouts, and its growth between them (with ``--before``, that code's too);
 - the 10^7-cutout projection from the measured points.
 
     python -m benchmarks.survey [--cutouts 20000] [--before /tmp/old] [--memory --big 50000]
@@ -141,7 +142,8 @@ PIPELINE = textwrap.dedent('''
             report = build_catalog(CatalogModel.from_checkpoint(model_path), files, out, num_cpus=workers + 1)
             rows, timings = report.rows, dict(getattr(report, "timings", {}))
     print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "timings": timings,
-                                  "peak_rss_mb": round(mem.peak / 2**20), "halo_core": halo_core.__file__}))
+                                  "peak_rss_mb": round(mem.peak / 2**20), "peak_pss_mb": round(mem.peak_pss / 2**20),
+                                  "halo_core": halo_core.__file__}))
 ''')
 
 FILTER = textwrap.dedent('''
@@ -332,14 +334,21 @@ def main(argv=None) -> None:
 
 
 def _memory(args, root: Path, path: str, files: list[str], n: int, here: str) -> None:
+    """Peak memory at both sizes, this code and --before's on the same files, and its growth. Summed RSS
+    counts a page shared by several processes (torch's libraries in the driver and each worker) once per
+    process; summed PSS counts it once."""
     big = copied(files, root / "survey", max(1, args.big // n), "again") if args.big > n else files
-    for label, chosen in (("small", files), ("big", big)):
-        count = _rows(chosen)
-        for what, workers in (("score", 0), ("catalog", 1)):
-            r = run_code(here, PIPELINE, what, path, root / f"mem-{label}-{what}{'.csv' if what == 'score' else ''}",
-                         workers, *chosen)
-            emit(benchmark=f"memory_{what}_{label}", cutouts=count, peak_rss_mb=r["peak_rss_mb"],
-                 seconds=round(r["seconds"], 1))
+    codes = [("now", here)] + ([("before", args.before)] if args.before else [])
+    for what, workers in (("score", 0), ("catalog", 1)):
+        for label, code in codes:
+            peaks = {}
+            for size, chosen in (("small", files), ("big", big)):
+                out = root / f"mem-{label}-{size}-{what}{'.csv' if what == 'score' else ''}"
+                peaks[size] = r = run_code(code, PIPELINE, what, path, out, workers, *chosen)
+                emit(benchmark=f"memory_{label}_{what}_{size}", cutouts=_rows(chosen), peak_rss_mb=r["peak_rss_mb"],
+                     peak_pss_mb=r["peak_pss_mb"], seconds=round(r["seconds"], 1))
+            emit(benchmark=f"memory_{label}_{what}_growth", **{
+                f"{m}_pct": round(100 * (peaks["big"][m] / peaks["small"][m] - 1), 1) for m in ("peak_rss_mb", "peak_pss_mb")})
 
 
 def _rows(files: list[str]) -> int:
