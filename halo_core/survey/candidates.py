@@ -212,6 +212,13 @@ def _arrow_fs(uri: str):
 
 
 @dataclass
+class BrickCounts:
+    rows: int = 0
+    scored: int = 0
+    above_threshold: int = 0
+
+
+@dataclass
 class CatalogReport:
     """What one catalogue build wrote and what its rows look like (the checks read these)."""
 
@@ -225,8 +232,8 @@ class CatalogReport:
     binary_scores: int = 0  # scores at exactly 0 or 1: a saturated (broken or mismatched) model
     above_threshold: int = 0
     expected_share_above: float | None = None
-    bricks: dict = field(default_factory=dict)  # brick -> {rows, scored, above_threshold}
-    top: list = field(default_factory=list)  # the top candidates by probability, best first
+    bricks: dict[str, BrickCounts] = field(default_factory=dict)
+    top: list[dict] = field(default_factory=list)  # the top catalogue rows by probability, best first
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)  # stage -> seconds (decode, preprocess, forward: summed over workers)
 
@@ -278,10 +285,10 @@ def summarize(out_dir: str, model: CatalogModel, bricks: list[str] | None, top_n
         report.binary_scores += int(scored["score"].isin([0.0, 1.0]).sum())
         report.above_threshold += int(above.sum())
         for brick, group in df.groupby("brick"):
-            b = report.bricks.setdefault(brick, {"rows": 0, "scored": 0, "above_threshold": 0})
-            b["rows"] += len(group)
-            b["scored"] += int((group["status"] == SCORED).sum())
-            b["above_threshold"] += int(above.reindex(group.index, fill_value=False).sum())
+            b = report.bricks.setdefault(brick, BrickCounts())
+            b.rows += len(group)
+            b.scored += int((group["status"] == SCORED).sum())
+            b.above_threshold += int(above.reindex(group.index, fill_value=False).sum())
         top = pd.concat([top, scored.nlargest(top_n, "probability")]).nlargest(top_n, "probability")
     report.top = top.to_dict("records")
     return report
