@@ -321,8 +321,8 @@ def main(argv=None) -> None:
             from halo_core.survey.selection import selection_function
 
             result = selection_function(load_preset("demo"), CatalogModel.from_checkpoint(path))
-            emit(benchmark="selection_function_default_grid", cells=len(result["cells"]), injections=result["n"],
-                 seconds=result["seconds"])
+            emit(benchmark="selection_function_default_grid", cells=len(result.cells), injections=result.n,
+                 seconds=result.seconds)
         one, two = now["halo_catalog_1_worker"], now["halo_catalog_2_workers"]
         # a scoring worker is one core plus its share of the decode; 16 cores at the measured per-worker
         # rate of 1 worker (2 cores: 1 scoring + 1 decoding), i.e. 8 such pairs, and at the 2-worker rate

@@ -5,6 +5,7 @@
 
 import hashlib
 import json
+from dataclasses import asdict
 
 import dagster as dg
 
@@ -22,8 +23,8 @@ from halo_core.survey.candidates import (
     publish,
     summarize,
 )
+from halo_core.survey.selection import RealHosts, write_report
 from halo_core.survey.selection import selection_function as measure_selection_function
-from halo_core.survey.selection import write_report
 
 BRICKS = dg.DynamicPartitionsDefinition(name="catalog_bricks")
 CATALOG_CHECKS = {
@@ -183,16 +184,16 @@ def selection_function(halo: HaloSettings) -> dg.MaterializeResult:
             "model_version": model.version})
     result = measure_selection_function(cfg, model)
     html, plots = write_report(result, halo.uri("selection_function"))
-    hosts = result["hosts"]
+    hosts = result.hosts
     return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.path(html), "model_version": result["model_version"],
-        "threshold": number(result["threshold"]), "operating_fpr": result["operating_fpr"],
-        "hosts": hosts["source"], "injections": result["n"], "cells": len(result["cells"]),
-        "cells_measurable": result["cells_measurable"], "seconds": result["seconds"],
-        **({"n_hosts": hosts["n_hosts"], "hosts_selected": hosts["selected"],
-            "measured_bins": dg.MetadataValue.json(hosts["bins"]),
-            "hosts_without_arc_above_threshold": number(result["controls_above_threshold"]["rate"])}
-           if hosts["source"] == "real" else {}),
-        "completeness_by_theta_e": table(result["marginals"]["theta_e_arcsec"]),
+        "report": dg.MetadataValue.path(html), "model_version": result.model_version,
+        "threshold": number(result.threshold), "operating_fpr": result.operating_fpr,
+        "hosts": hosts.source, "injections": result.n, "cells": len(result.cells),
+        "cells_measurable": result.cells_measurable, "seconds": result.seconds,
+        **({"n_hosts": hosts.n_hosts, "hosts_selected": hosts.selected,
+            "measured_bins": dg.MetadataValue.json({a: [asdict(b) for b in bins] for a, bins in hosts.bins.items()}),
+            "hosts_without_arc_above_threshold": number(result.controls_above_threshold.rate)}
+           if isinstance(hosts, RealHosts) else {}),
+        "completeness_by_theta_e": table(result.marginals["theta_e_arcsec"]),
         "heatmap": image(plots["heatmap"], "completeness, theta_E x source magnitude", None, None),
     })

@@ -29,8 +29,8 @@ def _value(hint, value):
     if dataclasses.is_dataclass(hint):
         return from_json(hint, value)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):  # X | None: the one non-None type
-        return _value(next(a for a in args if a is not type(None)), value)
+    if origin in (typing.Union, types.UnionType):  # X | None: the one non-None type; X | Y: see _member
+        return _value(_member([a for a in args if a is not type(None)], value), value)
     if origin is list:
         return [_value(args[0], v) for v in value]
     if origin is tuple:
@@ -38,3 +38,14 @@ def _value(hint, value):
     if origin is dict:
         return {k: _value(args[1], v) for k, v in value.items()}
     return value
+
+
+def _member(kinds: list, value):
+    """Which of a union's types ``value`` was written as: the first dataclass whose fields without a
+    default it holds all of (so a union lists its fuller dataclasses first), else the first type."""
+    for kind in kinds:
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict) and all(
+                f.name in value for f in dataclasses.fields(kind)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+            return kind
+    return kinds[0]

@@ -17,9 +17,18 @@ from halo_assets.survey import selection_function as selection_function_asset
 from halo_core.config import load_preset
 from halo_core.evaluation.calibration import Calibration
 from halo_core.model.registry import add_version, set_production
+from halo_core.records import from_json
 from halo_core.simulate.injection import inject_dataset, read_cutouts
 from halo_core.survey.scoring import ScoringModel
-from halo_core.survey.selection import AXES, SELECTION_JSON, Cell, RealHostInjections, selection_function, write_report
+from halo_core.survey.selection import (
+    AXES,
+    SELECTION_JSON,
+    Cell,
+    RealHostInjections,
+    SelectionFunction,
+    selection_function,
+    write_report,
+)
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts"
 PSF_EDGES, DEPTH_EDGES = [1.2, 1.35, 1.5], [24.4, 24.7, 25.0]  # the paired schema's psf_bin / depth_bin
@@ -54,22 +63,22 @@ def _measured(galaxy) -> tuple[float, float]:
 def test_each_host_lands_in_the_cell_of_its_own_measured_psf_and_depth(hosts):
     source = RealHostInjections(hosts, "fixtures", "all")
     described = source.describe()
-    assert described["n_hosts"] == 7
-    assert described["psf_source"] == {"default": 6, "metadata": 1}
-    assert described["depth_source"] == {"sky_sigma": 6, "metadata": 1}
-    bins = described["bins"]
+    assert described.n_hosts == 7
+    assert described.psf_source == {"default": 6, "metadata": 1}
+    assert described.depth_source == {"sky_sigma": 6, "metadata": 1}
+    bins = described.bins
     for i, galaxy in enumerate(hosts):
         psf, depth = _measured(galaxy)
         assert source.hosts.psfdepth_r[i] == pytest.approx(depth, abs=1e-6)
         (psf_value, depth_value), = [key for key, members in source.members.items() if i in members]
         for value, measured, edges, axis in ((psf_value, psf, PSF_EDGES, "psf_fwhm_arcsec"),
                                              (depth_value, depth, DEPTH_EDGES, "psfdepth_r_mag")):
-            b = next(b for b in bins[axis] if b["value"] == value)
-            assert b["bin"] == np.digitize(measured, edges)
-            assert (b["low"] is None or b["low"] <= measured) and (b["high"] is None or measured < b["high"])
+            b = next(b for b in bins[axis] if b.value == value)
+            assert b.bin == np.digitize(measured, edges)
+            assert (b.low is None or b.low <= measured) and (b.high is None or measured < b.high)
     # the fixtures' sky puts them in three depth bins (1, 2, 3 hosts); the 1.6", 24.5 mag copy alone in a fourth
-    assert [b["n_hosts"] for b in bins["psf_fwhm_arcsec"]] == [6, 1]
-    assert sorted(b["n_hosts"] for b in bins["psfdepth_r_mag"]) == [1, 1, 2, 3]
+    assert [b.n_hosts for b in bins["psf_fwhm_arcsec"]] == [6, 1]
+    assert sorted(b.n_hosts for b in bins["psfdepth_r_mag"]) == [1, 1, 2, 3]
     grid = load_preset("smoke", {"selection_function": GRID}).selection_function
     planned = source.cells(grid)
     assert len(planned) == 2 * 2 * 2 * 4  # theta x mag x occupied PSF bins x occupied depth bins
@@ -100,30 +109,29 @@ def test_completeness_per_cell_counts_one_injection_per_host_and_flags_thin_cell
     source = RealHostInjections(hosts[:6], "fixtures", "all six")
     result = selection_function(cfg, scoring_model, source=source)
     planned = source.cells(cfg.selection_function)
-    assert result["injections"] == "RealHostInjections" and result["hosts"]["source"] == "real"
-    assert len(result["cells"]) == len(planned) == 2 * 2 * 3 and result["n"] == 6 * 4
+    assert result.injections == "RealHostInjections" and result.hosts.source == "real"
+    assert len(result.cells) == len(planned) == 2 * 2 * 3 and result.n == 6 * 4
     scorer = ScoringModel.load(scoring_model.path, scoring_model.calibration)
     for i, (cell, n) in enumerate(planned):  # the same injections scored here, outside Ray
-        row = next(r for r in result["cells"] if Cell(*(r[a] for a in AXES)) == cell)
+        row = next(r for r in result.cells if Cell(*(getattr(r, a) for a in AXES)) == cell)
         p = scorer.predict(source.inject(cell, n, (5, i)))["probability"]
-        assert row["n"] == n and row["detected"] == int((p >= scoring_model.threshold).sum())
-        assert row["measurable"] == (n >= 3) and row["ci_low"] <= row["completeness"] <= row["ci_high"]
-    assert sorted({r["n"] for r in result["cells"]}) == [1, 2, 3]
-    assert result["cells_measurable"] == sum(r["n"] >= 3 for r in result["cells"]) == 4
-    by_theta = {m["value"]: m for m in result["marginals"]["theta_e_arcsec"]}
-    assert by_theta[0.8]["n"] == 12 and by_theta[0.8]["measurable"]
-    by_depth = {m["value"]: m for m in result["marginals"]["psfdepth_r_mag"]}
-    assert sorted(m["n"] for m in by_depth.values()) == [4, 8, 12]  # 1, 2, 3 hosts x 4 cells each
+        assert row.n == n and row.detected == int((p >= scoring_model.threshold).sum())
+        assert row.measurable == (n >= 3) and row.ci_low <= row.completeness <= row.ci_high
+    assert sorted({r.n for r in result.cells}) == [1, 2, 3]
+    assert result.cells_measurable == sum(r.n >= 3 for r in result.cells) == 4
+    by_theta = {m.value: m for m in result.marginals["theta_e_arcsec"]}
+    assert by_theta[0.8].n == 12 and by_theta[0.8].measurable
+    by_depth = {m.value: m for m in result.marginals["psfdepth_r_mag"]}
+    assert sorted(m.n for m in by_depth.values()) == [4, 8, 12]  # 1, 2, 3 hosts x 4 cells each
     # the hosts without an arc, scored the same way: the model's false positives on these hosts
-    fp = result["controls_above_threshold"]
-    assert fp["n"] == 6 and fp["above_threshold"] == int((scorer.predict(source.hosts.controls)["probability"] >= 0.5).sum())
-    assert fp["measurable"] and fp["ci_low"] <= fp["rate"] <= fp["ci_high"]
+    fp = result.controls_above_threshold
+    assert fp.n == 6 and fp.above_threshold == int((scorer.predict(source.hosts.controls)["probability"] >= 0.5).sum())
+    assert fp.measurable and fp.ci_low <= fp.rate <= fp.ci_high
     html, _ = write_report(result, str(tmp_path))
     page = (tmp_path / "selection_function.html").read_text()
     assert "6 real cutouts from fixtures" in page and "not measurable" in page and "value (median)" in page
-    assert f"without an arc: {fp['above_threshold']} of 6" in page
-    written = json.loads((tmp_path / SELECTION_JSON).read_text())
-    assert written["hosts"]["bins"] == result["hosts"]["bins"] and written["cells"] == result["cells"]
+    assert f"without an arc: {fp.above_threshold} of 6" in page
+    assert from_json(SelectionFunction, json.loads((tmp_path / SELECTION_JSON).read_text())) == result
 
 
 def test_the_asset_injects_into_the_test_splits_real_hosts(ray_local, trained, fixtures, tmp_path):
@@ -140,11 +148,12 @@ def test_the_asset_injects_into_the_test_splits_real_hosts(ray_local, trained, f
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     # the hosts paired_stamps puts in its test split, never those whose arcs trained the model
     split = inject_dataset(fixtures, tmp_path / "paired", halo.config().injection)
-    report = json.loads((tmp_path / "root" / "smoke" / "selection_function" / SELECTION_JSON).read_text())
+    report = from_json(SelectionFunction, json.loads(
+        (tmp_path / "root" / "smoke" / "selection_function" / SELECTION_JSON).read_text()))
     assert metadata["hosts"].value == "real" and metadata["n_hosts"].value == split.galaxies["test"] == 1
-    assert report["hosts"]["bricks"] == split.bricks["test"] and report["hosts"]["selected"].startswith("1 of 6")
+    assert report.hosts.bricks == split.bricks["test"] and report.hosts.selected.startswith("1 of 6")
     # 3 theta_E x 2 magnitudes, one host each: every cell below the default 20 is not measurable
     assert metadata["cells"].value == 6 and metadata["cells_measurable"].value == 0
-    assert all(c["n"] == 1 and not c["measurable"] for c in report["cells"])
+    assert all(c.n == 1 and not c.measurable for c in report.cells)
     assert set(metadata["measured_bins"].value) == {"psf_fwhm_arcsec", "psfdepth_r_mag"}
-    assert report["controls_above_threshold"]["n"] == 1 and "hosts_without_arc_above_threshold" in metadata
+    assert report.controls_above_threshold.n == 1 and "hosts_without_arc_above_threshold" in metadata

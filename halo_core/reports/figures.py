@@ -162,28 +162,27 @@ def shift_reliability_png(sets: dict) -> bytes:
                                   "reliability under shift (calibrated)"))
 
 
-def selection_marginal_figure(result: dict, axis: str):
-    """Completeness along one axis of a selection function with its Wilson intervals; a point that is not
-    measurable is a grey cross; each point carries its n."""
+def selection_marginal_figure(result, axis: str):
+    """Completeness along one axis of a selection function (survey.selection.SelectionFunction) with its
+    Wilson intervals; a point that is not measurable is a grey cross; each point carries its n."""
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    m = [r for r in result["marginals"][axis] if r["n"]]
+    m = [r for r in result.marginals[axis] if r.n]
     for measurable, style in ((True, {"marker": "o"}), (False, {"marker": "x", "color": "grey", "ls": "none"})):
-        part = [r for r in m if r["measurable"] == measurable]
-        y = np.array([r["completeness"] for r in part])
-        err = [y - [r["ci_low"] for r in part], [r["ci_high"] for r in part] - y]
-        ax.errorbar([r["value"] for r in part], y, yerr=err, capsize=3, **style)
+        part = [r for r in m if r.measurable == measurable]
+        y = np.array([r.completeness for r in part])
+        err = [y - [r.ci_low for r in part], [r.ci_high for r in part] - y]
+        ax.errorbar([r.value for r in part], y, yerr=err, capsize=3, **style)
     for r in m:
-        ax.annotate(f"n={r['n']}", (r["value"], r["completeness"]), fontsize=7, textcoords="offset points",
-                    xytext=(3, 3))
-    ax.set(xlabel=axis, ylim=(0, 1.02), ylabel=f"completeness at p >= {result['threshold']:.3g}")
+        ax.annotate(f"n={r.n}", (r.value, r.completeness), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set(xlabel=axis, ylim=(0, 1.02), ylabel=f"completeness at p >= {result.threshold:.3g}")
     return fig
 
 
-def selection_heatmap_figure(pooled: dict):
-    """Completeness over theta_E x source magnitude (survey.selection.pooled_completeness); a cell not
+def selection_heatmap_figure(pooled):
+    """Completeness over theta_E x source magnitude (survey.selection.PooledCompleteness); a cell not
     measurable reads so on grey, each with its n."""
-    theta, mags, n = pooled["theta_e_arcsec"], pooled["source_r_mag"], pooled["n"]
-    completeness, measurable = pooled["completeness"], pooled["measurable"]
+    theta, mags, n = pooled.theta_e_arcsec, pooled.source_r_mag, pooled.n
+    completeness, measurable = pooled.completeness, pooled.measurable
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     image = ax.imshow(completeness, origin="lower", vmin=0, vmax=1, cmap=plt.get_cmap("viridis").with_extremes(
         bad="lightgrey"), aspect="auto")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +42,103 @@ class Cell:
     source_r_mag: float
 
 
+@dataclass(frozen=True)
+class Completeness:
+    """A completeness with its n and 95 % Wilson interval; below ``minimum`` trials it is not measurable
+    (the numbers stay, so a reader sees how little there is)."""
+
+    n: int
+    detected: int
+    completeness: float | None
+    ci_low: float | None
+    ci_high: float | None
+    measurable: bool
+
+    @classmethod
+    def of(cls, detected: int, n: int, minimum: int, **where):
+        """``where`` names what a subclass measures it at (a cell's axes, an axis value)."""
+        low, high = wilson_interval(detected, n) if n else (None, None)
+        return cls(n=n, detected=detected, completeness=detected / n if n else None, ci_low=low, ci_high=high,
+                   measurable=n >= minimum, **where)
+
+
+@dataclass(frozen=True)
+class CellCompleteness(Completeness, Cell):
+    """One cell's completeness: the cell's axes, then its counts (one flat row, as the JSON has it)."""
+
+
+@dataclass(frozen=True)
+class AxisCompleteness(Completeness):
+    """The completeness at one value of an axis, pooled over the others."""
+
+    value: float
+
+
+@dataclass(frozen=True)
+class HostFalsePositives:
+    """The real hosts' own cutouts, without an arc, at or above the threshold: the model's false positives
+    on the very hosts whose completeness is measured."""
+
+    n: int
+    above_threshold: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    measurable: bool
+
+
+@dataclass(frozen=True)
+class HostBin:
+    """An occupied bin of the hosts' measured values on one axis (np.digitize's index on the edges)."""
+
+    bin: int
+    low: float | None  # None: open below the first edge
+    high: float | None  # None: open above the last edge
+    value: float  # the median of its hosts' values: the cell's value on that axis
+    n_hosts: int
+
+
+@dataclass(frozen=True)
+class SimulatedHosts:
+    """The embedded simulator's LRGs, observed at each cell's imposed PSF and depth."""
+
+    source: str = "simulated"
+
+
+@dataclass(frozen=True)
+class RealHosts:
+    """Real cutouts, in the cell of their own measured PSF and depth."""
+
+    path: str
+    selected: str  # which cutouts of ``path``, in words
+    n_hosts: int
+    refused: dict[str, int]  # reason -> host cutouts the reading rules refused
+    bricks: list[str]
+    psf_source: dict[str, int]  # where each host's PSF came from ("metadata", "default") -> hosts
+    depth_source: dict[str, int]  # where each host's depth came from ("metadata", "sky_sigma") -> hosts
+    bins: dict[str, list[HostBin]]  # psf_fwhm_arcsec, psfdepth_r_mag -> the occupied bins
+    source: str = "real"
+
+
+@dataclass(frozen=True)
+class SelectionFunction:
+    """What selection_function.json holds."""
+
+    model_version: str
+    operating_fpr: float
+    threshold: float
+    injections: str  # the InjectionSource's class
+    hosts: RealHosts | SimulatedHosts  # the fuller first: records.from_json reads the first the JSON fits
+    axes: dict[str, list[float]]  # AXES -> the grid's values
+    injections_per_cell: int  # the fewest injections that make a cell measurable
+    n: int  # injections, all cells
+    cells_measurable: int
+    cells: list[CellCompleteness]  # sorted by AXES
+    marginals: dict[str, list[AxisCompleteness]]  # AXES -> by value
+    controls_above_threshold: HostFalsePositives | None  # None for simulated hosts
+    seconds: float
+
+
 class InjectionSource(Protocol):
     def cells(self, grid) -> list[tuple[Cell, int]]:
         """Every cell of the grid (a SelectionFunctionConfig) with the injections it gets."""
@@ -49,7 +146,7 @@ class InjectionSource(Protocol):
     def inject(self, cell: Cell, n: int, seed: tuple[int, ...]) -> np.ndarray:
         """(n, 3, 64, 64) g,r,z nanomaggies: n hosts, each with one lens of the cell's parameters."""
 
-    def describe(self) -> dict:
+    def describe(self) -> RealHosts | SimulatedHosts:
         """What the report says of the hosts."""
 
     def controls(self) -> np.ndarray | None:
@@ -77,8 +174,8 @@ class SimulatedInjections:
         return [(Cell(*values), grid.injections_per_cell)
                 for values in itertools.product(*(getattr(grid, axis) for axis in AXES))]
 
-    def describe(self) -> dict:
-        return {"source": "simulated"}
+    def describe(self) -> SimulatedHosts:
+        return SimulatedHosts()
 
     def controls(self) -> None:
         return None
@@ -104,16 +201,16 @@ class SimulatedInjections:
         return np.concatenate(stamps)
 
 
-def _bins(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+def _bins(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, list[HostBin]]:
     """Each value's bin (np.digitize on ``edges``: open below the first and above the last edge) and
     the occupied bins, each named by the median of its hosts' values (the cell's value on that axis)."""
     index = np.digitize(values, edges)
     bins = []
     for b in sorted(set(index.tolist())):
         members = values[index == b]
-        bins.append({"bin": b, "low": float(edges[b - 1]) if b > 0 else None,
-                     "high": float(edges[b]) if b < len(edges) else None,
-                     "value": round(float(np.median(members)), 3), "n_hosts": int(len(members))})
+        bins.append(HostBin(bin=b, low=float(edges[b - 1]) if b > 0 else None,
+                            high=float(edges[b]) if b < len(edges) else None,
+                            value=round(float(np.median(members)), 3), n_hosts=len(members)))
     return index, bins
 
 
@@ -134,8 +231,8 @@ class RealHostInjections:
         self.path, self.selected = path, selected
         psf_bin, self.psf_bins = _bins(self.hosts.fwhm[:, 1], PSF_BIN_EDGES_ARCSEC)
         depth_bin, self.depth_bins = _bins(self.hosts.psfdepth_r, DEPTH_BIN_EDGES_MAG)
-        psf_value = {b["bin"]: b["value"] for b in self.psf_bins}
-        depth_value = {b["bin"]: b["value"] for b in self.depth_bins}
+        psf_value = {b.bin: b.value for b in self.psf_bins}
+        depth_value = {b.bin: b.value for b in self.depth_bins}
         members: dict[tuple[float, float], list[int]] = {}
         for host, (p, d) in enumerate(zip(psf_bin, depth_bin)):
             members.setdefault((psf_value[p], depth_value[d]), []).append(host)
@@ -160,19 +257,17 @@ class RealHostInjections:
                                                 "split's bricks", refusal_counts(refused))
 
     def cells(self, grid) -> list[tuple[Cell, int]]:
-        return [(Cell(t, p["value"], d["value"], m), len(self.members.get((p["value"], d["value"]), ())))
+        return [(Cell(t, p.value, d.value, m), len(self.members.get((p.value, d.value), ())))
                 for t in grid.theta_e_arcsec for p in self.psf_bins for d in self.depth_bins
                 for m in grid.source_r_mag]
 
-    def describe(self) -> dict:
+    def describe(self) -> RealHosts:
         from collections import Counter
 
-        return {"source": "real", "path": self.path, "selected": self.selected, "n_hosts": len(self.galaxy_ids),
-                "refused": self.refused,
-                "bricks": self.bricks,
-                "psf_source": dict(Counter(self.hosts.psf_source)),
-                "depth_source": dict(Counter(self.hosts.depth_source)),
-                "bins": {"psf_fwhm_arcsec": self.psf_bins, "psfdepth_r_mag": self.depth_bins}}
+        return RealHosts(path=self.path, selected=self.selected, n_hosts=len(self.galaxy_ids), refused=self.refused,
+                         bricks=self.bricks, psf_source=dict(Counter(self.hosts.psf_source)),
+                         depth_source=dict(Counter(self.hosts.depth_source)),
+                         bins={"psf_fwhm_arcsec": self.psf_bins, "psfdepth_r_mag": self.depth_bins})
 
     def controls(self) -> np.ndarray:
         return self.hosts.controls
@@ -201,14 +296,6 @@ def cells(cfg) -> list[Cell]:
     return [c for c, _ in SimulatedInjections().cells(cfg.selection_function)]
 
 
-def _tally(detected: int, n: int, minimum: int) -> dict:
-    """A completeness with its n and 95 % Wilson interval; below ``minimum`` trials it is not measurable
-    (the numbers stay, so a reader sees how little there is)."""
-    low, high = wilson_interval(detected, n) if n else (None, None)
-    return {"n": n, "detected": detected, "completeness": detected / n if n else None, "ci_low": low, "ci_high": high,
-            "measurable": n >= minimum}
-
-
 def _scorer(model):
     import torch
 
@@ -220,30 +307,31 @@ def _scorer(model):
 
 
 def _score_cells(model, work: list[tuple[Cell, int, tuple[int, int]]], source: InjectionSource,
-                 minimum: int) -> list[dict]:
+                 minimum: int) -> list[CellCompleteness]:
     """One Ray task: a group of (cell, n, seed) rendered and scored with one loaded model."""
     detect = _scorer(model)
-    return [{**cell.__dict__, **_tally(detect(source.inject(cell, n, seed)), n, minimum)} for cell, n, seed in work]
+    return [CellCompleteness.of(detect(source.inject(cell, n, seed)), n, minimum, **cell.__dict__)
+            for cell, n, seed in work]
 
 
-def _score_controls(model, source: InjectionSource, minimum: int) -> dict:
+def _score_controls(model, source: InjectionSource, minimum: int) -> HostFalsePositives:
     """One Ray task: the hosts' own controls scored; above the threshold = a false positive."""
     controls = source.controls()
     n, k = len(controls), _scorer(model)(controls)
     low, high = wilson_interval(k, n)
-    return {"n": n, "above_threshold": k, "rate": k / n, "ci_low": low, "ci_high": high, "measurable": n >= minimum}
+    return HostFalsePositives(n=n, above_threshold=k, rate=k / n, ci_low=low, ci_high=high, measurable=n >= minimum)
 
 
-def _marginal(rows: list[dict], axis: str, minimum: int) -> list[dict]:
+def _marginal(rows: list[CellCompleteness], axis: str, minimum: int) -> list[AxisCompleteness]:
     out = []
-    for value in sorted({r[axis] for r in rows}):
-        n = sum(r["n"] for r in rows if r[axis] == value)
-        k = sum(r["detected"] for r in rows if r[axis] == value)
-        out.append({"value": value, **_tally(k, n, minimum)})
+    for value in sorted({getattr(r, axis) for r in rows}):
+        at = [r for r in rows if getattr(r, axis) == value]
+        out.append(AxisCompleteness.of(sum(r.detected for r in at), sum(r.n for r in at), minimum, value=value))
     return out
 
 
-def selection_function(cfg, model, *, source: InjectionSource | None = None, num_cpus: int | None = None) -> dict:
+def selection_function(cfg, model, *, source: InjectionSource | None = None,
+                       num_cpus: int | None = None) -> SelectionFunction:
     """Completeness per cell and per axis of ``model`` (a CatalogModel) at its operating threshold, with
     the hosts of ``injection_source(cfg)`` unless ``source`` is given."""
     import ray
@@ -258,7 +346,7 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
     planned = source.cells(grid)
     # a cell's injections depend on its place in the grid only, not on the grouping into tasks
     work = [(cell, n, (grid.seed, i)) for i, (cell, n) in enumerate(planned)]
-    rows = [{**cell.__dict__, **_tally(0, 0, grid.injections_per_cell)} for cell, n, _ in work if n == 0]
+    rows = [CellCompleteness.of(0, 0, grid.injections_per_cell, **cell.__dict__) for cell, n, _ in work if n == 0]
     with ray_session(num_cpus):
         task = ray.remote(num_cpus=1)(_score_cells)
         shared = ray.put(source)  # once, not once per task: real hosts carry their images
@@ -273,39 +361,48 @@ def selection_function(cfg, model, *, source: InjectionSource | None = None, num
                            if real else None)
         rows += [row for result in ray.get(futures) for row in result]
         controls = ray.get(false_positives) if real else None
-    rows.sort(key=lambda r: tuple(r[a] for a in AXES))
-    axes = {a: sorted({getattr(c, a) for c, _ in planned}) for a in AXES}
-    return {
-        "model_version": model.version, "operating_fpr": model.operating_fpr, "threshold": model.threshold,
-        "injections": type(source).__name__, "hosts": source.describe(), "axes": axes,
-        "injections_per_cell": grid.injections_per_cell, "n": sum(r["n"] for r in rows),
-        "cells_measurable": sum(r["measurable"] for r in rows),
-        "cells": rows, "marginals": {a: _marginal(rows, a, grid.injections_per_cell) for a in AXES},
-        "controls_above_threshold": controls,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    rows.sort(key=lambda r: tuple(getattr(r, a) for a in AXES))
+    return SelectionFunction(
+        model_version=model.version, operating_fpr=model.operating_fpr, threshold=model.threshold,
+        injections=type(source).__name__, hosts=source.describe(),
+        axes={a: sorted({getattr(c, a) for c, _ in planned}) for a in AXES},
+        injections_per_cell=grid.injections_per_cell, n=sum(r.n for r in rows),
+        cells_measurable=sum(r.measurable for r in rows),
+        cells=rows, marginals={a: _marginal(rows, a, grid.injections_per_cell) for a in AXES},
+        controls_above_threshold=controls,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
-def pooled_completeness(result: dict) -> dict:
+@dataclass(frozen=True)
+class PooledCompleteness:
     """Completeness over theta_E x source magnitude, pooled over PSF and depth: per [magnitude, theta_E]
     the injections n and the completeness, NaN where n is below the injections per cell (not measurable)."""
-    theta, mags = result["axes"]["theta_e_arcsec"], result["axes"]["source_r_mag"]
+
+    theta_e_arcsec: list[float]
+    source_r_mag: list[float]
+    n: np.ndarray
+    measurable: np.ndarray
+    completeness: np.ndarray
+
+
+def pooled_completeness(result: SelectionFunction) -> PooledCompleteness:
+    theta, mags = result.axes["theta_e_arcsec"], result.axes["source_r_mag"]
     k = np.zeros((len(mags), len(theta)))
     n = np.zeros_like(k)
-    for r in result["cells"]:
-        i, j = mags.index(r["source_r_mag"]), theta.index(r["theta_e_arcsec"])
-        k[i, j] += r["detected"]
-        n[i, j] += r["n"]
-    measurable = n >= result["injections_per_cell"]
-    return {"theta_e_arcsec": theta, "source_r_mag": mags, "n": n, "measurable": measurable,
-            "completeness": np.where(measurable, k / np.maximum(n, 1), np.nan)}
+    for r in result.cells:
+        i, j = mags.index(r.source_r_mag), theta.index(r.theta_e_arcsec)
+        k[i, j] += r.detected
+        n[i, j] += r.n
+    measurable = n >= result.injections_per_cell
+    return PooledCompleteness(theta, mags, n, measurable, np.where(measurable, k / np.maximum(n, 1), np.nan))
 
 
-def write_report(result: dict, out_dir: str) -> tuple[str, dict[str, bytes]]:
+def write_report(result: SelectionFunction, out_dir: str) -> tuple[str, dict[str, bytes]]:
     """selection_function.json and a self-contained selection_function.html; (html URI, plots)."""
     from halo_core.reports.selection import selection_html, selection_plots  # matplotlib only when writing a report
 
     pngs = selection_plots(result, pooled_completeness(result))
     write_dataset(out_dir, {SELECTION_HTML: selection_html(result, pngs).encode(),
-                            SELECTION_JSON: uris.json_text(result).encode()}, SELECTION_JSON)
+                            SELECTION_JSON: uris.json_text(asdict(result)).encode()}, SELECTION_JSON)
     return uris.join(out_dir, SELECTION_HTML), pngs

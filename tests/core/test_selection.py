@@ -5,6 +5,7 @@ import pytest
 
 from halo_core.config import load_preset
 from halo_core.errors import CheckpointError
+from halo_core.records import from_json
 from halo_core.reports.figures import MAX_PLOT_WIDTH_PX
 from halo_core.survey.candidates import CatalogModel
 from halo_core.survey.scoring import ScoringModel
@@ -12,6 +13,8 @@ from halo_core.survey.selection import (
     AXES,
     SELECTION_JSON,
     Cell,
+    SelectionFunction,
+    SimulatedHosts,
     SimulatedInjections,
     cells,
     selection_function,
@@ -37,18 +40,19 @@ def test_simulated_injections_impose_the_cells_parameters():
 def test_grid_completeness_is_the_models_verdict_per_cell(ray_local, scoring_model, tmp_path):
     cfg = load_preset("smoke", GRID)
     result = selection_function(cfg, scoring_model)
-    assert len(result["cells"]) == 4 and result["n"] == 24 and result["injections"] == "SimulatedInjections"
+    assert len(result.cells) == 4 and result.n == 24 and result.injections == "SimulatedInjections"
+    assert result.hosts == SimulatedHosts() and result.controls_above_threshold is None
     scorer = ScoringModel.load(scoring_model.path, scoring_model.calibration)
     for i, cell in enumerate(cells(cfg)):  # the same injections scored here, outside Ray
         p = scorer.predict(SimulatedInjections().inject(cell, 6, (3, i)))["probability"]
-        row = next(r for r in result["cells"] if Cell(*(r[a] for a in AXES)) == cell)
-        assert row["detected"] == int((p >= scoring_model.threshold).sum())
-        assert row["ci_low"] <= row["completeness"] <= row["ci_high"] and row["ci_high"] - row["ci_low"] > 0.2
-    by_mag = {m["value"]: m for m in result["marginals"]["source_r_mag"]}
-    assert by_mag[20.5]["n"] == 12
-    assert by_mag[20.5]["detected"] == sum(r["detected"] for r in result["cells"] if r["source_r_mag"] == 20.5)
+        row = next(r for r in result.cells if Cell(*(getattr(r, a) for a in AXES)) == cell)
+        assert row.detected == int((p >= scoring_model.threshold).sum())
+        assert row.ci_low <= row.completeness <= row.ci_high and row.ci_high - row.ci_low > 0.2
+    by_mag = {m.value: m for m in result.marginals["source_r_mag"]}
+    assert by_mag[20.5].n == 12
+    assert by_mag[20.5].detected == sum(r.detected for r in result.cells if r.source_r_mag == 20.5)
     html, plots = write_report(result, str(tmp_path))
-    assert json.loads((tmp_path / SELECTION_JSON).read_text())["cells"] == result["cells"]
+    assert from_json(SelectionFunction, json.loads((tmp_path / SELECTION_JSON).read_text())) == result
     assert set(plots) == {*(f"completeness_{a}" for a in AXES), "heatmap"}
     assert all(png_size(p)[0] <= MAX_PLOT_WIDTH_PX for p in plots.values())  # one figure each, none too wide
     assert (tmp_path / "selection_function.html").read_text().count("data:image/png") == len(plots)
