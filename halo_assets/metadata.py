@@ -158,10 +158,9 @@ def image(thumbnail: bytes, alt: str, thumbnail_url: str | None, url: str | None
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(thumbnail).decode()})")
 
 
-def _bins(rows: list[dict]) -> dg.MarkdownMetadataValue:
-    return table([{"bin": bin_label(b), "n": b["n"], "completeness": b["completeness"],
-                   "ci95_lo": b["ci95"][0], "ci95_hi": b["ci95"][1], "auroc": b["auroc"],
-                   "n_negatives": b["n_negatives"]} for b in rows])
+def _bins(rows: list) -> dg.MarkdownMetadataValue:
+    return table([{"bin": bin_label(b.lo, b.hi), "n": b.n, "completeness": b.completeness, "ci95_lo": b.ci95[0],
+                   "ci95_hi": b.ci95[1], "auroc": b.auroc, "n_negatives": b.n_negatives} for b in rows])
 
 
 def report_metadata(report: EvaluationReport, html_path: str, thumbnails: dict[str, bytes],

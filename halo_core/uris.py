@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -116,9 +117,12 @@ def check_writable(uri: str) -> None:
 
 
 def _finite(obj: Any) -> Any:
-    """NaN/inf -> None: standard JSON, and a reader sees 'not measured' rather than a number."""
+    """NaN/inf -> None: standard JSON, and a reader sees 'not measured' rather than a number. A typed
+    result (a dataclass) is written as its fields (halo_core.records reads it back)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

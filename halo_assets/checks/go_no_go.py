@@ -82,8 +82,8 @@ def brick_auroc_std(halo: HaloSettings) -> dg.AssetCheckResult:
     report = _report(halo)
     bricks, criterion = report.per_brick, _criterion(halo, report, "brick_auroc_std")
     return criterion_result(criterion, {
-        "n_bricks_total": bricks["n_bricks_total"], "min_per_class": bricks["min_per_class"],
-        "min_bricks": limits.min_bricks, "worst_bricks": table(bricks["worst"])})
+        "n_bricks_total": bricks.n_bricks_total, "min_per_class": bricks.min_per_class,
+        "min_bricks": limits.min_bricks, "worst_bricks": table(bricks.worst)})
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES,
@@ -95,9 +95,10 @@ def theta_e_completeness_non_decreasing(halo: HaloSettings) -> dg.AssetCheckResu
     trend, bins = report.theta_e_completeness_trend, report.theta_e_bins
     criterion = _criterion(halo, report, "theta_e_completeness_non_decreasing")
     return criterion_result(criterion, {
-        "n_bins_measured": trend["n_bins_measured"], "violations": dg.MetadataValue.json(trend["violations"]),
-        "bins": table([{"lo": b["lo"], "hi": b["hi"], "n": b["n"], "completeness": b["completeness"],
-                        "ci95": b["ci95"]} for b in bins])})
+        "n_bins_measured": trend.n_bins_measured,
+        "violations": dg.MetadataValue.json([asdict(v) for v in trend.violations]),
+        "bins": table([{"lo": b.lo, "hi": b.hi, "n": b.n, "completeness": b.completeness, "ci95": b.ci95}
+                       for b in bins])})
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES,
@@ -107,7 +108,7 @@ def arc_snr_zero_scored_as_negative(halo: HaloSettings) -> dg.AssetCheckResult:
     `go_no_go.max_arc_snr_zero_accuracy_as_lens`."""
     report = _report(halo)
     masked, criterion = report.arc_snr_zero, _criterion(halo, report, "arc_snr_zero_scored_as_negative")
-    return criterion_result(criterion, {"ci95": dg.MetadataValue.json(masked["ci95"])} if masked["n"] else {})
+    return criterion_result(criterion, {"ci95": dg.MetadataValue.json(masked.ci95)} if masked.n else {})
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES,

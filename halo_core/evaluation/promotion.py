@@ -89,29 +89,29 @@ def _deployable(cfg, r) -> Criterion:
 def _brick_auroc_std(cfg, r) -> Criterion:
     b, g = r.per_brick, cfg.go_no_go
     expected = f"< {g.max_brick_auroc_std:g} over >= {g.min_bricks} bricks"
-    if b["n_bricks"] < g.min_bricks:
-        return _unmeasured("brick_auroc_std", f"{b['n_bricks']} bricks have >= {b['min_per_class']} test samples "
-                                              f"of each class; the std needs {g.min_bricks}", expected, b["n_bricks"])
-    return Criterion("brick_auroc_std", b["std"] < g.max_brick_auroc_std, observed=b["std"], expected=expected,
-                     n=b["n_bricks"])
+    if b.n_bricks < g.min_bricks:
+        return _unmeasured("brick_auroc_std", f"{b.n_bricks} bricks have >= {b.min_per_class} test samples "
+                                              f"of each class; the std needs {g.min_bricks}", expected, b.n_bricks)
+    return Criterion("brick_auroc_std", b.std < g.max_brick_auroc_std, observed=b.std, expected=expected,
+                     n=b.n_bricks)
 
 
 def _theta_e_trend(cfg, r) -> Criterion:
     name, trend = "theta_e_completeness_non_decreasing", r.theta_e_completeness_trend
-    expected, n = "0 bins below a smaller theta_E bin (Wilson 95 %)", sum(b["n"] for b in r.theta_e_bins)
-    if not trend["measurable"]:
-        return _unmeasured(name, f"{trend['n_bins_measured']} theta_E bin(s) hold test lenses; a trend needs 2",
+    expected, n = "0 bins below a smaller theta_E bin (Wilson 95 %)", sum(b.n for b in r.theta_e_bins)
+    if not trend.measurable:
+        return _unmeasured(name, f"{trend.n_bins_measured} theta_E bin(s) hold test lenses; a trend needs 2",
                            expected, n)
-    return Criterion(name, not trend["violations"], observed=len(trend["violations"]), expected=expected, n=n)
+    return Criterion(name, not trend.violations, observed=len(trend.violations), expected=expected, n=n)
 
 
 def _arc_snr_zero(cfg, r) -> Criterion:
     name, masked = "arc_snr_zero_scored_as_negative", r.arc_snr_zero
     limit = cfg.go_no_go.max_arc_snr_zero_accuracy_as_lens
-    if not masked["n"]:
+    if not masked.n:
         return _unmeasured(name, "no arc_snr == 0 rows in the test split", f"< {limit:g}", 0)
-    return Criterion(name, masked["accuracy_as_lens"] < limit, observed=masked["accuracy_as_lens"],
-                     expected=f"< {limit:g}", n=masked["n"])
+    return Criterion(name, masked.accuracy_as_lens < limit, observed=masked.accuracy_as_lens,
+                     expected=f"< {limit:g}", n=masked.n)
 
 
 def _calibration_ece(cfg, r) -> Criterion:

@@ -33,6 +33,7 @@ from halo_core.evaluation.diagnostics import (
 from halo_core.evaluation.promotion import report_verdict
 from halo_core.evaluation.results import (
     CalibrationSummary,
+    DetectionBin,
     EvaluationReport,
     GatesReport,
     InDistribution,
@@ -189,7 +190,7 @@ def evaluate(cfg: HaloConfig, dataset_dir: str, model_path: str, fit: Validation
                        np.zeros(len(masked_rows), np.float32), samples.with_control)
     masked_probs = calibration.probability(predict_logits(model, shards, masked, cfg.batch_size, device, precision))
 
-    def bins(column: str, edges, negatives_binned: bool = False) -> list[dict]:
+    def bins(column: str, edges, negatives_binned: bool = False) -> list[DetectionBin]:
         values = meta[column].to_numpy(dtype=float)
         return binned_detection(values[pos], probs[pos], probs[~pos], edges,
                                 neg_values=values[~pos] if negatives_binned else None)

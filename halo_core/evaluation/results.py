@@ -127,6 +127,64 @@ class Comparison:
 
 
 @dataclass
+class MaskedArcs:
+    """Stamps whose arc was masked (arc_snr == 0): controls in disguise, and the share scored as lens."""
+
+    n: int
+    accuracy_as_lens: float | None  # None without such stamps
+    ci95: list[float]  # Wilson
+
+
+@dataclass
+class BrickAuroc:
+    brick: str
+    n_pos: int
+    n_neg: int
+    auroc: float
+
+
+@dataclass
+class PerBrickAuroc:
+    """Test AUROC per brick with at least ``min_per_class`` of each class: its spread and the worst bricks."""
+
+    min_per_class: int
+    n_bricks: int
+    n_bricks_total: int
+    std: float | None  # None with fewer than two bricks
+    worst: list[BrickAuroc]
+
+
+@dataclass
+class DetectionBin:
+    """Lenses in one bin of a quantity (theta_E, PSF FWHM, arc SNR): completeness at p >= 0.5 and AUROC."""
+
+    lo: float
+    hi: float | None  # the open last bin: inf in memory, null in report.json
+    n: int
+    completeness: float | None  # None for an empty bin
+    ci95: list[float]  # Wilson
+    n_negatives: int
+    auroc: float | None
+
+
+@dataclass
+class TrendViolation:
+    """A theta_E bin whose completeness lies below an earlier bin's, their Wilson intervals disjoint."""
+
+    earlier: str
+    later: str
+    completeness: list[float]
+    ci95: list[list[float]]
+
+
+@dataclass
+class CompletenessTrend:
+    n_bins_measured: int
+    measurable: bool  # at least two bins hold lenses
+    violations: list[TrendViolation]
+
+
+@dataclass
 class ReliabilityBin:
     n: int
     mean_p: float  # mean predicted probability
@@ -229,12 +287,12 @@ class EvaluationReport:
     metrics: dict  # halo_core.metrics.classification_metrics, calibrated probabilities
     calibration: CalibrationSummary
     deployment_prevalence: float
-    arc_snr_zero: dict
-    per_brick: dict
-    theta_e_bins: list[dict]
-    theta_e_completeness_trend: dict
-    psf_fwhm_bins: list[dict]
-    arc_snr_bins: list[dict]
+    arc_snr_zero: MaskedArcs
+    per_brick: PerBrickAuroc
+    theta_e_bins: list[DetectionBin]
+    theta_e_completeness_trend: CompletenessTrend
+    psf_fwhm_bins: list[DetectionBin]
+    arc_snr_bins: list[DetectionBin]
     training: dict  # best epoch, the per-epoch history (EpochRecord.to_dict), the plan's progress reports
     monitors: dict
     shortcut_diagnostics: dict

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import asdict
 
 import numpy as np
 
@@ -36,11 +37,11 @@ def report_plots(report, roc: tuple[np.ndarray, np.ndarray], ece: dict, history:
     return plots, thumbnails
 
 
-def _bins_table(rows: list[dict], quantity: str) -> str:
+def _bins_table(rows: list, quantity: str) -> str:
     body = "".join(
-        f"<tr><td>{bin_label(b)}</td><td>{b['n']}</td><td>{fmt(b['completeness'], '.3f')} "
-        f"[{fmt(b['ci95'][0], '.3f')}, {fmt(b['ci95'][1], '.3f')}]</td><td>{fmt(b['auroc'])}</td>"
-        f"<td>{b['n_negatives']}</td></tr>" for b in rows
+        f"<tr><td>{bin_label(b.lo, b.hi)}</td><td>{b.n}</td><td>{fmt(b.completeness, '.3f')} "
+        f"[{fmt(b.ci95[0], '.3f')}, {fmt(b.ci95[1], '.3f')}]</td><td>{fmt(b.auroc)}</td>"
+        f"<td>{b.n_negatives}</td></tr>" for b in rows
     )
     return (f"<table><tr><th>{quantity}</th><th>n lenses</th><th>completeness [Wilson 95 %]</th>"
             f"<th>AUROC</th><th>n non-lenses</th></tr>{body}</table>")
@@ -55,7 +56,7 @@ def _scaling(c) -> str:
 
 def _shortcut_section(d: dict, png: bytes) -> str:
     focus = d["arc_localised_focus"]
-    rows = [(bin_label(b), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
+    rows = [(bin_label(b["lo"], b["hi"]), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
     body = "".join(
         f"<tr><td>{label}</td><td>{b['n']}</td><td>{fmt(b['saliency_arc_fraction'], '.3f')}</td>"
         f"<td>{fmt(b['arc_area_fraction'], '.3f')}</td><td>{fmt(b['saliency_core_fraction'], '.3f')}</td>"
@@ -194,18 +195,18 @@ Not measurable where the test split has fewer than 1/FPR distinct negatives (inj
 {img_tag(plots['reliability'], 'reliability diagram')}
 <h2>Completeness and AUROC by theta_E, PSF and arc SNR (threshold 0.5)</h2>
 <p>AUROC: the bin's lenses against all non-lenses (theta_E, arc SNR) or against the non-lenses of the same PSF bin.
-Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not trend['violations']}</b>
-({trend['n_bins_measured']} bins measured; violations: {html.escape(json.dumps(trend['violations']))}).</p>
+Completeness non-decreasing with theta_E within the Wilson intervals: <b>{not trend.violations}</b>
+({trend.n_bins_measured} bins measured; violations: {html.escape(json.dumps([asdict(v) for v in trend.violations]))}).</p>
 {_bins_table(report.theta_e_bins, 'theta_E (arcsec)')}
 {_bins_table(report.psf_fwhm_bins, 'PSF FWHM r (arcsec)')}
 {_bins_table(report.arc_snr_bins, 'arc SNR (max pixel)')}
 {img_tag(plots['completeness_theta_e'], 'completeness by theta_E')}
 {img_tag(plots['completeness_psf_fwhm'], 'completeness by PSF FWHM')}
 {img_tag(plots['completeness_arc_snr'], 'completeness by arc SNR')}
-<h2>Per-brick AUROC</h2><p>{brick['n_bricks']} of {brick['n_bricks_total']} bricks have at least
-{brick['min_per_class']} test samples of each class; std of their AUROC: {fmt(brick['std'])}.</p>
-<h2>Masked arcs (arc_snr == 0)</h2><p>n={masked['n']}, scored as lens: {fmt(masked['accuracy_as_lens'], '.3f')}
-[{fmt(masked['ci95'][0], '.3f')}, {fmt(masked['ci95'][1], '.3f')}]</p>
+<h2>Per-brick AUROC</h2><p>{brick.n_bricks} of {brick.n_bricks_total} bricks have at least
+{brick.min_per_class} test samples of each class; std of their AUROC: {fmt(brick.std)}.</p>
+<h2>Masked arcs (arc_snr == 0)</h2><p>n={masked.n}, scored as lens: {fmt(masked.accuracy_as_lens, '.3f')}
+[{fmt(masked.ci95[0], '.3f')}, {fmt(masked.ci95[1], '.3f')}]</p>
 <h2>Training</h2><p>best epoch {report.training['best_epoch'] + 1} of {len(report.training['history'])}.</p>
 {img_tag(plots['training_loss'], 'training and val loss')}
 {img_tag(plots['training_auroc'], 'val AUROC')}

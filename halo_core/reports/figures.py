@@ -105,15 +105,15 @@ def confusion_png(confusion: dict) -> bytes:
     return png(fig)
 
 
-def completeness_figure(rows: list[dict], quantity: str):
-    """Completeness per bin of one quantity, with its Wilson 95 % interval as the error bar."""
+def completeness_figure(rows: list, quantity: str):
+    """Completeness per DetectionBin of one quantity, with its Wilson 95 % interval as the error bar."""
     fig, ax = plt.subplots(figsize=(3.7, 3.2))
-    rows = [r for r in rows if r["n"]]
+    rows = [r for r in rows if r.n]
     x = np.arange(len(rows))
-    c = np.array([r["completeness"] for r in rows], dtype=float)
-    lo, hi = np.array([r["ci95"] for r in rows], dtype=float).reshape(-1, 2).T
+    c = np.array([r.completeness for r in rows], dtype=float)
+    lo, hi = np.array([r.ci95 for r in rows], dtype=float).reshape(-1, 2).T
     ax.errorbar(x, c, yerr=[c - lo, hi - c], fmt="o", capsize=3)
-    ax.set_xticks(x, [f"{bin_label(r)}\nn={r['n']}" for r in rows], fontsize=7)
+    ax.set_xticks(x, [f"{bin_label(r.lo, r.hi)}\nn={r.n}" for r in rows], fontsize=7)
     ax.set(ylim=(0, 1.05), xlabel=quantity, ylabel="completeness at p >= 0.5")
     ax.grid(alpha=0.3)
     return fig
@@ -152,7 +152,7 @@ def saliency_png(figure: dict, core_radius_px: float) -> bytes:
         ax.contour(arc, levels=[0.5], colors="cyan", linewidths=0.8)
         c = (sal.shape[0] - 1) / 2
         ax.add_patch(plt.Circle((c, c), core_radius_px, fill=False, color="white", ls="--", lw=0.8))
-        ax.set_title(f"theta_E {bin_label({'lo': lo, 'hi': hi})}\"", fontsize=8)
+        ax.set_title(f"theta_E {bin_label(lo, hi)}\"", fontsize=8)
     return png(fig)
 
 

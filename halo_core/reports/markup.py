@@ -17,10 +17,9 @@ def fmt(value, spec: str = ".4f", missing: str = "not measurable") -> str:
     return missing if value is None or value != value else format(value, spec)  # value != value: NaN
 
 
-def bin_label(b: dict) -> str:
+def bin_label(lo: float, hi: float | None) -> str:
     """'1-1.5' or '20+' (the open last bin: hi is inf in memory, null in report.json)."""
-    hi = b["hi"]
-    return f"{b['lo']:g}+" if hi is None or math.isinf(hi) else f"{b['lo']:g}-{hi:g}"
+    return f"{lo:g}+" if hi is None or math.isinf(hi) else f"{lo:g}-{hi:g}"
 
 
 def img_tag(data: bytes, alt: str) -> str:

@@ -68,8 +68,8 @@ def test_asinh_rgb_maps_a_stamp_to_a_colour_image():
 
 
 def test_bin_labels_name_the_open_bin():
-    assert bin_label({"lo": 20.0, "hi": None}) == "20+"
-    assert bin_label({"lo": 0.75, "hi": 1.0}) == "0.75-1"
+    assert bin_label(20.0, None) == "20+" and bin_label(20.0, float("inf")) == "20+"
+    assert bin_label(0.75, 1.0) == "0.75-1"
 
 
 def test_temperature_scaling_can_be_the_calibration_in_use(tmp_path, smoke_cfg, filtered_dir, trained):
