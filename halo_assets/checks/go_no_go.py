@@ -13,7 +13,7 @@ from halo_assets.resources import PROFILES, HaloSettings
 from halo_core import uris
 from halo_core.evaluation.promotion import REPORT_CRITERIA, Criterion
 from halo_core.evaluation.report import REPORT_JSON
-from halo_core.evaluation.results import EvaluationReport, ShiftSet, ShiftSuite
+from halo_core.evaluation.results import CorePerturbation, EvaluationReport, ShiftSet, ShiftSuite
 from halo_core.evaluation.shift import STRESS_SETS
 from halo_core.metrics import OPERATING_THRESHOLD, OPERATING_TPR, TARGET_METRIC
 
@@ -134,20 +134,20 @@ def arc_localised_focus(halo: HaloSettings) -> dg.AssetCheckResult:
     report = _report(halo)
     d = report.shortcut_diagnostics
     return criterion_result(_criterion(halo, report, "arc_localised_focus"), {
-        "core_occlusion_drop": number(d["core_occlusion_drop"]),
-        "saliency_arc_fraction": number(d["saliency_arc_fraction"]),
-        "saliency_core_fraction": number(d["saliency_core_fraction"]),
-        "theta_e_bins": table([{k: b[k] for k in BIN_COLUMNS} for b in d["theta_e_bins"]]),
+        "core_occlusion_drop": number(d.core_occlusion_drop),
+        "saliency_arc_fraction": number(d.saliency_arc_fraction),
+        "saliency_core_fraction": number(d.saliency_core_fraction),
+        "theta_e_bins": table([{k: getattr(b, k) for k in BIN_COLUMNS} for b in d.theta_e_bins]),
     })
 
 
-def _perturbation_metadata(d: dict, key: str) -> dict:
+def _perturbation_metadata(d: CorePerturbation, key: str) -> dict:
     """The limit and, per class, n and the mean |change| over the variants ``key`` judges."""
-    return {"threshold": d["max_mean_abs_change"], "min_per_class": d["min_per_class"],
-            **{f"{name}_mean_abs_change": number(c[key]) for name, c in d["per_class"].items()},
-            **{f"n_{name}": c["n"] for name, c in d["per_class"].items()},
-            "spread_sigma_px": dg.MetadataValue.json(d["spread_sigma_px"]),
-            "per_variant": table([{"class": k, "n": v["n"], **v["by_variant"]} for k, v in d["per_class"].items()])}
+    return {"threshold": d.max_mean_abs_change, "min_per_class": d.min_per_class,
+            **{f"{name}_mean_abs_change": number(getattr(c, key)) for name, c in d.per_class.items()},
+            **{f"n_{name}": c.n for name, c in d.per_class.items()},
+            "spread_sigma_px": dg.MetadataValue.json(d.spread_sigma_px),
+            "per_variant": table([{"class": k, "n": v.n, **v.by_variant} for k, v in d.per_class.items()])}
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True, partitions_def=PROFILES,
@@ -172,11 +172,11 @@ def core_perturbation_offset(halo: HaloSettings) -> dg.AssetCheckResult:
     g = halo.config().go_no_go
     expected = f"<= {g.max_core_perturbation_change:g} per class (offset), n >= {g.core_perturbation_min_per_class}"
     metadata = _perturbation_metadata(d, "offset_mean_abs_change")
-    n = min((c["n"] for c in d["per_class"].values()), default=0)
+    n = min((c.n for c in d.per_class.values()), default=0)
     if n < g.core_perturbation_min_per_class:
         return _not_measurable(f"fewer than {g.core_perturbation_min_per_class} test samples in a class", expected,
                                metadata)
-    worst = max(c["offset_mean_abs_change"] for c in d["per_class"].values())
+    worst = max(c.offset_mean_abs_change for c in d.per_class.values())
     return check_result(passed=worst <= g.max_core_perturbation_change, observed=worst, expected=expected, n=n,
                         severity=dg.AssetCheckSeverity.WARN, metadata={"measurable": True, **metadata})
 

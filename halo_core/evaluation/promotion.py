@@ -121,21 +121,21 @@ def _calibration_ece(cfg, r) -> Criterion:
 
 def _arc_localised_focus(cfg, r) -> Criterion:
     d = r.shortcut_diagnostics
-    focus = d["arc_localised_focus"]
-    return Criterion("arc_localised_focus", focus["passed"], observed=d["arc_occlusion_drop"],
-                     expected=f"arc drop >= {focus['min_arc_occlusion_drop']:g}, core drop <= "
-                              f"{focus['max_core_to_arc_drop']:g} x arc", n=d["n"])
+    focus = d.arc_localised_focus
+    return Criterion("arc_localised_focus", focus.passed, observed=d.arc_occlusion_drop,
+                     expected=f"arc drop >= {focus.min_arc_occlusion_drop:g}, core drop <= "
+                              f"{focus.max_core_to_arc_drop:g} x arc", n=d.n)
 
 
 def _core_perturbation(cfg: HaloConfig, r: EvaluationReport) -> Criterion:
     """Blocking: the centred variants only (the offset ones are WARN evidence: core_perturbation_offset)."""
     d, g = r.core_perturbation, cfg.go_no_go
     expected = f"<= {g.max_core_perturbation_change:g} per class (centred), n >= {g.core_perturbation_min_per_class}"
-    n = min((v["n"] for v in d["per_class"].values()), default=0)
+    n = min((v.n for v in d.per_class.values()), default=0)
     if n < g.core_perturbation_min_per_class:
         return _unmeasured("core_perturbation", f"fewer than {g.core_perturbation_min_per_class} test samples in a class",
                            expected, n)
-    worst = max(v["mean_abs_change"] for v in d["per_class"].values())
+    worst = max(v.mean_abs_change for v in d.per_class.values())
     return Criterion("core_perturbation", worst <= g.max_core_perturbation_change, observed=worst, expected=expected,
                      n=n)
 

@@ -33,12 +33,14 @@ from halo_core.evaluation.diagnostics import (
 from halo_core.evaluation.promotion import report_verdict
 from halo_core.evaluation.results import (
     CalibrationSummary,
+    CorePerturbation,
     DetectionBin,
     EvaluationReport,
     GatesReport,
     InDistribution,
     ScalingOnTest,
     ShiftSuite,
+    ShortcutDiagnostics,
 )
 from halo_core.evaluation.saliency import MAX_SAMPLES, core_brightness_spread, core_perturbation, shortcut_diagnostics
 from halo_core.evaluation.shift import shift_suite
@@ -90,7 +92,7 @@ def hardest_cases(shards, samples: SampleSet, probs: np.ndarray, meta) -> list[l
 
 
 def saliency_diagnostics(engine: Engine, shards, samples: SampleSet, calibration: Calibration,
-                         go_no_go) -> tuple[dict, dict]:
+                         go_no_go) -> tuple[ShortcutDiagnostics, dict]:
     """Shortcut diagnostics on a deterministic subset of the test lenses (stamp with its own control)."""
     pos = np.flatnonzero((samples.labels == 1) & (samples.slots == STAMP))
     if len(pos) > MAX_SAMPLES:
@@ -117,7 +119,7 @@ def psf_fwhm_px(meta) -> np.ndarray:
 
 
 def core_perturbation_diagnostics(engine: Engine, shards, samples: SampleSet, spec, calibration: Calibration,
-                                  go_no_go) -> dict:
+                                  go_no_go) -> CorePerturbation:
     """The core-perturbation test on up to PERTURBATION_MAX_PER_CLASS test samples of each class, with the
     spread of the split's own LRG core brightness (distinct LRGs, measured on the raw controls when the
     filtered dataset was built)."""
@@ -130,7 +132,8 @@ def core_perturbation_diagnostics(engine: Engine, shards, samples: SampleSet, sp
                                lambda v: reapply_to_input(v, spec), calibration.probability,
                                max_mean_change=go_no_go.max_core_perturbation_change,
                                min_per_class=go_no_go.core_perturbation_min_per_class)
-    return {**result, "n_lrgs_for_spread": int(len(lrgs))}
+    result.n_lrgs_for_spread = int(len(lrgs))
+    return result
 
 
 def shift_report(engine: Engine, spec, calibration: Calibration, report: EvaluationReport, raw_ece: float,

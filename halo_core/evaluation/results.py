@@ -185,6 +185,67 @@ class CompletenessTrend:
 
 
 @dataclass
+class Saliency:
+    """Gradient x input saliency and occlusion of test lenses (evaluation.saliency); None without lenses."""
+
+    n: int
+    saliency_arc_fraction: float | None
+    saliency_core_fraction: float | None
+    arc_area_fraction: float | None  # the share a flat map would give the arc
+    mean_score: float | None
+    arc_occlusion_drop: float | None
+    core_occlusion_drop: float | None
+
+
+@dataclass
+class SaliencyBin(Saliency):
+    lo: float
+    hi: float | None  # the open last theta_E bin
+
+
+@dataclass
+class ArcLocalisedFocus:
+    min_arc_occlusion_drop: float
+    max_core_to_arc_drop: float
+    passed: bool
+
+
+@dataclass
+class ShortcutDiagnostics(Saliency):
+    """Over all the lenses scored, per theta_E bin, and the plan's arc-localised focus on them."""
+
+    theta_e_bins: list[SaliencyBin]
+    core_radius_px: float
+    arc_footprint_sigma: float
+    arc_localised_focus: ArcLocalisedFocus
+
+
+@dataclass
+class PerturbedClass:
+    """One class's mean |score change| over the centred and the offset variants, and per variant."""
+
+    n: int
+    mean_abs_change: float | None  # centred: what blocks
+    offset_mean_abs_change: float | None  # WARN evidence
+    by_variant: dict[str, float | None]
+
+
+@dataclass
+class CorePerturbation:
+    """Does the score follow the LRG's core brightness (evaluation.saliency.core_perturbation)?"""
+
+    per_class: dict[str, PerturbedClass]
+    spread_sigma_px: list[float]  # per band: the LRGs' own core-brightness spread
+    offsets_px: list[list[int]]
+    max_mean_abs_change: float
+    min_per_class: int
+    measurable: bool
+    passed: bool
+    offset_passed: bool
+    n_lrgs_for_spread: int | None = None
+
+
+@dataclass
 class ReliabilityBin:
     n: int
     mean_p: float  # mean predicted probability
@@ -295,10 +356,10 @@ class EvaluationReport:
     arc_snr_bins: list[DetectionBin]
     training: dict  # best epoch, the per-epoch history (EpochRecord.to_dict), the plan's progress reports
     monitors: dict
-    shortcut_diagnostics: dict
+    shortcut_diagnostics: ShortcutDiagnostics
     control_substitutes: dict | None  # None for a model without a control channel
     realism_probe: dict
-    core_perturbation: dict
+    core_perturbation: CorePerturbation
     shift_suite: ShiftSuite | None = None  # None in a report written before the suite existed
     # the numerics the test split, and so the operating threshold, was scored in (halo_core.precision)
     precision: str = "fp32"

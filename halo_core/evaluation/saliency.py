@@ -14,12 +14,22 @@ double out to 2 theta_E).
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
+
 import numpy as np
 import torch
 
 from halo_core.data.preprocess import pixel_radius
 from halo_core.data.stamps import STAMP_SIZE
 from halo_core.evaluation.diagnostics import THETA_E_BINS_ARCSEC
+from halo_core.evaluation.results import (
+    ArcLocalisedFocus,
+    CorePerturbation,
+    PerturbedClass,
+    Saliency,
+    SaliencyBin,
+    ShortcutDiagnostics,
+)
 from halo_core.model.engine import Engine
 from halo_core.simulate.psf import moffat_kernel
 
@@ -67,10 +77,10 @@ def mask_fraction(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def shortcut_diagnostics(engine: Engine, stamps: np.ndarray, controls: np.ndarray, theta_e_arcsec: np.ndarray,
                          probability, *, with_control: bool, min_arc_drop: float, max_core_to_arc_drop: float,
-                         edges=THETA_E_BINS_ARCSEC) -> tuple[dict, dict]:
+                         edges=THETA_E_BINS_ARCSEC) -> tuple[ShortcutDiagnostics, dict]:
     """Saliency shares and occlusion drops of positives (N, 3, H, W) stamps with their controls.
 
-    ``probability`` maps logits to the reported score. Returns the JSON-ready result and, for the figure,
+    ``probability`` maps logits to the reported score. Returns the result and, for the figure,
     the mean saliency map and mean arc footprint per theta_E bin."""
     core = core_mask(stamps.shape[-1])
     n = len(stamps)
@@ -89,10 +99,9 @@ def shortcut_diagnostics(engine: Engine, stamps: np.ndarray, controls: np.ndarra
     arc_share, core_share = mask_fraction(maps, arcs), mask_fraction(maps, core)
 
     def summary(idx: np.ndarray) -> dict:
-        keys = ("saliency_arc_fraction", "saliency_core_fraction", "arc_area_fraction", "mean_score",
-                "arc_occlusion_drop", "core_occlusion_drop")
+        """Saliency's fields over the lenses ``idx``."""
         if not len(idx):
-            return {"n": 0, **dict.fromkeys(keys)}
+            return {"n": 0, **dict.fromkeys(f.name for f in fields(Saliency) if f.name != "n")}
         base = float(scores["unoccluded"][idx].mean())
         return {"n": int(len(idx)),
                 "saliency_arc_fraction": float(np.nanmean(arc_share[idx])),
@@ -105,19 +114,17 @@ def shortcut_diagnostics(engine: Engine, stamps: np.ndarray, controls: np.ndarra
     bins, figure = [], {"edges": [], "mean_maps": [], "mean_arcs": []}
     for b_lo, b_hi in zip(edges, [*edges[1:], np.inf]):
         idx = np.flatnonzero((theta >= b_lo) & (theta < b_hi))
-        bins.append({"lo": b_lo, "hi": None if np.isinf(b_hi) else b_hi, **summary(idx)})
+        bins.append(SaliencyBin(**summary(idx), lo=b_lo, hi=None if np.isinf(b_hi) else b_hi))
         if len(idx):
             figure["edges"].append((b_lo, b_hi))
             figure["mean_maps"].append(maps[idx].mean(0))
             figure["mean_arcs"].append(arcs[idx].mean(0))
-    overall = summary(np.arange(n))
-    arc_drop, core_drop = overall["arc_occlusion_drop"], overall["core_occlusion_drop"]
-    result = {**overall, "theta_e_bins": bins, "core_radius_px": CORE_RADIUS_PX,
-              "arc_footprint_sigma": ARC_FOOTPRINT_SIGMA,
-              "arc_localised_focus": {
-                  "min_arc_occlusion_drop": min_arc_drop, "max_core_to_arc_drop": max_core_to_arc_drop,
-                  "passed": bool(n) and arc_drop >= min_arc_drop and core_drop <= max_core_to_arc_drop * arc_drop}}
-    return result, figure
+    overall = Saliency(**summary(np.arange(n)))
+    arc_drop, core_drop = overall.arc_occlusion_drop, overall.core_occlusion_drop
+    focus = ArcLocalisedFocus(min_arc_drop, max_core_to_arc_drop,
+                              bool(n) and arc_drop >= min_arc_drop and core_drop <= max_core_to_arc_drop * arc_drop)
+    return ShortcutDiagnostics(**asdict(overall), theta_e_bins=bins, core_radius_px=CORE_RADIUS_PX,
+                               arc_footprint_sigma=ARC_FOOTPRINT_SIGMA, arc_localised_focus=focus), figure
 
 
 # Core perturbation (docs/design.md §8 (trust)): does the score follow the LRG's core brightness? PSF-shaped light is
@@ -150,7 +157,8 @@ def psf_light(fwhm_px: np.ndarray, offsets_px: np.ndarray, size: int = STAMP_SIZ
 
 
 def core_perturbation(engine: Engine, x: np.ndarray, labels: np.ndarray, fwhm_px: np.ndarray, spread: np.ndarray,
-                      reapply, probability, *, max_mean_change: float, min_per_class: int, seed: int = 0) -> dict:
+                      reapply, probability, *, max_mean_change: float, min_per_class: int,
+                      seed: int = 0) -> CorePerturbation:
     """Mean |score change| of (N, C, H, W) inputs when PSF-shaped core light of +-``spread`` (3,) sigma px
     per band is added at the centre and at an offset; ``reapply`` preprocesses the perturbed input as
     the raw stamp would have been. The light goes into every 3-channel group (a 6-channel input's
@@ -179,16 +187,14 @@ def core_perturbation(engine: Engine, x: np.ndarray, labels: np.ndarray, fwhm_px
     per_class = {}
     for name, c in (("non_lens", 0), ("lens", 1)):
         rows = change[labels == c]
-        per_class[name] = {"n": int(len(rows)),
-                           "mean_abs_change": float(rows[:, centred].mean()) if len(rows) else None,
-                           "offset_mean_abs_change": float(rows[:, ~centred].mean()) if len(rows) else None,
-                           "by_variant": {f"{'add' if f > 0 else 'remove'}_{'centred' if ctr else 'offset'}":
-                                          float(rows[:, j].mean()) if len(rows) else None
-                                          for j, (f, ctr) in enumerate(variants)}}
-    measurable = all(v["n"] >= min_per_class for v in per_class.values())
-    return {"per_class": per_class, "spread_sigma_px": [float(v) for v in spread],
-            "offsets_px": [list(o) for o in PERTURBATION_OFFSETS_PX], "max_mean_abs_change": max_mean_change,
-            "min_per_class": min_per_class, "measurable": measurable,
-            "passed": measurable and all(v["mean_abs_change"] <= max_mean_change for v in per_class.values()),
-            "offset_passed": measurable and all(v["offset_mean_abs_change"] <= max_mean_change
-                                                for v in per_class.values())}
+        per_class[name] = PerturbedClass(
+            int(len(rows)), float(rows[:, centred].mean()) if len(rows) else None,
+            float(rows[:, ~centred].mean()) if len(rows) else None,
+            {f"{'add' if f > 0 else 'remove'}_{'centred' if ctr else 'offset'}": float(rows[:, j].mean()) if len(rows)
+             else None for j, (f, ctr) in enumerate(variants)})
+    measurable = all(v.n >= min_per_class for v in per_class.values())
+    return CorePerturbation(
+        per_class, [float(v) for v in spread], [list(o) for o in PERTURBATION_OFFSETS_PX], max_mean_change,
+        min_per_class, measurable,
+        passed=measurable and all(v.mean_abs_change <= max_mean_change for v in per_class.values()),
+        offset_passed=measurable and all(v.offset_mean_abs_change <= max_mean_change for v in per_class.values()))

@@ -31,7 +31,7 @@ def report_plots(report, roc: tuple[np.ndarray, np.ndarray], ece: dict, history:
     thumbnails = {name: figures.png(fig, figures.THUMBNAIL_WIDTH_PX) for name, fig in key_figures.items()}
     plots |= {"confusion": figures.confusion_png(report.metrics["confusion_at_threshold"]),
               "gallery": figures.gallery_png(hardest),
-              "saliency": figures.saliency_png(saliency_figure, report.shortcut_diagnostics["core_radius_px"])}
+              "saliency": figures.saliency_png(saliency_figure, report.shortcut_diagnostics.core_radius_px)}
     if report.shift_suite.sets:
         plots["shift_reliability"] = figures.shift_reliability_png(report.shift_suite.sets)
     return plots, thumbnails
@@ -54,40 +54,40 @@ def _scaling(c) -> str:
     return f"{html.escape(c.method)} (a={c.a:.4f}, b={c.b:.4f})"
 
 
-def _shortcut_section(d: dict, png: bytes) -> str:
-    focus = d["arc_localised_focus"]
-    rows = [(bin_label(b["lo"], b["hi"]), b) for b in d["theta_e_bins"] if b["n"]] + [("all", d)]
+def _shortcut_section(d, png: bytes) -> str:
+    focus = d.arc_localised_focus
+    rows = [(bin_label(b.lo, b.hi), b) for b in d.theta_e_bins if b.n] + [("all", d)]
     body = "".join(
-        f"<tr><td>{label}</td><td>{b['n']}</td><td>{fmt(b['saliency_arc_fraction'], '.3f')}</td>"
-        f"<td>{fmt(b['arc_area_fraction'], '.3f')}</td><td>{fmt(b['saliency_core_fraction'], '.3f')}</td>"
-        f"<td>{fmt(b['mean_score'], '.3f')}</td><td>{fmt(b['arc_occlusion_drop'], '.3f')}</td>"
-        f"<td>{fmt(b['core_occlusion_drop'], '.3f')}</td></tr>" for label, b in rows)
+        f"<tr><td>{label}</td><td>{b.n}</td><td>{fmt(b.saliency_arc_fraction, '.3f')}</td>"
+        f"<td>{fmt(b.arc_area_fraction, '.3f')}</td><td>{fmt(b.saliency_core_fraction, '.3f')}</td>"
+        f"<td>{fmt(b.mean_score, '.3f')}</td><td>{fmt(b.arc_occlusion_drop, '.3f')}</td>"
+        f"<td>{fmt(b.core_occlusion_drop, '.3f')}</td></tr>" for label, b in rows)
     return f"""<h2>Where the model looks (test lenses)</h2>
-<p>Gradient &times; input saliency and occlusion on n={d['n']} lenses. Core: r &lt; {d['core_radius_px']:g} px.
+<p>Gradient &times; input saliency and occlusion on n={d.n} lenses. Core: r &lt; {d.core_radius_px:g} px.
 Arc occlusion gives the stamp its control's pixels everywhere outside the core (all the injected light there),
 core occlusion inside it. Saliency in arc: the share inside the pixels where the stamp exceeds its control by
-&ge; {d['arc_footprint_sigma']:g} sky sigma in a band. Arc-localised focus (arc drop &ge; {focus['min_arc_occlusion_drop']:g},
-core drop &le; {focus['max_core_to_arc_drop']:g} &times; arc drop): <b>{focus['passed']}</b>.</p>
+&ge; {d.arc_footprint_sigma:g} sky sigma in a band. Arc-localised focus (arc drop &ge; {focus.min_arc_occlusion_drop:g},
+core drop &le; {focus.max_core_to_arc_drop:g} &times; arc drop): <b>{focus.passed}</b>.</p>
 <table><tr><th>theta_E (arcsec)</th><th>n</th><th>saliency in arc</th><th>arc area share</th>
 <th>saliency in core</th><th>mean score</th><th>arc-occlusion drop</th><th>core-occlusion drop</th></tr>{body}</table>
 {img_tag(png, 'mean saliency per theta_E bin')}"""
 
 
-def _core_perturbation_section(d: dict) -> str:
+def _core_perturbation_section(d) -> str:
     rows = "".join(
-        f"<tr><td>{name}</td><td>{c['n']}</td><td>{fmt(c['mean_abs_change'])}</td>"
-        f"<td>{fmt(c['offset_mean_abs_change'])}</td>"
-        + "".join(f"<td>{fmt(v)}</td>" for v in c["by_variant"].values()) + "</tr>"
-        for name, c in d["per_class"].items())
-    variants = next(iter(d["per_class"].values()))["by_variant"]
-    spread = ", ".join(f"{b} {v:.1f}" for b, v in zip(BANDS, d["spread_sigma_px"]))
+        f"<tr><td>{name}</td><td>{c.n}</td><td>{fmt(c.mean_abs_change)}</td>"
+        f"<td>{fmt(c.offset_mean_abs_change)}</td>"
+        + "".join(f"<td>{fmt(v)}</td>" for v in c.by_variant.values()) + "</tr>"
+        for name, c in d.per_class.items())
+    variants = next(iter(d.per_class.values())).by_variant
+    spread = ", ".join(f"{b} {v:.1f}" for b, v in zip(BANDS, d.spread_sigma_px))
     return f"""<h2>Core perturbation (does the score follow core brightness?)</h2>
 <p>PSF-shaped light added to and removed from the LRG centre, of the test LRGs' own core-brightness spread
-(half their central 68 % range, over {d['n_lrgs_for_spread']} LRGs; sky sigma &times; px: {spread}),
+(half their central 68 % range, over {d.n_lrgs_for_spread} LRGs; sky sigma &times; px: {spread}),
 preprocessed as the raw stamp would be. Blocking limit: mean |score change| over the two centred variants
-&le; {d['max_mean_abs_change']:g} per class over &ge; {d['min_per_class']} samples: <b>{d['passed']}</b>
-(measurable: {d['measurable']}). The same light ~3 px (0.8") off the centre is WARN evidence only
-(a compact lensed image looks like that): <b>{d['offset_passed']}</b>.</p>
+&le; {d.max_mean_abs_change:g} per class over &ge; {d.min_per_class} samples: <b>{d.passed}</b>
+(measurable: {d.measurable}). The same light ~3 px (0.8") off the centre is WARN evidence only
+(a compact lensed image looks like that): <b>{d.offset_passed}</b>.</p>
 <table><tr><th>class</th><th>n</th><th>centred mean |change|</th><th>offset mean |change|</th>
 {''.join(f'<th>{html.escape(k)}</th>' for k in variants)}</tr>
 {rows}</table>"""

@@ -199,7 +199,8 @@ def test_training_budget_check_counts_train_samples_and_warns_on_a_huge_budget(g
 def _focus(arc_drop: float, core_drop: float, passed: bool) -> dict:
     return {"shortcut_diagnostics": {
         "n": 40, "arc_occlusion_drop": arc_drop, "core_occlusion_drop": core_drop, "saliency_arc_fraction": 0.4,
-        "saliency_core_fraction": 0.1, "theta_e_bins": [],
+        "saliency_core_fraction": 0.1, "arc_area_fraction": 0.2, "mean_score": 0.8, "theta_e_bins": [],
+        "core_radius_px": 5.0, "arc_footprint_sigma": 1.0,
         "arc_localised_focus": {"min_arc_occlusion_drop": 0.3, "max_core_to_arc_drop": 0.5, "passed": passed}}}
 
 
@@ -265,6 +266,7 @@ def _perturbation(centred: float, offset: float, n: int) -> dict:
            "by_variant": {"add_centred": centred, "remove_centred": centred, "add_offset": offset,
                           "remove_offset": offset}}
     return {"core_perturbation": {"per_class": {"non_lens": cls, "lens": cls}, "spread_sigma_px": [1, 2, 3],
+                                  "offsets_px": [[3, 0]],
                                   "max_mean_abs_change": 0.05, "min_per_class": 500, "measurable": n >= 500,
                                   "passed": n >= 500 and centred <= 0.05, "offset_passed": n >= 500 and offset <= 0.05}}
 

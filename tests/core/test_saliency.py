@@ -51,19 +51,19 @@ def test_the_arc_is_where_the_stamp_exceeds_its_control_by_a_sky_sigma():
 def test_a_model_reading_the_arc_loses_its_score_when_the_arc_is_occluded():
     stamps, controls = _lenses()
     result = _diagnose(MaskSum(RING, 0.05), stamps, controls)
-    assert result["saliency_arc_fraction"] > 0.99 and result["saliency_core_fraction"] < 0.01
-    assert result["arc_occlusion_drop"] > 0.3 and abs(result["core_occlusion_drop"]) < 1e-6
-    assert result["arc_localised_focus"]["passed"]
-    assert [b["n"] for b in result["theta_e_bins"]] == [0, 6, 0]  # theta_E 2.62" lands in the 2-3 bin
+    assert result.saliency_arc_fraction > 0.99 and result.saliency_core_fraction < 0.01
+    assert result.arc_occlusion_drop > 0.3 and abs(result.core_occlusion_drop) < 1e-6
+    assert result.arc_localised_focus.passed
+    assert [b.n for b in result.theta_e_bins] == [0, 6, 0]  # theta_E 2.62" lands in the 2-3 bin
 
 
 def test_a_model_reading_the_core_fails_the_arc_focus_check():
     stamps, controls = _lenses()
     stamps[:, :, SIZE // 2, SIZE // 2] += 2.0  # some arc light in the core, as the PSF would put there
     result = _diagnose(MaskSum(core_mask(SIZE), 2.0), stamps, controls)
-    assert result["core_occlusion_drop"] > 0.2 and abs(result["arc_occlusion_drop"]) < 1e-6
-    assert result["saliency_core_fraction"] > 0.99
-    assert not result["arc_localised_focus"]["passed"]
+    assert result.core_occlusion_drop > 0.2 and abs(result.arc_occlusion_drop) < 1e-6
+    assert result.saliency_core_fraction > 0.99
+    assert not result.arc_localised_focus.passed
 
 
 def test_occlusion_replaces_only_the_stamp_channels_of_a_six_channel_input():
@@ -112,12 +112,11 @@ def test_centred_core_perturbation_fails_a_model_whose_score_follows_the_central
     # the blocking test uses the centred variants only (the light 3 px off centre is WARN evidence), and a
     # planted model that reads the central flux of its input still fails it, under either preprocessing
     result = _perturbation(MaskSum(CORE_64, 0.3), normalization)
-    assert result["measurable"] and not result["passed"]
-    for c in result["per_class"].values():
-        assert c["mean_abs_change"] == pytest.approx(np.mean([c["by_variant"]["add_centred"],
-                                                              c["by_variant"]["remove_centred"]]))
-        assert c["mean_abs_change"] > 0.05
-    assert result["per_class"]["lens"]["n"] == 40 and len(result["spread_sigma_px"]) == 3
+    assert result.measurable and not result.passed
+    for c in result.per_class.values():
+        assert c.mean_abs_change == pytest.approx(np.mean([c.by_variant["add_centred"], c.by_variant["remove_centred"]]))
+        assert c.mean_abs_change > 0.05
+    assert result.per_class["lens"].n == 40 and len(result.spread_sigma_px) == 3
 
 
 def test_offset_core_perturbation_is_judged_apart():
@@ -125,12 +124,11 @@ def test_offset_core_perturbation_is_judged_apart():
     # test there, while the light 3 px off centre survives the preprocessing and moves it: the offset
     # verdict (WARN) says so
     result = _perturbation(MaskSum(CORE_64, 0.2), "residual_radial")
-    assert result["passed"] and not result["offset_passed"]
-    assert result["per_class"]["non_lens"]["offset_mean_abs_change"] > 0.05 >= result["per_class"]["non_lens"][
-        "mean_abs_change"]
+    assert result.passed and not result.offset_passed
+    assert result.per_class["non_lens"].offset_mean_abs_change > 0.05 >= result.per_class["non_lens"].mean_abs_change
 
 
 @pytest.mark.parametrize("normalization", ["per_sample_robust", "residual_radial"])
 def test_core_perturbation_passes_a_model_that_reads_the_arc(normalization):
     result = _perturbation(MaskSum(RING_64, 0.02), normalization)
-    assert result["passed"] and result["offset_passed"], result["per_class"]
+    assert result.passed and result.offset_passed, result.per_class
