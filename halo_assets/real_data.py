@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from halo_assets.assets import calibrated_model, evaluation_report, load_calibration, model_path
@@ -11,8 +13,9 @@ from halo_core import uris
 from halo_core.errors import ContractError
 from halo_core.evaluation.real_sky import build_real_sky_set
 from halo_core.evaluation.report import REPORT_JSON
-from halo_core.evaluation.results import EvaluationReport
+from halo_core.evaluation.results import EvaluationReport, PurityTarget
 from halo_core.evaluation.validation import VALIDATION_HTML, VALIDATION_JSON, test_operating_points, validate_real
+from halo_core.records import from_json
 from halo_core.survey.cutouts import FETCHED, FetchPolicy, fetch_cutouts, read_catalog, targets
 
 
@@ -59,22 +62,22 @@ def real_validation(halo: HaloSettings) -> dg.MaterializeResult:
                            rv.nonlenses_path, out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
                            radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target,
                            real_sky=build_real_sky_set(cfg) if cfg.real_sky.validation else None)
-    points = [{"fpr": p["fpr"], "operating": p["operating"], "threshold": p["threshold"],
-               "recall": p["recall"]["rate"] if p["recall"] else None,
-               "recall_ci95": p["recall"]["ci95"] if p["recall"] else None,
-               "fpr_real": p["fpr_real"]["rate"] if p["fpr_real"] else None,
-               "purity_at_real_fpr": p.get("purity_at_real_fpr")} for p in result["operating_points"]]
-    operating = next(p for p in result["operating_points"] if p["operating"])
+    points = [{"fpr": p.fpr, "operating": p.operating, "threshold": p.threshold,
+               "recall": p.recall.rate if p.recall else None, "recall_ci95": list(p.recall.ci95) if p.recall else None,
+               "fpr_real": p.fpr_real.rate if p.fpr_real else None,
+               "purity_at_real_fpr": p.purity_at_real_fpr} for p in result.operating_points]
+    operating = result.operating
     return dg.MaterializeResult(metadata={
         "skipped": False, "report": dg.MetadataValue.path(uris.join(out, VALIDATION_HTML)),
-        "n_lenses": result["n_lenses"], "n_nonlenses": result["n_nonlenses"],
-        "nonlenses": result["nonlenses_label"], "operating_fpr": cfg.operating_fpr,
-        "recall_at_operating": number(operating["recall"]["rate"] if operating["recall"] else None),
-        "fpr_real_at_operating": number(operating["fpr_real"]["rate"] if operating["fpr_real"] else None),
-        "operating_points": table(points), "known_lens_matches": dg.MetadataValue.json(result["known_lens_matches"]),
-        "sim_to_real_purity": result["purity_target_check"]["status"],
-        **({"recall_by_grading": dg.MetadataValue.json(result["recall_by_grading"]),
-            "real_sky_set": dg.MetadataValue.json(result["real_sky_set"])} if result["real_sky_set"] else {}),
+        "n_lenses": result.n_lenses, "n_nonlenses": result.n_nonlenses,
+        "nonlenses": result.nonlenses_label, "operating_fpr": cfg.operating_fpr,
+        "recall_at_operating": number(operating.recall.rate if operating.recall else None),
+        "fpr_real_at_operating": number(operating.fpr_real.rate if operating.fpr_real else None),
+        "operating_points": table(points), "known_lens_matches": dg.MetadataValue.json(result.known_lens_matches),
+        "sim_to_real_purity": result.purity_target_check.status,
+        **({"recall_by_grading": dg.MetadataValue.json({g: [asdict(r) for r in rows]
+                                                         for g, rows in result.recall_by_grading.items()}),
+            "real_sky_set": dg.MetadataValue.json(asdict(result.real_sky_set))} if result.real_sky_set else {}),
     })
 
 
@@ -91,16 +94,15 @@ def sim_to_real_purity(halo: HaloSettings) -> dg.AssetCheckResult:
                             severity=dg.AssetCheckSeverity.WARN, metadata={
                                 "status": "not measurable: no real validation configured (real_validation.lenses_path, "
                                           "real_sky)"})
-    target = uris.read_json(path)["purity_target_check"]
-    metadata = {"status": target["status"], "purity": target["purity"], "prevalence": target["prevalence"],
-                "recall": number(target.get("recall")), "required_fpr": number(target.get("required_fpr")),
-                "fpr": number(target.get("fpr")), "fpr_ci95": dg.MetadataValue.json(target.get("fpr_ci95")),
-                "n_nonlenses": target.get("n_nonlenses", 0), "nonlenses_needed": target.get("nonlenses_needed", 0)}
-    required = target.get("required_fpr")
-    return check_result(passed=bool(target["passed"]),
-                        observed=target["fpr"] if target.get("fpr") is not None else target["status"],
+    target = from_json(PurityTarget, uris.read_json(path)["purity_target_check"])
+    metadata = {"status": target.status, "purity": target.purity, "prevalence": target.prevalence,
+                "recall": number(target.recall), "required_fpr": number(target.required_fpr),
+                "fpr": number(target.fpr), "fpr_ci95": dg.MetadataValue.json(target.fpr_ci95),
+                "n_nonlenses": target.n_nonlenses or 0, "nonlenses_needed": target.nonlenses_needed or 0}
+    required = target.required_fpr
+    return check_result(passed=target.passed, observed=target.fpr if target.fpr is not None else target.status,
                         expected=f"FPR <= {required:.2g} (Wilson upper bound)" if required is not None else
-                        "FPR <= the required FPR", n=target.get("n_nonlenses", 0),
+                        "FPR <= the required FPR", n=target.n_nonlenses or 0,
                         severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 

@@ -251,25 +251,25 @@ def cmd_validate(cfg, args) -> int:
                            args.out, operating_fpr=cfg.operating_fpr, prevalence=cfg.deployment_prevalence,
                            radius_arcsec=rv.known_lens_radius_arcsec, purity_target=rv.purity_target, realism=realism,
                            real_sky=real_sky)
-    print(f"{result['n_lenses']} real lenses, {result['n_nonlenses']} {result['nonlenses_label']}")
-    for p in result["operating_points"]:
-        if p["recall"] is None:
-            print(f"  FPR {p['fpr']:g}: not measurable on the synthetic test split")
+    print(f"{result.n_lenses} real lenses, {result.n_nonlenses} {result.nonlenses_label}")
+    for p in result.operating_points:
+        if p.recall is None:
+            print(f"  FPR {p.fpr:g}: not measurable on the synthetic test split")
             continue
-        r, f = p["recall"], p["fpr_real"]
-        print(f"  FPR {p['fpr']:g}{' (operating)' if p['operating'] else ''}: threshold {p['threshold']:.4f}  "
-              f"recall {r['k']}/{r['n']} = {r['rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  "
-              f"FPR {f['k']}/{f['n']} = {f['rate']:.3f}  purity {p['purity_at_real_fpr']:.3f}")
-    for grading, points in (result["recall_by_grading"] or {}).items():
+        r, f = p.recall, p.fpr_real
+        print(f"  FPR {p.fpr:g}{' (operating)' if p.operating else ''}: threshold {p.threshold:.4f}  "
+              f"recall {r.k}/{r.n} = {r.rate:.3f} [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]  "
+              f"FPR {f.k}/{f.n} = {f.rate:.3f}  purity {p.purity_at_real_fpr:.3f}")
+    for grading, points in (result.recall_by_grading or {}).items():
         print(f"  {grading}: " + "  ".join(
-            f"recall@FPR {p['fpr']:g} " + ("not measurable" if p["recall"] is None else
-                                          f"{p['recall']['k']}/{p['recall']['n']} [{p['recall']['ci95'][0]:.3f}, "
-                                          f"{p['recall']['ci95'][1]:.3f}]") for p in points))
-    print(f"sim-to-real purity {rv.purity_target:g}: {result['purity_target_check']['status']}")
-    probe = result["realism_probe"]
+            f"recall@FPR {p.fpr:g} " + ("not measurable" if p.recall is None else
+                                       f"{p.recall.k}/{p.recall.n} [{p.recall.ci95[0]:.3f}, {p.recall.ci95[1]:.3f}]")
+            for p in points))
+    print(f"sim-to-real purity {rv.purity_target:g}: {result.purity_target_check.status}")
+    probe = result.realism_probe
     print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
     print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
-    return refused_exit("validate", result["refused"])
+    return refused_exit("validate", result.refused)
 
 
 def cmd_cutouts(args) -> int:

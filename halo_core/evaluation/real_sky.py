@@ -23,7 +23,7 @@ import numpy as np
 
 from halo_core.data.known_lenses import crossmatch
 from halo_core.errors import ContractError
-from halo_core.metrics import wilson_interval
+from halo_core.evaluation.results import GradingRecall, OperatingPoint, PurityTarget, Rate, RealSkyCounts
 from halo_core.simulate.injection import RealCutout, assign_splits, bricks_by_file, read_cutouts
 
 Z_95 = 1.96
@@ -35,10 +35,7 @@ class RealSkySet:
     lenses: list[RealCutout]
     gradings: list[str]  # one per lens
     nonlenses: list[RealCutout]
-    counts: dict  # what was read, dropped and why
-
-    def to_dict(self) -> dict:
-        return {"n_lenses": len(self.lenses), "n_nonlenses": len(self.nonlenses), **self.counts}
+    counts: RealSkyCounts
 
 
 def validation_bricks(lrg_cutouts_path: str, injection) -> set[str]:
@@ -66,19 +63,18 @@ def build_real_sky_set(cfg, lenses_path: str | None = None) -> RealSkySet:
     lenses = read_cutouts(lenses_path)
     gradings = lens_gradings(lenses, cfg.real_validation.known_lens_radius_arcsec)
     keep = [g in cfg.real_sky.gradings for g in gradings]
-    counts = {"lenses_read": len(lenses),
-              "lenses_dropped_by_grading": {g: gradings.count(g) for g in sorted(set(gradings))
-                                            if g not in cfg.real_sky.gradings}}
     bricks = validation_bricks(cfg.lrg_cutouts_path, cfg.injection)
     candidates = read_cutouts(cfg.lrg_cutouts_path, bricks=bricks)
     near = crossmatch([float(c.meta["ra"]) for c in candidates], [float(c.meta["dec"]) for c in candidates],
                       cfg.real_sky.nonlens_min_separation_arcsec)["known_lens_name"].notna().to_numpy()
-    counts.update({"test_bricks": sorted(bricks), "lrgs_in_test_bricks": len(candidates),
-                   "lrgs_dropped_near_known_lens": int(near.sum()),
-                   "nonlens_min_separation_arcsec": cfg.real_sky.nonlens_min_separation_arcsec})
     if not any(keep) or near.all():
         raise ContractError(f"real-sky set: {sum(keep)} lenses of gradings {cfg.real_sky.gradings} and "
                             f"{int((~near).sum())} non-lenses in test bricks {sorted(bricks)}: both are needed")
+    counts = RealSkyCounts(
+        n_lenses=sum(keep), n_nonlenses=int((~near).sum()), lenses_read=len(lenses),
+        lenses_dropped_by_grading={g: gradings.count(g) for g in sorted(set(gradings)) if g not in cfg.real_sky.gradings},
+        test_bricks=sorted(bricks), lrgs_in_test_bricks=len(candidates), lrgs_dropped_near_known_lens=int(near.sum()),
+        nonlens_min_separation_arcsec=cfg.real_sky.nonlens_min_separation_arcsec)
     return RealSkySet([c for c, k in zip(lenses, keep) if k], [g for g, k in zip(gradings, keep) if k],
                       [c for c, n in zip(candidates, near) if not n], counts)
 
@@ -94,40 +90,34 @@ def nonlenses_needed(fpr: float) -> int:
     return math.ceil(Z_95 ** 2 * (1 - fpr) / fpr)
 
 
-def purity_target(recall: dict | None, fpr_real: dict | None, *, prevalence: float, purity: float) -> dict:
+def purity_target(recall: Rate | None, fpr_real: Rate | None, *, prevalence: float, purity: float) -> PurityTarget:
     """The plan's target at the operating threshold: the required FPR, the measured FPR with its Wilson
     interval against it, and a status: met, not met, or not measurable (with the n it would need)."""
-    if not recall or not fpr_real or not recall["rate"]:
-        why = ("no real recall at a measurable operating threshold" if not recall or not recall["rate"] else
+    if not recall or not fpr_real or not recall.rate:
+        why = ("no real recall at a measurable operating threshold" if not recall or not recall.rate else
                "no real non-lenses (stand-ins measure no FPR of real galaxies)")
-        return {"status": f"not measurable: {why}",
-                "measurable": False, "passed": False, "purity": purity, "prevalence": prevalence}
-    need = required_fpr(prevalence, recall["rate"], purity)
-    lo, hi = wilson_interval(fpr_real["k"], fpr_real["n"])
-    out = {"purity": purity, "prevalence": prevalence, "recall": recall["rate"], "required_fpr": need,
-           "fpr": fpr_real["rate"], "fpr_ci95": [lo, hi], "n_nonlenses": fpr_real["n"],
-           "nonlenses_needed": nonlenses_needed(need)}
+        return PurityTarget(f"not measurable: {why}", False, False, purity, prevalence)
+    need = required_fpr(prevalence, recall.rate, purity)
+    lo, hi = fpr_real.ci95
+    needed = nonlenses_needed(need)
     if hi <= need:
-        return {**out, "status": "met", "measurable": True, "passed": True}
-    if lo > need:
-        return {**out, "status": "not met", "measurable": True, "passed": False}
-    return {**out, "status": (f"not measurable: the FPR's 95 % interval [{lo:.2g}, {hi:.2g}] from {fpr_real['n']} "
-                              f"real non-lenses straddles the required {need:.2g}; about "
-                              f"{out['nonlenses_needed']:,} non-lenses (with no false positive) would resolve it"),
-            "measurable": False, "passed": False}
+        status, measurable, passed = "met", True, True
+    elif lo > need:
+        status, measurable, passed = "not met", True, False
+    else:
+        status, measurable, passed = (f"not measurable: the FPR's 95 % interval [{lo:.2g}, {hi:.2g}] from "
+                                      f"{fpr_real.n} real non-lenses straddles the required {need:.2g}; about "
+                                      f"{needed:,} non-lenses (with no false positive) would resolve it"), False, False
+    return PurityTarget(status, measurable, passed, purity, prevalence, recall.rate, need, fpr_real.rate, (lo, hi),
+                        fpr_real.n, needed)
 
 
-def recall_by_grading(probs: np.ndarray, gradings: list[str], thresholds: list[dict]) -> dict:
+def recall_by_grading(probs: np.ndarray, gradings: list[str],
+                      points: list[OperatingPoint]) -> dict[str, list[GradingRecall]]:
     """Recall with Wilson intervals per lenscat grading at each measurable threshold."""
     out = {}
     for grading in sorted(set(gradings)):
         mine = probs[np.asarray(gradings) == grading]
-        out[grading] = []
-        for t in thresholds:
-            if not t["measurable"]:
-                out[grading].append({"fpr": t["fpr"], "recall": None})
-                continue
-            k, n = int((mine >= t["threshold"]).sum()), len(mine)
-            out[grading].append({"fpr": t["fpr"], "recall": {"n": n, "k": k, "rate": k / n,
-                                                              "ci95": list(wilson_interval(k, n))}})
+        out[grading] = [GradingRecall(p.fpr, Rate.of(int((mine >= p.threshold).sum()), len(mine)) if p.measurable
+                                      else None) for p in points]
     return out

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from halo_core import uris
-from halo_core.metrics import LEGACY_OPERATING_FPR, current_spelling
+from halo_core.metrics import LEGACY_OPERATING_FPR, current_spelling, wilson_interval
 from halo_core.records import from_json
 
 
@@ -380,3 +380,114 @@ class EvaluationReport:
     def tpr_at(self, fpr: float) -> dict:
         """The operating point at ``fpr`` (tpr, threshold, precision at the prevalence, n negatives)."""
         return next(t for t in self.metrics["tpr_at_fpr"] if t["fpr"] == fpr)
+
+
+@dataclass
+class Rate:
+    """k of n with its Wilson 95 % interval: recall on real lenses, FPR on real non-lenses."""
+
+    n: int
+    k: int
+    rate: float | None  # None for n = 0
+    ci95: tuple[float, float]
+
+    @classmethod
+    def of(cls, k: int, n: int) -> Rate:
+        return cls(n, k, k / n if n else None, wilson_interval(k, n))
+
+
+@dataclass
+class OperatingPoint:
+    """A threshold of the synthetic test split (calibrated probability at a nominal FPR) and what it gives on
+    real galaxies; the real-galaxy fields stay None where the synthetic split cannot measure the threshold."""
+
+    fpr: float
+    threshold: float | None
+    measurable: bool
+    synthetic_tpr: float | None
+    n_synthetic_negatives: int
+    operating: bool  # the configured operating FPR
+    recall: Rate | None = None
+    fpr_real: Rate | None = None
+    purity_at_synthetic_fpr: float | None = None  # at the deployment prevalence
+    purity_at_real_fpr: float | None = None
+
+
+@dataclass
+class GradingRecall:
+    fpr: float
+    recall: Rate | None  # None: the threshold is not measurable
+
+
+@dataclass
+class PurityTarget:
+    """The plan's sim-to-real purity target at the operating threshold (real_sky.purity_target); the measured
+    values are None when there is no real recall or no real non-lens to measure them on."""
+
+    status: str  # "met", "not met" or "not measurable: why"
+    measurable: bool
+    passed: bool
+    purity: float
+    prevalence: float
+    recall: float | None = None
+    required_fpr: float | None = None
+    fpr: float | None = None
+    fpr_ci95: tuple[float, float] | None = None  # Wilson
+    n_nonlenses: int | None = None
+    nonlenses_needed: int | None = None  # with no false positive, to show an FPR of required_fpr
+
+
+@dataclass
+class RealSkyCounts:
+    """What the real-sky set (real_sky.build_real_sky_set) read, kept and dropped."""
+
+    n_lenses: int
+    n_nonlenses: int
+    lenses_read: int
+    lenses_dropped_by_grading: dict[str, int]
+    test_bricks: list[str]
+    lrgs_in_test_bricks: int
+    lrgs_dropped_near_known_lens: int
+    nonlens_min_separation_arcsec: float
+
+
+@dataclass
+class GalaxyScore:
+    galaxy_id: str
+    probability: float  # calibrated
+    known_lens_name: str | None  # lenscat, within known_lens_radius_arcsec
+    known_lens_grading: str | None
+
+
+@dataclass
+class ValidationReport:
+    """Real lenses and non-lenses scored at the synthetic test split's thresholds (validation.json)."""
+
+    model: str
+    lenses_path: str
+    nonlenses_path: str | None
+    nonlenses_are_standins: bool
+    nonlenses_label: str
+    n_lenses: int
+    n_nonlenses: int
+    operating_fpr: float
+    operating_threshold: float | None
+    operating_measurable: bool
+    threshold_source: str
+    prevalence: float
+    purity_target: float
+    operating_points: list[OperatingPoint]
+    known_lens_radius_arcsec: float
+    known_lens_matches: dict[str, int]  # "lenses" / "nonlenses" -> galaxies matched to lenscat
+    scores: dict[str, list[GalaxyScore]]  # "lenses" / "nonlenses"
+    # the evaluation report's realism probe, which one section renders for both pages: a dict until both are typed
+    realism_probe: dict
+    purity_target_check: PurityTarget
+    recall_by_grading: dict[str, list[GradingRecall]] | None  # a real-sky set's lenses, per lenscat grading
+    real_sky_set: RealSkyCounts | None
+    refused: dict[str, int]  # cutouts refused, by reason
+    plots: dict[str, str]  # name -> path relative to the report folder
+
+    @property
+    def operating(self) -> OperatingPoint:
+        return next(p for p in self.operating_points if p.operating)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,8 @@ from halo_core.errors import ContractError
 from halo_core.evaluation import real_sky as sky
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.real_sky import RealSkySet
-from halo_core.metrics import auroc, precision_at_prevalence, wilson_interval
+from halo_core.evaluation.results import GalaxyScore, OperatingPoint, Rate, ValidationReport
+from halo_core.metrics import auroc, precision_at_prevalence
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
 from halo_core.outputs import write_dataset
@@ -88,16 +90,14 @@ def sky_standins(cutouts: list[RealCutout]) -> list[RealCutout]:
     return out
 
 
-def _operating_thresholds(tpr_at_fpr: list[dict], operating_fpr: float) -> list[dict]:
+def _operating_thresholds(tpr_at_fpr: list[dict], operating_fpr: float) -> list[OperatingPoint]:
     """The synthetic test split's thresholds at FPR 1e-2, 1e-3, 1e-4, the configured one marked."""
-    return [{"fpr": p["fpr"], "threshold": p["threshold"], "measurable": p["measurable"],
-             "synthetic_tpr": p["tpr"], "n_synthetic_negatives": p["n_distinct_negatives"],
-             "operating": math.isclose(p["fpr"], operating_fpr)} for p in tpr_at_fpr]
+    return [OperatingPoint(p["fpr"], p["threshold"], p["measurable"], p["tpr"], p["n_distinct_negatives"],
+                           math.isclose(p["fpr"], operating_fpr)) for p in tpr_at_fpr]
 
 
-def _rate(hits: np.ndarray) -> dict:
-    n, k = int(len(hits)), int(hits.sum())
-    return {"n": n, "k": k, "rate": k / n if n else None, "ci95": list(wilson_interval(k, n))}
+def _rate(hits: np.ndarray) -> Rate:
+    return Rate.of(int(hits.sum()), len(hits))
 
 
 def _table(cutouts: list[RealCutout], probs: np.ndarray, radius: float) -> pd.DataFrame:
@@ -191,7 +191,7 @@ def test_operating_points(cfg, dataset_dir: str, model_path: str, calibration: C
 def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[dict], lenses_path: str,
                   nonlenses_path: str, out_dir: str, *, operating_fpr: float, prevalence: float,
                   radius_arcsec: float, purity_target: float, realism: dict | None = None,
-                  real_sky: RealSkySet | None = None) -> dict:
+                  real_sky: RealSkySet | None = None) -> ValidationReport:
     """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``. With ``real_sky``
     its lenses (reported per lenscat grading) and test-brick LRGs are scored instead of the paths', and
@@ -203,7 +203,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         raise ContractError(f"{model_path}: a 6-channel model needs a control stamp; real galaxies have none")
     engine = Engine(model, model_precision(sidecar))  # the thresholds' own numerics
     spec = model_spec(sidecar)
-    thresholds = _operating_thresholds(tpr_at_fpr, operating_fpr)
+    points = _operating_thresholds(tpr_at_fpr, operating_fpr)
     # the rules every reader of real cutouts applies (data.stamps.refusal); a refused cutout is counted, never
     # scored, and never made up: a NaN core is not a galaxy with zeros there
     refused: list[Refusal] = []
@@ -220,24 +220,20 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         x = preprocess(_controls(cutouts), spec)
         logits, _ = logits_and_features(engine, x)
         groups[name] = (cutouts, x, calibration.probability(logits))
-    points = []
-    for t in thresholds:
-        if not t["measurable"]:
-            points.append({**t, "recall": None, "fpr_real": None})
+    for p in points:
+        if not p.measurable:
             continue
-        recall = _rate(groups["lenses"][2] >= t["threshold"])
-        fpr_real = _rate(groups["nonlenses"][2] >= t["threshold"])
-        purity_nominal = precision_at_prevalence(recall["rate"], t["fpr"], prevalence)
+        p.recall = recall = _rate(groups["lenses"][2] >= p.threshold)
+        p.fpr_real = fpr_real = _rate(groups["nonlenses"][2] >= p.threshold)
+        p.purity_at_synthetic_fpr = precision_at_prevalence(recall.rate, p.fpr, prevalence)
         # no false positive among n bounds the FPR by its Wilson upper limit, not by 0 (purity 1)
-        fpr_for_purity = fpr_real["ci95"][1] if fpr_real["k"] == 0 else fpr_real["rate"]
-        points.append({**t, "recall": recall, "fpr_real": fpr_real,
-                       "purity_at_synthetic_fpr": purity_nominal,
-                       "purity_at_real_fpr": precision_at_prevalence(recall["rate"], fpr_for_purity, prevalence)})
-    operating = next(p for p in points if p["operating"])
-    if not operating["measurable"]:
+        fpr_for_purity = fpr_real.ci95[1] if fpr_real.k == 0 else fpr_real.rate
+        p.purity_at_real_fpr = precision_at_prevalence(recall.rate, fpr_for_purity, prevalence)
+    operating = next(p for p in points if p.operating)
+    if not operating.measurable:
         log.warning("operating FPR %g is not measurable on the synthetic test split (%d distinct negatives): "
                     "recall and FPR on real galaxies are reported as not measurable", operating_fpr,
-                    operating["n_synthetic_negatives"])
+                    operating.n_synthetic_negatives)
     tables = {name: _table(c, p, radius_arcsec) for name, (c, _, p) in groups.items()}
     scores = pd.concat([t.assign(label=name) for name, t in tables.items()], ignore_index=True)
 
@@ -247,35 +243,35 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
 
     lens_probs, non_probs = groups["lenses"][2], groups["nonlenses"][2]
     # without a measurable threshold the gallery shows the lowest-scored lenses
-    missed = np.flatnonzero(lens_probs < (operating["threshold"] if operating["measurable"] else np.inf))
-    plots = validation_plots(lens_probs, non_probs, thresholds, standin,
+    missed = np.flatnonzero(lens_probs < (operating.threshold if operating.measurable else np.inf))
+    plots = validation_plots(lens_probs, non_probs, points, standin,
                              gallery_row("lenses", missed[np.argsort(lens_probs[missed])]),
                              gallery_row("nonlenses", np.argsort(-non_probs, kind="stable")))
-    report = {
-        "model": model_path, "lenses_path": lenses_path,
-        "nonlenses_path": nonlenses_path or None, "nonlenses_are_standins": standin,
-        "nonlenses_label": STANDIN_LABEL if standin else REAL_SKY_LABEL if real_sky else "real non-lenses",
-        "n_lenses": len(lenses), "n_nonlenses": len(nonlenses),
-        "operating_fpr": operating_fpr, "operating_threshold": operating["threshold"],
-        "operating_measurable": operating["measurable"],
-        "threshold_source": "synthetic test split, calibrated probability at the nominal FPR",
-        "prevalence": prevalence, "purity_target": purity_target,
-        "operating_points": points,
-        "known_lens_radius_arcsec": radius_arcsec,
-        "known_lens_matches": {n: int(t["known_lens_name"].notna().sum()) for n, t in tables.items()},
-        "scores": {n: t[["galaxy_id", "probability", "known_lens_name", "known_lens_grading"]].to_dict("records")
-                   for n, t in tables.items()},
-        "realism_probe": realism or {"configured": False, "status": "not computed"},
-        "purity_target_check": sky.purity_target(operating.get("recall"), None if standin else operating.get("fpr_real"),
-                                                 prevalence=prevalence, purity=purity_target),
-        "recall_by_grading": sky.recall_by_grading(lens_probs, real_sky.gradings, thresholds) if real_sky else None,
-        "real_sky_set": real_sky.to_dict() if real_sky else None,
-        "refused": refusal_counts(refused),
-        "plots": {name: f"plots/{name}.png" for name in plots},
-    }
-    write_dataset(out_dir, {**{report["plots"][name]: png for name, png in plots.items()},
+    report = ValidationReport(
+        model=model_path, lenses_path=lenses_path,
+        nonlenses_path=nonlenses_path or None, nonlenses_are_standins=standin,
+        nonlenses_label=STANDIN_LABEL if standin else REAL_SKY_LABEL if real_sky else "real non-lenses",
+        n_lenses=len(lenses), n_nonlenses=len(nonlenses),
+        operating_fpr=operating_fpr, operating_threshold=operating.threshold,
+        operating_measurable=operating.measurable,
+        threshold_source="synthetic test split, calibrated probability at the nominal FPR",
+        prevalence=prevalence, purity_target=purity_target,
+        operating_points=points,
+        known_lens_radius_arcsec=radius_arcsec,
+        known_lens_matches={n: int(t["known_lens_name"].notna().sum()) for n, t in tables.items()},
+        scores={n: [GalaxyScore(**r) for r in t[["galaxy_id", "probability", "known_lens_name",
+                                                 "known_lens_grading"]].to_dict("records")] for n, t in tables.items()},
+        realism_probe=realism or {"configured": False, "status": "not computed"},
+        purity_target_check=sky.purity_target(operating.recall, None if standin else operating.fpr_real,
+                                              prevalence=prevalence, purity=purity_target),
+        recall_by_grading=sky.recall_by_grading(lens_probs, real_sky.gradings, points) if real_sky else None,
+        real_sky_set=real_sky.counts if real_sky else None,
+        refused=refusal_counts(refused),
+        plots={name: f"plots/{name}.png" for name in plots},
+    )
+    write_dataset(out_dir, {**{report.plots[name]: png for name, png in plots.items()},
                             "scores.csv": scores.to_csv(index=False).encode(),
                             VALIDATION_HTML: validation_html(report, plots).encode(),
-                            VALIDATION_JSON: uris.json_text(report).encode()},
+                            VALIDATION_JSON: uris.json_text(asdict(report)).encode()},
                   VALIDATION_JSON, [model_path, lenses_path, nonlenses_path])
     return report

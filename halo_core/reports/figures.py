@@ -196,7 +196,7 @@ def selection_heatmap_figure(pooled):
     return fig
 
 
-def score_histogram_figure(lens: np.ndarray, non: np.ndarray, thresholds: list[dict], standin: bool):
+def score_histogram_figure(lens: np.ndarray, non: np.ndarray, thresholds: list, standin: bool):
     """Calibrated probabilities of real lenses and (stand-in) non-lenses on a log scale, with the synthetic
     operating thresholds (dashed: the operating one)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -204,9 +204,9 @@ def score_histogram_figure(lens: np.ndarray, non: np.ndarray, thresholds: list[d
     ax.hist(non, bins=bins, alpha=0.6, label=f"{'stand-in ' if standin else ''}non-lenses (n={len(non)})")
     ax.hist(lens, bins=bins, alpha=0.6, label=f"real lenses (n={len(lens)})")
     for t in thresholds:
-        if t["measurable"]:
-            ax.axvline(t["threshold"], ls="--" if t["operating"] else ":", color="k", lw=1)
-            ax.text(t["threshold"], ax.get_ylim()[1] * 0.9, f" FPR {t['fpr']:g}", fontsize=7)
+        if t.measurable:
+            ax.axvline(t.threshold, ls="--" if t.operating else ":", color="k", lw=1)
+            ax.text(t.threshold, ax.get_ylim()[1] * 0.9, f" FPR {t.fpr:g}", fontsize=7)
     ax.set(xlabel="calibrated lens probability", ylabel="galaxies", yscale="log", title="real-galaxy scores")
     ax.legend(fontsize=7)
     return fig

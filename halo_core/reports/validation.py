@@ -1,5 +1,6 @@
-"""The real-galaxy validation page (validation.html) and its plots, from validate_real's report dict; the
-realism-probe section it shares with the evaluation report."""
+"""The real-galaxy validation page (validation.html) and its plots, from validate_real's ValidationReport (read
+by attribute: rendering sits below evaluation and imports none of its types); the realism-probe section it
+shares with the evaluation report."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ from halo_core.reports.figures import gallery_png, png, score_histogram_figure
 from halo_core.reports.markup import REPORT_STYLE, fmt, img_tag
 
 
-def validation_plots(lens_probs, non_probs, thresholds: list[dict], standin: bool, missed: list, top: list) -> dict:
+def validation_plots(lens_probs, non_probs, thresholds: list, standin: bool, missed: list, top: list) -> dict:
     """PNGs: both score distributions, and the galleries of the ``missed`` lenses and the ``top``-scored
     non-lenses ((stamp, title) panels)."""
     return {"scores": png(score_histogram_figure(lens_probs, non_probs, thresholds, standin)),
             "missed_lenses": gallery_png([missed]), "top_nonlenses": gallery_png([top])}
 
 
-def _ci(rate: dict | None) -> str:
+def _ci(rate) -> str:
     if not rate:
         return "not measurable"
-    return f"{rate['rate']:.3f} [{rate['ci95'][0]:.3f}, {rate['ci95'][1]:.3f}] ({rate['k']}/{rate['n']})"
+    return f"{rate.rate:.3f} [{rate.ci95[0]:.3f}, {rate.ci95[1]:.3f}] ({rate.k}/{rate.n})"
 
 
 def realism_section(probe: dict) -> str:
@@ -39,45 +40,45 @@ def realism_section(probe: dict) -> str:
             f"{verdict}. Status: {probe['status']}.</p>")
 
 
-def validation_html(report: dict, plots: dict[str, bytes]) -> str:
+def validation_html(report, plots: dict[str, bytes]) -> str:
     rows = "".join(
-        f"<tr><td>{p['fpr']:g}{' (operating)' if p['operating'] else ''}</td><td>{fmt(p['threshold'])}</td>"
-        f"<td>{_ci(p['recall'])}</td><td>{_ci(p['fpr_real'])}</td>"
-        f"<td>{fmt(p.get('purity_at_synthetic_fpr'), '.3f', 'n/a')}</td>"
-        f"<td>{fmt(p.get('purity_at_real_fpr'), '.3f', 'n/a')}</td></tr>"
-        for p in report["operating_points"])
+        f"<tr><td>{p.fpr:g}{' (operating)' if p.operating else ''}</td><td>{fmt(p.threshold)}</td>"
+        f"<td>{_ci(p.recall)}</td><td>{_ci(p.fpr_real)}</td>"
+        f"<td>{fmt(p.purity_at_synthetic_fpr, '.3f', 'n/a')}</td>"
+        f"<td>{fmt(p.purity_at_real_fpr, '.3f', 'n/a')}</td></tr>"
+        for p in report.operating_points)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>halo real-galaxy validation</title>
 <style>{REPORT_STYLE}</style></head><body><h1>halo real-galaxy validation</h1>
-<p>Model {html.escape(report['model'])}; {report['n_lenses']} real lenses from {html.escape(report['lenses_path'])};
-{report['n_nonlenses']} {html.escape(report['nonlenses_label'])}.
-Thresholds: {html.escape(report['threshold_source'])}; operating FPR {report['operating_fpr']:g}.
-Purity at prevalence {report['prevalence']:g} (target &gt; {report['purity_target']:g}).</p>
+<p>Model {html.escape(report.model)}; {report.n_lenses} real lenses from {html.escape(report.lenses_path)};
+{report.n_nonlenses} {html.escape(report.nonlenses_label)}.
+Thresholds: {html.escape(report.threshold_source)}; operating FPR {report.operating_fpr:g}.
+Purity at prevalence {report.prevalence:g} (target &gt; {report.purity_target:g}).</p>
 <table><tr><th>FPR (synthetic)</th><th>threshold</th><th>recall on real lenses [Wilson 95 %]</th>
 <th>FPR on non-lenses [Wilson 95 %]</th><th>purity at synthetic FPR</th><th>purity at real FPR</th></tr>{rows}</table>
-<p>Known lenses (lenscat, within {report['known_lens_radius_arcsec']:g}"): {report['known_lens_matches']}.</p>
+<p>Known lenses (lenscat, within {report.known_lens_radius_arcsec:g}"): {report.known_lens_matches}.</p>
 {img_tag(plots['scores'], 'score distributions')}
 <h2>Missed real lenses (below the operating threshold)</h2>{img_tag(plots['missed_lenses'], 'missed lenses')}
 <h2>Highest-scored non-lenses</h2>{img_tag(plots['top_nonlenses'], 'top non-lenses')}
 {_real_sky_section(report)}
-{realism_section(report['realism_probe'])}
+{realism_section(report.realism_probe)}
 </body></html>"""
 
 
-def _real_sky_section(report: dict) -> str:
+def _real_sky_section(report) -> str:
     """The plan's purity target and, for a real-sky set, recall per lenscat grading."""
-    t = report["purity_target_check"]
-    target = (f"<h2>Sim-to-real purity target</h2><p>Purity {t['purity']:g} at prevalence {t['prevalence']:g}"
-              + (f" and real recall {t['recall']:.3f} needs FPR &le; {t['required_fpr']:.2g}; measured FPR "
-                 f"{t['fpr']:.3g} [Wilson 95 %: {t['fpr_ci95'][0]:.2g}, {t['fpr_ci95'][1]:.2g}] on "
-                 f"{t['n_nonlenses']} non-lenses" if "required_fpr" in t else "")
-              + f". <b>{t['status']}</b>.</p>")
-    if not report.get("recall_by_grading"):
+    t = report.purity_target_check
+    target = (f"<h2>Sim-to-real purity target</h2><p>Purity {t.purity:g} at prevalence {t.prevalence:g}"
+              + (f" and real recall {t.recall:.3f} needs FPR &le; {t.required_fpr:.2g}; measured FPR "
+                 f"{t.fpr:.3g} [Wilson 95 %: {t.fpr_ci95[0]:.2g}, {t.fpr_ci95[1]:.2g}] on "
+                 f"{t.n_nonlenses} non-lenses" if t.required_fpr is not None else "")
+              + f". <b>{t.status}</b>.</p>")
+    if not report.recall_by_grading:
         return target
-    rows = "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{_ci(p['recall'])}</td>" for p in points) + "</tr>"
-                   for g, points in report["recall_by_grading"].items())
-    head = "".join(f"<th>recall at FPR {p['fpr']:g}</th>" for p in report["operating_points"])
-    counts = report["real_sky_set"]
+    rows = "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{_ci(p.recall)}</td>" for p in points) + "</tr>"
+                   for g, points in report.recall_by_grading.items())
+    head = "".join(f"<th>recall at FPR {p.fpr:g}</th>" for p in report.operating_points)
+    counts = report.real_sky_set
     return (f"{target}<h2>Real lenses by lenscat grading</h2><table><tr><th>grading</th>{head}</tr>{rows}</table>"
-            f"<p>Non-lenses: {counts['n_nonlenses']} LRGs of {len(counts['test_bricks'])} test-split bricks; "
-            f"{counts['lrgs_dropped_near_known_lens']} dropped within {counts['nonlens_min_separation_arcsec']:g}\" "
-            f"of a known lens. Lenses dropped by grading: {counts['lenses_dropped_by_grading'] or 'none'}.</p>")
+            f"<p>Non-lenses: {counts.n_nonlenses} LRGs of {len(counts.test_bricks)} test-split bricks; "
+            f"{counts.lrgs_dropped_near_known_lens} dropped within {counts.nonlens_min_separation_arcsec:g}\" "
+            f"of a known lens. Lenses dropped by grading: {counts.lenses_dropped_by_grading or 'none'}.</p>")

@@ -52,18 +52,22 @@ def test_real_lrg_cutouts_says_why_it_skipped(tmp_path):
 def test_sim_to_real_purity_warns_and_says_why(tmp_path):
     from halo_assets.real_data import sim_to_real_purity
     from halo_core import uris
+    from dataclasses import asdict
+
     from halo_core.evaluation.real_sky import purity_target
+    from halo_core.evaluation.results import Rate
     from halo_core.evaluation.validation import VALIDATION_JSON
 
     unset = sim_to_real_purity(HaloSettings(preset="smoke", root_uri=str(tmp_path)))
     assert not unset.passed and unset.severity == dg.AssetCheckSeverity.WARN
     assert "not measurable" in unset.metadata["status"].value
     halo = HaloSettings(preset="smoke", root_uri=str(tmp_path), overrides=["real_validation.lenses_path=lenses"])
-    recall = {"n": 40, "k": 36, "rate": 0.9}
+    recall = Rate.of(36, 40)
     for n, k, passed, status in ((1365, 0, False, "not measurable"), (20_000, 0, True, "met"),
                                  (1000, 40, False, "not met")):
-        target = purity_target(recall, {"n": n, "k": k, "rate": k / n}, prevalence=1e-3, purity=0.75)
-        uris.atomic_write_json(uris.join(halo.uri("real_validation"), VALIDATION_JSON), {"purity_target_check": target})
+        target = purity_target(recall, Rate.of(k, n), prevalence=1e-3, purity=0.75)
+        uris.atomic_write_json(uris.join(halo.uri("real_validation"), VALIDATION_JSON),
+                               {"purity_target_check": asdict(target)})
         result = sim_to_real_purity(halo)
         assert result.passed is passed and result.metadata["status"].value.startswith(status)
         assert result.metadata["n_nonlenses"].value == n and result.metadata["nonlenses_needed"].value == 12_789

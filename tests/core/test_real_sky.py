@@ -19,7 +19,9 @@ from halo_core.evaluation.real_sky import (
     required_fpr,
     validation_bricks,
 )
+from halo_core.evaluation.results import Rate, ValidationReport
 from halo_core.evaluation.validation import VALIDATION_JSON
+from halo_core.records import from_json
 from halo_core.simulate.injection import assign_splits, read_cutouts
 from halo_core.survey.cutouts import FetchPolicy, fetch_cutouts, targets
 from tests.cutout_service import CutoutService
@@ -30,17 +32,17 @@ ARCSEC = 1 / 3600
 def test_the_plans_target_needs_fpr_3e_4_and_a_set_that_can_show_it():
     assert required_fpr(1e-3, 0.9, 0.75) == pytest.approx(1e-3 * 0.9 * 0.25 / (0.75 * 0.999)) == pytest.approx(3e-4, rel=0.01)
     assert nonlenses_needed(3.0e-4) == pytest.approx(12_800, rel=0.01)
-    recall = {"n": 100, "k": 90, "rate": 0.9}
+    recall = Rate.of(90, 100)
     # ~1,365 test-brick LRGs of the 6,826: no false positive still cannot show FPR <= 3e-4
-    small = purity_target(recall, {"n": 1365, "k": 0, "rate": 0.0}, prevalence=1e-3, purity=0.75)
-    assert not small["measurable"] and not small["passed"] and "12,789 non-lenses" in small["status"]
-    assert small["fpr_ci95"][1] > small["required_fpr"]
-    big = purity_target(recall, {"n": 20_000, "k": 0, "rate": 0.0}, prevalence=1e-3, purity=0.75)
-    assert big["status"] == "met" and big["passed"]
-    bad = purity_target(recall, {"n": 1000, "k": 50, "rate": 0.05}, prevalence=1e-3, purity=0.75)
-    assert bad["status"] == "not met" and bad["measurable"] and not bad["passed"]
+    small = purity_target(recall, Rate.of(0, 1365), prevalence=1e-3, purity=0.75)
+    assert not small.measurable and not small.passed and "12,789 non-lenses" in small.status
+    assert small.fpr_ci95[1] > small.required_fpr
+    big = purity_target(recall, Rate.of(0, 20_000), prevalence=1e-3, purity=0.75)
+    assert big.status == "met" and big.passed
+    bad = purity_target(recall, Rate.of(50, 1000), prevalence=1e-3, purity=0.75)
+    assert bad.status == "not met" and bad.measurable and not bad.passed
     standin = purity_target(recall, None, prevalence=1e-3, purity=0.75)
-    assert "not measurable" in standin["status"] and "stand-ins" in standin["status"]
+    assert "not measurable" in standin.status and "stand-ins" in standin.status and standin.required_fpr is None
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +79,10 @@ def test_real_sky_non_lenses_are_test_brick_lrgs_away_from_known_lenses(fixtures
     test = {b for b, s in split_of.items() if s == "test"}
     assert validation_bricks(lrg_cutouts, cfg.injection) == test  # paired_stamps' own split
     in_test = [c for c in every if c.meta["brickname"] in test]
-    assert sky.counts["lrgs_in_test_bricks"] == len(in_test) and len(sky.nonlenses) > 0
+    assert sky.counts.lrgs_in_test_bricks == len(in_test) and len(sky.nonlenses) > 0
     assert {c.meta["brickname"] for c in sky.nonlenses} <= test
     near = crossmatch([c.meta["ra"] for c in in_test], [c.meta["dec"] for c in in_test], 5.0)["known_lens_name"].notna()
-    assert sky.counts["lrgs_dropped_near_known_lens"] == int(near.sum()) >= 1
+    assert sky.counts.lrgs_dropped_near_known_lens == int(near.sum()) >= 1
     assert len(sky.nonlenses) == len(in_test) - int(near.sum())
     assert len(sky.lenses) == 6 and sky.gradings == ["probable"] * 6  # the six are lenscat "probable" entries
     with pytest.raises(ContractError, match="both are needed"):
@@ -99,19 +101,17 @@ def test_halo_validate_real_sky_reports_gradings_and_the_purity_target(trained, 
                  "--calibration", str(tmp_path / "cal.json"), "--out", str(tmp_path / "v")])
     out = capsys.readouterr().out
     assert code == 0
-    saved = json.loads((tmp_path / "v" / VALIDATION_JSON).read_text())
-    assert saved["nonlenses_label"].startswith("real LRGs of the test-split bricks")
-    assert list(saved["recall_by_grading"]) == ["probable"]
-    assert saved["recall_by_grading"]["probable"][0]["recall"]["n"] == 6
-    target = saved["purity_target_check"]
-    operating = saved["operating_points"][0]
-    assert target["n_nonlenses"] == saved["n_nonlenses"] == operating["fpr_real"]["n"] < target["nonlenses_needed"]
-    assert target["recall"] == operating["recall"]["rate"]
-    lo, hi = target["fpr_ci95"]
-    assert target["status"].startswith("met" if hi <= target["required_fpr"] else "not met"
-                                       if lo > target["required_fpr"] else "not measurable")
-    assert "probable: recall@FPR 0.01" in out and f"sim-to-real purity 0.75: {target['status']}" in out
-
+    saved = from_json(ValidationReport, json.loads((tmp_path / "v" / VALIDATION_JSON).read_text()))
+    assert saved.nonlenses_label.startswith("real LRGs of the test-split bricks")
+    assert list(saved.recall_by_grading) == ["probable"]
+    assert saved.recall_by_grading["probable"][0].recall.n == 6
+    target, operating = saved.purity_target_check, saved.operating
+    assert target.n_nonlenses == saved.n_nonlenses == operating.fpr_real.n < target.nonlenses_needed
+    assert target.recall == operating.recall.rate
+    lo, hi = target.fpr_ci95
+    assert target.status.startswith("met" if hi <= target.required_fpr else "not met"
+                                    if lo > target.required_fpr else "not measurable")
+    assert "probable: recall@FPR 0.01" in out and f"sim-to-real purity 0.75: {target.status}" in out
 
 def test_real_sky_needs_its_folders(tmp_path):
     from halo_core.errors import ConfigError

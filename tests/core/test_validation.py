@@ -15,6 +15,7 @@ from halo_core.data.samples import SampleSet, build_samples
 from halo_core.data.shards import open_split
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.control_substitutes import median_template, substitute_scores
+from halo_core.evaluation.results import ValidationReport
 from halo_core.evaluation.validation import (
     STANDIN_LABEL,
     VALIDATION_HTML,
@@ -28,6 +29,7 @@ from halo_core.model.checkpoint import load_model
 from halo_core.model.engine import Engine
 from halo_core.model.inference import predict_logits
 from halo_core.model.network import build_model
+from halo_core.records import from_json
 from halo_core.survey.scoring import score
 
 REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
@@ -74,17 +76,18 @@ def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, le
     threshold = float(np.median(probs["probability"]))  # splits the six, so the count is not trivial
     report = validate_real(trained.model_path, CAL, _points(threshold), lenses, "", str(tmp_path), operating_fpr=1e-2,
                            prevalence=1e-3, radius_arcsec=2.0, purity_target=0.75)
-    operating = next(p for p in report["operating_points"] if p["operating"])
+    operating = report.operating
     k = int((probs["probability"] >= threshold).sum())
-    assert operating["recall"]["n"] == 6 and operating["recall"]["k"] == k
-    assert operating["recall"]["ci95"] == list(wilson_interval(k, 6))
-    assert [p["recall"] for p in report["operating_points"][1:]] == [None, None]  # not measurable: not made up
+    assert operating.recall.n == 6 and operating.recall.k == k
+    assert operating.recall.ci95 == wilson_interval(k, 6)
+    assert [p.recall for p in report.operating_points[1:]] == [None, None]  # not measurable: not made up
     # no real non-lenses here: the labelled sky stand-ins, four per cutout
-    assert report["nonlenses_are_standins"] and report["nonlenses_label"] == STANDIN_LABEL
-    assert operating["fpr_real"]["n"] == 24 and report["known_lens_matches"] == {"lenses": 6, "nonlenses": 0}
-    saved = json.loads((tmp_path / VALIDATION_JSON).read_text())
-    assert saved["operating_threshold"] == threshold and STANDIN_LABEL in (tmp_path / VALIDATION_HTML).read_text()
-    assert all((tmp_path / p).stat().st_size > 1000 for p in saved["plots"].values())
+    assert report.nonlenses_are_standins and report.nonlenses_label == STANDIN_LABEL
+    assert operating.fpr_real.n == 24 and report.known_lens_matches == {"lenses": 6, "nonlenses": 0}
+    # validation.json is the report, and reads back as it
+    assert from_json(ValidationReport, json.loads((tmp_path / VALIDATION_JSON).read_text())) == report
+    assert report.operating_threshold == threshold and STANDIN_LABEL in (tmp_path / VALIDATION_HTML).read_text()
+    assert all((tmp_path / p).stat().st_size > 1000 for p in report.plots.values())
 
 
 def test_halo_validate_takes_thresholds_from_a_report(trained, evaluated, lenses, tmp_path, capsys):
@@ -132,5 +135,5 @@ def test_a_cutout_with_a_nan_core_is_refused_never_filled_with_zeros_and_counted
     np.savez(folder / "0001m040_4091.npz", **members)
     report = validate_real(trained.model_path, CAL, _points(0.5), str(folder), "", str(tmp_path / "out"),
                            operating_fpr=1e-2, prevalence=1e-3, radius_arcsec=2.0, purity_target=0.75)
-    assert report["n_lenses"] == 5 and report["refused"] == {"nonfinite_core": 1}
-    assert "0001m040_4091" not in {s["galaxy_id"] for s in report["scores"]["lenses"]}
+    assert report.n_lenses == 5 and report.refused == {"nonfinite_core": 1}
+    assert "0001m040_4091" not in {s.galaxy_id for s in report.scores["lenses"]}
