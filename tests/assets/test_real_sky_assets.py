@@ -50,10 +50,10 @@ def test_real_lrg_cutouts_says_why_it_skipped(tmp_path):
 
 
 def test_sim_to_real_purity_warns_and_says_why(tmp_path):
-    from halo_assets.real_data import sim_to_real_purity
-    from halo_core import uris
     from dataclasses import asdict
 
+    from halo_assets.real_data import sim_to_real_purity
+    from halo_core import uris
     from halo_core.evaluation.real_sky import purity_target
     from halo_core.evaluation.results import Rate
     from halo_core.evaluation.validation import VALIDATION_JSON
