@@ -113,16 +113,15 @@ def injection_realism(halo: HaloSettings) -> dg.AssetCheckResult:
     cross-validated AUC is at most real_validation.max_realism_auc. Above it, injection-based completeness
     is a lower bound, not an estimate."""
     probe = EvaluationReport.read(uris.join(halo.current("evaluation_report"), REPORT_JSON)).realism_probe
-    metadata = {"status": probe["status"], "n_injected": probe.get("n_injected", 0),
-                "ci95": dg.MetadataValue.json(probe.get("ci95"))}
+    metadata = {"status": probe.status, "n_injected": probe.n_injected or 0, "ci95": dg.MetadataValue.json(probe.ci95)}
     # unmeasured (no or too few real lenses) fails as WARN, as every not-measurable criterion does:
     # passing would claim a realism nobody saw
-    passed = bool(probe.get("measurable") and probe.get("passed"))
-    if probe.get("auc") is not None and not probe.get("passed"):
+    passed = bool(probe.measurable and probe.passed)
+    if probe.auc is not None and not probe.passed:
         metadata["consequence"] = ("injected lenses are separable from real ones: injection-based completeness "
                                    "is a lower bound, not an estimate")
-    return check_result(passed=passed, observed=probe.get("auc") if probe.get("auc") is not None else "not measurable",
-                        expected=f"AUC <= {halo.config().real_validation.max_realism_auc:g}", n=probe.get("n_real", 0),
+    return check_result(passed=passed, observed=probe.auc if probe.auc is not None else "not measurable",
+                        expected=f"AUC <= {halo.config().real_validation.max_realism_auc:g}", n=probe.n_real or 0,
                         severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 

@@ -267,7 +267,7 @@ def cmd_validate(cfg, args) -> int:
             for p in points))
     print(f"sim-to-real purity {rv.purity_target:g}: {result.purity_target_check.status}")
     probe = result.realism_probe
-    print(f"realism probe: AUC {probe.get('auc')} {probe.get('ci95')}  ({probe['status']})")
+    print(f"realism probe: AUC {probe.auc} {probe.ci95}  ({probe.status})")
     print(f"report: {uris.join(args.out, VALIDATION_HTML)}")
     return refused_exit("validate", result.refused)
 

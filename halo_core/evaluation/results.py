@@ -246,6 +246,25 @@ class CorePerturbation:
 
 
 @dataclass
+class RealismProbe:
+    """Can a linear probe on the model's penultimate features tell injected from real lenses
+    (evaluation.validation.realism_probe)? ``status`` says why a value is missing."""
+
+    configured: bool  # real lenses are configured (real_validation.lenses_path)
+    status: str
+    lenses_path: str | None = None
+    n_injected: int | None = None
+    n_real: int | None = None
+    min_real_lenses: int | None = None
+    max_auc: float | None = None
+    folds: int | None = None
+    auc: float | None = None  # cross-validated, folds disjoint by galaxy
+    ci95: list[float | None] = field(default_factory=lambda: [None, None])  # bootstrap
+    measurable: bool = False  # at least min_real_lenses real lenses
+    passed: bool | None = None  # auc <= max_auc; None when not computed
+
+
+@dataclass
 class ReliabilityBin:
     n: int
     mean_p: float  # mean predicted probability
@@ -358,7 +377,7 @@ class EvaluationReport:
     monitors: dict
     shortcut_diagnostics: ShortcutDiagnostics
     control_substitutes: dict | None  # None for a model without a control channel
-    realism_probe: dict
+    realism_probe: RealismProbe
     core_perturbation: CorePerturbation
     shift_suite: ShiftSuite | None = None  # None in a report written before the suite existed
     # the numerics the test split, and so the operating threshold, was scored in (halo_core.precision)
@@ -481,7 +500,7 @@ class ValidationReport:
     known_lens_matches: dict[str, int]  # "lenses" / "nonlenses" -> galaxies matched to lenscat
     scores: dict[str, list[GalaxyScore]]  # "lenses" / "nonlenses"
     # the evaluation report's realism probe, which one section renders for both pages: a dict until both are typed
-    realism_probe: dict
+    realism_probe: RealismProbe
     purity_target_check: PurityTarget
     recall_by_grading: dict[str, list[GradingRecall]] | None  # a real-sky set's lenses, per lenscat grading
     real_sky_set: RealSkyCounts | None

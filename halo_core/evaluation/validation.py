@@ -38,7 +38,7 @@ from halo_core.errors import ContractError
 from halo_core.evaluation import real_sky as sky
 from halo_core.evaluation.calibration import Calibration
 from halo_core.evaluation.real_sky import RealSkySet
-from halo_core.evaluation.results import GalaxyScore, OperatingPoint, Rate, ValidationReport
+from halo_core.evaluation.results import GalaxyScore, OperatingPoint, Rate, RealismProbe, ValidationReport
 from halo_core.metrics import auroc, precision_at_prevalence
 from halo_core.model.checkpoint import load_model, model_precision, model_spec
 from halo_core.model.engine import Engine
@@ -108,30 +108,31 @@ def _table(cutouts: list[RealCutout], probs: np.ndarray, radius: float) -> pd.Da
 
 
 def realism_probe(injected: np.ndarray, injected_groups: np.ndarray, real: np.ndarray, real_groups: np.ndarray, *,
-                  folds: int, min_real: int, max_auc: float, seed: int = 0) -> dict:
+                  folds: int, min_real: int, max_auc: float, seed: int = 0) -> RealismProbe:
     """Cross-validated logistic regression on penultimate features, injected (0) vs real (1) lenses,
     folds disjoint by galaxy; AUC with a bootstrap 95 % interval over the out-of-fold scores."""
     n_real, n_inj = len(real), len(injected)
-    result = {"n_injected": n_inj, "n_real": n_real, "min_real_lenses": min_real, "max_auc": max_auc,
-              "folds": folds, "auc": None, "ci95": [None, None], "measurable": n_real >= min_real}
+    probe = RealismProbe(True, "", n_injected=n_inj, n_real=n_real, min_real_lenses=min_real, max_auc=max_auc,
+                         folds=folds, measurable=n_real >= min_real)
     # every fold needs both classes in training: no more folds than galaxies of either class
     k = min(folds, len(set(map(str, injected_groups))), len(set(map(str, real_groups))))
     if k < 2:
-        return {**result, "status": f"not computed: {n_real} real and {n_inj} injected lenses "
-                                    f"({k} galaxy-disjoint fold(s) possible, 2 needed)"}
+        probe.status = (f"not computed: {n_real} real and {n_inj} injected lenses "
+                        f"({k} galaxy-disjoint fold(s) possible, 2 needed)")
+        return probe
     x = np.concatenate([injected, real])
     y = np.concatenate([np.zeros(n_inj, int), np.ones(n_real, int)])
     groups = np.concatenate([np.asarray(injected_groups, str), np.char.add("real:", np.asarray(real_groups, str))])
     scores = np.empty(len(y))
     for train, test in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y, groups):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-        scores[test] = probe.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
-    value = auroc(y, scores)
+        pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        scores[test] = pipeline.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
+    probe.auc = auroc(y, scores)
     lo, hi = _bootstrap_auc_interval(scores[y == 1], scores[y == 0], seed)
-    status = ("measured" if result["measurable"] else
-              f"not measurable: {n_real} real lenses < {min_real}; the AUC is indicative only")
-    return {**result, "auc": value, "ci95": [float(lo), float(hi)], "folds": k, "status": status,
-            "passed": bool(value <= max_auc)}
+    probe.ci95, probe.folds, probe.passed = [float(lo), float(hi)], k, bool(probe.auc <= max_auc)
+    probe.status = ("measured" if probe.measurable else
+                    f"not measurable: {n_real} real lenses < {min_real}; the AUC is indicative only")
+    return probe
 
 
 def _bootstrap_auc_interval(pos: np.ndarray, neg: np.ndarray, seed: int) -> tuple[float, float]:
@@ -161,20 +162,21 @@ def _controls(cutouts: list[RealCutout]) -> np.ndarray:
     return np.nan_to_num(np.stack([c.control for c in cutouts]), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def real_lens_realism(cfg, engine: Engine, spec, shards: SplitShards, samples: SampleSet) -> dict:
+def real_lens_realism(cfg, engine: Engine, spec, shards: SplitShards, samples: SampleSet) -> RealismProbe:
     """The realism probe of the evaluation report: test-split injected lenses vs the configured real
-    lenses; ``configured: False`` when there are none."""
+    lenses; ``configured`` False when there are none."""
     rv = cfg.real_validation
     if not rv.lenses_path:
-        return {"configured": False, "status": "skipped: real_validation.lenses_path is not set"}
+        return RealismProbe(False, "skipped: real_validation.lenses_path is not set")
     if samples.with_control:
-        return {"configured": True, "status": "skipped: a 6-channel model cannot read a real galaxy (no control)"}
+        return RealismProbe(True, "skipped: a 6-channel model cannot read a real galaxy (no control)")
     lenses = read_cutouts(rv.lenses_path, refused=[], max_nonfinite_frac=cfg.max_nonfinite_pixel_frac)
     _, real = logits_and_features(engine, preprocess(_controls(lenses), spec))
     injected, groups = injected_lens_features(engine, shards, samples, cfg.seed)
-    return {"configured": True, "lenses_path": rv.lenses_path,
-            **realism_probe(injected, groups, real, [c.galaxy_id for c in lenses], folds=rv.realism_folds,
-                            min_real=rv.min_real_lenses, max_auc=rv.max_realism_auc, seed=cfg.seed)}
+    probe = realism_probe(injected, groups, real, [c.galaxy_id for c in lenses], folds=rv.realism_folds,
+                          min_real=rv.min_real_lenses, max_auc=rv.max_realism_auc, seed=cfg.seed)
+    probe.lenses_path = rv.lenses_path
+    return probe
 
 
 def test_operating_points(cfg, dataset_dir: str, model_path: str, calibration: Calibration) -> list[dict]:
@@ -190,7 +192,7 @@ def test_operating_points(cfg, dataset_dir: str, model_path: str, calibration: C
 
 def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[dict], lenses_path: str,
                   nonlenses_path: str, out_dir: str, *, operating_fpr: float, prevalence: float,
-                  radius_arcsec: float, purity_target: float, realism: dict | None = None,
+                  radius_arcsec: float, purity_target: float, realism: RealismProbe | None = None,
                   real_sky: RealSkySet | None = None) -> ValidationReport:
     """Score real lenses and non-lenses at the synthetic operating thresholds; write validation.json,
     validation.html, the per-galaxy scores (scores.csv) and plots/ under ``out_dir``. With ``real_sky``
@@ -261,7 +263,7 @@ def validate_real(model_path: str, calibration: Calibration, tpr_at_fpr: list[di
         known_lens_matches={n: int(t["known_lens_name"].notna().sum()) for n, t in tables.items()},
         scores={n: [GalaxyScore(**r) for r in t[["galaxy_id", "probability", "known_lens_name",
                                                  "known_lens_grading"]].to_dict("records")] for n, t in tables.items()},
-        realism_probe=realism or {"configured": False, "status": "not computed"},
+        realism_probe=realism or RealismProbe(False, "not computed"),
         purity_target_check=sky.purity_target(operating.recall, None if standin else operating.fpr_real,
                                               prevalence=prevalence, purity=purity_target),
         recall_by_grading=sky.recall_by_grading(lens_probs, real_sky.gradings, points) if real_sky else None,

@@ -23,21 +23,21 @@ def _ci(rate) -> str:
     return f"{rate.rate:.3f} [{rate.ci95[0]:.3f}, {rate.ci95[1]:.3f}] ({rate.k}/{rate.n})"
 
 
-def realism_section(probe: dict) -> str:
-    """The realism probe (validation.real_lens_realism / realism_probe) as an HTML section."""
-    if probe.get("auc") is None:
-        return f"<h2>Injection realism</h2><p>{probe.get('status', 'not computed')}</p>"
-    lo, hi = probe["ci95"]
-    if not probe["measurable"]:
-        verdict = f"indicative only: fewer than {probe['min_real_lenses']} real lenses"
-    elif not probe["passed"]:
-        verdict = f"above {probe['max_auc']:g}: injection-based completeness is a LOWER BOUND, not an estimate"
+def realism_section(probe) -> str:
+    """The RealismProbe (validation.real_lens_realism / realism_probe) as an HTML section."""
+    if probe.auc is None:
+        return f"<h2>Injection realism</h2><p>{probe.status}</p>"
+    lo, hi = probe.ci95
+    if not probe.measurable:
+        verdict = f"indicative only: fewer than {probe.min_real_lenses} real lenses"
+    elif not probe.passed:
+        verdict = f"above {probe.max_auc:g}: injection-based completeness is a LOWER BOUND, not an estimate"
     else:
-        verdict = f"at most {probe['max_auc']:g}: the model does not tell the injections from real lenses"
+        verdict = f"at most {probe.max_auc:g}: the model does not tell the injections from real lenses"
     return (f"<h2>Injection realism</h2><p>Linear probe on the model's penultimate features, injected lenses "
-            f"(n={probe['n_injected']}) vs real lenses (n={probe['n_real']}), {probe['folds']}-fold, folds "
-            f"disjoint by galaxy: AUC <b>{probe['auc']:.3f}</b> [bootstrap 95 %: {lo:.3f}, {hi:.3f}]; "
-            f"{verdict}. Status: {probe['status']}.</p>")
+            f"(n={probe.n_injected}) vs real lenses (n={probe.n_real}), {probe.folds}-fold, folds "
+            f"disjoint by galaxy: AUC <b>{probe.auc:.3f}</b> [bootstrap 95 %: {lo:.3f}, {hi:.3f}]; "
+            f"{verdict}. Status: {probe.status}.</p>")
 
 
 def validation_html(report, plots: dict[str, bytes]) -> str:

@@ -64,11 +64,11 @@ def test_realism_probe_separates_unlike_features_and_not_like_ones():
     injected, groups = rng.normal(size=(200, 16)), np.repeat(np.arange(50), 4).astype(str)
     unlike = realism_probe(injected, groups, rng.normal(2.0, 1.0, (6, 16)), np.arange(6), folds=5, min_real=20,
                            max_auc=0.9)
-    assert unlike["auc"] > 0.95 and not unlike["passed"] and not unlike["measurable"]
-    assert "not measurable" in unlike["status"] and unlike["n_real"] == 6 and unlike["ci95"][0] > 0.9
+    assert unlike.auc > 0.95 and not unlike.passed and not unlike.measurable
+    assert "not measurable" in unlike.status and unlike.n_real == 6 and unlike.ci95[0] > 0.9
     like = realism_probe(injected, groups, rng.normal(size=(60, 16)), np.arange(60), folds=5, min_real=20,
                          max_auc=0.9)
-    assert like["measurable"] and like["passed"] and like["auc"] < 0.75 and like["ci95"][1] < unlike["ci95"][0]
+    assert like.measurable and like.passed and like.auc < 0.75 and like.ci95[1] < unlike.ci95[0]
 
 
 def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, lenses, tmp_path):
