@@ -1,10 +1,13 @@
 """Is bf16 "not worse"? Two paired comparisons on one test split (issue 22), one JSON document:
 
 1. a bf16-trained model against an fp32-trained one (same recipe, data and seed; only `precision` differs);
-2. the fp32-trained model scored in bf16 against the same model scored in fp32.
+2. the fp32-trained model scored in bf16 against the same model scored in fp32;
+3. the floor of 1: a bf16 model trained with the next seed against the bf16 model (only `seed` differs),
+   what two trainings differ by whatever their precision.
 
 "Not worse" = the paired, class-stratified bootstrap upper bound (95 %) of the drop in AUROC and in TPR at
-FPR 1e-2 is at most 0.01. Trains the missing model(s) in --out (a run folder is reused when it exists).
+FPR 1e-2 is at most 0.01. Trains the missing models in --out (fp32/, bf16/, bf16_seed<N+1>/; a finished run
+folder of the same key is reused).
 
     python -m benchmarks.precision --data halo_data/demo/filtered_dataset --out precision/ [--preset demo]
 """
@@ -33,11 +36,11 @@ def drop_bound(labels: np.ndarray, reference: np.ndarray, candidate: np.ndarray,
     c = compare(labels, reference, candidate, n_distinct, ChallengerConfig(min_tolerance=0, ci=0.90,
                                                                            bootstrap_resamples=1000), operating_fpr)
     # a two-sided 90 % interval's upper end is the one-sided 95 % bound
-    rows = {name: {"reference": r["production"], "candidate": r["challenger"], "drop": -r["difference"],
-                   "drop_upper_95": -r["difference"] + r["ci_half_width"],
-                   "not_worse": -r["difference"] + r["ci_half_width"] <= MAX_DROP} for name, r in c["metrics"].items()}
-    return {"n_test": c["n_test"], "n_distinct_negatives": n_distinct, "metrics": rows,
-            "not_compared": c["not_compared"], "not_worse": all(r["not_worse"] for r in rows.values())}
+    rows = {name: {"reference": r.production, "candidate": r.challenger, "drop": -r.difference,
+                   "drop_upper_95": -r.difference + r.ci_half_width,
+                   "not_worse": -r.difference + r.ci_half_width <= MAX_DROP} for name, r in c.metrics.items()}
+    return {"n_test": c.n_test, "n_distinct_negatives": n_distinct, "metrics": rows,
+            "not_compared": c.not_compared, "not_worse": all(r["not_worse"] for r in rows.values())}
 
 
 def main() -> None:
@@ -49,16 +52,20 @@ def main() -> None:
                                         "trained_model), instead of training it again")
     args = p.parse_args()
     out = Path(args.out)
+    base = load_config(args.preset, args.config, parse_overrides(args.set))
+    runs = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
+            f"bf16_seed{base.seed + 1}": {"precision": "bf16", "seed": base.seed + 1}}
     models, seconds = {"bf16": args.bf16_model} if args.bf16_model else {}, {}
-    for precision in ("fp32", "bf16"):
-        cfg = load_config(args.preset, args.config, {**parse_overrides(args.set), "precision": precision})
-        if precision in models:
+    for name, overrides in runs.items():
+        if name in models:
             continue
         t0 = time.perf_counter()
-        result = fit(cfg, args.data, str(out / precision))
-        models[precision], seconds[precision] = result.model_path, time.perf_counter() - t0
+        result = fit(load_config(args.preset, args.config, {**parse_overrides(args.set), **overrides}), args.data,
+                     str(out / name))
+        models[name], seconds[name] = result.model_path, time.perf_counter() - t0
     scored = {}
-    for trained, scored_in in (("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "bf16")):
+    cfg = base  # one test split: the samples are built with the recipe's own seed for every model
+    for trained, scored_in in (("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "bf16"), (f"bf16_seed{base.seed + 1}", "bf16")):
         labels, logits, n_distinct = score_test_split(cfg, args.data, models[trained], precision=scored_in)
         scored[(trained, scored_in)] = logits
     report = {
@@ -67,6 +74,9 @@ def main() -> None:
                                                    cfg.operating_fpr),
         "fp32_model_scored_bf16_vs_fp32": drop_bound(labels, scored[("fp32", "fp32")], scored[("fp32", "bf16")],
                                                      n_distinct, cfg.operating_fpr),
+        "bf16_seed_vs_bf16_floor": drop_bound(labels, scored[("bf16", "bf16")],
+                                              scored[(f"bf16_seed{base.seed + 1}", "bf16")], n_distinct,
+                                              cfg.operating_fpr),
         "max_abs_logit_difference_fp32_model_bf16_vs_fp32": float(np.abs(scored[("fp32", "bf16")]
                                                                          - scored[("fp32", "fp32")]).max()),
         **machine(),
