@@ -97,4 +97,8 @@ def webdriver(profile: Path, width: int = 1280, height: int = 1024):
             session.call("DELETE", "")
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine: the session is closed, the driver only slow to exit
+            proc.kill()
+            proc.wait()
