@@ -40,8 +40,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on th
 demo-go: install $(DAGSTER_HOME)/dagster.yaml  ## the demo at 15,500 train LRGs: GO for seeds 0 and 1, ~17 min on 2 cores (SET adds more)
 	$(BIN)/python -m halo_assets.demo --preset demo --set simulation.n_lrg.train=15500 $(foreach s,$(SET),--set $(s))
 
-test: install  ## run the test suite
-	$(BIN)/python -m pytest -q
+test: install  ## run the test suite (two workers, each test file whole on one: its module fixtures built once)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI on http://127.0.0.1:3000 over the demo's instance; reports on $(HALO_FILES_URL)
 	@mkdir -p $(HALO_ROOT)

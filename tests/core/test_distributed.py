@@ -9,6 +9,7 @@ import torch
 
 from halo_core.data.loader import BatchStream, make_loader
 from halo_core.data.samples import load_split_samples
+from tests.factories import free_port
 
 
 def test_each_sample_once_per_epoch_across_ranks_and_workers(filtered_dir, smoke_cfg):
@@ -23,7 +24,7 @@ def test_each_sample_once_per_epoch_across_ranks_and_workers(filtered_dir, smoke
 
 def test_torchrun_two_ranks_trains_and_rank0_writes(tmp_path, filtered_dir, smoke_cfg):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "halo_core.train", "--preset", "smoke", "--set", "epochs=1", "--set", "num_workers=2",
            "--data", filtered_dir, "--out", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
