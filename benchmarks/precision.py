@@ -47,25 +47,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     config_args(p, default_preset="demo")
     p.add_argument("--data", required=True, help="a filtered dataset (the demo's: halo_data/demo/filtered_dataset)")
-    p.add_argument("--out", required=True, help="folder for the two training runs and precision.json")
+    p.add_argument("--out", required=True, help="folder for the training runs and precision.json")
     p.add_argument("--bf16-model", help="a model.pt trained in bf16 on --data with this recipe (e.g. the demo's "
                                         "trained_model), instead of training it again")
     args = p.parse_args()
     out = Path(args.out)
-    base = load_config(args.preset, args.config, parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    cfg = load_config(args.preset, args.config, overrides)  # its seed builds the test split every model is scored on
+    seeded = f"bf16_seed{cfg.seed + 1}"
     runs = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
-            f"bf16_seed{base.seed + 1}": {"precision": "bf16", "seed": base.seed + 1}}
+            seeded: {"precision": "bf16", "seed": cfg.seed + 1}}
     models, seconds = {"bf16": args.bf16_model} if args.bf16_model else {}, {}
-    for name, overrides in runs.items():
+    for name, run in runs.items():
         if name in models:
             continue
         t0 = time.perf_counter()
-        result = fit(load_config(args.preset, args.config, {**parse_overrides(args.set), **overrides}), args.data,
-                     str(out / name))
+        result = fit(load_config(args.preset, args.config, {**overrides, **run}), args.data, str(out / name))
         models[name], seconds[name] = result.model_path, time.perf_counter() - t0
     scored = {}
-    cfg = base  # one test split: the samples are built with the recipe's own seed for every model
-    seeded = f"bf16_seed{base.seed + 1}"
     for trained, scored_in in (("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "bf16"), (seeded, "bf16")):
         labels, logits, n_distinct = score_test_split(cfg, args.data, models[trained], precision=scored_in)
         scored[(trained, scored_in)] = logits
