@@ -110,3 +110,50 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 5_000_000  # bytes: no member's data was decompressed (reading it needs 48-64 MB)
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(3, 64, 64)).astype(np.float32)
+
+
+def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def _npy(band: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, band)
+    return buf.getvalue()
+
+
+def test_stored_and_deflated_npz_read_as_numpy_reads_them():
+    image = _image()
+    for save in (np.savez, np.savez_compressed):
+        buf = io.BytesIO()
+        save(buf, image_g=image[0], image_r=image[1], image_z=image[2])
+        np.testing.assert_array_equal(_decode(buf.getvalue()), image)
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    # a flipped bit inside a band's deflate stream: the inflate or the CRC check fails, never a wrong image
+    (lambda blob: blob[:300] + bytes([blob[300] ^ 0x10]) + blob[301:], "corrupt npz"),
+    # the local header names another member than the central directory does
+    (lambda blob: blob.replace(b"image_g.npy", b"image_x.npy", 1), "does not match the central directory"),
+])
+def test_a_damaged_member_is_a_corrupt_npz(corrupt, match):
+    blob = encode_stamp(_image())
+    with pytest.raises(StampDecodeError, match=match) as err:
+        _decode(corrupt(blob))
+    assert err.value.reason == "corrupt_npz"
+
+
+def test_a_member_compressed_otherwise_than_numpy_does_is_refused():
+    image = _image()
+    blob = _zip({f"image_{b}.npy": _npy(band) for b, band in zip("grz", image)}, zipfile.ZIP_LZMA)
+    with pytest.raises(StampDecodeError, match="npz members are stored or deflated") as err:
+        _decode(blob)
+    assert err.value.reason == "corrupt_npz"
