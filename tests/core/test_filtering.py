@@ -5,7 +5,7 @@ import pytest
 from halo_core import uris
 from halo_core.config import load_preset
 from halo_core.data.filtering import build_filtered_dataset
-from halo_core.data.shards import open_split, read_manifest
+from halo_core.data.shards import open_split, read_manifest, to_float16
 from halo_core.errors import BuildLockedError, ContractError, StorageError
 from tests.factories import make_paired_table, three_splits, write_split_dirs
 
@@ -175,3 +175,14 @@ def test_a_band_stored_as_strings_is_quarantined_not_fatal(tmp_path):
         "test": make_paired_table(4, seed=2, bricks=("3000p010",), id_prefix="c")})
     report = _build(tmp_path, root)
     assert dict(report.splits["train"].counts) == {"bad_dtype": 1} and report.splits["train"].rows_kept == 5
+
+
+def test_shards_round_to_float16_as_numpy_does():
+    """The shards' float16 is numpy's, bit for bit: ties to even, subnormals, overflow to inf, over a
+    stride of every float32 bit pattern (the shards stayed byte-identical when the cast moved to torch)."""
+    bits = np.arange(0, 2**32, 9_973, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = np.float32(1) + np.float32(2.0**-11) * np.arange(8, dtype=np.float32)  # halfway between float16s
+    x = np.concatenate([bits[np.isfinite(bits)], ties, np.float32([65520, -65520, 2.0**-25, -0.0])])
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    assert np.array_equal(to_float16(x).view(np.uint16), want.view(np.uint16))
