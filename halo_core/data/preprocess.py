@@ -58,6 +58,19 @@ def ring_index(size: int) -> np.ndarray:
     return np.floor(pixel_radius(size)).astype(np.int64)
 
 
+@lru_cache(maxsize=8)
+def _rings_from(size: int, min_radius: float) -> np.ndarray:
+    """The flattened indices of the pixels in rings >= ``min_radius``: gathered with np.take, ~6x faster
+    than a boolean mask on (N, C, size*size) stamps (the medians taken there do not depend on order)."""
+    return np.flatnonzero(ring_index(size) >= min_radius)
+
+
+def outer_annulus(size: int, spec: "PreprocessSpec") -> np.ndarray:
+    """The outer annulus's pixels (flattened indices): sky and the LRG's outskirts, where the robust
+    centre and scale are measured."""
+    return _rings_from(size, spec.annulus_min_radius_px * size / spec.stamp_size)
+
+
 @lru_cache(maxsize=4)
 def _ring_order(size: int) -> tuple[np.ndarray, np.ndarray]:
     """The flattened pixels ordered ring by ring, and where each ring starts and ends in that order."""
@@ -119,8 +132,8 @@ def preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         center, scale = _robust_center_scale(flat, spec.mad_factor)
         out = (flat - center) / scale
     else:
-        outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
-        center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor, overwrite_input=True)
+        outer = np.take(flat, outer_annulus(h, spec), axis=-1)
+        center, scale = _robust_center_scale(outer, spec.mad_factor, overwrite_input=True)
         out = (flat - center) / scale
         out = subtract_radial_profile(out, h)
     return np.clip(out, *spec.clip_range).reshape(n, c, h, w)
@@ -162,8 +175,8 @@ def preprocess_with_core(images: np.ndarray, spec: PreprocessSpec,
     outer-annulus centre and scale: the filter needs both for every control."""
     n, c, h, w = images.shape
     flat = images.reshape(n, c, h * w).astype(np.float32, copy=False)
-    outer = ring_index(h) >= spec.annulus_min_radius_px * h / spec.stamp_size
-    center, scale = _robust_center_scale(flat[..., outer], spec.mad_factor, overwrite_input=True)
+    center, scale = _robust_center_scale(np.take(flat, outer_annulus(h, spec), axis=-1), spec.mad_factor,
+                                         overwrite_input=True)
     core = ((flat[..., pixel_radius(h) < radius_px] - center) / scale).sum(axis=-1)
     if spec.normalization != "residual_radial":
         return None, core
