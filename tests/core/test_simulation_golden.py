@@ -39,3 +39,21 @@ def content_fingerprint(root) -> str:
 def test_the_simulated_data_keeps_its_fingerprint(tmp_path, workers):
     simulate_dataset(tmp_path, GOLDEN, workers=workers)
     assert content_fingerprint(tmp_path) == GOLDEN_FINGERPRINT
+
+
+# sha256 of each split's pairs.f16 when the demo preset's filter reads the golden data: the filter of
+# 066af9d (before issue 24 made it faster) wrote these bytes, and a faster decode, preprocess or float16
+# cast must write them too (every step is exact IEEE arithmetic or a selection, the same on any CPU)
+GOLDEN_SHARDS = {"train": "04cc50cba237ffc416a8721ae1498fdb69461fa36a0a37816f05c8bbc97feb43",
+                 "val": "b88a0174de92afeb079899c30e7f0dcc508ef92bb7c64152a8e334c73fe0d1c1",
+                 "test": "11be7522c84392566fcf8a2be7073c3efad67f063451b1f5799582c77a2d1b8c"}
+
+
+def test_the_filter_writes_the_shards_it_always_wrote(tmp_path):
+    from halo_core.config import load_preset
+    from halo_core.data.filtering import build_filtered_dataset
+
+    simulate_dataset(tmp_path / "raw", GOLDEN)
+    build_filtered_dataset(load_preset("demo"), str(tmp_path / "raw"), str(tmp_path / "filtered"), on_ray=False)
+    shards = {s: hashlib.sha256((tmp_path / "filtered" / s / "pairs.f16").read_bytes()).hexdigest() for s in SPLITS}
+    assert shards == GOLDEN_SHARDS
