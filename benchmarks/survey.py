@@ -9,13 +9,14 @@ machine's load beside each:
   went (decode, preprocess, forward, write, waiting);
 - with ``--before PATH`` (a checkout of older code, e.g. `git worktree add /tmp/old 066af9d`), the same
   pipelines and the filter run by that code in a subprocess on the same files, in the same run;
-- the filter: single process (decode 2 npz, preprocess, write float16 shards) now and before, the
-  shards compared byte for byte; Ray on all cores;
+- the filter: single process on one core (read, decode 2 npz, preprocess, write float16 shards), now and
+  before interleaved over 5 rounds, microseconds per row by stage, the shards compared byte for byte; Ray
+  on all cores (``--filter-only``: nothing else);
 - ``--memory``: peak memory (RSS and PSS summed over the process tree) of `halo score` and `halo catalog`
   at ``--cutouts`` and ``--big`` cutouts, and its growth between them (with ``--before``, that code's too);
 - the 10^7-cutout projection from the measured points.
 
-    python -m benchmarks.survey [--cutouts 20000] [--before /tmp/old] [--memory --big 50000]
+    python -m benchmarks.survey [--cutouts 20000] [--before /tmp/old] [--memory --big 50000] [--filter-only]
 
 Weights are a freshly initialised ResNet18 (throughput does not depend on what it learned). Run it on a
 machine as quiet as you can make it, and compare ratios measured in one run.
@@ -149,14 +150,43 @@ PIPELINE = textwrap.dedent('''
 FILTER = textwrap.dedent('''
     import json, sys, time
     from halo_core.config import load_preset
-    from halo_core.data.filtering import build_filtered_dataset
+    from halo_core.data import filtering
     raw, out, on_ray, cpus = sys.argv[1], sys.argv[2], sys.argv[3] == "ray", int(sys.argv[4])
+    # where the time goes in one process: the filter's own calls of these names, timed where it makes them
+    # (~1 us a call; on Ray the work runs in tasks that import the module afresh, untimed)
+    seconds = {}
+    def timed(stage, fn):
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
+        return call
+    def timed_reads(*args, **kwargs):
+        parts = read_split(*args, **kwargs)
+        while True:
+            started = time.perf_counter()
+            part = next(parts, None)
+            seconds["read"] = seconds.get("read", 0.0) + time.perf_counter() - started
+            if part is None:
+                return
+            yield part
+    read_split = filtering.read_split
+    filtering.read_split = timed_reads
+    for stage, names in (("decode", ["decode_stamp"]), ("preprocess", ["preprocess", "preprocess_with_core", "core_brightness"])):
+        for name in names:
+            if hasattr(filtering, name):
+                setattr(filtering, name, timed(stage, getattr(filtering, name)))
+    filtering.ShardWriter.append = timed("write", filtering.ShardWriter.append)
+    filtering.ShardWriter.close = timed("write", filtering.ShardWriter.close)
     cfg = load_preset("demo")
     started = time.perf_counter()
-    report = build_filtered_dataset(cfg, raw, out, on_ray=on_ray, num_cpus=cpus)
+    report = filtering.build_filtered_dataset(cfg, raw, out, on_ray=on_ray, num_cpus=cpus)
     rows = sum(r.rows_in for r in report.splits.values())
     import halo_core
-    print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "halo_core": halo_core.__file__}))
+    print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "timings": seconds,
+                                  "halo_core": halo_core.__file__}))
 ''')
 
 
@@ -220,13 +250,14 @@ def components(before: str | None, model_path: str, parquet: str, n: int = 512, 
             [b / a for a, b in zip(us["now"][s], us["before"][s])]), 2) for s in us["now"]})
 
 
-def run_code(code_root: str, script: str, *args) -> dict:
+def run_code(code_root: str, script: str, *args, cpus: list[int] | None = None) -> dict:
     """Run ``script`` with the halo_core of ``code_root`` in a subprocess started there (``python -c`` puts
     its working directory first on sys.path: started from this checkout, it would run this checkout's code
-    whatever PYTHONPATH says, which once made a "before" run measure the new code)."""
+    whatever PYTHONPATH says, which once made a "before" run measure the new code); on the cores ``cpus``."""
     env = {**os.environ, "PYTHONPATH": code_root, "HALO_BENCH_PEAK_RSS": str(Path(__file__).with_name("peak_rss.py"))}
     done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, cwd=code_root,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"{script[:40]!r} with {code_root}: {done.stderr[-2000:]}")
@@ -262,24 +293,39 @@ def pipelines(label: str, code: str, model: str, files: list[str], n: int, root:
     return rates
 
 
-def filters(code_now: str, before: str | None, root: Path) -> None:
+FILTER_STAGES = ("read", "decode", "preprocess", "write")
+
+
+def filters(code_now: str, before: str | None, root: Path, rounds: int = 5) -> None:
+    """The filter in one process on one core, this code and --before's interleaved round by round (the
+    median of the per-round ratios), with the microseconds per row of each stage (the rest: vetting,
+    stacking, the manifest); then on Ray with every core."""
     cfg = load_preset("demo", {"simulation": {"n_lrg": {"train": 1500, "val": 20, "test": 20}}})
     simulate_dataset(root / "paired", cfg.simulation, rows_per_file=500)
-    runs = [("now", code_now, "single", 1), ("now", code_now, "ray", os.cpu_count())]
-    if before:
-        runs.insert(1, ("before", before, "single", 1))
+    codes = [("now", code_now)] + ([("before", before)] if before else [])
+    runs = {label: [] for label, _ in codes}
+    for _ in range(rounds):
+        for label, code in codes:
+            runs[label].append(run_code(code, FILTER, root / "paired", root / f"filter-{label}-single", "single", 1,
+                                        cpus=[0]))
     rates = {}
-    for label, code, mode, cpus in runs:
-        r = run_code(code, FILTER, root / "paired", root / f"filter-{label}-{mode}", mode, cpus)
-        rates[(label, mode)] = r["rows"] / r["seconds"]
-        emit(benchmark=f"filter_{label}_{mode}", cpus=cpus, rows=r["rows"], seconds=round(r["seconds"], 1),
-             rows_per_s=round(rates[(label, mode)], 1))
-    row = {"ray_vs_single": round(rates[("now", "ray")] / rates[("now", "single")], 2)}
+    for label, results in runs.items():
+        rates[label] = [r["rows"] / r["seconds"] for r in results]
+        us = {s: statistics.median(r["timings"].get(s, 0.0) / r["rows"] * 1e6 for r in results) for s in FILTER_STAGES}
+        us["other"] = statistics.median(1e6 * (r["seconds"] - sum(r["timings"].get(s, 0.0) for s in FILTER_STAGES))
+                                        / r["rows"] for r in results)
+        emit(benchmark=f"filter_{label}_single", cpus=1, rows=results[0]["rows"], rounds=rounds,
+             rows_per_s=round(statistics.median(rates[label]), 1), us_per_row={k: round(v) for k, v in us.items()})
+    r = run_code(code_now, FILTER, root / "paired", root / "filter-now-ray", "ray", os.cpu_count())
+    emit(benchmark="filter_now_ray", cpus=os.cpu_count(), rows=r["rows"], seconds=round(r["seconds"], 1),
+         rows_per_s=round(r["rows"] / r["seconds"], 1))
+    row = {"ray_vs_single": round(r["rows"] / r["seconds"] / statistics.median(rates["now"]), 2)}
     if before:
+        ratios = [a / b for a, b in zip(rates["now"], rates["before"])]
         same = all((root / "filter-now-single" / s / f).read_bytes() == (root / "filter-before-single" / s / f).read_bytes()
                    for s in ("train", "val", "test") for f in ("pairs.f16", "meta.parquet"))
-        row.update(single_now_vs_before=round(rates[("now", "single")] / rates[("before", "single")], 2),
-                   shards_byte_identical=same)
+        row.update(single_now_vs_before=round(statistics.median(ratios), 2),
+                   single_now_vs_before_rounds=[round(x, 2) for x in ratios], shards_byte_identical=same)
     emit(benchmark="filter_ratios", **row)
 
 
@@ -290,6 +336,7 @@ def main(argv=None) -> None:
     p.add_argument("--memory", action="store_true", help="peak memory at --cutouts and --big cutouts")
     p.add_argument("--big", type=int, default=50_000)
     p.add_argument("--skip-filter", action="store_true")
+    p.add_argument("--filter-only", action="store_true", help="only the filter, now (and --before)")
     p.add_argument("--selection", action="store_true", help="also time the selection function's default grid")
     p.add_argument("--components", action="store_true", help="only the bare forward and the per-stage costs")
     args = p.parse_args(argv)
@@ -297,6 +344,8 @@ def main(argv=None) -> None:
     emit(benchmark="machine", **machine())
     with tempfile.TemporaryDirectory(prefix="halo-bench-survey-") as tmp:
         root = Path(tmp)
+        if args.filter_only:
+            return filters(here, args.before, root)
         path, precision = model_file(root)
         files = cutouts(root, args.cutouts)
         n = _rows(files)
