@@ -174,10 +174,11 @@ FILTER = textwrap.dedent('''
             yield part
     read_split = filtering.read_split
     filtering.read_split = timed_reads
-    for stage, names in (("decode", ["decode_stamp"]), ("preprocess", ["preprocess", "preprocess_with_core", "core_brightness"])):
-        for name in names:
-            if hasattr(filtering, name):
-                setattr(filtering, name, timed(stage, getattr(filtering, name)))
+    stages = {"decode_stamp": "decode", "preprocess": "preprocess", "preprocess_with_core": "preprocess",
+              "core_brightness": "preprocess"}  # the names either code calls
+    for name, stage in stages.items():
+        if hasattr(filtering, name):
+            setattr(filtering, name, timed(stage, getattr(filtering, name)))
     filtering.ShardWriter.append = timed("write", filtering.ShardWriter.append)
     filtering.ShardWriter.close = timed("write", filtering.ShardWriter.close)
     cfg = load_preset("demo")

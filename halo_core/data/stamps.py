@@ -145,17 +145,16 @@ def member_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 def read_member(archive: zipfile.ZipFile, name: str, where: str, max_shape: tuple[int, ...]) -> np.ndarray:
     """One numeric array of an npz archive. A member whose declared size exceeds the largest array
     ``max_shape`` allows (a decompression bomb: 8000x8000 zeros compress to 0.5 MB) has only its header
-    read, for the refusal; any other is decompressed in one call (zipfile stops at the declared size and
-    checks the CRC) and its header checked before it becomes an array: a pickled object or a band of
-    strings is never unpickled or rescaled."""
-    member = f"{name}.npy"
+    read, for the refusal; any other is decompressed in one call (member_bytes: bounded by the declared
+    size, its CRC checked) and its header checked before it becomes an array: a pickled object or a band
+    of strings is never unpickled or rescaled."""
     try:
-        declared = archive.getinfo(member).file_size
-        if declared > MAX_NPY_HEADER_BYTES + math.prod(max_shape) * 8:  # float64's 8 bytes, the widest kept
+        info = archive.getinfo(f"{name}.npy")
+        if info.file_size > MAX_NPY_HEADER_BYTES + math.prod(max_shape) * 8:  # float64's 8 bytes, the widest kept
             shape, dtype = member_header(archive, name, where)
             _check_member(name, where, shape, dtype, max_shape)
-            raise StampDecodeError(f"{where}: {name} declares {declared} bytes for shape {shape}", "corrupt_npz")
-        raw = member_bytes(archive, archive.getinfo(member))
+            raise StampDecodeError(f"{where}: {name} declares {info.file_size} bytes for shape {shape}", "corrupt_npz")
+        raw = member_bytes(archive, info)
     except StampDecodeError:
         raise
     except Exception as err:
