@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from halo_assets.demo import GO, NO_GO, check_rows, exit_status, run_retrain, verdict
+from tests.conftest import REAL_CUTOUTS
 from tests.factories import LENIENT_GO_NO_GO
 
 SMOKE_DATA = "simulation={n_lrg: {train: 30, val: 12, test: 16}, injections_per_lrg: 3, lrgs_per_brick: 3, seed: 1}"
@@ -99,11 +100,7 @@ def test_gen5_prime_ends_no_go_because_it_needs_a_control_stamp(tmp_path, instan
 def test_real_cutouts_configured_run_the_whole_loop_on_real_inputs(tmp_path, instance):
     """Arcs injected into the six real fixtures, trained, evaluated, and validated on the same six as
     known lenses (candidates, n = 6: the mechanics of the loop, not a science result)."""
-    from pathlib import Path
-
-    fixtures = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts"
-    if not sorted(fixtures.glob("*.npz")):
-        pytest.skip(f"real DR10 cutouts not found at {fixtures}")
+    fixtures = REAL_CUTOUTS
     overrides = [f"lrg_cutouts_path={fixtures}", "injection.injections_per_galaxy=6",
                  "injection.test_fraction=0.45", "epochs=1", "batch_size=16",
                  # three test galaxies, two train ones: too few for unpaired halves (each stamp against its own

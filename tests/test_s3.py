@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 
 from halo_assets.demo import run_retrain  # noqa: E402
 from halo_core import uris  # noqa: E402
+from tests.conftest import REAL_CUTOUTS  # noqa: E402
 from tests.factories import free_port, three_splits  # noqa: E402
 
 BUCKET = "darkhaloscope"
@@ -166,15 +167,11 @@ def test_a_rebuild_on_s3_switches_the_pointer_and_a_failed_one_keeps_the_last_go
 
 def test_real_cutouts_are_read_from_a_parquet_on_s3(s3, tmp_path):
     """halo inject's parquet layout: a `cutout` npz blob per galaxy, its meta_* fields as columns."""
-    from pathlib import Path
-
     import pandas as pd
 
     from halo_core.simulate.injection import read_cutouts
 
-    fixtures = sorted((Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts").glob("*.npz"))
-    if not fixtures:
-        pytest.skip("real DR10 cutouts not found")
+    fixtures = sorted(REAL_CUTOUTS.glob("*.npz"))
     local = read_cutouts([str(p) for p in fixtures])
     frame = pd.DataFrame({"cutout": [p.read_bytes() for p in fixtures],
                           **{f"meta_{k}": [c.meta[k] for c in local] for k in ("ra", "dec", "brickname")}})

@@ -6,7 +6,6 @@ mechanics, not for science)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -29,8 +28,8 @@ from halo_core.survey.selection import (
     selection_function,
     write_report,
 )
+from tests.conftest import REAL_CUTOUTS
 
-REAL_CUTOUTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_dr10_cutouts"
 PSF_EDGES, DEPTH_EDGES = [1.2, 1.35, 1.5], [24.4, 24.7, 25.0]  # the paired schema's psf_bin / depth_bin
 GRID = {"theta_e_arcsec": [0.8, 2.0], "source_r_mag": [20.5, 23.5], "injections_per_cell": 3, "seed": 5}
 

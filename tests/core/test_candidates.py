@@ -10,8 +10,8 @@ from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.survey.candidates import CatalogModel, brick_index, build_catalog, read_catalog
 from halo_core.survey.scoring import score
+from tests.conftest import REAL_CUTOUTS
 
-REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 CAL = Calibration(a=0.8, b=-0.5, train_prevalence=0.5, n_fit=100)
 
 
@@ -92,8 +92,6 @@ def test_catalogue_scores_equal_halo_score_and_partition_by_brick(ray_local, pro
 
 def test_halo_catalog_cli(ray_local, promoted, paired_dir, tmp_path):
     _, npz = _inputs(paired_dir)
-    if not npz:
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
     out = tmp_path / "cat"
     assert main(["catalog", "--model", promoted, "--out", str(out), "--top", "3", *npz]) == 0
     gallery = (out / "_gallery" / "index.html").read_text()

@@ -20,8 +20,6 @@ from halo_core.simulate.lens import q_phi_to_e1e2
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic
 
-REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
-
 
 def _decode(blob: bytes) -> np.ndarray:
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:

@@ -1,20 +1,15 @@
 """Cross-match to lenscat: the six real DR10 fixtures are DESI candidates in it, matched within 0.5"."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from halo_core.data.known_lenses import COLUMNS, catalogue, crossmatch
-
-REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
+from tests.conftest import REAL_CUTOUTS
 
 
 @pytest.fixture(scope="module")
 def positions():
     paths = sorted(REAL_CUTOUTS.glob("*.npz"))
-    if not paths:
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
     ra, dec = [], []
     for path in paths:
         with np.load(path, allow_pickle=False) as npz:

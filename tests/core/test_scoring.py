@@ -10,17 +10,14 @@ from halo_core.evaluation.calibration import Calibration
 from halo_core.model.checkpoint import load_checkpoint, save_checkpoint
 from halo_core.model.network import build_model
 from halo_core.survey.scoring import EXIT_SOME_REFUSED, score
+from tests.conftest import REAL_CUTOUTS
 
-REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 GALAXIES = ["0001m040_4091", "0001m060_2396", "0001m372_9677", "0003m005_293", "0006p270_2574"]
 
 
 @pytest.fixture
 def cutouts():
-    paths = sorted(REAL_CUTOUTS.glob("*.npz"))
-    if not paths:
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
-    return [str(p) for p in paths]
+    return [str(p) for p in sorted(REAL_CUTOUTS.glob("*.npz"))]
 
 
 def test_scores_real_dr10_cutouts_with_the_models_preprocessing(trained, cutouts, tmp_path):

@@ -18,6 +18,7 @@ from halo_core.simulate.dataset import draw_split, plan_bricks, render_chunk
 from halo_core.simulate.lens import q_phi_to_e1e2, sie_shear_deflection
 from halo_core.simulate.psf import convolve, moffat_kernel
 from halo_core.simulate.source import render_lensed_sersic, render_sersic
+from tests.conftest import REAL_CUTOUTS
 
 SCHEMA_COLUMNS = {
     "stamp_npz", "ctrl_stamp_npz", "task_id", "brickname", "ra", "dec", "theta_e_arcsec", "arc_snr",
@@ -153,9 +154,6 @@ def test_same_seed_gives_identical_bytes(tiny_dataset, tmp_path):
     assert (other / "val" / "part-00000.parquet").read_bytes() != (out / "val" / "part-00000.parquet").read_bytes()
 
 
-REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
-
-
 def _block_variance_ratio(sky: np.ndarray, block: int) -> float:
     """Robust variance of block x block sums over block**2 times the robust pixel variance: 1 for white
     noise, more when neighbouring pixels are correlated. Blocks touching a > 4 sigma pixel are dropped."""
@@ -170,8 +168,6 @@ def _block_variance_ratio(sky: np.ndarray, block: int) -> float:
 
 def test_sky_noise_is_correlated_like_the_real_dr10_cutouts(tiny_dataset):
     paths = sorted(REAL_CUTOUTS.glob("*.npz"))
-    if not paths:
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
     real_sky = [np.load(p, allow_pickle=False)["cutout"][:20, :, band] for p in paths for band in range(3)]
     _, _, tables = tiny_dataset
     controls = [_decode(blob) for blob in tables["train"]["ctrl_stamp_npz"].unique()]

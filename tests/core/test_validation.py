@@ -31,15 +31,13 @@ from halo_core.model.inference import predict_logits
 from halo_core.model.network import build_model
 from halo_core.records import from_json
 from halo_core.survey.scoring import score
+from tests.conftest import REAL_CUTOUTS
 
-REAL_CUTOUTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_dr10_cutouts"
 CAL = Calibration(a=0.8, b=-0.3, train_prevalence=0.5, n_fit=100)
 
 
 @pytest.fixture(scope="module")
 def lenses():
-    if not sorted(REAL_CUTOUTS.glob("*.npz")):
-        pytest.skip(f"real DR10 cutouts not found at {REAL_CUTOUTS}")
     return str(REAL_CUTOUTS)
 
 
