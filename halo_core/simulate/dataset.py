@@ -66,7 +66,8 @@ GAIN_E_PER_NMGY = (2000.0, 6000.0)  # deep-coadd effective gain: object Poisson 
 # Coadd pixels are resampled (Lanczos) and stacked, so their noise is correlated between neighbours.
 # White noise smoothed by a Gaussian of this sigma, rescaled to the same per-pixel sigma, gives
 # 2x2 / 4x4 block sums with ~1.5x / ~2x the white-noise variance, the medians measured on the sky of
-# the real DR10 cutouts in ../shared/data (tests/core/test_simulate.py compares the two).
+# the six real DR10 cutouts halo ships (halo_core/data/real_dr10_cutouts; tests/core/test_simulate.py
+# compares the two).
 NOISE_CORRELATION_SIGMA_PX = 0.5
 THETA_E_ARCSEC = (0.5, 2.5)
 SOURCE_R_MAG_RANGE = (20.1, 22.9)
