@@ -154,7 +154,7 @@ FILTER = textwrap.dedent('''
     raw, out, on_ray, cpus = sys.argv[1], sys.argv[2], sys.argv[3] == "ray", int(sys.argv[4])
     # where the time goes in one process: the filter's own calls of these names, timed where it makes them
     # (~1 us a call; on Ray the work runs in tasks that import the module afresh, untimed)
-    seconds = {}
+    seconds, read_split = {}, filtering.read_split
     def timed(stage, fn):
         def call(*args, **kwargs):
             started = time.perf_counter()
@@ -172,7 +172,6 @@ FILTER = textwrap.dedent('''
             if part is None:
                 return
             yield part
-    read_split = filtering.read_split
     filtering.read_split = timed_reads
     stages = {"decode_stamp": "decode", "preprocess": "preprocess", "preprocess_with_core": "preprocess",
               "core_brightness": "preprocess"}  # the names either code calls
