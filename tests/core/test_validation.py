@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from halo_core.cli import main
@@ -31,14 +30,8 @@ from halo_core.model.inference import predict_logits
 from halo_core.model.network import build_model
 from halo_core.records import from_json
 from halo_core.survey.scoring import score
-from tests.conftest import REAL_CUTOUTS
 
 CAL = Calibration(a=0.8, b=-0.3, train_prevalence=0.5, n_fit=100)
-
-
-@pytest.fixture(scope="module")
-def lenses():
-    return str(REAL_CUTOUTS)
 
 
 def _points(threshold: float) -> list[dict]:
@@ -69,10 +62,10 @@ def test_realism_probe_separates_unlike_features_and_not_like_ones():
     assert like.measurable and like.passed and like.auc < 0.75 and like.ci95[1] < unlike.ci95[0]
 
 
-def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, lenses, tmp_path):
-    probs = score(trained.model_path, sorted(str(p) for p in Path(lenses).glob("*.npz")), calibration=CAL)
+def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, fixtures, tmp_path):
+    probs = score(trained.model_path, sorted(str(p) for p in Path(fixtures).glob("*.npz")), calibration=CAL)
     threshold = float(np.median(probs["probability"]))  # splits the six, so the count is not trivial
-    report = validate_real(trained.model_path, CAL, _points(threshold), lenses, "", str(tmp_path), operating_fpr=1e-2,
+    report = validate_real(trained.model_path, CAL, _points(threshold), fixtures, "", str(tmp_path), operating_fpr=1e-2,
                            prevalence=1e-3, radius_arcsec=2.0, purity_target=0.75)
     operating = report.operating
     k = int((probs["probability"] >= threshold).sum())
@@ -88,18 +81,18 @@ def test_recall_on_real_lenses_is_counted_at_the_synthetic_threshold(trained, le
     assert all((tmp_path / p).stat().st_size > 1000 for p in report.plots.values())
 
 
-def test_halo_validate_takes_thresholds_from_a_report(trained, evaluated, lenses, tmp_path, capsys):
+def test_halo_validate_takes_thresholds_from_a_report(trained, evaluated, fixtures, tmp_path, capsys):
     report = evaluated[1]
     (tmp_path / "report.json").write_text(json.dumps({**report.to_dict(), "metrics": {"tpr_at_fpr": _points(0.5)}}))
     (tmp_path / "cal.json").write_text(json.dumps(CAL.to_dict()))
-    assert main(["validate", "--preset", "smoke", "--model", trained.model_path, "--lenses", lenses,
+    assert main(["validate", "--preset", "smoke", "--model", trained.model_path, "--lenses", fixtures,
                  "--report", str(tmp_path / "report.json"), "--calibration", str(tmp_path / "cal.json"),
                  "--out", str(tmp_path / "v")]) == 0
     out = capsys.readouterr().out
     assert "6 real lenses, 24 STAND-IN" in out and "FPR 0.01 (operating): threshold 0.5000" in out
     assert "FPR 0.001: not measurable" in out and (tmp_path / "v" / VALIDATION_HTML).is_file()
     # without test metrics anywhere there is no threshold to use: a clear error, exit 2
-    assert main(["validate", "--model", trained.model_path, "--lenses", lenses, "--out", str(tmp_path / "w")]) == 2
+    assert main(["validate", "--model", trained.model_path, "--lenses", fixtures, "--out", str(tmp_path / "w")]) == 2
 
 
 def test_q7_substitutes_score_the_test_split_without_the_true_control(filtered_dir):
@@ -120,12 +113,12 @@ def test_q7_substitutes_score_the_test_split_without_the_true_control(filtered_d
     assert not np.allclose(logits["median_template"], logits["true_control"], atol=1e-3)
 
 
-def test_a_cutout_with_a_nan_core_is_refused_never_filled_with_zeros_and_counted(trained, lenses, tmp_path):
+def test_a_cutout_with_a_nan_core_is_refused_never_filled_with_zeros_and_counted(trained, fixtures, tmp_path):
     """M5: validate filled NaN pixels with zeros and counted such cutouts as lenses."""
     import shutil
 
     folder = tmp_path / "lenses"
-    shutil.copytree(lenses, folder)
+    shutil.copytree(fixtures, folder)
     with np.load(folder / "0001m040_4091.npz") as npz:
         members = dict(npz)
     members["cutout"] = members["cutout"].copy()
